@@ -1,0 +1,112 @@
+"""``dbperf serve | check-config | demo | version``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from exporter import __version__
+from exporter.config import ConfigError, Config, from_env, load, parse_listen
+
+LOG = logging.getLogger("dbperf")
+
+
+def _load_config(path: str | None) -> Config:
+    path = path or os.environ.get("DBPERF_CONFIG")
+    if path:
+        return load(path)
+    if os.environ.get("DBPERF_DSN"):
+        return from_env()
+    raise ConfigError("dbperf", "--config", "no configuration: pass --config FILE, or set DBPERF_CONFIG or DBPERF_DSN")
+
+
+def cmd_serve(args) -> int:
+    from exporter import log
+    from exporter.server import Exporter, make_server
+
+    config = _load_config(args.config)
+    log.setup(args.log_level or config.log_level, args.log_format or config.log_format)
+    host, port = config.listen_host, config.listen_port
+    if args.listen:
+        host, port = parse_listen("--listen", "--listen", args.listen)
+    exporter = Exporter(config)
+    try:
+        server = make_server(exporter, host, port)
+    except OSError as exc:
+        print(f"dbperf: --listen {host}:{port}: cannot listen: {exc.strerror}", file=sys.stderr)
+        return 1
+    LOG.info("dbperf %s listening on http://%s:%d/metrics (%d targets: %s)", __version__, host,
+             server.server_address[1], len(config.targets), ", ".join(t.name for t in config.targets))
+    stop = threading.Event()
+
+    def shutdown(signum, _frame):
+        LOG.info("received signal %d, shutting down", signum)
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        exporter.close()
+    return 0
+
+
+def cmd_check_config(args) -> int:
+    from exporter.plan import describe_plan
+
+    config = _load_config(args.file)
+    print(describe_plan(config))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from exporter.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbperf", description="PostgreSQL performance monitoring for Prometheus.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the exporter (/metrics, /probe, /healthz, /readyz)")
+    serve.add_argument("--config", "-c", help="YAML config file (default: $DBPERF_CONFIG, or $DBPERF_DSN alone)")
+    serve.add_argument("--listen", help="HOST:PORT to listen on (overrides the config's listen)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", choices=["text", "json"])
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file and print the planned collectors")
+    check.add_argument("file", nargs="?", help="YAML config file (default: $DBPERF_CONFIG)")
+    check.set_defaults(func=cmd_check_config)
+
+    demo = sub.add_parser("demo", help="throwaway PostgreSQL + workload + dbperf, until Ctrl-C")
+    demo.add_argument("--listen", default="127.0.0.1:9847", help="HOST:PORT for dbperf (default 127.0.0.1:9847)")
+    demo.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
+    demo.set_defaults(func=cmd_demo)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=lambda args: print(f"dbperf {__version__}") or 0)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"dbperf: config error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

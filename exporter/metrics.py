@@ -1,0 +1,136 @@
+"""A small, fast metric-family model and the Prometheus text exposition format (0.0.4).
+
+Collectors return lists of :class:`Family`. A family holds its samples as plain tuples, not one
+Python object per sample, and :func:`render` turns families into exposition text in one pass.
+Rendered text is what the scrape engine caches, so a cached collector costs a string join.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+TYPES = ("gauge", "counter", "histogram", "untyped")
+
+
+def _escape_label(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    if value is None:
+        return "NaN"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric family: name, type, help, label names and its samples.
+
+    ``samples`` holds ``(suffix, labelvalues, value)`` tuples; ``suffix`` is ``""`` except for
+    histogram parts (``_bucket``, ``_sum``, ``_count``). For ``_bucket`` samples the last label
+    value is the ``le`` bound. Label values are converted with ``str()`` when rendered.
+    """
+
+    name: str
+    type: str
+    help: str
+    labelnames: tuple[str, ...] = ()
+    samples: list = field(default_factory=list)
+
+    def add(self, labelvalues, value) -> None:
+        self.samples.append(("", labelvalues, value))
+
+    def add_histogram(self, labelvalues, buckets, total_sum: float) -> None:
+        """Add one histogram series; ``buckets`` is a list of ``(upper_bound, cumulative_count)``
+        ending with ``(inf, count)``."""
+        labelvalues = tuple(labelvalues)
+        count = 0
+        for bound, cumulative in buckets:
+            self.samples.append(("_bucket", labelvalues + (format_value(float(bound)),), cumulative))
+            count = cumulative
+        self.samples.append(("_sum", labelvalues, total_sum))
+        self.samples.append(("_count", labelvalues, count))
+
+
+def render_family(family: Family, const_labels: str = "") -> tuple[str, str]:
+    """Return ``(header, body)`` text for one family.
+
+    ``const_labels`` is an already rendered label prefix such as ``target="main"`` that is put in
+    front of every sample's own labels.
+    """
+    name = family.name
+    header = f"# HELP {name} {_escape_help(family.help)}\n# TYPE {name} {family.type}\n"
+    labelnames = family.labelnames
+    lines = []
+    append = lines.append
+    bucket_names = labelnames + ("le",)
+    for suffix, labelvalues, value in family.samples:
+        names = bucket_names if suffix == "_bucket" else labelnames
+        parts = [const_labels] if const_labels else []
+        for label, lv in zip(names, labelvalues):
+            parts.append(f'{label}="{_escape_label(str(lv))}"')
+        if parts:
+            append(f"{name}{suffix}{{{','.join(parts)}}} {format_value(value)}\n")
+        else:
+            append(f"{name}{suffix} {format_value(value)}\n")
+    return header, "".join(lines)
+
+
+def const_label_prefix(labels: dict[str, str]) -> str:
+    return ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+
+
+@dataclass(slots=True)
+class Rendered:
+    """Exposition text of a set of families, keyed by family name so that several sources
+    (targets, collectors) can be merged under one ``# HELP``/``# TYPE`` header each."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    bodies: dict[str, list[str]] = field(default_factory=dict)
+
+    def add_families(self, families, const_labels: str = "") -> None:
+        for family in families:
+            header, body = render_family(family, const_labels)
+            self.add_text(family.name, header, body)
+
+    def add_text(self, name: str, header: str, body: str) -> None:
+        if name not in self.headers:
+            self.headers[name] = header
+            self.bodies[name] = [body]
+        else:
+            self.bodies[name].append(body)
+
+    def merge(self, other: "Rendered") -> None:
+        for name, header in other.headers.items():
+            for body in other.bodies[name]:
+                self.add_text(name, header, body)
+
+    def text(self) -> str:
+        out = []
+        for name, header in self.headers.items():
+            out.append(header)
+            out.extend(self.bodies[name])
+        return "".join(out)
+
+    def sample_count(self) -> int:
+        return sum(body.count("\n") for bodies in self.bodies.values() for body in bodies)

@@ -1,0 +1,156 @@
+"""A throwaway PostgreSQL cluster built from the machine's PostgreSQL binaries.
+
+Used by ``dbperf demo``, the test suite and the benchmarks. When run as root the cluster runs as
+the unprivileged user ``nobody`` (PostgreSQL refuses to run as root). It listens on 127.0.0.1 on a
+free port with trust authentication and has pg_stat_statements preloaded.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def find_bindir() -> Path:
+    """The newest ``/usr/lib/postgresql/N/bin`` holding ``postgres``, or the ``PATH``'s."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("postgres") or shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    raise ClusterError(
+        "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH); "
+        "install them with: apt-get install postgresql"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """``with Cluster() as c: c.dsn("postgres")``; ``stop()``/``start()`` simulate an outage."""
+
+    def __init__(self, settings: dict[str, str] | None = None, port: int | None = None,
+                 base_dir: str | None = None):
+        self.bindir = find_bindir()
+        self.port = port or free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="dbperf-pg-", dir=base_dir))
+        self.datadir = self.root / "data"
+        self.sockdir = self.root / "sock"
+        self.logfile = self.root / "postgres.log"
+        self.settings = {
+            "shared_preload_libraries": "pg_stat_statements",
+            "pg_stat_statements.track": "all",
+            "max_connections": "200",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "shared_buffers": "128MB",
+            "track_io_timing": "on",
+            "listen_addresses": "'127.0.0.1'",
+            "log_min_messages": "warning",
+        }
+        self.settings.update(settings or {})
+        self._user = None
+        if os.geteuid() == 0:
+            self._user = pwd.getpwnam("nobody")
+
+    # -- process helpers -------------------------------------------------------------------
+    def _run(self, args: list[str], check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        kwargs = {}
+        if self._user is not None:
+            uid, gid = self._user.pw_uid, self._user.pw_gid
+
+            def demote():  # runs in the child before exec
+                os.setgid(gid)
+                os.setuid(uid)
+
+            kwargs["preexec_fn"] = demote
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=self.root,
+                              env={**os.environ, "LC_ALL": "C", "LANG": "C"}, **kwargs)
+        if check and proc.returncode != 0:
+            raise ClusterError(f"{Path(args[0]).name} failed ({proc.returncode}): "
+                               f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
+        return proc
+
+    def init(self) -> "Cluster":
+        self.sockdir.mkdir(parents=True, exist_ok=True)
+        if self._user is not None:
+            os.chmod(self.root, 0o755)
+            for path in (self.root, self.sockdir):
+                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+        self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+                   "-A", "trust", "-E", "UTF8", "--no-sync"])
+        with open(self.datadir / "postgresql.conf", "a") as conf:
+            conf.write(f"\nport = {self.port}\nunix_socket_directories = '{self.sockdir}'\n")
+            for key, value in self.settings.items():
+                conf.write(f"{key} = {value}\n")
+        return self
+
+    def start(self) -> "Cluster":
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
+                   "-w", "-t", "60", "start"])
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.datadir.exists():
+            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"],
+                      check=False)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "Cluster":
+        try:
+            self.init().start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    # -- connection strings ----------------------------------------------------------------
+    def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}"
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        proc = subprocess.run([str(self.bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                               "-d", self.dsn(dbname), "-c", sql], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise ClusterError(f"psql failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise ClusterError(f"PostgreSQL on port {self.port} did not become ready")

@@ -1,0 +1,40 @@
+"""What ``dbperf check-config`` prints: the collectors each target will run."""
+
+from __future__ import annotations
+
+from exporter.collector import ServerInfo, format_version
+from exporter.config import Config
+from exporter.registry import all_collectors
+from exporter.secrets import describe_dsn
+
+VERSIONS = (130000, 140000, 150000, 160000, 170000)
+
+
+def versions_supported(collector) -> str:
+    ok = [format_version(v) for v in VERSIONS
+          if collector.applies(ServerInfo(version=v, in_recovery=collector.role == "replica",
+                                          extensions=frozenset([collector.requires_extension or ""]))) is None]
+    return ",".join(ok) if ok else "none"
+
+
+def describe_plan(config: Config) -> str:
+    lines = [f"{config.source}: OK", f"listen {config.listen_host}:{config.listen_port}, "
+             f"scrape deadline {config.scrape_timeout:g}s (or Prometheus's timeout minus "
+             f"{config.scrape_timeout_offset:g}s), host metrics {'on' if config.host_metrics else 'off'}"]
+    for target in config.targets:
+        dbs = target.databases
+        discovery = (f"discover databases include={dbs.include.pattern!r} exclude={dbs.exclude.pattern!r}"
+                     if dbs.discover else "own database only")
+        lines.append(f"\ntarget {target.name}: {describe_dsn(target.dsn)}; {discovery}; "
+                     f"max_connections={target.max_connections} table_limit={target.table_limit}")
+        lines.append(f"  {'collector':<16} {'scope':<9} {'ttl':>6} {'timeout':>8}  {'role':<8} PostgreSQL")
+        for c in all_collectors():
+            settings = target.collector(c.name, c.enabled_by_default)
+            if not settings.enabled:
+                lines.append(f"  {c.name:<16} disabled")
+                continue
+            ttl = c.default_ttl if settings.ttl is None else settings.ttl
+            timeout = settings.timeout or c.default_timeout
+            lines.append(f"  {c.name:<16} {c.scope:<9} {ttl:>5g}s {timeout:>7g}s  {c.role or 'any':<8} "
+                         f"{versions_supported(c)}")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""``pg_settings_<name>[_seconds|_bytes]``: every numeric and boolean setting, in base units."""
+
+from __future__ import annotations
+
+import re
+
+from exporter.collector import CLUSTER, Collector, Context
+from exporter.metrics import Family
+
+# unit -> (suffix, factor to the base unit)
+_UNITS = {
+    "ms": ("_seconds", 0.001), "s": ("_seconds", 1.0), "min": ("_seconds", 60.0),
+    "h": ("_seconds", 3600.0), "d": ("_seconds", 86400.0),
+    "B": ("_bytes", 1.0), "kB": ("_bytes", 1024.0), "MB": ("_bytes", 1024.0 ** 2),
+    "GB": ("_bytes", 1024.0 ** 3), "TB": ("_bytes", 1024.0 ** 4),
+}
+_BLOCKS = re.compile(r"^(\d+)(B|kB|MB)$")  # "8kB", "16MB": a number of such blocks
+
+SQL = """SELECT name, setting, unit, vartype, short_desc FROM pg_settings
+WHERE vartype IN ('bool', 'integer', 'real')"""
+
+
+def convert(setting: str, unit: str | None, vartype: str) -> tuple[str, float] | None:
+    """``(suffix, value in base units)`` or None when it cannot be expressed as a number."""
+    if vartype == "bool":
+        return "", 1.0 if setting == "on" else 0.0
+    try:
+        value = float(setting)
+    except ValueError:
+        return None
+    if not unit:
+        return "", value
+    if unit in _UNITS:
+        suffix, factor = _UNITS[unit]
+        # -1 and 0 are sentinels ("disabled", "use the default"): keep them as they are
+        return suffix, value * factor if value > 0 else value
+    match = _BLOCKS.match(unit)
+    if match:
+        size = int(match.group(1)) * _UNITS[match.group(2)][1]
+        return "_bytes", value * size if value > 0 else value
+    return None
+
+
+RESERVED_SUFFIXES = ("_count", "_sum", "_bucket", "_total", "_info")
+
+
+def metric_name(name: str, suffix: str) -> str:
+    """``pg_settings_<name><suffix>``; a name that would end in a suffix Prometheus reserves for
+    other types (``tcp_keepalives_count``) gets ``_value`` appended."""
+    metric = "pg_settings_" + re.sub(r"[^a-zA-Z0-9_]", "_", name) + suffix
+    return metric + "_value" if metric.endswith(RESERVED_SUFFIXES) else metric
+
+
+class SettingsCollector(Collector):
+    def __init__(self):
+        super().__init__(name="settings", scope=CLUSTER, default_ttl=60.0,
+                         help="every numeric and boolean setting (pg_settings_*), in seconds and bytes",
+                         families=("pg_settings_*",))
+
+    def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
+        (_, rows), = conn.query(SQL, timeout)
+        out = []
+        for name, setting, unit, vartype, desc in rows:
+            converted = convert(setting, unit, vartype)
+            if converted is None:
+                continue
+            suffix, value = converted
+            family = Family(metric_name(name, suffix), "gauge", f"Server setting {name}: {desc}")
+            family.add((), value)
+            out.append(family)
+        return out

@@ -1,0 +1,274 @@
+"""One target's scrape: plan the collectors, run them under a deadline, cache, self-metrics.
+
+- One long-lived connection per database of the target; cluster collectors run on the target's
+  own database, database collectors on every discovered database, databases concurrently up to
+  the target's ``max_connections``.
+- Each collector has a statement timeout and a TTL; a cached result is served as rendered text.
+- The scrape ends at its deadline whatever happens: queries still running are cancelled and their
+  collectors reported as failed. Concurrent scrapes of one target share one collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from exporter.collector import CLUSTER, DATABASE, Collector, Context, ServerInfo
+from exporter.config import Target
+from exporter.log import RateLimiter
+from exporter.metrics import Family, Rendered, const_label_prefix
+from exporter.postgres.connection import Busy, Connection
+
+LOG = logging.getLogger("dbperf.scrape")
+
+PROBE_SQL = """SELECT current_setting('server_version_num')::int, pg_is_in_recovery(), current_database(),
+  array(SELECT datname::text FROM pg_database
+        WHERE datallowconn AND NOT datistemplate AND has_database_privilege(oid, 'CONNECT') ORDER BY 1),
+  array(SELECT extname::text FROM pg_extension)"""
+
+MIN_TIME_LEFT = 0.05  # seconds: below this a collector is not started
+
+
+@dataclass
+class Outcome:
+    """What one collector did in one scrape, on one database."""
+
+    collector: str
+    datname: str
+    success: bool
+    duration: float = 0.0
+    cache_age: float = 0.0
+    error: str = ""
+    rendered: Rendered | None = None
+
+
+@dataclass
+class CacheEntry:
+    rendered: Rendered
+    at: float          # monotonic time of the collection
+    duration: float
+
+
+@dataclass
+class Job:
+    """The collectors one connection runs in one scrape, and what they did so far."""
+
+    datname: str
+    conn: Connection
+    collectors: list
+    outcomes: list = field(default_factory=list)
+    running: str | None = None
+
+
+class TargetScraper:
+    def __init__(self, target: Target, collectors: tuple[Collector, ...], clock=time.monotonic):
+        self.target = target
+        self.collectors = collectors
+        self.clock = clock
+        self.const = const_label_prefix({"target": target.name})
+        self.main = Connection(target.dsn, None, target.connect_timeout)
+        self.conns: dict[str, Connection] = {}
+        self.cache: dict[tuple[str, str], CacheEntry] = {}
+        self.last_success: dict[tuple[str, str], float] = {}
+        self.errors: dict[tuple[str, str], int] = {}
+        self.scrapes = 0
+        self.server: ServerInfo | None = None
+        self._pool = ThreadPoolExecutor(max_workers=target.max_connections,
+                                        thread_name_prefix=f"dbperf-{target.name}")
+        self._flight_lock = threading.Lock()
+        self._inflight: Future | None = None
+        self._log_limit = RateLimiter(60.0)
+
+    # -- public ----------------------------------------------------------------------------
+    def scrape(self, budget: float) -> Rendered:
+        """Collect within ``budget`` seconds; concurrent callers share one collection."""
+        with self._flight_lock:
+            future, owner = self._inflight, False
+            if future is None:
+                future = self._inflight = Future()
+                owner = True
+        if not owner:
+            return future.result(timeout=budget + 1.0)
+        try:
+            result = self._scrape(budget)
+            future.set_result(result)
+            return result
+        except BaseException as exc:  # never leave waiters hanging
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._flight_lock:
+                self._inflight = None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for conn in [self.main, *self.conns.values()]:
+            conn.close()
+
+    def enabled(self) -> list[tuple[Collector, float, float]]:
+        """``(collector, ttl, timeout)`` of the collectors the target's config enables."""
+        out = []
+        for c in self.collectors:
+            settings = self.target.collector(c.name, c.enabled_by_default)
+            if settings.enabled:
+                ttl = c.default_ttl if settings.ttl is None else settings.ttl
+                out.append((c, ttl, settings.timeout or c.default_timeout))
+        return out
+
+    # -- one scrape ------------------------------------------------------------------------
+    def _scrape(self, budget: float) -> Rendered:
+        start = self.clock()
+        deadline = start + budget
+        self.scrapes += 1
+        enabled = self.enabled()
+        outcomes: list[Outcome] = []
+        server = self._probe(deadline)
+        if server is not None:
+            jobs = self._plan(server, enabled)
+            outcomes = self._run_jobs(jobs, server, {c.name: (ttl, timeout) for c, ttl, timeout in enabled},
+                                      deadline)
+        else:
+            outcomes = [Outcome(c.name, "", False, error="database unreachable")
+                        for c, _, _ in enabled if c.scope == CLUSTER]
+        rendered = Rendered()
+        for outcome in outcomes:
+            if outcome.rendered is not None:
+                rendered.merge(outcome.rendered)
+        rendered.add_families(self._self_metrics(server, outcomes, self.clock() - start), self.const)
+        return rendered
+
+    def _probe(self, deadline: float) -> ServerInfo | None:
+        try:
+            remaining = max(0.1, deadline - self.clock())
+            (_, rows), = self.main.query(PROBE_SQL, timeout=min(2.0, remaining), wait=min(1.0, remaining / 2))
+            version, in_recovery, dbname, databases, extensions = rows[0]
+        except Exception as exc:
+            self._log_failure("up", "", exc)
+            self.server = None
+            return None
+        self._log_limit.forget(("up", ""))
+        self.server = ServerInfo(version=version, in_recovery=in_recovery, databases=tuple(databases),
+                                 extensions=frozenset(extensions), dbname=dbname)
+        return self.server
+
+    def _plan(self, server: ServerInfo, enabled) -> list[Job]:
+        cluster = [c for c, _, _ in enabled if c.scope == CLUSTER and c.applies(server) is None]
+        per_db = [c for c, _, _ in enabled if c.scope == DATABASE and c.applies(server) is None]
+        databases = [server.dbname]
+        if self.target.databases.discover:
+            databases += [d for d in server.databases if d != server.dbname and self.target.databases.wanted(d)]
+        jobs = [Job(server.dbname, self.main, cluster + per_db)]
+        if per_db:
+            for datname in databases[1:]:
+                conn = self.conns.get(datname)
+                if conn is None:
+                    conn = self.conns[datname] = Connection(self.target.dsn, datname, self.target.connect_timeout)
+                jobs.append(Job(datname, conn, list(per_db)))
+        for gone in set(self.conns) - set(databases):  # dropped databases: let their sessions go
+            self.conns.pop(gone).close()
+        return jobs
+
+    def _run_jobs(self, jobs: list[Job], server: ServerInfo, settings: dict, deadline: float) -> list[Outcome]:
+        futures = [self._pool.submit(self._run_job, job, server, settings, deadline) for job in jobs]
+        for future in futures:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                break
+            try:
+                future.result(timeout=remaining)
+            except Exception:
+                pass
+        outcomes = []
+        for job in jobs:
+            done = list(job.outcomes)  # a snapshot: a late thread may still append
+            outcomes.extend(done)
+            finished = {o.collector for o in done}
+            late = [c for c in job.collectors if c.name not in finished]
+            if late:
+                if job.running is not None:
+                    job.conn.cancel()
+                for c in late:
+                    outcomes.append(Outcome(c.name, self._label_db(c, job), False, error="scrape deadline exceeded"))
+                    self._log_failure(c.name, job.datname, TimeoutError("scrape deadline exceeded"))
+        return outcomes
+
+    def _label_db(self, collector: Collector, job: Job) -> str:
+        return job.datname if collector.scope == DATABASE else ""
+
+    def _run_job(self, job: Job, server: ServerInfo, settings: dict, deadline: float) -> None:
+        for collector in job.collectors:
+            ttl, timeout = settings[collector.name]
+            job.running = collector.name
+            outcome = self._run_collector(collector, job, server, ttl, timeout, deadline)
+            job.running = None
+            job.outcomes.append(outcome)
+
+    def _run_collector(self, collector: Collector, job: Job, server: ServerInfo, ttl: float, timeout: float,
+                       deadline: float) -> Outcome:
+        datname = self._label_db(collector, job)
+        key = (collector.name, datname)
+        now = self.clock()
+        entry = self.cache.get(key)
+        if entry is not None and ttl > 0 and now - entry.at < ttl:
+            return Outcome(collector.name, datname, True, entry.duration, now - entry.at, rendered=entry.rendered)
+        remaining = deadline - now
+        if remaining < MIN_TIME_LEFT:
+            return Outcome(collector.name, datname, False, error="skipped: scrape deadline reached")
+        ctx = Context(target=self.target.name, datname=job.datname, server=server, options=self.target)
+        try:
+            families = collector.collect(job.conn, ctx, min(timeout, remaining))
+        except Exception as exc:
+            duration = self.clock() - now
+            self.errors[key] = self.errors.get(key, 0) + 1
+            self._log_failure(collector.name, datname, exc)
+            return Outcome(collector.name, datname, False, duration, error=job.conn.scrub(str(exc)))
+        duration = self.clock() - now
+        rendered = Rendered()
+        rendered.add_families(families, self.const)
+        self.cache[key] = CacheEntry(rendered, now, duration)
+        self.last_success[key] = time.time()
+        self._log_limit.forget(key)
+        return Outcome(collector.name, datname, True, duration, rendered=rendered)
+
+    def _log_failure(self, collector: str, datname: str, exc: BaseException) -> None:
+        if not self._log_limit.allow((collector, datname)):
+            return
+        message = self.main.scrub(" ".join(str(exc).split())) or type(exc).__name__
+        if isinstance(exc, Busy):
+            message = "skipped: " + message
+        where = f" database={datname}" if datname else ""
+        LOG.warning("target=%s collector=%s%s failed: %s (repeats are logged at most once a minute)",
+                    self.target.name, collector, where, message,
+                    extra={"target": self.target.name, "collector": collector, "datname": datname})
+
+    # -- self-metrics ----------------------------------------------------------------------
+    def _self_metrics(self, server: ServerInfo | None, outcomes: list[Outcome], duration: float) -> list[Family]:
+        up = Family("pg_up", "gauge", "1 when dbperf could connect to the target and query it in this scrape.")
+        up.add((), 1 if server is not None else 0)
+        labels = ("collector", "datname")
+        success = Family("dbperf_collector_success", "gauge", "1 when the collector succeeded (or was served from its cache) in this scrape.", labels)
+        durations = Family("dbperf_collector_duration_seconds", "gauge", "Time the collector's last run took.", labels)
+        ages = Family("dbperf_collector_cache_age_seconds", "gauge", "Age of the data served (0 when collected in this scrape).", labels)
+        last = Family("dbperf_collector_last_success_timestamp_seconds", "gauge", "Unix time of the collector's last successful run.", labels)
+        errors = Family("dbperf_collector_errors_total", "counter", "Failed runs of the collector since dbperf started.", labels)
+        for o in outcomes:
+            key = (o.collector, o.datname)
+            success.add(key, 1 if o.success else 0)
+            durations.add(key, o.duration)
+            ages.add(key, o.cache_age)
+            if key in self.last_success:
+                last.add(key, self.last_success[key])
+        for key, count in self.errors.items():
+            errors.add(key, count)
+        scrape = Family("dbperf_scrape_duration_seconds", "gauge", "Time the last scrape of the target took.")
+        scrape.add((), duration)
+        scrapes = Family("dbperf_scrapes_total", "counter", "Scrapes of the target since dbperf started.")
+        scrapes.add((), self.scrapes)
+        conns = Family("dbperf_target_connections", "gauge", "Database sessions dbperf holds open to the target.")
+        conns.add((), sum(1 for c in [self.main, *self.conns.values()] if c.connected))
+        dbs = Family("dbperf_target_databases", "gauge", "Databases of the target that database-scoped collectors cover.")
+        dbs.add((), 1 + len(self.conns) if server is not None else 0)
+        return [up, success, durations, ages, last, errors, scrape, scrapes, conns, dbs]
