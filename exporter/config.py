@@ -144,7 +144,7 @@ class _Reader:
 
 def parse_listen(source: str, key: str, value: str) -> tuple[str, int]:
     host, sep, port = str(value).rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(source, key, f"must be HOST:PORT, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
 

@@ -1,0 +1,163 @@
+"""Shared fixtures: a throwaway PostgreSQL cluster (or $DBPERF_TEST_DSN), dbperf served over real
+HTTP, and helpers to read metric values. Nothing is mocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import parse
+from exporter.pgcluster import Cluster
+from exporter.server import Exporter, serve_in_thread
+
+ROOT = Path(__file__).resolve().parent.parent
+SECOND_DB = "dbperf_second"
+
+
+class PG:
+    """Where the test PostgreSQL is: ``dsn(dbname)`` and a ``cluster`` (None for an external DSN,
+    whose tests that stop the server are then skipped with the reason)."""
+
+    def __init__(self, cluster: Cluster | None, base_dsn: str | None):
+        self.cluster = cluster
+        self.base_dsn = base_dsn
+
+    def dsn(self, dbname: str = "postgres", **extra) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        base = self.cluster.dsn() if self.cluster else self.base_dsn
+        return make_conninfo(base, dbname=dbname, **extra)
+
+    def connect(self, dbname: str = "postgres", **kw) -> psycopg.Connection:
+        return psycopg.connect(self.dsn(dbname), autocommit=True, **kw)
+
+    def execute(self, sql: str, dbname: str = "postgres", params=None):
+        with self.connect(dbname) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else None
+
+
+@pytest.fixture(scope="session")
+def pg():
+    external = os.environ.get("DBPERF_TEST_DSN")
+    if external:
+        handle = PG(None, external)
+        _prepare(handle)
+        yield handle
+        return
+    with Cluster() as cluster:
+        handle = PG(cluster, None)
+        _prepare(handle)
+        yield handle
+
+
+def _prepare(handle: PG) -> None:
+    handle.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    if not handle.execute("SELECT 1 FROM pg_database WHERE datname = %s", params=(SECOND_DB,)):
+        handle.execute(f"CREATE DATABASE {SECOND_DB}")
+
+
+def make_config(pg: PG, extra_target: dict | None = None, **top) -> object:
+    target = {"name": "main", "dsn": pg.dsn("postgres")}
+    target.update(extra_target or {})
+    data = {"targets": [target], "listen": "127.0.0.1:0"}
+    data.update(top)
+    return parse(data, source="test-config")
+
+
+class Served:
+    """A dbperf Exporter behind a real HTTP server on loopback."""
+
+    def __init__(self, exporter: Exporter):
+        self.exporter = exporter
+        self.server, self.thread = serve_in_thread(exporter)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def get(self, path: str = "/metrics", headers: dict | None = None, timeout: float = 30) -> tuple[int, str]:
+        request = urllib.request.Request(self.url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metrics(self, path: str = "/metrics", **kw) -> "Samples":
+        status, text = self.get(path, **kw)
+        assert status == 200, text
+        return Samples(text)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.exporter.close()
+
+
+@pytest.fixture
+def serve():
+    """``serve(config) -> Served``; everything started is stopped after the test."""
+    started = []
+
+    def start(config) -> Served:
+        served = Served(Exporter(config))
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.close()
+
+
+class Samples:
+    """Parsed exposition text: ``value(name, **labels)`` and ``series(name, **labels)``."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.samples = [s for f in self.families.values() for s in f.samples]
+
+    def series(self, name: str, **labels) -> list:
+        return [s for s in self.samples if s.name == name
+                and all(s.labels.get(k) == str(v) for k, v in labels.items())]
+
+    def value(self, name: str, **labels) -> float:
+        found = self.series(name, **labels)
+        assert len(found) == 1, f"{name}{labels}: expected one series, found {len(found)}: {found[:5]}"
+        return found[0].value
+
+    def has(self, name: str, **labels) -> bool:
+        return bool(self.series(name, **labels))
+
+    def names(self) -> set:
+        return {s.name for s in self.samples}
+
+
+def require_tool(name: str) -> str:
+    """The path of a tool CI installs; a missing tool fails the test (never a silent skip)."""
+    path = shutil.which(name)
+    assert path, f"{name} is not installed: run ./scripts/test, which installs it"
+    return path
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+def promtool_check_metrics(text: str) -> str:
+    proc = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60)
+    return (proc.stdout + proc.stderr).strip() if proc.returncode else ""
