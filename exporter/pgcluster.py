@@ -134,6 +134,13 @@ class Cluster:
     def __exit__(self, *exc) -> None:
         self.cleanup()
 
+    def require_password(self, user: str) -> None:
+        """Make ``user`` authenticate with scram-sha-256 over TCP (others keep trust)."""
+        hba = self.datadir / "pg_hba.conf"
+        rules = f"host all {user} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(rules + hba.read_text())
+        self.psql("SELECT pg_reload_conf()")
+
     # -- connection strings ----------------------------------------------------------------
     def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}"
