@@ -57,6 +57,8 @@ def reference() -> str:
             ""]
     out += ["#### `host` (on `/metrics` only; `host_metrics: false` turns it off)", ""] + header
     out += [_row(f.name, f.type, f.labelnames, f.help) for f in collect_host()]
+    out += [_row("dbperf_host_collector_success", "gauge", (), "1 when the host collector succeeded."),
+            _row("dbperf_host_collector_duration_seconds", "gauge", (), "Time the host collector took.")]
     return "\n".join(out).rstrip() + "\n"
 
 
