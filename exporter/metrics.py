@@ -8,11 +8,13 @@ Rendered text is what the scrape engine caches, so a cached collector costs a st
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from dataclasses import dataclass, field
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 TYPES = ("gauge", "counter", "histogram", "untyped")
+_PLAIN = (int, Decimal, str)  # str(): exact and parseable as is
 
 
 def _escape_label(value: str) -> str:
@@ -66,33 +68,46 @@ class Family:
         labelvalues = tuple(labelvalues)
         count = 0
         for bound, cumulative in buckets:
-            self.samples.append(("_bucket", labelvalues + (format_value(float(bound)),), cumulative))
+            le = "+Inf" if math.isinf(bound) else repr(float(bound))  # "1.0", as client libraries write it
+            self.samples.append(("_bucket", labelvalues + (le,), cumulative))
             count = cumulative
         self.samples.append(("_sum", labelvalues, total_sum))
         self.samples.append(("_count", labelvalues, count))
+
+
+def label_pairs(labelnames, labelvalues) -> str:
+    """``,a="x",b="y"``: rendered label pairs with a leading comma (``""`` without labels).
+
+    Producers with many samples per label set (a table's 25 metrics) render the pairs once with
+    this and pass the string as a sample's labels instead of a tuple."""
+    return "".join(f',{k}="{_escape_label(str(v))}"' for k, v in zip(labelnames, labelvalues))
 
 
 def render_family(family: Family, const_labels: str = "") -> tuple[str, str]:
     """Return ``(header, body)`` text for one family.
 
     ``const_labels`` is an already rendered label prefix such as ``target="main"`` that is put in
-    front of every sample's own labels.
+    front of every sample's own labels. A sample's labels are a tuple of values (matching
+    ``labelnames``) or a string made by :func:`label_pairs`. Values that are ``int``, ``float``
+    or ``Decimal`` are written with ``str()``, which Prometheus parses (``inf``, ``NaN``, ``1E+3``).
     """
     name = family.name
     header = f"# HELP {name} {_escape_help(family.help)}\n# TYPE {name} {family.type}\n"
     labelnames = family.labelnames
+    bucket_names = labelnames + ("le",)
     lines = []
     append = lines.append
-    bucket_names = labelnames + ("le",)
-    for suffix, labelvalues, value in family.samples:
-        names = bucket_names if suffix == "_bucket" else labelnames
-        parts = [const_labels] if const_labels else []
-        for label, lv in zip(names, labelvalues):
-            parts.append(f'{label}="{_escape_label(str(lv))}"')
-        if parts:
-            append(f"{name}{suffix}{{{','.join(parts)}}} {format_value(value)}\n")
+    for suffix, labels, value in family.samples:
+        if type(labels) is not str:
+            labels = label_pairs(bucket_names if suffix == "_bucket" else labelnames, labels)
+        if type(value) not in _PLAIN:
+            value = format_value(value)
+        if const_labels:
+            append(f"{name}{suffix}{{{const_labels}{labels}}} {value}\n")
+        elif labels:
+            append(f"{name}{suffix}{{{labels[1:]}}} {value}\n")
         else:
-            append(f"{name}{suffix} {format_value(value)}\n")
+            append(f"{name}{suffix} {value}\n")
     return header, "".join(lines)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from exporter.collector import Collector, Context
-from exporter.metrics import TYPES, Family
+from exporter.metrics import TYPES, Family, label_pairs
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 
@@ -78,21 +78,21 @@ class CatalogCollector(Collector):
         out: dict[str, Family] = {}
         for query, (columns, rows) in zip(queries, results):
             index = {c: i for i, c in enumerate(columns)}
+            label_strings: dict[tuple, list[str]] = {}  # label set -> rendered pairs per row
             for metric in query.metrics:
                 family = out.get(metric.name)
                 if family is None:
                     family = out[metric.name] = Family(metric.name, metric.type, metric.help, metric.labels)
-                label_idx = [index[c] for c in metric.labels]
-                add = family.samples.append
+                pairs = label_strings.get(metric.labels)
+                if pairs is None:
+                    idx = [index[c] for c in metric.labels]
+                    pairs = label_strings[metric.labels] = [
+                        label_pairs(metric.labels, [row[i] for i in idx]) for row in rows]
                 if metric.column is None:
-                    for row in rows:
-                        add(("", tuple(row[i] for i in label_idx), metric.value))
+                    family.samples.extend(("", p, metric.value) for p in pairs)
                     continue
                 vi = index[metric.column]
-                for row in rows:
-                    value = row[vi]
-                    if value is not None:
-                        add(("", tuple(row[i] for i in label_idx), value))
+                family.samples.extend(("", p, row[vi]) for p, row in zip(pairs, rows) if row[vi] is not None)
         return list(out.values())
 
 
