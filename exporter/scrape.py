@@ -43,6 +43,7 @@ class Outcome:
     cache_age: float = 0.0
     error: str = ""
     rendered: Rendered | None = None
+    skipped: bool = False
 
 
 @dataclass
@@ -160,7 +161,7 @@ class TargetScraper:
         databases = [server.dbname]
         if self.target.databases.discover:
             databases += [d for d in server.databases if d != server.dbname and self.target.databases.wanted(d)]
-        jobs = [Job(server.dbname, self.main, cluster + per_db)]
+        jobs = [Job(server.dbname, self.main, sorted(cluster, key=lambda c: c.optional) + per_db)]
         if per_db:
             for datname in databases[1:]:
                 conn = self.conns.get(datname)
@@ -215,8 +216,13 @@ class TargetScraper:
         if entry is not None and ttl > 0 and now - entry.at < ttl:
             return Outcome(collector.name, datname, True, entry.duration, now - entry.at, rendered=entry.rendered)
         remaining = deadline - now
-        if remaining < MIN_TIME_LEFT:
-            return Outcome(collector.name, datname, False, error="skipped: scrape deadline reached")
+        if remaining < MIN_TIME_LEFT or (collector.optional and entry is not None and entry.duration > remaining):
+            # the budget: not started when its last run would not fit; the last result, if any, is
+            # served with its age instead
+            if entry is None:
+                return Outcome(collector.name, datname, False, error="skipped: scrape deadline reached", skipped=True)
+            return Outcome(collector.name, datname, True, entry.duration, now - entry.at, rendered=entry.rendered,
+                           skipped=True)
         ctx = Context(target=self.target.name, datname=job.datname, server=server, options=self.target)
         try:
             families = collector.collect(job.conn, ctx, min(timeout, remaining))
@@ -254,11 +260,13 @@ class TargetScraper:
         ages = Family("dbperf_collector_cache_age_seconds", "gauge", "Age of the data served (0 when collected in this scrape).", labels)
         last = Family("dbperf_collector_last_success_timestamp_seconds", "gauge", "Unix time of the collector's last successful run.", labels)
         errors = Family("dbperf_collector_errors_total", "counter", "Failed runs of the collector since dbperf started.", labels)
+        skipped = Family("dbperf_collector_skipped", "gauge", "1 when the collector was not run in this scrape because its last duration did not fit in the time left before the deadline (its last result, if any, is served with its cache age).", labels)
         for o in outcomes:
             key = (o.collector, o.datname)
             success.add(key, 1 if o.success else 0)
             durations.add(key, o.duration)
             ages.add(key, o.cache_age)
+            skipped.add(key, 1 if o.skipped else 0)
             if key in self.last_success:
                 last.add(key, self.last_success[key])
         for key, count in self.errors.items():
@@ -271,4 +279,4 @@ class TargetScraper:
         conns.add((), sum(1 for c in [self.main, *self.conns.values()] if c.connected))
         dbs = Family("dbperf_target_databases", "gauge", "Databases of the target that database-scoped collectors cover.")
         dbs.add((), 1 + len(self.conns) if server is not None else 0)
-        return [up, success, durations, ages, last, errors, scrape, scrapes, conns, dbs]
+        return [up, success, durations, ages, last, errors, skipped, scrape, scrapes, conns, dbs]

@@ -49,6 +49,7 @@ class CatalogCollector(Collector):
             enabled_by_default=spec.get("enabled", True), default_ttl=float(spec.get("ttl", 0)),
             default_timeout=float(spec.get("timeout", 2)), role=spec.get("role"),
             requires_extension=spec.get("requires_extension"),
+            optional=spec.get("optional", True),
             min_version=min(q.min_version for q in queries),
             families=tuple(sorted({m.name for q in queries for m in q.metrics})),
         )
