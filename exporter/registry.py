@@ -13,8 +13,9 @@ from exporter.collector import Collector
 def all_collectors() -> tuple[Collector, ...]:
     from exporter.postgres import catalog
     from exporter.postgres.settings import SettingsCollector
+    from exporter.postgres.statements import StatementsCollector
 
-    collectors = list(catalog.load()) + [SettingsCollector()]
+    collectors = list(catalog.load()) + [SettingsCollector(), StatementsCollector()]
     names = [c.name for c in collectors]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:

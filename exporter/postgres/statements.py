@@ -1,0 +1,382 @@
+"""``pg_stat_statements_*``: per-statement counters with bounded cardinality, and a workload
+latency histogram built from every statement.
+
+What is read
+    One batch per scrape: ``pg_stat_statements(false)`` (never the query-text file) summed per
+    ``(dbid, userid, queryid)`` -- PostgreSQL 14+ returns a ``toplevel`` and a nested row for the
+    same statement and both are kept, summed (postgres_exporter drops one of them). Query text is
+    read with ``pg_stat_statements(true)`` only when ``statements.query_text`` is on, only for the
+    statements exposed, and at most once per ``statements.query_text_ttl`` (plus once for a
+    statement that has no text yet).
+
+Bounded cardinality
+    Per database, the ``statements.limit`` statements (default 100) ranked by ``statements.rank_by``
+    (``total_time`` by default) are exposed with labels ``{datname, user, queryid}``. The ranking
+    uses the increase since this collector's previous read (the cumulative value on the first
+    read). A statement that leaves the top N stays exposed for ``statements.sticky`` seconds
+    (default 600) so that series do not flap; at most ``2 * limit`` statements per database are
+    exposed in all (the stalest sticky ones go first). Everything else of the database is summed
+    in one remainder series ``{datname, user="", queryid="other"}``, so that for every counter the
+    sum over a database's series equals the database total in pg_stat_statements exactly.
+    The price: when a statement enters the exposed set, its cumulative value leaves ``other``,
+    which then goes down -- Prometheus' ``rate()`` sees that as a counter reset (and when a
+    statement leaves, ``other`` jumps up by its value). Sticky membership keeps that rare; use
+    the per-statement series, not ``other``, for rates over membership changes.
+
+Workload latency histogram (``pg_statement_duration_seconds{datname}``)
+    pg_stat_statements has no per-call durations, only cumulative calls and time per statement.
+    Between two reads, each statement's new calls (``calls`` delta) are all counted in the bucket
+    of that statement's mean execution time over the interval (``total_exec_time`` delta / calls
+    delta), and ``_sum`` grows by the time delta. This covers every statement, not only the top N.
+    It is an approximation: a statement whose calls vary widely within one interval contributes
+    all its calls at their mean, so the histogram is narrower than the true per-call distribution;
+    quantiles are exact only for statements whose calls take about the same time. The counters live
+    in this process (they start at 0 when dbperf starts, as Prometheus expects of counters). A
+    statement whose calls went down (reset, or deallocated and back) counts its current values
+    as new, never a negative amount; a statement first seen after the first read counts all its
+    calls. The single collector instance serves every target, so all state is kept per target.
+
+Metric names
+    ``pg_stat_statements_seconds_total`` is the execution time under postgres_exporter's name, so
+    that community dashboards keep working; blocks are converted into bytes (``block_size``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from exporter.collector import CLUSTER, Collector, Context
+from exporter.metrics import Family
+
+DEFAULTS = {"limit": 100, "rank_by": "total_time", "sticky": 600.0, "query_text": False,
+            "query_text_length": 120, "query_text_ttl": 3600.0}
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+LABELS = ("datname", "user", "queryid")
+
+OTHER = "other"
+
+SETTINGS_SQL = """SELECT coalesce(current_setting('pg_stat_statements.track_planning', true), 'off') = 'on',
+  current_setting('block_size')::int"""
+
+# columns, in this order: calls, exec ms, plan ms, rows, shared hit, shared read, temp written,
+# wal bytes, block read ms, block write ms
+MAIN_SQL = """SELECT s.dbid, s.userid, s.queryid::text, coalesce(d.datname, '') AS datname,
+  coalesce(r.rolname, '') AS rolname,
+  sum(s.calls)::float8, sum(s.total_exec_time)::float8, sum(s.total_plan_time)::float8,
+  sum(s.rows)::float8, sum(s.shared_blks_hit)::float8, sum(s.shared_blks_read)::float8,
+  sum(s.temp_blks_written)::float8, sum(s.wal_bytes)::float8,
+  sum(s.{blk_read_time})::float8, sum(s.{blk_write_time})::float8
+FROM pg_stat_statements(false) s
+LEFT JOIN pg_database d ON d.oid = s.dbid
+LEFT JOIN pg_roles r ON r.oid = s.userid
+GROUP BY s.dbid, s.userid, s.queryid, d.datname, r.rolname"""
+
+INFO_SQL = "SELECT dealloc, extract(epoch FROM stats_reset)::float8 FROM pg_stat_statements_info"
+
+TEXT_SQL = """SELECT DISTINCT ON (s.dbid, s.queryid) s.dbid, s.queryid::text, s.query
+FROM pg_stat_statements(true) s
+WHERE s.queryid = ANY ('{{{ids}}}'::bigint[]) AND s.query IS NOT NULL
+ORDER BY s.dbid, s.queryid, s.toplevel DESC"""
+
+TEXT_SQL_PG13 = """SELECT DISTINCT ON (s.dbid, s.queryid) s.dbid, s.queryid::text, s.query
+FROM pg_stat_statements(true) s
+WHERE s.queryid = ANY ('{{{ids}}}'::bigint[]) AND s.query IS NOT NULL
+ORDER BY s.dbid, s.queryid"""
+
+# index of each value column in a row of MAIN_SQL
+CALLS, EXEC, PLAN, ROWS, HIT, READ, TEMP, WAL, BLK_READ, BLK_WRITE = range(5, 15)
+
+# (family, column, factor: "ms" to seconds, "block" to bytes, 1 as is, help)
+COUNTERS = (
+    ("pg_stat_statements_calls_total", CALLS, 1, "Times the statement was executed."),
+    ("pg_stat_statements_seconds_total", EXEC, "ms",
+     "Time spent executing the statement (total_exec_time; postgres_exporter's name)."),
+    ("pg_stat_statements_plan_seconds_total", PLAN, "ms",
+     "Time spent planning the statement (only when pg_stat_statements.track_planning is on)."),
+    ("pg_stat_statements_rows_total", ROWS, 1, "Rows retrieved or affected by the statement."),
+    ("pg_stat_statements_shared_hit_bytes_total", HIT, "block",
+     "Shared buffer cache hits of the statement, in bytes (shared_blks_hit * block_size)."),
+    ("pg_stat_statements_shared_read_bytes_total", READ, "block",
+     "Shared blocks read by the statement, in bytes (shared_blks_read * block_size)."),
+    ("pg_stat_statements_temp_bytes_total", TEMP, "block",
+     "Temporary file bytes written by the statement (temp_blks_written * block_size)."),
+    ("pg_stat_statements_wal_bytes_total", WAL, 1, "WAL bytes generated by the statement."),
+    ("pg_stat_statements_block_read_seconds_total", BLK_READ, "ms",
+     "Time the statement spent reading data file blocks (needs track_io_timing)."),
+    ("pg_stat_statements_block_write_seconds_total", BLK_WRITE, "ms",
+     "Time the statement spent writing data file blocks (needs track_io_timing)."),
+)
+
+
+class StatementsUnavailable(RuntimeError):
+    """pg_stat_statements cannot be read on the target; the message says how to fix it."""
+
+
+def how_to_enable(dbname: str) -> str:
+    return ("to enable it: add pg_stat_statements to shared_preload_libraries in postgresql.conf, "
+            f"restart PostgreSQL, then run CREATE EXTENSION pg_stat_statements; in database {dbname!r} "
+            "(the database of the target's DSN)")
+
+
+def normalise_text(text: str, length: int) -> str:
+    return " ".join(text.split())[:length]
+
+
+def _rank_value(rank_by: str, delta: list) -> float:
+    if rank_by == "calls":
+        return delta[CALLS]
+    if rank_by == "mean_time":
+        return delta[EXEC] / delta[CALLS] if delta[CALLS] > 0 else 0.0
+    if rank_by == "rows":
+        return delta[ROWS]
+    if rank_by == "io_time":
+        return delta[BLK_READ] + delta[BLK_WRITE]
+    return delta[EXEC] + delta[PLAN]  # total_time
+
+
+@dataclass
+class Histogram:
+    counts: list = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))  # per bucket, not cumulative
+    total: float = 0.0
+
+    def observe(self, mean: float, calls: int, seconds: float) -> None:
+        for i, bound in enumerate(BUCKETS):
+            if mean <= bound:
+                break
+        else:
+            i = len(BUCKETS)
+        self.counts[i] += calls
+        self.total += seconds
+
+    def cumulative(self) -> list:
+        out, running = [], 0
+        for bound, count in zip(BUCKETS + (math.inf,), self.counts):
+            running += count
+            out.append((bound, running))
+        return out
+
+
+@dataclass
+class TargetState:
+    """What the collector remembers of one target between reads."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    previous: dict | None = None      # (dbid, userid, queryid) -> row values of the last read
+    members: dict = field(default_factory=dict)  # key -> monotonic time it was last in the top N
+    histograms: dict = field(default_factory=dict)  # datname -> Histogram
+    texts: dict = field(default_factory=dict)       # (dbid, queryid) -> normalised text
+    texts_at: float = -math.inf
+
+
+class StatementsCollector(Collector):
+    def __init__(self, clock=time.monotonic):
+        super().__init__(
+            name="statements", scope=CLUSTER, min_version=130000, default_timeout=5.0,
+            help="pg_stat_statements per statement (top N per database by statements.rank_by, sticky, "
+                 "plus an `other` remainder per database so sums equal totals), a workload latency "
+                 "histogram from every statement, and opt-in query text. Needs the pg_stat_statements "
+                 "extension (shared_preload_libraries and CREATE EXTENSION): without it the collector "
+                 "fails with a message saying how to enable it.",
+            families=tuple(f.name for f in self.describe()))
+        self.clock = clock
+        self._states: dict[str, TargetState] = {}
+        self._states_lock = threading.Lock()
+
+    # -- description ---------------------------------------------------------------------
+    @staticmethod
+    def describe() -> list[Family]:
+        out = [Family(name, "counter", help_, LABELS) for name, _, _, help_ in COUNTERS]
+        out.append(Family("pg_stat_statements_query_info", "gauge",
+                          "Normalised, truncated text of an exposed statement (only with statements.query_text).",
+                          ("datname", "queryid", "query")))
+        out.append(Family("pg_stat_statements_dealloc_total", "counter",
+                          "Times pg_stat_statements deallocated the least-executed statements (PostgreSQL 14+)."))
+        out.append(Family("pg_stat_statements_stats_reset_timestamp_seconds", "gauge",
+                          "Unix time pg_stat_statements was last reset (PostgreSQL 14+; 0 when never)."))
+        out.append(Family("pg_statement_duration_seconds", "histogram",
+                          "Statement execution time per database, every statement's new calls counted at "
+                          "its mean time over the scrape interval (an approximation; counts since dbperf started).",
+                          ("datname",)))
+        return out
+
+    def state(self, target: str) -> TargetState:
+        with self._states_lock:
+            state = self._states.get(target)
+            if state is None:
+                state = self._states[target] = TargetState()
+            return state
+
+    @staticmethod
+    def options(ctx: Context) -> dict:
+        out = dict(DEFAULTS)
+        out.update(getattr(ctx.options, "statements", None) or {})
+        return out
+
+    # -- collecting ----------------------------------------------------------------------
+    def sql(self, version: int) -> str:
+        if version >= 170000:
+            main = MAIN_SQL.format(blk_read_time="shared_blk_read_time", blk_write_time="shared_blk_write_time")
+        else:
+            main = MAIN_SQL.format(blk_read_time="blk_read_time", blk_write_time="blk_write_time")
+        parts = [SETTINGS_SQL, main]
+        if version >= 140000:
+            parts.append(INFO_SQL)
+        return ";\n".join(parts)
+
+    def collect(self, conn, ctx: Context, timeout: float = 5.0) -> list[Family]:
+        dbname = ctx.server.dbname or ctx.datname
+        if "pg_stat_statements" not in ctx.server.extensions:
+            raise StatementsUnavailable(
+                f"pg_stat_statements is not installed in database {dbname!r}; " + how_to_enable(dbname))
+        try:
+            results = conn.query(self.sql(ctx.server.version), timeout)
+        except Exception as exc:
+            if "shared_preload_libraries" in str(exc):
+                raise StatementsUnavailable(
+                    f"pg_stat_statements is installed but not loaded; " + how_to_enable(dbname)) from None
+            raise
+        (_, settings), (_, rows) = results[0], results[1]
+        track_planning, block_size = settings[0]
+        info = results[2][1] if len(results) > 2 else None
+        opts = self.options(ctx)
+        state = self.state(ctx.target)
+        with state.lock:
+            families = self._families(rows, opts, state, track_planning, block_size)
+            self._histograms(rows, state)
+            families.append(self._histogram_family(state))
+            if opts["query_text"]:
+                families.append(self._texts(conn, ctx, timeout, state, families[0], rows, opts))
+            else:
+                state.texts.clear()
+            state.previous = {(r[0], r[1], r[2]): r for r in rows}
+        if info:
+            dealloc, reset = info[0]
+            families.append(Family("pg_stat_statements_dealloc_total", "counter",
+                                   "Times pg_stat_statements deallocated the least-executed statements (PostgreSQL 14+).",
+                                   samples=[("", (), dealloc)]))
+            families.append(Family("pg_stat_statements_stats_reset_timestamp_seconds", "gauge",
+                                   "Unix time pg_stat_statements was last reset (PostgreSQL 14+; 0 when never).",
+                                   samples=[("", (), reset or 0)]))
+        return families
+
+    def select(self, rows: list, opts: dict, state: TargetState) -> set:
+        """Keys of the statements to expose: per database, the top N and the sticky ones."""
+        now = self.clock()
+        limit, sticky, rank_by = int(opts["limit"]), float(opts["sticky"]), opts["rank_by"]
+        previous = state.previous or {}
+        by_db: dict = {}
+        for row in rows:
+            key = (row[0], row[1], row[2])
+            before = previous.get(key)
+            if before is None or before[CALLS] > row[CALLS]:
+                delta = row
+            else:
+                delta = [0] * CALLS + [a - b for a, b in zip(row[CALLS:], before[CALLS:])]
+            by_db.setdefault(row[0], []).append((_rank_value(rank_by, delta), key))
+        chosen = set()
+        for dbid, ranked in by_db.items():
+            ranked.sort(key=lambda item: item[0], reverse=True)
+            top = [key for _, key in ranked[:limit]]
+            for key in top:
+                state.members[key] = now
+            top_set = set(top)
+            held = [(state.members[key], key) for _, key in ranked[limit:]
+                    if key in state.members and now - state.members[key] < sticky]
+            held.sort(reverse=True)  # most recently in the top N first
+            chosen |= top_set
+            chosen.update(key for _, key in held[:limit])
+        present = {(r[0], r[1], r[2]) for r in rows}
+        for key in [k for k, at in state.members.items() if k not in present or now - at >= sticky]:
+            if key not in chosen:
+                del state.members[key]
+        return chosen
+
+    def _families(self, rows, opts, state, track_planning, block_size) -> list[Family]:
+        chosen = self.select(rows, opts, state)
+        counters = [(name, col, factor, help_) for name, col, factor, help_ in COUNTERS
+                    if col != PLAN or track_planning]
+        families = [Family(name, "counter", help_, LABELS) for name, _, _, help_ in counters]
+        scale = {"ms": 0.001, "block": float(block_size), 1: 1}
+        factors = [(col, scale[factor]) for _, col, factor, _ in counters]
+        other: dict = {}
+        for row in rows:
+            if (row[0], row[1], row[2]) in chosen:
+                labels = (row[3], row[4], row[2])
+                for family, (col, f) in zip(families, factors):
+                    family.samples.append(("", labels, (row[col] or 0) * f))
+            else:
+                sums = other.get(row[3])
+                if sums is None:
+                    sums = other[row[3]] = [0.0] * len(factors)
+                for i, (col, _) in enumerate(factors):
+                    sums[i] += row[col] or 0
+        for datname, sums in other.items():
+            for family, (_, f), total in zip(families, factors, sums):
+                family.samples.append(("", (datname, "", OTHER), total * f))
+        return families
+
+    # -- histogram -----------------------------------------------------------------------
+    def _histograms(self, rows, state: TargetState) -> None:
+        first = state.previous is None
+        previous = state.previous or {}
+        for row in rows:
+            histogram = state.histograms.get(row[3])
+            if histogram is None:
+                histogram = state.histograms[row[3]] = Histogram()
+            if first:
+                continue
+            before = previous.get((row[0], row[1], row[2]))
+            calls, ms = row[CALLS] or 0, row[EXEC] or 0
+            if before is not None and before[CALLS] <= calls and (before[EXEC] or 0) <= ms:
+                calls, ms = calls - before[CALLS], ms - (before[EXEC] or 0)
+            calls = int(round(calls))
+            if calls <= 0:
+                continue
+            seconds = ms / 1000.0
+            histogram.observe(seconds / calls, calls, seconds)
+
+    def _histogram_family(self, state: TargetState) -> Family:
+        family = Family("pg_statement_duration_seconds", "histogram", self.describe()[-1].help, ("datname",))
+        for datname in sorted(state.histograms):
+            histogram = state.histograms[datname]
+            family.add_histogram((datname,), histogram.cumulative(), histogram.total)
+        return family
+
+    # -- query text ----------------------------------------------------------------------
+    def _texts(self, conn, ctx, timeout, state, calls_family, rows, opts) -> Family:
+        dbids = {}
+        wanted = set()
+        for row in rows:
+            dbids[row[3]] = row[0]
+        for _, (datname, _, queryid), _ in calls_family.samples:
+            if queryid != OTHER:
+                wanted.add((dbids[datname], queryid))
+        now = self.clock()
+        stale = now - state.texts_at >= float(opts["query_text_ttl"])
+        missing = {key for key in wanted if key not in state.texts}
+        fetch = wanted if stale else missing
+        if fetch:
+            ids = ",".join(sorted({queryid for _, queryid in fetch if re.fullmatch(r"-?\d+", queryid)}))
+            sql = (TEXT_SQL if ctx.server.version >= 140000 else TEXT_SQL_PG13).format(ids=ids)
+            (_, text_rows), = conn.query(sql, timeout)
+            length = int(opts["query_text_length"])
+            if stale:
+                state.texts.clear()
+                state.texts_at = now
+            for dbid, queryid, text in text_rows:
+                if (dbid, queryid) in fetch:
+                    state.texts[(dbid, queryid)] = normalise_text(text, length)
+        for key in [k for k in state.texts if k not in wanted]:
+            del state.texts[key]
+        names = {dbid: datname for datname, dbid in dbids.items()}
+        family = Family("pg_stat_statements_query_info", "gauge", self.describe()[len(COUNTERS)].help,
+                        ("datname", "queryid", "query"))
+        for (dbid, queryid), text in sorted(state.texts.items(), key=lambda item: (item[0][0], item[0][1])):
+            family.add((names.get(dbid, ""), queryid, text), 1)
+        return family
