@@ -201,10 +201,12 @@ def _collectors(source: str, reader: _Reader) -> dict:
 
 
 def _statements(reader: _Reader) -> dict:
-    reader.allow("limit", "rank_by", "sticky", "query_text", "query_text_length", "query_text_ttl")
+    reader.allow("limit", "rank_by", "sticky", "query_text", "query_text_length", "query_text_ttl",
+                 "slow_threshold", "slowest_query_info")
     out = {}
     for key, kind in (("limit", int), ("rank_by", str), ("sticky", float), ("query_text", bool),
-                      ("query_text_length", int), ("query_text_ttl", float)):
+                      ("query_text_length", int), ("query_text_ttl", float),
+                      ("slow_threshold", float), ("slowest_query_info", bool)):
         value = reader.get(key, kind)
         if value is not None:
             out[key] = value

@@ -12,10 +12,11 @@ from exporter.collector import Collector
 @functools.cache
 def all_collectors() -> tuple[Collector, ...]:
     from exporter.postgres import catalog
+    from exporter.postgres.live import LiveQueriesCollector
     from exporter.postgres.settings import SettingsCollector
     from exporter.postgres.statements import StatementsCollector
 
-    collectors = list(catalog.load()) + [SettingsCollector(), StatementsCollector()]
+    collectors = list(catalog.load()) + [SettingsCollector(), StatementsCollector(), LiveQueriesCollector()]
     names = [c.name for c in collectors]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
