@@ -1,0 +1,63 @@
+"""Performance advice from PostgreSQL's own statistics: SQL anti-patterns in the top statements
+(parsed with pglast, PostgreSQL's real parser), index, maintenance and connection findings, and
+``EXPLAIN`` warnings. ``dbperf advise`` (``exporter.advisor.cli``) is the command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SEVERITIES = ("high", "medium", "low", "info")
+KINDS = ("statement", "index", "maintenance", "connection", "explain")
+
+
+class AdviseError(RuntimeError):
+    """Bad input or a refused request: the message is one line, the command exits 2."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str            # one of KINDS
+    check: str           # e.g. select_star, missing_index, unused_index, needs_vacuum
+    severity: str        # one of SEVERITIES
+    database: str        # "" for cluster-wide findings
+    subject: str         # what it is about: schema.table, an index, an application, a queryid
+    message: str
+    recommendation: str
+    time_ms: float = 0.0     # time spent (pg_stat_statements total time), the first sort key
+    size_bytes: int = 0      # size involved, the second sort key
+    details: dict = field(default_factory=dict)
+
+    def sort_key(self):
+        return (-round(self.time_ms, 3), -self.size_bytes, SEVERITIES.index(self.severity),
+                KINDS.index(self.kind), self.check, self.database, self.subject, self.message)
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "check": self.check, "severity": self.severity,
+                "database": self.database, "subject": self.subject, "message": self.message,
+                "recommendation": self.recommendation, "time_ms": round(self.time_ms, 3),
+                "size_bytes": self.size_bytes, "details": dict(sorted(self.details.items()))}
+
+
+def sort_findings(findings) -> list:
+    return sorted(findings, key=Finding.sort_key)
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier only when PostgreSQL needs it."""
+    import re
+
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) and name not in _RESERVED:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, name: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+_RESERVED = frozenset("""all analyse analyze and any array as asc asymmetric both case cast check collate
+column constraint create current_catalog current_date current_role current_time current_timestamp
+current_user default deferrable desc distinct do else end except false fetch for foreign from grant
+group having in initially intersect into lateral leading limit localtime localtimestamp not null
+offset on only or order placing primary references returning select session_user some symmetric
+table then to trailing true union unique user using variadic when where window with""".split())

@@ -1,0 +1,331 @@
+"""SQL anti-patterns, found by parsing statements with pglast (PostgreSQL's own parser).
+
+``check_sql(sql)`` returns the issues of one statement; ``predicate_columns(sql)`` the columns its
+WHERE clauses compare with constants, per table (used to propose indexes); ``statement_findings``
+applies both to the top statements of ``pg_stat_statements``.
+
+pg_stat_statements replaces constants with ``$n``: a leading-wildcard ``LIKE '%x'`` becomes
+``LIKE $1`` and ``OFFSET 5000`` becomes ``OFFSET $1``, so those two checks only see constants in
+SQL given directly (``--explain``, tests); a parameterised OFFSET is reported, with low severity, as
+OFFSET pagination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pglast import ast, parse_sql
+from pglast.enums import A_Expr_Kind, BoolExprType, SubLinkType
+from pglast.stream import RawStream
+
+from exporter.advisor import Finding
+
+LARGE_OFFSET = 1000
+TOP_STATEMENTS = 50
+COMPARISONS = frozenset(("=", "<", ">", "<=", ">="))
+
+
+@dataclass(frozen=True)
+class Issue:
+    check: str
+    severity: str
+    message: str
+    recommendation: str
+
+
+class Unparsable(ValueError):
+    pass
+
+
+def parse(sql: str) -> tuple:
+    """The statements of ``sql`` (pglast RawStmt nodes), or :class:`Unparsable`."""
+    try:
+        return parse_sql(sql)
+    except Exception as exc:  # pglast.parser.ParseError and friends
+        raise Unparsable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+# -- generic walking ----------------------------------------------------------------------------
+def children(node):
+    for name in getattr(type(node), "__slots__", ()):
+        value = getattr(node, name, None)
+        if isinstance(value, ast.Node):
+            yield value
+        elif isinstance(value, tuple):
+            for item in value:
+                if isinstance(item, ast.Node):
+                    yield item
+
+
+def walk(node):
+    """Every node under ``node`` (itself included), depth first."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(list(children(current))))
+
+
+def deparse(node) -> str:
+    try:
+        return RawStream()(node)
+    except Exception:
+        return type(node).__name__
+
+
+def _op(expr: ast.A_Expr) -> str:
+    names = expr.name or ()
+    return names[-1].sval if names and isinstance(names[-1], ast.String) else ""
+
+
+def _funcname(call: ast.FuncCall) -> str:
+    names = call.funcname or ()
+    return names[-1].sval.lower() if names and isinstance(names[-1], ast.String) else ""
+
+
+def _has_column(node) -> bool:
+    return any(isinstance(n, ast.ColumnRef) for n in walk(node))
+
+
+def _where_clauses(stmt):
+    """(owning statement, where clause) for every SELECT/UPDATE/DELETE in ``stmt``, with JOIN ... ON."""
+    for node in walk(stmt):
+        if isinstance(node, (ast.SelectStmt, ast.UpdateStmt, ast.DeleteStmt)) and node.whereClause is not None:
+            yield node, node.whereClause
+        elif isinstance(node, ast.JoinExpr) and node.quals is not None:
+            yield node, node.quals
+
+
+# -- the checks -----------------------------------------------------------------------------------
+def check_sql(sql: str) -> list[Issue]:
+    """The anti-patterns in ``sql``; raises :class:`Unparsable` when it does not parse."""
+    issues: list[Issue] = []
+    for raw in parse(sql):
+        stmt = raw.stmt
+        issues += _select_star(stmt)
+        issues += _unfiltered_write(stmt)
+        for node in walk(stmt):
+            if isinstance(node, ast.SelectStmt):
+                issues += _order_random(node) + _offset(node)
+            elif isinstance(node, ast.A_Expr):
+                issues += _leading_wildcard(node)
+            elif isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.NOT_EXPR:
+                issues += _not_in(node)
+        for _owner, where in _where_clauses(stmt):
+            for node in walk(where):
+                if isinstance(node, ast.A_Expr):
+                    issues += _function_on_column(node)
+    unique, seen = [], set()
+    for issue in issues:
+        if (issue.check, issue.message) not in seen:
+            seen.add((issue.check, issue.message))
+            unique.append(issue)
+    return unique
+
+
+def _select_lists(stmt):
+    """The target lists of the SELECTs whose rows are returned (set operations and CTEs included,
+    EXISTS subqueries excluded: ``EXISTS (SELECT * ...)`` is fine)."""
+    if isinstance(stmt, ast.SelectStmt):
+        if stmt.op is not None and int(stmt.op) != 0:  # UNION / INTERSECT / EXCEPT
+            yield from _select_lists(stmt.larg)
+            yield from _select_lists(stmt.rarg)
+        elif stmt.targetList:
+            yield stmt.targetList
+    with_clause = getattr(stmt, "withClause", None)
+    if with_clause is not None:
+        for cte in with_clause.ctes or ():
+            yield from _select_lists(cte.ctequery)
+
+
+def _select_star(stmt) -> list[Issue]:
+    for targets in _select_lists(stmt):
+        for target in targets:
+            val = getattr(target, "val", None)
+            if isinstance(val, ast.ColumnRef) and val.fields and isinstance(val.fields[-1], ast.A_Star):
+                return [Issue("select_star", "low", "SELECT * returns every column",
+                              "List only the columns the application uses: less I/O and network, "
+                              "index-only scans become possible, and new columns don't break callers.")]
+    return []
+
+
+def _unfiltered_write(stmt) -> list[Issue]:
+    if isinstance(stmt, (ast.UpdateStmt, ast.DeleteStmt)) and stmt.whereClause is None:
+        verb = "UPDATE" if isinstance(stmt, ast.UpdateStmt) else "DELETE"
+        table = deparse(stmt.relation)
+        extra = " (or TRUNCATE if the whole table is meant to be emptied)" if verb == "DELETE" else ""
+        return [Issue(f"{verb.lower()}_without_where", "high", f"{verb} on {table} without WHERE touches every row",
+                      f"Add a WHERE clause{extra}; a full-table {verb} rewrites every row, bloats the "
+                      "table and holds row locks on all of it.")]
+    return []
+
+
+def _order_random(select: ast.SelectStmt) -> list[Issue]:
+    for sortby in select.sortClause or ():
+        node = getattr(sortby, "node", None)
+        if isinstance(node, ast.FuncCall) and _funcname(node) == "random":
+            return [Issue("order_by_random", "medium", "ORDER BY random() sorts the whole result to pick rows",
+                          "Sample with TABLESAMPLE SYSTEM/BERNOULLI, or pick random keys (e.g. WHERE id >= "
+                          "random value ORDER BY id LIMIT n) instead of sorting every row.")]
+    return []
+
+
+def _offset(select: ast.SelectStmt) -> list[Issue]:
+    offset = select.limitOffset
+    if isinstance(offset, ast.A_Const) and isinstance(offset.val, ast.Integer) and offset.val.ival > LARGE_OFFSET:
+        return [Issue("large_offset", "medium", f"OFFSET {offset.val.ival} reads and discards {offset.val.ival} rows",
+                      "Use keyset pagination: WHERE (sort_key, id) > (last_seen_key, last_seen_id) "
+                      "ORDER BY sort_key, id LIMIT n, backed by an index on (sort_key, id).")]
+    if isinstance(offset, ast.ParamRef):
+        return [Issue("offset_pagination", "low",
+                      "OFFSET pagination (the offset is a parameter, or a constant normalised to $n by "
+                      "pg_stat_statements, so its size is unknown); every page reads and discards all earlier rows",
+                      "If deep pages are requested, switch to keyset pagination: WHERE (sort_key, id) > "
+                      "(last_seen_key, last_seen_id) ORDER BY sort_key, id LIMIT n.")]
+    return []
+
+
+def _leading_wildcard(expr: ast.A_Expr) -> list[Issue]:
+    if expr.kind not in (A_Expr_Kind.AEXPR_LIKE, A_Expr_Kind.AEXPR_ILIKE):
+        return []
+    pattern = expr.rexpr
+    if isinstance(pattern, ast.A_Const) and isinstance(pattern.val, ast.String) and pattern.val.sval[:1] in ("%", "_"):
+        op = "ILIKE" if expr.kind == A_Expr_Kind.AEXPR_ILIKE else "LIKE"
+        column = deparse(expr.lexpr)
+        return [Issue("leading_wildcard_like", "medium",
+                      f"{column} {op} '{pattern.val.sval}' starts with a wildcard: no B-tree index can be used",
+                      f"Use a trigram index (CREATE EXTENSION pg_trgm; CREATE INDEX CONCURRENTLY ... USING gin "
+                      f"({column} gin_trgm_ops)) or full-text search instead of a leading-wildcard {op}.")]
+    return []
+
+
+def _not_in(expr: ast.BoolExpr) -> list[Issue]:
+    args = expr.args or ()
+    if len(args) == 1 and isinstance(args[0], ast.SubLink) and args[0].subLinkType == SubLinkType.ANY_SUBLINK \
+            and args[0].testexpr is not None:
+        return [Issue("not_in_subquery", "medium",
+                      f"{deparse(args[0].testexpr)} NOT IN (subquery): cannot become an anti-join, and one NULL "
+                      "in the subquery makes it return no rows",
+                      "Rewrite as NOT EXISTS (SELECT 1 FROM ... WHERE ... = outer.column), which PostgreSQL "
+                      "runs as a hash or merge anti-join and which has the expected NULL semantics.")]
+    return []
+
+
+def _function_on_column(expr: ast.A_Expr) -> list[Issue]:
+    if expr.kind != A_Expr_Kind.AEXPR_OP or _op(expr) not in COMPARISONS:
+        return []
+    for side, other in ((expr.lexpr, expr.rexpr), (expr.rexpr, expr.lexpr)):
+        wrapped = None
+        if isinstance(side, ast.FuncCall) and not side.agg_star and any(
+                isinstance(a, ast.ColumnRef) for a in side.args or ()):
+            wrapped = side
+        elif isinstance(side, ast.TypeCast) and isinstance(side.arg, ast.ColumnRef):
+            wrapped = side
+        if wrapped is not None and other is not None and not _has_column(other):
+            text = deparse(wrapped)
+            name = _funcname(wrapped) if isinstance(wrapped, ast.FuncCall) else "cast"
+            if name in ("date", "cast", "date_trunc"):
+                rewrite = ("compare the bare column with a range instead, e.g. col >= '2024-01-01' AND "
+                           "col < '2024-01-02'")
+            else:
+                rewrite = f"create an expression index: CREATE INDEX CONCURRENTLY ... ON <table> (({text}))"
+            return [Issue("function_on_column", "medium",
+                          f"WHERE {text} {_op(expr)} ...: a function or cast on the filtered column hides it from "
+                          "plain indexes",
+                          f"Either {rewrite}, or store the value already transformed.")]
+    return []
+
+
+# -- columns compared with constants, per table, for index proposals -----------------------------
+def _relations(stmt) -> dict:
+    """alias or name -> (schema or None, relname) for the tables a statement reads."""
+    out = {}
+    for node in walk(stmt):
+        if isinstance(node, ast.RangeVar):
+            key = node.alias.aliasname if node.alias is not None else node.relname
+            out[key] = (node.schemaname, node.relname)
+    return out
+
+
+def predicate_columns(sql: str) -> dict:
+    """``{(schema or None, table): {"eq": [cols], "range": [cols]}}`` for columns compared with a
+    constant or parameter in WHERE/ON clauses (first seen first). Unparsable SQL gives ``{}``."""
+    try:
+        statements = parse(sql)
+    except Unparsable:
+        return {}
+    out: dict = {}
+    for raw in statements:
+        for owner, where in _where_clauses(raw.stmt):
+            rels = _relations(owner)
+            for node in walk(where):
+                if not isinstance(node, ast.A_Expr):
+                    continue
+                kind = None
+                if node.kind == A_Expr_Kind.AEXPR_OP and _op(node) in COMPARISONS:
+                    kind = "eq" if _op(node) == "=" else "range"
+                elif node.kind == A_Expr_Kind.AEXPR_IN:
+                    kind = "eq"
+                elif node.kind in (A_Expr_Kind.AEXPR_BETWEEN, A_Expr_Kind.AEXPR_NOT_BETWEEN):
+                    kind = "range"
+                if kind is None:
+                    continue
+                for side, other in ((node.lexpr, node.rexpr), (node.rexpr, node.lexpr)):
+                    if not isinstance(side, ast.ColumnRef) or other is None or _has_column(other):
+                        continue
+                    names = [f.sval for f in side.fields if isinstance(f, ast.String)]
+                    if not names or len(names) != len(side.fields):
+                        continue
+                    if len(names) == 1 and len(rels) == 1:
+                        rel = next(iter(rels.values()))
+                    elif len(names) >= 2 and names[-2] in rels:
+                        rel = rels[names[-2]]
+                    else:
+                        continue
+                    cols = out.setdefault(rel, {"eq": [], "range": []})
+                    if names[-1] not in cols[kind]:
+                        cols[kind].append(names[-1])
+    return out
+
+
+# -- pg_stat_statements ------------------------------------------------------------------------------
+TOP_SQL = """
+SELECT s.queryid, d.datname, s.query, s.calls, s.total_exec_time, s.rows
+FROM pg_stat_statements(true) s JOIN pg_database d ON d.oid = s.dbid
+WHERE s.query IS NOT NULL AND d.datname = ANY(%s)
+ORDER BY s.total_exec_time DESC, s.queryid
+LIMIT %s
+"""
+
+
+def top_statements(conn, databases: list[str], limit: int = TOP_STATEMENTS) -> list[dict] | None:
+    """The top statements by total execution time in ``databases``, or None when
+    pg_stat_statements is not installed in the connection's database."""
+    has = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()
+    if not has:
+        return None
+    rows = conn.execute(TOP_SQL, (list(databases), limit)).fetchall()
+    return [{"queryid": r[0], "datname": r[1], "query": r[2], "calls": r[3], "total_ms": float(r[4]),
+             "rows": r[5]} for r in rows]
+
+
+def statement_findings(statements: list[dict], wanted=lambda datname: True) -> tuple[list[Finding], int]:
+    """Findings for ``statements`` (from :func:`top_statements`) and how many did not parse."""
+    findings, unparsable = [], 0
+    for st in statements:
+        if not wanted(st["datname"]):
+            continue
+        try:
+            issues = check_sql(st["query"])
+        except Unparsable:
+            unparsable += 1
+            continue
+        text = " ".join(st["query"].split())
+        for issue in issues:
+            findings.append(Finding(
+                kind="statement", check=issue.check, severity=issue.severity, database=st["datname"],
+                subject=f"queryid {st['queryid']}", message=issue.message, recommendation=issue.recommendation,
+                time_ms=st["total_ms"],
+                details={"query": text[:300], "calls": st["calls"],
+                         "mean_ms": round(st["total_ms"] / st["calls"], 3) if st["calls"] else 0.0}))
+    return findings, unparsable
