@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
     demo.set_defaults(func=cmd_demo)
 
+    from exporter.advisor.cli import add_arguments as add_advise_arguments
+
+    add_advise_arguments(sub.add_parser("advise", help="SQL anti-patterns, index, maintenance and connection advice"))
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"dbperf {__version__}") or 0)
     return parser

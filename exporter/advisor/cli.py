@@ -1,0 +1,190 @@
+"""``dbperf advise --config FILE --target NAME [--format table|json] [--explain SQL [--analyze]]``.
+
+Exit codes: 0 advice printed (with or without findings); 2 bad input (config error, unknown
+target, SQL that does not parse, a statement the role may not explain or run) and 1 when the
+server cannot be reached. Every error is one line on stderr and never shows the password."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+APPLICATION_NAME = "dbperf-advise"
+DATABASES_SQL = """
+SELECT datname FROM pg_database
+WHERE datallowconn AND NOT datistemplate AND has_database_privilege(oid, 'CONNECT') ORDER BY 1
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="YAML config file (default: $DBPERF_CONFIG, or $DBPERF_DSN alone)")
+    parser.add_argument("--target", "-t", help="target name from the config (optional when there is only one)")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--explain", metavar="SQL", help="EXPLAIN this one statement and warn about its plan")
+    parser.add_argument("--analyze", action="store_true",
+                        help="with --explain: EXPLAIN ANALYZE, BUFFERS (runs it in a read-only transaction, "
+                             "rolled back)")
+    parser.add_argument("--database", help="with --explain: the database to run it in (default: the target's)")
+    parser.add_argument("--top", type=int, default=50, help="how many top statements to examine (default 50)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="statement_timeout in seconds (default 30)")
+    parser.set_defaults(func=run)
+
+
+class _Fail(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def run(args) -> int:
+    from exporter.advisor import AdviseError
+    from exporter.config import ConfigError
+
+    password = None
+    try:
+        target = _target(args)
+        from exporter.secrets import password_of
+
+        password = password_of(target.dsn)
+        if args.analyze and not args.explain:
+            raise AdviseError("--analyze needs --explain SQL")
+        if args.top < 1 or args.timeout <= 0:
+            raise AdviseError("--top and --timeout must be positive")
+        meta, findings = _explain(args, target) if args.explain else _advise(args, target)
+    except ConfigError as exc:
+        return _error(f"config error: {exc}", 2, password)
+    except AdviseError as exc:
+        return _error(str(exc), 2, password)
+    except _Fail as exc:
+        return _error(str(exc), exc.code, password)
+    from exporter.advisor.report import render_json, render_table
+
+    sys.stdout.write(render_json(meta, findings) if args.format == "json" else render_table(meta, findings))
+    return 0
+
+
+def _error(message: str, code: int, password) -> int:
+    from exporter.secrets import scrub
+
+    print(f"dbperf advise: {scrub(message, password)}", file=sys.stderr)
+    return code
+
+
+def _target(args):
+    from exporter.advisor import AdviseError
+    from exporter.cli import _load_config
+
+    config = _load_config(args.config)
+    if args.target is None:
+        if len(config.targets) != 1:
+            raise AdviseError(f"--target is required: the config has {len(config.targets)} targets "
+                              f"({', '.join(t.name for t in config.targets)})")
+        return config.targets[0]
+    target = config.target(args.target)
+    if target is None:
+        raise AdviseError(f"unknown target {args.target!r} (known: {', '.join(t.name for t in config.targets)})")
+    return target
+
+
+def connect(target, dbname: str | None, timeout: float, autocommit: bool = True):
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from exporter.secrets import describe_dsn, scrub
+
+    extra = {"application_name": APPLICATION_NAME, "connect_timeout": max(1, int(round(target.connect_timeout)))}
+    if dbname is not None:
+        extra["dbname"] = dbname
+    conninfo = make_conninfo(target.dsn, **extra)
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
+        conn.execute(f"SET default_transaction_read_only = on; SET statement_timeout = {int(timeout * 1000)}; "
+                     "SET lock_timeout = 1000")
+        conn.autocommit = autocommit
+    except psycopg.Error as exc:
+        from exporter.secrets import password_of
+
+        raise _Fail(scrub(f"cannot connect to {describe_dsn(conninfo)}: {exc}", password_of(target.dsn)), 1) from None
+    return conn
+
+
+def _server(conn) -> str:
+    row = conn.execute("SELECT current_setting('server_version'), current_database()").fetchone()
+    return f"PostgreSQL {row[0]}", row[1]
+
+
+def _explain(args, target):
+    from exporter.advisor.explain import plan_findings, run_explain, validate
+
+    validate(args.explain)  # before connecting: bad SQL touches nothing
+    conn = connect(target, args.database, args.timeout, autocommit=False)
+    try:
+        server, dbname = _server(conn)
+        conn.rollback()
+        plan = run_explain(conn, args.explain, args.analyze)
+        findings = plan_findings(conn, dbname, plan, args.analyze)
+    finally:
+        conn.close()
+    meta = {"target": target.name, "server": server, "database": dbname, "analyze": bool(args.analyze),
+            "sql": " ".join(args.explain.split())}
+    return meta, findings
+
+
+def _advise(args, target):
+    import psycopg
+
+    from exporter.advisor.connections import connection_findings
+    from exporter.advisor.indexes import index_findings
+    from exporter.advisor.maintenance import cluster_wraparound, maintenance_findings
+    from exporter.advisor.statements import statement_findings, top_statements
+    from exporter.secrets import password_of, scrub
+
+    secret = password_of(target.dsn)
+    main = connect(target, None, args.timeout)
+    findings, skipped, own = [], [], "the target"
+    try:
+        try:
+            server, own = _server(main)
+            databases = [own]
+            if target.databases.discover:
+                databases += [d for (d,) in main.execute(DATABASES_SQL).fetchall()
+                              if d != own and target.databases.wanted(d)]
+            statements = top_statements(main, databases, args.top)
+            wanted = set(databases)
+            if statements is None:
+                stmt_meta = {"available": f"no: pg_stat_statements is not installed in {own}"}
+                statements = []
+            else:
+                found, unparsable = statement_findings(statements)
+                findings += found
+                stmt_meta = {"examined": len(statements), "unparsable": unparsable}
+            findings += connection_findings(main)
+            findings += [f for f in cluster_wraparound(main) if f.database in wanted]
+            findings += _database_findings(main, own, statements, index_findings, maintenance_findings)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise _Fail(scrub(f"permission denied: {exc.diag.message_primary or exc}", secret), 2) from None
+        except psycopg.Error as exc:
+            raise _Fail(scrub(f"query failed on {own}: {exc}", secret), 1) from None
+    finally:
+        main.close()
+    for datname in databases[1:]:
+        try:
+            conn = connect(target, datname, args.timeout)
+        except _Fail as exc:
+            skipped.append(f"{datname}: {exc}")
+            continue
+        try:
+            findings += _database_findings(conn, datname, statements, index_findings, maintenance_findings)
+        except psycopg.Error as exc:
+            skipped.append(scrub(f"{datname}: {exc}", secret))
+        finally:
+            conn.close()
+    meta = {"target": target.name, "server": server, "databases": databases, "statements": stmt_meta,
+            "note": "connection findings are a point-in-time sample of pg_stat_activity"}
+    if skipped:
+        meta["skipped"] = skipped
+    return meta, findings
+
+
+def _database_findings(conn, datname, statements, index_findings, maintenance_findings) -> list:
+    return index_findings(conn, datname, statements) + maintenance_findings(conn, datname)
