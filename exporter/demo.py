@@ -46,10 +46,10 @@ def run_demo(args) -> int:
     from exporter.workload import Workload, setup_schema
 
     log.setup("info", "text")
-    host, port = parse_listen("--listen", "--listen", args.listen)
+    host, port = parse_listen("dbperf demo", "--listen", args.listen)
     duration = float(getattr(args, "duration", 0) or 0)
     if duration < 0:
-        raise ConfigError("--duration", "--duration", f"must be >= 0 seconds, got {duration:g}")
+        raise ConfigError("dbperf demo", "--duration", f"must be >= 0 seconds, got {duration:g}")
     reason = _port_free(host, port)
     if reason:
         print(f"dbperf demo: --listen {host}:{port}: cannot listen: {reason}", file=sys.stderr)
