@@ -17,6 +17,9 @@ def all_collectors() -> tuple[Collector, ...]:
     from exporter.postgres.statements import StatementsCollector
 
     collectors = list(catalog.load()) + [SettingsCollector(), StatementsCollector(), LiveQueriesCollector()]
+    from exporter.advisor.collector import AdvisorCollector
+
+    collectors.append(AdvisorCollector())  # opt-in: dbperf_advisor_findings
     names = [c.name for c in collectors]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:

@@ -222,3 +222,81 @@ def test_missing_extension_fails_the_collector_with_a_clear_message(pg, serve, c
         assert name in lines[0]
     finally:
         pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def exposed(samples, datname: str) -> set:
+    return {s.labels["queryid"] for s in series(samples, "pg_stat_statements_calls_total", datname)}
+
+
+def queryid_of(pg, datname: str, like: str) -> str:
+    (queryid,), = pg.execute("""SELECT DISTINCT s.queryid::text FROM pg_stat_statements(true) s
+                                JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s AND s.query LIKE %s""",
+                             params=(datname, like))
+    return queryid
+
+
+def test_sticky_membership_keeps_a_statement_that_left_the_top_n(pg, db, serve):
+    # the collector instance is shared by every target: unique target names keep the tests' state apart
+    options = {"databases": {"discover": False}, "statements": {"limit": 1}}
+    sticky = serve(make_config(pg, {**options, "name": "sticky_" + db, "statements": {"limit": 1, "sticky": 600}}))
+    loose = serve(make_config(pg, {**options, "name": "loose_" + db, "statements": {"limit": 1, "sticky": 0}}))
+    with pg.connect(db) as conn:
+        for _ in range(4):
+            conn.execute("SELECT pg_sleep(0.05)")
+    a = queryid_of(pg, db, "SELECT pg_sleep(%")
+    assert a in exposed(sticky.metrics(), db) and a in exposed(loose.metrics(), db)
+    with pg.connect(db) as conn:
+        for _ in range(2):
+            conn.execute("SELECT 1 AS b, pg_sleep(0.05)")
+    b = queryid_of(pg, db, "SELECT $1 AS b, pg_sleep(%")
+    # ranked on the increase since the last read: b is now the top statement
+    assert exposed(sticky.metrics(), db) == {a, b, "other"}
+    assert exposed(loose.metrics(), db) == {b, "other"}
+
+
+def test_rank_by_calls(pg, db, serve):
+    with pg.connect(db) as conn:
+        for _ in range(50):
+            conn.execute("SELECT 42")
+        conn.execute("SELECT pg_sleep(0.2)")
+    frequent = queryid_of(pg, db, "SELECT $1")
+    slow = queryid_of(pg, db, "SELECT pg_sleep(%")
+    by_calls = serve(make_config(pg, {"name": "calls_" + db, "statements": {"limit": 1, "rank_by": "calls"}}))
+    by_time = serve(make_config(pg, {"name": "time_" + db, "statements": {"limit": 1}}))
+    assert exposed(by_calls.metrics(), db) == {frequent, "other"}
+    assert exposed(by_time.metrics(), db) == {slow, "other"}
+
+
+def test_plan_time_is_exposed_when_track_planning_is_on(pg, db, serve):
+    pg.execute("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
+    pg.execute("SELECT pg_reload_conf()")
+    try:
+        from conftest import wait_until
+
+        wait_until(lambda: pg.execute("SHOW pg_stat_statements.track_planning")[0][0] == "on", timeout=10)
+        with pg.connect(db) as conn:
+            for i in range(5):
+                conn.execute(f"SELECT a.id FROM st_t a JOIN st_t b USING (id) WHERE a.k = {i}")
+        (queryid, plan), = pg.execute(
+            """SELECT s.queryid::text, sum(s.total_plan_time)::float8 / 1000 FROM pg_stat_statements(false) s
+               JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s AND s.plans > 0
+               GROUP BY s.userid, s.queryid""", params=(db,))
+        samples = serve(make_config(pg, {"name": "plan_" + db})).metrics()
+        assert plan > 0
+        assert samples.value("pg_stat_statements_plan_seconds_total", datname=db, queryid=queryid) == pytest.approx(plan, rel=1e-9)
+    finally:
+        pg.execute("ALTER SYSTEM RESET pg_stat_statements.track_planning")
+        pg.execute("SELECT pg_reload_conf()")
+
+
+def test_sql_is_planned_per_server_version():
+    from exporter.postgres.statements import StatementsCollector
+
+    collector = StatementsCollector()
+    pg13, pg16, pg17 = collector.sql(130000), collector.sql(160000), collector.sql(170000)
+    assert "pg_stat_statements_info" not in pg13 and "pg_stat_statements_info" in pg16
+    assert "s.blk_read_time" in pg16 and "shared_blk_read_time" not in pg16
+    assert "s.shared_blk_read_time" in pg17 and "s.shared_blk_write_time" in pg17
+    assert all("pg_stat_statements(false)" in sql and "pg_stat_statements(true)" not in sql
+               for sql in (pg13, pg16, pg17))
+    assert collector.min_version == 130000

@@ -171,6 +171,7 @@ class TargetState:
     members: dict = field(default_factory=dict)  # key -> monotonic time it was last in the top N
     histograms: dict = field(default_factory=dict)  # datname -> Histogram
     texts: dict = field(default_factory=dict)       # (dbid, queryid) -> normalised text
+    textless: set = field(default_factory=set)      # asked for since texts_at, but no text came back
     texts_at: float = -math.inf
 
 
@@ -359,7 +360,9 @@ class StatementsCollector(Collector):
                 wanted.add((dbids[datname], queryid))
         now = self.clock()
         stale = now - state.texts_at >= float(opts["query_text_ttl"])
-        missing = {key for key in wanted if key not in state.texts}
+        if stale:
+            state.textless.clear()
+        missing = {key for key in wanted if key not in state.texts and key not in state.textless}
         fetch = wanted if stale else missing
         if fetch:
             ids = ",".join(sorted({queryid for _, queryid in fetch if re.fullmatch(r"-?\d+", queryid)}))
@@ -372,8 +375,10 @@ class StatementsCollector(Collector):
             for dbid, queryid, text in text_rows:
                 if (dbid, queryid) in fetch:
                     state.texts[(dbid, queryid)] = normalise_text(text, length)
+            state.textless |= {key for key in fetch if key not in state.texts}
         for key in [k for k in state.texts if k not in wanted]:
             del state.texts[key]
+        state.textless &= wanted
         names = {dbid: datname for datname, dbid in dbids.items()}
         family = Family("pg_stat_statements_query_info", "gauge", self.describe()[len(COUNTERS)].help,
                         ("datname", "queryid", "query"))
