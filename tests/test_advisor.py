@@ -259,3 +259,15 @@ def test_explain_of_clean_query_has_no_warning(advisor_db, capsys, tmp_path):
     assert [f["check"] for f in out["findings"]] == ["plan_summary"]
 
 
+
+
+def test_findings_metric(advisor_db, serve):
+    from conftest import make_config
+
+    config = make_config(advisor_db, {"databases": {"include": DB}, "collectors": {"advisor": True}})
+    samples = serve(config).metrics()
+    assert samples.value("dbperf_advisor_findings", datname=DB, kind="index", check="unused_index",
+                         severity="low") >= 1
+    assert samples.value("dbperf_advisor_findings", datname=DB, kind="index", check="duplicate_index",
+                         severity="medium") == 1
+    assert samples.value("dbperf_collector_success", collector="advisor", datname=DB) == 1

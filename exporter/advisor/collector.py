@@ -1,0 +1,66 @@
+"""``dbperf_advisor_findings{datname,kind,check,severity}``: how many index and maintenance
+findings ``dbperf advise`` would report for each database, for dashboards and alerts.
+
+Opt-in (``collectors: {advisor: true}``) and cached for 15 minutes by default: the catalog queries
+are cheap but there is no point running them every scrape. Labels come from fixed sets, so the
+series count is bounded. Statement findings need pg_stat_statements text and stay in the CLI."""
+
+from __future__ import annotations
+
+from exporter.collector import DATABASE, Collector, Context
+from exporter.metrics import Family
+
+
+class _Result:
+    def __init__(self, rows):
+        self._rows = rows
+
+    def fetchall(self):
+        return self._rows
+
+    def fetchone(self):
+        return self._rows[0] if self._rows else None
+
+
+class _Session:
+    """The ``execute(sql, params).fetchall()`` the advisor's checks use, over the exporter's
+    :class:`exporter.postgres.connection.Connection` (its read-only, time-limited session)."""
+
+    def __init__(self, conn, timeout: float):
+        self.conn, self.timeout = conn, timeout
+
+    def execute(self, sql: str, params=None):
+        if params:
+            # the checks only pass integers as parameters
+            if isinstance(params, dict):
+                sql = sql % {k: int(v) for k, v in params.items()}
+            else:
+                sql = sql % tuple(int(v) for v in params)
+        (_, rows), = self.conn.query(sql, self.timeout)
+        return _Result(rows)
+
+
+class AdvisorCollector(Collector):
+    def __init__(self):
+        super().__init__(name="advisor", scope=DATABASE, enabled_by_default=False, default_ttl=900.0,
+                         default_timeout=10.0,
+                         help="counts of index and maintenance findings of dbperf advise "
+                              "(dbperf_advisor_findings)",
+                         families=("dbperf_advisor_findings",))
+
+    def collect(self, conn, ctx: Context, timeout: float = 10.0) -> list[Family]:
+        from exporter.advisor.indexes import index_findings
+        from exporter.advisor.maintenance import maintenance_findings
+
+        session = _Session(conn, timeout)
+        findings = index_findings(session, ctx.datname, []) + maintenance_findings(session, ctx.datname)
+        counts: dict = {}
+        for f in findings:
+            key = (ctx.datname, f.kind, f.check, f.severity)
+            counts[key] = counts.get(key, 0) + 1
+        family = Family("dbperf_advisor_findings", "gauge",
+                        "Findings of dbperf advise (index and maintenance checks) by kind, check and severity",
+                        ("datname", "kind", "check", "severity"))
+        for key in sorted(counts):
+            family.add(key, counts[key])
+        return [family]
