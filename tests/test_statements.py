@@ -300,3 +300,28 @@ def test_sql_is_planned_per_server_version():
     assert all("pg_stat_statements(false)" in sql and "pg_stat_statements(true)" not in sql
                for sql in (pg13, pg16, pg17))
     assert collector.min_version == 130000
+
+
+def test_extension_installed_but_not_preloaded_fails_with_a_clear_message(pg, serve, caplog):
+    from exporter.pgcluster import Cluster
+
+    if pg.cluster is None:
+        pytest.skip("needs a throwaway cluster (DBPERF_TEST_DSN is set)")
+    with Cluster(settings={"shared_preload_libraries": "''"}) as bare:
+        with psycopg_connect(bare.dsn("postgres")) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+        served = serve(make_config(pg, {"dsn": bare.dsn("postgres"), "name": "bare"}))
+        with caplog.at_level(logging.WARNING, logger="dbperf.scrape"):
+            samples = served.metrics()
+        assert samples.value("pg_up", target="bare") == 1
+        assert samples.value("dbperf_collector_success", collector="statements", datname="") == 0
+        lines = [r.getMessage() for r in caplog.records if "collector=statements" in r.getMessage()]
+        assert len(lines) == 1, lines
+        assert "installed but not loaded" in lines[0] and "shared_preload_libraries" in lines[0]
+        served.close()
+
+
+def psycopg_connect(dsn: str):
+    import psycopg
+
+    return psycopg.connect(dsn, autocommit=True)
