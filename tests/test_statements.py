@@ -12,7 +12,14 @@ import uuid
 
 import pytest
 
-from conftest import make_config, promtool_check_metrics
+from conftest import make_config as _make_config, promtool_check_metrics
+
+
+def make_config(pg, extra_target=None, **top):
+    """The test's config, without database-scoped collectors: dbperf then runs no statements in
+    the test's own database, so what the test compares there is only its own workload."""
+    return _make_config(pg, {"databases": {"discover": False}, **(extra_target or {})}, **top)
+
 
 FAMILIES = ("pg_stat_statements_calls_total", "pg_stat_statements_seconds_total",
             "pg_stat_statements_rows_total", "pg_stat_statements_shared_hit_bytes_total")
@@ -139,7 +146,7 @@ def bucket_counts(samples, datname: str) -> dict:
 
 def test_latency_histogram_quantiles_match_a_known_workload(pg, db, serve):
     # no database-scoped collectors in the workload's database: only the workload runs there
-    served = serve(make_config(pg, {"databases": {"discover": False}}))
+    served = serve(make_config(pg))
     with pg.connect(db) as conn:
         conn.execute("SELECT 1")
     before = bucket_counts(served.metrics(), db)
@@ -170,7 +177,7 @@ def test_latency_histogram_quantiles_match_a_known_workload(pg, db, serve):
 
 
 def test_histogram_never_counts_negative_after_a_reset(pg, db, serve):
-    served = serve(make_config(pg, {"databases": {"discover": False}}))
+    served = serve(make_config(pg))
     with pg.connect(db) as conn:
         for _ in range(5):
             conn.execute("SELECT count(*) FROM st_t")
