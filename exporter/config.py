@@ -49,6 +49,7 @@ class Target:
     table_limit: int = 1000
     connect_timeout: float = 3.0
     statements: dict = field(default_factory=dict)  # options of the statements collector
+    pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
 
     def collector(self, name: str, enabled_by_default: bool) -> CollectorSettings:
         return self.collectors.get(name) or CollectorSettings(enabled=enabled_by_default)
@@ -216,7 +217,7 @@ def _statements(reader: _Reader) -> dict:
 
 
 TARGET_KEYS = ("name", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
-               "table_limit", "connect_timeout", "statements")
+               "table_limit", "connect_timeout", "statements", "pipelines")
 
 
 def _target(source: str, reader: _Reader, defaults: dict, env=os.environ) -> Target:
@@ -233,6 +234,12 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ) -> Tar
                           exclude=dbs.get("exclude", re.Pattern, re.compile("^$")))
     collectors = dict(defaults)
     collectors.update(_collectors(source, reader.sub("collectors")))
+    pipelines = None
+    if reader.data.get("pipelines") is not None:
+        from exporter.pipelines.sources import parse as parse_pipelines
+
+        pipelines = parse_pipelines(reader.sub("pipelines"))
+        collectors.setdefault("pipelines", CollectorSettings(enabled=True))  # on unless set explicitly
     max_conn = reader.get("max_connections", int, 4)
     if max_conn < 1:
         reader.fail("max_connections", "must be at least 1")
@@ -241,6 +248,7 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ) -> Tar
         max_connections=max_conn, table_limit=reader.get("table_limit", int, 1000),
         connect_timeout=reader.get("connect_timeout", float, 3.0),
         statements=_statements(reader.sub("statements")),
+        pipelines=pipelines,
     )
 
 

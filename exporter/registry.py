@@ -20,6 +20,9 @@ def all_collectors() -> tuple[Collector, ...]:
     from exporter.advisor.collector import AdvisorCollector
 
     collectors.append(AdvisorCollector())  # opt-in: dbperf_advisor_findings
+    from exporter.pipelines.collector import PipelinesCollector
+
+    collectors.append(PipelinesCollector())  # on for targets with `pipelines:` sources
     names = [c.name for c in collectors]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
