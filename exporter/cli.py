@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_advise_arguments(sub.add_parser("advise", help="SQL anti-patterns, index, maintenance and connection advice"))
 
+    from exporter.pipelines.cli import add_arguments as add_pipelines_arguments
+
+    add_pipelines_arguments(sub.add_parser("pipelines", help="pipeline runs: init-sql (the runs table), "
+                                           "run (record a command's run)"))
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"dbperf {__version__}") or 0)
     return parser

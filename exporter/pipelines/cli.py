@@ -1,0 +1,122 @@
+"""``dbperf pipelines init-sql`` and ``dbperf pipelines run --name N -- CMD ...``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+ROWS_FILE_ENV = "DBPERF_PIPELINE_ROWS_FILE"
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="pipelines_command", required=True, metavar="COMMAND")
+    init = sub.add_parser("init-sql", help="print the SQL that creates the runs table dbperf.pipeline_runs")
+    init.set_defaults(func=cmd_init_sql)
+    run = sub.add_parser("run", help="run a command and record it as a pipeline run (exit code kept)",
+                         description="Runs CMD, records its start and end in dbperf.pipeline_runs and exits "
+                                     "with its exit code (128+N when a signal N killed it). CMD may write a row "
+                                     f"count to the file named by ${ROWS_FILE_ENV}. A failure to record only "
+                                     "warns on stderr.")
+    run.add_argument("--name", required=True, help="the pipeline's name (the pipeline label)")
+    dsn = run.add_mutually_exclusive_group()
+    dsn.add_argument("--dsn", help="where dbperf.pipeline_runs is (default: $DBPERF_PIPELINES_DSN)")
+    dsn.add_argument("--dsn-env", help="name of an environment variable holding the DSN")
+    run.add_argument("--run-id", help="the run's id (default: a new UUID)")
+    run.add_argument("--trigger", help="what started the run, e.g. cron, manual")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command to run")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_init_sql(args) -> int:
+    from exporter.pipelines.schema import SQL
+
+    sys.stdout.write(SQL)
+    return 0
+
+
+def _describe_signal(num: int) -> str:
+    try:
+        return f"{signal.Signals(num).name} ({num})"
+    except ValueError:
+        return str(num)
+
+
+def _read_rows(path: str) -> int | None:
+    try:
+        text = open(path).read().strip()
+    except OSError:
+        return None
+    try:
+        return int(text.split()[-1]) if text else None
+    except ValueError:
+        print(f"dbperf pipelines: warning: {ROWS_FILE_ENV} holds {text[:40]!r}, not a row count; ignored",
+              file=sys.stderr)
+        return None
+
+
+def cmd_run(args) -> int:
+    from exporter.pipelines.recorder import DSN_ENV, record_run
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        print("dbperf pipelines run: no command given (usage: dbperf pipelines run --name N -- CMD ...)",
+              file=sys.stderr)
+        return 2
+    if args.dsn_env:
+        dsn = os.environ.get(args.dsn_env)
+        if not dsn:
+            print(f"dbperf pipelines: warning: ${args.dsn_env} is not set; the run is not recorded",
+                  file=sys.stderr)
+            dsn = ""
+    else:
+        dsn = args.dsn
+    recorder = record_run(args.name, dsn, run_id=args.run_id, trigger=args.trigger,
+                          dsn_env=args.dsn_env or DSN_ENV)
+    with tempfile.TemporaryDirectory(prefix="dbperf-run-") as tmp:
+        rows_file = os.path.join(tmp, "rows")
+        env = dict(os.environ, **{ROWS_FILE_ENV: rows_file})
+        with recorder as run:
+            code = _run_child(cmd, env, run)
+            rows = _read_rows(rows_file)
+            if rows is not None:
+                run.rows = rows
+    return code
+
+
+def _run_child(cmd: list[str], env: dict, run) -> int:
+    try:
+        child = subprocess.Popen(cmd, env=env)
+    except OSError as exc:
+        code = 126 if isinstance(exc, PermissionError) else 127
+        run.fail(f"cannot run {cmd[0]!r}: {exc.strerror or exc}")
+        print(f"dbperf pipelines run: cannot run {cmd[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        return code
+
+    def forward(signum, _frame):  # cron/systemd stopping us stops the job; we still record the end
+        try:
+            child.send_signal(signum)
+        except OSError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED}
+    try:
+        while True:
+            try:
+                returncode = child.wait()
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for safety
+                continue
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if returncode < 0:
+        run.fail(f"killed by signal {_describe_signal(-returncode)}")
+        return 128 - returncode
+    if returncode != 0:
+        run.fail(f"command exited with status {returncode}")
+    return returncode

@@ -1,0 +1,184 @@
+"""The run recorder (``record_run``) and ``dbperf pipelines run`` on the real PostgreSQL, and what
+happens to the job when the database cannot be reached (nothing: it warns and goes on)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, make_config
+from exporter.pipelines import record_run
+from exporter.pipelines.schema import SQL as SCHEMA_SQL
+
+DB = "pipelines_recorder_test"
+UNREACHABLE = "host=127.0.0.1 port=1 dbname=x user=x connect_timeout=2"
+
+
+@pytest.fixture(scope="module")
+def rec(pg):
+    pg.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    pg.execute(f"CREATE DATABASE {DB}")
+    pg.execute(SCHEMA_SQL, dbname=DB)
+    return pg
+
+
+def run_row(pg, pipeline):
+    rows = pg.execute("SELECT status, rows_processed, errors, error_message, trigger, started_at IS NOT NULL, "
+                      "extract(epoch FROM finished_at - started_at)::float8 FROM dbperf.pipeline_runs "
+                      "WHERE pipeline = %s", dbname=DB, params=(pipeline,))
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def dbperf(*args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "exporter.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=dict(os.environ, **(env or {})))
+
+
+# -- record_run ---------------------------------------------------------------------------------
+def test_context_manager_records_start_rows_and_success(rec):
+    dsn = rec.dsn(DB)
+    with record_run("cm_ok", dsn=dsn, trigger="manual") as run:
+        status, *_ = run_row(rec, "cm_ok")
+        assert status == "running"  # the start is visible while the job works
+        run.rows += 41
+        run.rows += 1
+    status, rows, errors, message, trigger, started, _ = run_row(rec, "cm_ok")
+    assert (status, rows, errors, message, trigger, started) == ("success", 42, 0, None, "manual", True)
+    assert run.recorded
+
+
+def test_an_exception_is_recorded_as_failed_and_still_raised(rec):
+    with pytest.raises(KeyError):
+        with record_run("cm_fail", dsn=rec.dsn(DB)) as run:
+            run.rows = 5
+            run.errors = 2
+            raise KeyError("customer 17")
+    status, rows, errors, message, *_ = run_row(rec, "cm_fail")
+    assert (status, rows, errors) == ("failed", 5, 2)
+    assert message == "KeyError: 'customer 17'"
+
+
+def test_decorator_records_one_run_per_call(rec, monkeypatch):
+    monkeypatch.setenv("DBPERF_PIPELINES_DSN", rec.dsn(DB))
+
+    @record_run("decorated")
+    def job(x):
+        return x * 2
+
+    assert job(21) == 42
+    assert job(1) == 2
+    (count,), = rec.execute("SELECT count(*) FROM dbperf.pipeline_runs WHERE pipeline = 'decorated' "
+                            "AND status = 'success'", dbname=DB)
+    assert count == 2
+    assert job.__name__ == "job"
+
+
+def test_an_unreachable_database_never_fails_the_job(capsys):
+    with record_run("unreachable", dsn=UNREACHABLE) as run:
+        run.rows = 3
+        result = "done"
+    assert result == "done" and not run.recorded and run.status == "success"
+    err = capsys.readouterr().err
+    assert err.count("dbperf pipelines: warning: could not record") == 2  # the start and the end
+    assert "'unreachable'" in err
+    with pytest.raises(ZeroDivisionError):  # the job's own exception is still the one raised
+        with record_run("unreachable", dsn=UNREACHABLE):
+            1 / 0
+
+
+def test_recorder_does_not_import_the_daemon():
+    code = ("import sys; from exporter.pipelines import record_run; record_run; "
+            "bad = [m for m in sys.modules if m.startswith('exporter.') and m not in "
+            "('exporter.pipelines', 'exporter.pipelines.recorder')]; print(bad); assert not bad, bad; "
+            "assert 'yaml' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- dbperf pipelines ---------------------------------------------------------------------------
+def test_init_sql_is_what_the_tests_use():
+    proc = dbperf("pipelines", "init-sql")
+    assert proc.returncode == 0 and proc.stdout == SCHEMA_SQL
+
+
+def test_run_a_command_that_succeeds_with_a_row_count(rec):
+    proc = dbperf("pipelines", "run", "--name", "cli_ok", "--dsn", rec.dsn(DB), "--trigger", "cron", "--",
+                  "sh", "-c", 'echo working; echo 1234 > "$DBPERF_PIPELINE_ROWS_FILE"')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "working\n" and proc.stderr == ""
+    status, rows, _, message, trigger, *_ = run_row(rec, "cli_ok")
+    assert (status, rows, message, trigger) == ("success", 1234, None, "cron")
+
+
+def test_run_a_command_that_fails_keeps_its_exit_code(rec):
+    proc = dbperf("pipelines", "run", "--name", "cli_exit3", "--dsn-env", "ETL_DSN", "--",
+                  "sh", "-c", "exit 3", env={"ETL_DSN": rec.dsn(DB)})
+    assert proc.returncode == 3
+    status, _, _, message, *_ = run_row(rec, "cli_exit3")
+    assert (status, message) == ("failed", "command exited with status 3")
+
+
+def test_a_killed_command_is_failed_with_the_signal(rec):
+    proc = dbperf("pipelines", "run", "--name", "cli_killed", "--dsn", rec.dsn(DB), "--",
+                  "sh", "-c", "kill -9 $$")
+    assert proc.returncode == 128 + 9
+    status, _, _, message, *_ = run_row(rec, "cli_killed")
+    assert (status, message) == ("failed", "killed by signal SIGKILL (9)")
+
+
+def test_a_terminated_wrapper_forwards_the_signal_and_records(rec):
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "exporter.cli", "pipelines", "run", "--name", "cli_term",
+                             "--dsn", rec.dsn(DB), "--", "sleep", "30"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if rec.execute("SELECT 1 FROM dbperf.pipeline_runs WHERE pipeline = 'cli_term'", dbname=DB):
+            break
+        time.sleep(0.1)
+    time.sleep(0.3)  # the child has been started after the start row was written
+    proc.terminate()
+    assert proc.wait(timeout=20) == 128 + 15
+    status, _, _, message, *_ = run_row(rec, "cli_term")
+    assert (status, message) == ("failed", "killed by signal SIGTERM (15)")
+
+
+def test_a_missing_command_is_recorded_failed(rec):
+    proc = dbperf("pipelines", "run", "--name", "cli_missing", "--dsn", rec.dsn(DB), "--", "no-such-command-xyz")
+    assert proc.returncode == 127
+    assert "cannot run 'no-such-command-xyz'" in proc.stderr
+    assert run_row(rec, "cli_missing")[0] == "failed"
+
+
+def test_run_with_the_database_unreachable_still_runs_the_command():
+    proc = dbperf("pipelines", "run", "--name", "cli_down", "--dsn", UNREACHABLE, "--", "sh", "-c", "echo ran; exit 4")
+    assert proc.returncode == 4
+    assert proc.stdout == "ran\n"
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("dbperf pipelines: warning:")]
+    assert len(warnings) == 2 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_run_without_a_command_is_a_usage_error():
+    proc = dbperf("pipelines", "run", "--name", "x")
+    assert proc.returncode == 2 and "no command given" in proc.stderr
+
+
+# -- recorded runs seen by dbperf ---------------------------------------------------------------
+def test_recorded_runs_are_served(rec, serve):
+    with pytest.raises(RuntimeError):
+        with record_run("served_job", dsn=rec.dsn(DB)) as run:
+            run.rows = 9
+            raise RuntimeError("boom")
+    with record_run("served_job", dsn=rec.dsn(DB)) as run:
+        run.rows = 10
+    config = make_config(rec, {"pipelines": {"sources": [{"type": "table", "database": DB, "name": "jobs"}]}})
+    samples = serve(config).metrics()
+    labels = {"source": "jobs", "pipeline": "served_job"}
+    assert samples.value("pipeline_runs_total", status="failed", **labels) == 1
+    assert samples.value("pipeline_runs_total", status="success", **labels) == 1
+    assert samples.value("pipeline_rows_processed_total", **labels) == 19
+    assert samples.value("pipeline_last_run_status", status="success", **labels) == 1
