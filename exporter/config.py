@@ -50,6 +50,7 @@ class Target:
     connect_timeout: float = 3.0
     statements: dict = field(default_factory=dict)  # options of the statements collector
     pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
+    kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)
 
     def collector(self, name: str, enabled_by_default: bool) -> CollectorSettings:
         return self.collectors.get(name) or CollectorSettings(enabled=enabled_by_default)
@@ -216,8 +217,21 @@ def _statements(reader: _Reader) -> dict:
     return out
 
 
-TARGET_KEYS = ("name", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
+TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
                "table_limit", "connect_timeout", "statements", "pipelines")
+PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
+
+
+def _pgbouncer_target(source: str, reader: _Reader, name: str, env=os.environ) -> Target:
+    """``kind: pgbouncer``: PgBouncer's admin console; only the pgbouncer collector runs."""
+    reader.allow(*PGBOUNCER_KEYS)
+    dsn = _dsn(source, reader, env)
+    from psycopg.conninfo import conninfo_to_dict
+
+    dbname = conninfo_to_dict(dsn).get("dbname")
+    if dbname not in (None, "pgbouncer"):
+        reader.fail("dsn", f"a pgbouncer target connects to the admin console: dbname must be pgbouncer, got {dbname!r}")
+    return Target(name=name, dsn=dsn, kind="pgbouncer", connect_timeout=reader.get("connect_timeout", float, 3.0))
 
 
 def _target(source: str, reader: _Reader, defaults: dict, env=os.environ) -> Target:
@@ -227,6 +241,11 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ) -> Tar
         reader.fail("name", "is required")
     if not NAME_RE.match(name):
         reader.fail("name", f"must match {NAME_RE.pattern}, got {name!r}")
+    kind = reader.get("kind", str, "postgres")
+    if kind not in ("postgres", "pgbouncer"):
+        reader.fail("kind", f"must be postgres or pgbouncer, got {kind!r}")
+    if kind == "pgbouncer":
+        return _pgbouncer_target(source, reader, name, env)
     dbs = reader.sub("databases")
     dbs.allow("discover", "include", "exclude")
     databases = Databases(discover=dbs.get("discover", bool, True),
