@@ -21,6 +21,7 @@ from exporter import __version__
 from exporter.config import Config
 from exporter.host import collect_host
 from exporter.metrics import CONTENT_TYPE, Family, Rendered
+from exporter.pgbouncer import PgBouncerScraper
 from exporter.registry import all_collectors
 from exporter.scrape import TargetScraper
 
@@ -33,7 +34,8 @@ class Exporter:
     def __init__(self, config: Config, collectors=None):
         self.config = config
         collectors = collectors if collectors is not None else all_collectors()
-        self.scrapers = {t.name: TargetScraper(t, collectors) for t in config.targets}
+        self.scrapers = {t.name: (PgBouncerScraper(t) if t.kind == "pgbouncer" else TargetScraper(t, collectors))
+                         for t in config.targets}
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.scrapers)), thread_name_prefix="dbperf-target")
         self._process = CollectorRegistry()
         ProcessCollector(registry=self._process)
