@@ -17,6 +17,9 @@ SKIP_FSTYPES = {"proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup", "cgrou
                 "nsfs", "securityfs", "pstore", "debugfs", "tracefs", "mqueue", "hugetlbfs", "fusectl",
                 "configfs", "binfmt_misc", "autofs", "bpf", "ramfs", "rpc_pipefs", "efivarfs", "fuse.lxcfs"}
 
+# Linux counts the time spent running virtual machines in user and nice as well.
+GUEST_MODES = {"guest", "guest_nice"}
+
 
 def _fam(name, mtype, help_, labels=()):
     return Family(name, mtype, help_, tuple(labels))
@@ -25,6 +28,8 @@ def _fam(name, mtype, help_, labels=()):
 def cpu_families() -> list[Family]:
     cpu = _fam("host_cpu_seconds_total", "counter", "CPU time spent in each mode, all CPUs together.", ["mode"])
     for mode, value in psutil.cpu_times()._asdict().items():
+        if mode in GUEST_MODES:  # already counted in user and nice: a sum over modes would count them twice
+            continue
         cpu.add((mode,), value)
     count = _fam("host_cpus", "gauge", "Logical CPUs.")
     count.add((), psutil.cpu_count() or 0)
