@@ -141,3 +141,33 @@ def test_table_limit_keeps_the_busiest_tables_of_each_database(pg, serve):
     finally:
         for name in tables:
             pg.execute(f"DROP TABLE IF EXISTS {name}", SECOND_DB)
+
+
+def test_a_table_locked_exclusively_does_not_fail_the_size_collectors(pg, serve, table):
+    """A long ALTER TABLE / VACUUM FULL holds ACCESS EXCLUSIVE: the sizes of that table cannot be
+    read without waiting, the rest of the database still can."""
+    import psycopg
+
+    other = unique("free")
+    pg.execute(f"CREATE TABLE {other} (id int PRIMARY KEY); INSERT INTO {other} VALUES (1)", SECOND_DB)
+    served = serve(only(pg, tables=True, table_sizes=True, indexes=True))
+    holder = psycopg.connect(pg.dsn(SECOND_DB))
+    try:
+        holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        samples = served.metrics()
+        elapsed = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+        pg.execute(f"DROP TABLE {other}", SECOND_DB)
+    for collector in ("tables", "table_sizes", "indexes"):
+        assert samples.value("dbperf_collector_success", collector=collector, datname=SECOND_DB) == 1, collector
+    assert elapsed < 1.0  # nothing waited for the lock
+    assert samples.has("pg_stat_user_tables_table_size_bytes", datname=SECOND_DB, relname=other)
+    assert samples.has("pg_stat_user_indexes_size_bytes", datname=SECOND_DB, relname=other)
+    assert not samples.has("pg_stat_user_tables_table_size_bytes", datname=SECOND_DB, relname=table)
+    assert not samples.has("pg_stat_user_indexes_size_bytes", datname=SECOND_DB, relname=table)
+    assert samples.has("pg_stat_user_indexes_idx_scan_total", datname=SECOND_DB, relname=table)
+    # statistics need no lock: still there
+    assert samples.value("pg_stat_user_tables_n_tup_ins_total", datname=SECOND_DB, relname=table) == 500
