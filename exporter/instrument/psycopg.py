@@ -1,0 +1,101 @@
+"""psycopg 3 statement timing: a cursor factory whose ``execute``/``executemany`` are timed.
+``instrument_connection(inst, conn)`` sets it on a connection (sync or async); ``conn.execute()``
+goes through it too. Server-side (named) cursors are not timed."""
+
+from __future__ import annotations
+
+import time
+
+from .core import Instrumentation
+
+_classes: dict = {}
+
+
+def _text(query, conn) -> str:
+    if isinstance(query, str):
+        return query
+    if isinstance(query, (bytes, bytearray)):
+        return query.decode(errors="replace")
+    as_string = getattr(query, "as_string", None)  # psycopg.sql.Composable
+    if as_string is not None:
+        try:
+            return as_string(conn)
+        except Exception:
+            pass
+    return str(query)
+
+
+def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type, type]:
+    """(sync cursor class, async cursor class) recording into ``inst`` with ``pool`` as label."""
+    key = (id(inst), pool)
+    found = _classes.get(key)
+    if found is not None and found[0] is inst:
+        return found[1], found[2]
+    import psycopg
+
+    record = inst.record_statement
+    perf = time.perf_counter
+
+    def rows_of(cur):
+        return cur.rowcount if inst.db_rows is not None else None
+
+    class TimedCursor(psycopg.Cursor):
+        def execute(self, query, params=None, **kw):
+            start = perf()
+            try:
+                result = super().execute(query, params, **kw)
+            except Exception as exc:
+                record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool, error=exc)
+                raise
+            record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool,
+                   rows=rows_of(self))
+            return result
+
+        def executemany(self, query, params_seq, **kw):
+            start = perf()
+            try:
+                result = super().executemany(query, params_seq, **kw)
+            except Exception as exc:
+                record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool, error=exc)
+                raise
+            record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool)
+            return result
+
+    class AsyncTimedCursor(psycopg.AsyncCursor):
+        async def execute(self, query, params=None, **kw):
+            start = perf()
+            try:
+                result = await super().execute(query, params, **kw)
+            except Exception as exc:
+                record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool, error=exc)
+                raise
+            record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool,
+                   rows=rows_of(self))
+            return result
+
+        async def executemany(self, query, params_seq, **kw):
+            start = perf()
+            try:
+                result = await super().executemany(query, params_seq, **kw)
+            except Exception as exc:
+                record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool, error=exc)
+                raise
+            record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool)
+            return result
+
+    _classes[key] = (inst, TimedCursor, AsyncTimedCursor)
+    return TimedCursor, AsyncTimedCursor
+
+
+def instrument_connection(inst: Instrumentation, conn, pool: str = "default"):
+    """Time every statement run through ``conn`` (a psycopg Connection or AsyncConnection)."""
+    import psycopg
+
+    sync_cls, async_cls = cursor_factories(inst, pool)
+    if isinstance(conn, psycopg.AsyncConnection):
+        conn.cursor_factory = async_cls
+    elif isinstance(conn, psycopg.Connection):
+        conn.cursor_factory = sync_cls
+    else:
+        raise TypeError(f"instrument_connection needs a psycopg connection, got {type(conn).__name__}")
+    return conn
