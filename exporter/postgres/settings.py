@@ -16,7 +16,10 @@ _UNITS = {
 }
 _BLOCKS = re.compile(r"^(\d+)(B|kB|MB)$")  # "8kB", "16MB": a number of such blocks
 
-SQL = """SELECT name, setting, unit, vartype, short_desc FROM pg_settings
+# reset_val, not setting: dbperf's own session SETs jit, lock_timeout, statement_timeout and
+# default_transaction_read_only for itself; reset_val is what a session connecting with the DSN
+# gets (configuration files, ALTER SYSTEM/DATABASE/ROLE and the DSN's options).
+SQL = """SELECT name, reset_val AS setting, unit, vartype, short_desc FROM pg_settings
 WHERE vartype IN ('bool', 'integer', 'real')"""
 
 
