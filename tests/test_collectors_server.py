@@ -86,6 +86,22 @@ def test_settings_are_served_in_seconds_bytes_and_booleans(pg, serve):
     assert not [n for n in names if n.endswith(("_count", "_sum", "_bucket", "_total", "_info"))]
 
 
+def test_settings_are_the_servers_not_those_dbperf_sets_in_its_own_session(pg, serve):
+    """dbperf's session sets jit, lock_timeout, statement_timeout and read-only for itself; the
+    settings served are what any session connecting with the DSN gets."""
+    config = make_config(pg, {"collectors": {"settings": {"timeout": 3}}})
+    samples = serve(config).metrics()
+    expected = dict(pg.execute(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('jit', 'lock_timeout', 'statement_timeout', "
+        "'default_transaction_read_only')"))
+    assert samples.value("pg_settings_jit") == (1 if expected["jit"] == "on" else 0)
+    assert samples.value("pg_settings_default_transaction_read_only") == (
+        1 if expected["default_transaction_read_only"] == "on" else 0)
+    assert samples.value("pg_settings_lock_timeout_seconds") == float(expected["lock_timeout"]) / 1000
+    assert samples.value("pg_settings_statement_timeout_seconds") == float(expected["statement_timeout"]) / 1000
+    assert samples.value("pg_settings_default_transaction_read_only") == 0  # the test cluster's default
+
+
 # -- stat_database -------------------------------------------------------------------------------
 def test_commits_and_rollbacks_are_counted_in_the_right_database(pg, serve):
     served = serve(only(pg, stat_database=True))
