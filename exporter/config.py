@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class CollectorSettings:
-    enabled: bool
+    enabled: bool | None  # None: the collector's own default
     timeout: float | None = None  # seconds; None = the collector's default
     ttl: float | None = None      # seconds; None = the collector's default
 
@@ -53,7 +53,12 @@ class Target:
     kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)
 
     def collector(self, name: str, enabled_by_default: bool) -> CollectorSettings:
-        return self.collectors.get(name) or CollectorSettings(enabled=enabled_by_default)
+        settings = self.collectors.get(name)
+        if settings is None:
+            return CollectorSettings(enabled=enabled_by_default)
+        if settings.enabled is None:  # only ttl/timeout were set: keep the default on/off
+            return replace(settings, enabled=enabled_by_default)
+        return settings
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,7 @@ def _collectors(source: str, reader: _Reader) -> dict:
         timeout = sub.get("timeout", float)
         if timeout is not None and timeout <= 0:
             sub.fail("timeout", "must be greater than 0")
-        out[name] = CollectorSettings(enabled=sub.get("enabled", bool, True), timeout=timeout,
+        out[name] = CollectorSettings(enabled=sub.get("enabled", bool), timeout=timeout,
                                       ttl=sub.get("ttl", float))
     return out
 
@@ -258,7 +263,9 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ) -> Tar
         from exporter.pipelines.sources import parse as parse_pipelines
 
         pipelines = parse_pipelines(reader.sub("pipelines"))
-        collectors.setdefault("pipelines", CollectorSettings(enabled=True))  # on unless set explicitly
+        current = collectors.get("pipelines")  # on unless switched off explicitly
+        if current is None or current.enabled is None:
+            collectors["pipelines"] = replace(current or CollectorSettings(enabled=True), enabled=True)
     max_conn = reader.get("max_connections", int, 4)
     if max_conn < 1:
         reader.fail("max_connections", "must be at least 1")

@@ -125,3 +125,12 @@ def test_no_config_at_all_is_one_line():
 def test_example_config_is_valid():
     config = load(str(ROOT / "config.example.yaml"), env={"PG_DSN": "host=127.0.0.1 dbname=postgres user=postgres"})
     assert config.targets
+
+
+def test_setting_only_ttl_keeps_the_collectors_default_on_or_off():
+    config = parse({"targets": [{"name": "x", "dsn": "host=h",
+                                 "collectors": {"advisor": {"ttl": "1m"}, "tables": {"timeout": "5s"}}}]})
+    target = config.target("x")
+    assert target.collector("advisor", False).enabled is False  # advisor is off by default
+    assert target.collector("advisor", False).ttl == 60.0
+    assert target.collector("tables", True).enabled is True
