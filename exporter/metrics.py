@@ -51,6 +51,9 @@ class Family:
     ``samples`` holds ``(suffix, labelvalues, value)`` tuples; ``suffix`` is ``""`` except for
     histogram parts (``_bucket``, ``_sum``, ``_count``). For ``_bucket`` samples the last label
     value is the ``le`` bound. Label values are converted with ``str()`` when rendered.
+
+    ``columns`` is the fast path for many samples: ``(pairs, values)`` lists of equal length,
+    ``pairs`` made by :func:`label_pairs`; a ``None`` value means no sample.
     """
 
     name: str
@@ -58,6 +61,7 @@ class Family:
     help: str
     labelnames: tuple[str, ...] = ()
     samples: list = field(default_factory=list)
+    columns: list = field(default_factory=list)
 
     def add(self, labelvalues, value) -> None:
         self.samples.append(("", labelvalues, value))
@@ -108,6 +112,18 @@ def render_family(family: Family, const_labels: str = "") -> tuple[str, str]:
             append(f"{name}{suffix}{{{labels[1:]}}} {value}\n")
         else:
             append(f"{name}{suffix} {value}\n")
+    if family.columns:
+        if const_labels:
+            prefix, first = f"{name}{{{const_labels}", 0
+        else:
+            prefix, first = f"{name}{{", 1  # drop the pairs' leading comma
+        for pairs, values in family.columns:
+            if first and pairs and not pairs[0]:  # no labels at all
+                lines += [f"{name} {v if type(v) in _PLAIN else format_value(v)}\n"
+                          for v in values if v is not None]
+                continue
+            lines += [f"{prefix}{p[first:]}}} {v if type(v) in _PLAIN else format_value(v)}\n"
+                      for p, v in zip(pairs, values) if v is not None]
     return header, "".join(lines)
 
 

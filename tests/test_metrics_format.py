@@ -53,3 +53,18 @@ def test_histogram_and_merge_under_one_header():
     assert samples.value("lat_seconds_bucket", target="two", db="a", le="1.0") == 5
     assert samples.value("lat_seconds_count", target="one", db="a") == 6
     assert promtool_check_metrics(text) == ""
+
+
+def test_columns_render_like_samples_and_skip_none():
+    a = Family("c_total", "counter", "h", ("db",))
+    b = Family("c_total", "counter", "h", ("db",))
+    for db, v in (("x", 1), ("y", None), ("z", Decimal("2.5"))):
+        if v is not None:
+            a.add((db,), v)
+    b.columns.append(([label_pairs(("db",), (db,)) for db in "xyz"], [1, None, Decimal("2.5")]))
+    assert render(a, const='target="t"') == render(b, const='target="t"')
+    assert render(a) == render(b)
+    no_labels = Family("d", "gauge", "h")
+    no_labels.columns.append(([""], [3.0]))
+    assert render(no_labels) == "# HELP d h\n# TYPE d gauge\nd 3\n"
+    assert render(no_labels, const='target="t"').endswith('d{target="t"} 3\n')

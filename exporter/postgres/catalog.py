@@ -90,10 +90,10 @@ class CatalogCollector(Collector):
                     pairs = label_strings[metric.labels] = [
                         label_pairs(metric.labels, [row[i] for i in idx]) for row in rows]
                 if metric.column is None:
-                    family.samples.extend(("", p, metric.value) for p in pairs)
-                    continue
-                vi = index[metric.column]
-                family.samples.extend(("", p, row[vi]) for p, row in zip(pairs, rows) if row[vi] is not None)
+                    family.columns.append((pairs, [metric.value] * len(pairs)))
+                else:
+                    vi = index[metric.column]
+                    family.columns.append((pairs, [row[vi] for row in rows]))
         return list(out.values())
 
 
