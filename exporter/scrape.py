@@ -72,7 +72,8 @@ class TargetScraper:
         self.const = const_label_prefix({"target": target.name})
         self.main = Connection(target.dsn, None, target.connect_timeout)
         self.conns: dict[str, Connection] = {}
-        self.cache: dict[tuple[str, str], CacheEntry] = {}
+        self.cache: dict[tuple[str, str], CacheEntry] = {}  # collectors with a ttl only
+        self.durations: dict[tuple[str, str], float] = {}   # last run of every collector, for the budget
         self.last_success: dict[tuple[str, str], float] = {}
         self.errors: dict[tuple[str, str], int] = {}
         self.scrapes = 0
@@ -216,25 +217,30 @@ class TargetScraper:
         if entry is not None and ttl > 0 and now - entry.at < ttl:
             return Outcome(collector.name, datname, True, entry.duration, now - entry.at, rendered=entry.rendered)
         remaining = deadline - now
-        if remaining < MIN_TIME_LEFT or (collector.optional and entry is not None and entry.duration > remaining):
+        last_duration = self.durations.get(key, 0.0)
+        if remaining < MIN_TIME_LEFT or (collector.optional and last_duration > remaining):
             # the budget: not started when its last run would not fit; the last result, if any, is
             # served with its age instead
             if entry is None:
-                return Outcome(collector.name, datname, False, error="skipped: scrape deadline reached", skipped=True)
+                return Outcome(collector.name, datname, False, last_duration, skipped=True,
+                               error="skipped: its last run would not fit before the scrape deadline")
             return Outcome(collector.name, datname, True, entry.duration, now - entry.at, rendered=entry.rendered,
                            skipped=True)
         ctx = Context(target=self.target.name, datname=job.datname, server=server, options=self.target)
         try:
-            families = collector.collect(job.conn, ctx, min(timeout, remaining))
+            # the statement timeout stays the configured one (a value per scrape would fill
+            # pg_stat_statements with SET statements); the deadline cancels what runs late
+            families = collector.collect(job.conn, ctx, timeout)
         except Exception as exc:
-            duration = self.clock() - now
+            duration = self.durations[key] = self.clock() - now
             self.errors[key] = self.errors.get(key, 0) + 1
             self._log_failure(collector.name, datname, exc)
             return Outcome(collector.name, datname, False, duration, error=job.conn.scrub(str(exc)))
-        duration = self.clock() - now
+        duration = self.durations[key] = self.clock() - now
         rendered = Rendered()
         rendered.add_families(families, self.const)
-        self.cache[key] = CacheEntry(rendered, now, duration)
+        if ttl > 0:  # only cached collectors keep their text between scrapes
+            self.cache[key] = CacheEntry(rendered, now, duration)
         self.last_success[key] = time.time()
         self._log_limit.forget(key)
         return Outcome(collector.name, datname, True, duration, rendered=rendered)

@@ -139,6 +139,23 @@ class Samples:
         return {s.name for s in self.samples}
 
 
+class SleepCollector:
+    """A test collector whose real query takes a known time (``pg_sleep``)."""
+
+    def __new__(cls, name: str, seconds: float, ttl: float = 0.0, optional: bool = True):
+        from exporter.collector import CLUSTER, Collector
+        from exporter.metrics import Family
+
+        class _Sleep(Collector):
+            def collect(self, conn, ctx, timeout):
+                (_, rows), = conn.query(f"SELECT pg_sleep({seconds}), 42", timeout)
+                fam = Family(f"test_{name}_value", "gauge", "test")
+                fam.add((), rows[0][1])
+                return [fam]
+
+        return _Sleep(name=name, optional=optional, default_timeout=30, default_ttl=ttl)
+
+
 def require_tool(name: str) -> str:
     """The path of a tool CI installs; a missing tool fails the test (never a silent skip)."""
     path = shutil.which(name)

@@ -1,25 +1,9 @@
 """The scrape budget: optional collectors whose last run would not fit before the deadline are
 skipped (and said so), core collectors always run, and a TTL cache is served as rendered text."""
 
-from conftest import Samples, make_config
-from exporter.collector import CLUSTER, Collector
-from exporter.metrics import Family
+from conftest import Samples, SleepCollector, make_config
 from exporter.registry import all_collectors
 from exporter.server import Exporter
-
-
-class SlowCollector(Collector):
-    """A real query that takes a known time."""
-
-    def __init__(self, name, seconds):
-        super().__init__(name=name, scope=CLUSTER, optional=True, default_timeout=5)
-        self.seconds = seconds
-
-    def collect(self, conn, ctx, timeout):
-        (_, rows), = conn.query(f"SELECT pg_sleep({self.seconds}), 42", timeout)
-        fam = Family(f"test_{self.name}_value", "gauge", "test")
-        fam.add((), rows[0][1])
-        return [fam]
 
 
 def probe(exporter, budget):
@@ -27,7 +11,9 @@ def probe(exporter, budget):
 
 
 def test_optional_collector_that_does_not_fit_is_skipped_and_served_from_cache(pg):
-    exporter = Exporter(make_config(pg), collectors=all_collectors() + (SlowCollector("slow", 0.6),))
+    # "slow" is cached for 1 ms (so it is stale on the second scrape), "slow_uncached" not at all
+    slow = (SleepCollector("slow", 0.6, ttl=0.001), SleepCollector("slow_uncached", 0.6))
+    exporter = Exporter(make_config(pg), collectors=all_collectors() + slow)
     try:
         first = probe(exporter, 5.0)
         assert first.value("test_slow_value") == 42
@@ -37,6 +23,10 @@ def test_optional_collector_that_does_not_fit_is_skipped_and_served_from_cache(p
         assert second.value("dbperf_collector_success", collector="slow") == 1
         assert second.value("dbperf_collector_cache_age_seconds", collector="slow") > 0
         assert second.value("test_slow_value") == 42  # the last good value, with its age
+        # without a cache there is nothing to serve: not run, and said so
+        assert second.value("dbperf_collector_skipped", collector="slow_uncached") == 1
+        assert second.value("dbperf_collector_success", collector="slow_uncached") == 0
+        assert not second.has("test_slow_uncached_value")
         # the core collectors ran in full
         for core in ("server", "stat_database", "activity", "locks"):
             assert second.value("dbperf_collector_success", collector=core) == 1
