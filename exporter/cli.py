@@ -32,7 +32,7 @@ def cmd_serve(args) -> int:
     log.setup(args.log_level or config.log_level, args.log_format or config.log_format)
     host, port = config.listen_host, config.listen_port
     if args.listen:
-        host, port = parse_listen("--listen", "--listen", args.listen)
+        host, port = parse_listen("dbperf serve", "--listen", args.listen)
     exporter = Exporter(config)
     try:
         server = make_server(exporter, host, port)
