@@ -55,6 +55,10 @@ def reference() -> str:
     out += [_row("dbperf_build_info", "gauge", ("version", "python_version"), "dbperf version and Python version; always 1."),
             _row("process_*, python_*", "", (), "The exporter's own process (CPU, memory, file descriptors), from prometheus-client."),
             ""]
+    from exporter.pgbouncer import PgBouncerCollector
+
+    out += ["#### `pgbouncer` (targets with `kind: pgbouncer`; see docs/pgbouncer.md)", ""] + header
+    out += [_row(f.name, f.type, f.labelnames, f.help) for f in PgBouncerCollector().describe()] + [""]
     out += ["#### `host` (on `/metrics` only; `host_metrics: false` turns it off)", ""] + header
     out += [_row(f.name, f.type, f.labelnames, f.help) for f in collect_host()]
     out += [_row("dbperf_host_collector_success", "gauge", (), "1 when the host collector succeeded."),

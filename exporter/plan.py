@@ -22,6 +22,10 @@ def describe_plan(config: Config) -> str:
              f"scrape deadline {config.scrape_timeout:g}s (or Prometheus's timeout minus "
              f"{config.scrape_timeout_offset:g}s), host metrics {'on' if config.host_metrics else 'off'}"]
     for target in config.targets:
+        if getattr(target, "kind", "postgres") == "pgbouncer":
+            lines.append(f"\ntarget {target.name}: PgBouncer admin console {describe_dsn(target.dsn)}; "
+                         "collector pgbouncer (SHOW POOLS, STATS, DATABASES, LISTS, CONFIG)")
+            continue
         dbs = target.databases
         discovery = (f"discover databases include={dbs.include.pattern!r} exclude={dbs.exclude.pattern!r}"
                      if dbs.discover else "own database only")

@@ -134,3 +134,12 @@ def test_setting_only_ttl_keeps_the_collectors_default_on_or_off():
     assert target.collector("advisor", False).enabled is False  # advisor is off by default
     assert target.collector("advisor", False).ttl == 60.0
     assert target.collector("tables", True).enabled is True
+
+
+def test_check_config_describes_a_pgbouncer_target(tmp_path):
+    path = write(tmp_path, "targets:\n  - name: bouncer\n    kind: pgbouncer\n"
+                           "    dsn: host=127.0.0.1 port=6432 dbname=pgbouncer user=stats\n")
+    proc = run_cli("check-config", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "target bouncer: PgBouncer admin console" in proc.stdout
+    assert "stat_database" not in proc.stdout
