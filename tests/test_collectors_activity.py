@@ -127,3 +127,24 @@ def test_connections_used_and_limit(pg, serve):
         limit -= int(pg.execute("SHOW reserved_connections")[0][0])
     assert samples.value("pg_connections_limit") == limit
     assert limit == 200 - 3  # the test cluster: max_connections 200, 3 reserved for superusers
+
+
+def test_long_running_query_age(pg, serve):
+    app = unique("sleeper")
+    served = serve(only(pg, activity=True))
+    conn = psycopg.connect(pg.dsn(SECOND_DB, application_name=app), autocommit=True)
+    thread = threading.Thread(target=lambda: conn.execute("SELECT pg_sleep(1.6)"), daemon=True)
+    try:
+        thread.start()
+        wait_until(lambda: pg.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
+                                      "AND now() - query_start > interval '1 second'", SECOND_DB, (app,)),
+                   timeout=5, interval=0.05, message="the query to run for a second")
+        samples = served.metrics()
+    finally:
+        thread.join(timeout=10)
+        conn.close()
+    assert 1.0 <= samples.value("pg_stat_activity_oldest_query_age_seconds", datname=SECOND_DB) < 10
+    assert samples.value("pg_stat_activity_sessions", datname=SECOND_DB, state="active", application_name=app) == 1
+    # pg_sleep waits on a Timeout event, not on a lock
+    assert samples.value("pg_stat_activity_waiting_sessions", datname=SECOND_DB, wait_event_type="Timeout") >= 1
+    assert not samples.has("pg_stat_activity_waiting_sessions", datname=SECOND_DB, wait_event_type="Lock")

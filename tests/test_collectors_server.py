@@ -128,6 +128,20 @@ def test_commits_and_rollbacks_are_counted_in_the_right_database(pg, serve):
     assert after.value("pg_stat_database_numbackends", datname=SECOND_DB) >= 0
 
 
+def test_sessions_are_counted_from_14(pg, serve):
+    if int(one(pg, "SHOW server_version_num")) < 140000:
+        pytest.skip("session statistics need PostgreSQL 14")
+    served = serve(only(pg, stat_database=True))
+    sessions0 = served.metrics().value("pg_stat_database_sessions_total", datname=SECOND_DB)
+    for _ in range(3):
+        with pg.connect(SECOND_DB) as conn:
+            conn.execute("SELECT 1")
+    after = wait_until(lambda: (s := served.metrics()).value("pg_stat_database_sessions_total", datname=SECOND_DB)
+                       >= sessions0 + 3 and s, timeout=5, message="three sessions to be counted")
+    session_ms = one(pg, "SELECT session_time FROM pg_stat_database WHERE datname = %s", params=(SECOND_DB,))
+    assert 0 < after.value("pg_stat_database_session_time_seconds_total", datname=SECOND_DB) <= session_ms / 1000 + 1e-9
+
+
 def test_temp_bytes_after_a_sort_that_spills(pg, serve):
     served = serve(only(pg, stat_database=True))
     before = served.metrics()
