@@ -15,7 +15,7 @@ OTHER = "other"
 
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 _STRINGS = re.compile(r"(?:[EeBbXxNn]|[Uu]&)?'(?:[^']|'')*'")
-_DOLLAR = re.compile(r"\$([A-Za-z_]\w*)?\$.*?\$\1\$", re.S)
+_DOLLAR = re.compile(r"\$((?:[A-Za-z_]\w*)?)\$.*?\$\1\$", re.S)
 _PARAMS = re.compile(r"%\(\w+\)s|%s|\$\d+|(?<![\w:]):\w+|\?")
 _NUMBERS = re.compile(r"(?<![\w$.])-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+)(?![\w.])")
 _IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")

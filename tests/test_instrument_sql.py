@@ -1,0 +1,134 @@
+"""Statement timing against the real PostgreSQL: psycopg 3 connections (sync and async), SQLAlchemy
+async engines inside a real uvicorn-served app, fingerprints, the fingerprint cap, errors, rows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from conftest import promtool_check_metrics
+from exporter.instrument import Instrumentation, PrometheusMiddleware
+from exporter.instrument.fingerprint import OTHER, Fingerprints, normalise, operation
+from test_instrument_support import ASGIServer, samples
+
+
+def test_normalise_removes_literals_and_collapses_lists():
+    assert normalise("SELECT * FROM t WHERE a = 'x''y' AND b = 42 AND c IN (1, 2, 3) -- note") == \
+        "SELECT * FROM t WHERE a = ? AND b = ? AND c IN (?)"
+    assert normalise("INSERT INTO t (a, b) VALUES (%s, %s), (%s, %s)") == "INSERT INTO t (a, b) VALUES (?)"
+    assert normalise("select x::int, $1, :name, %(p)s from t1 where d > 1.5e3") == \
+        "select x::int, ?, ?, ? from t1 where d > ?"
+    assert normalise("SELECT $$it's$$, $tag$a$tag$ /* c */ FROM t;") == "SELECT ?, ? FROM t"
+    assert operation(normalise("WITH x AS (SELECT 1) UPDATE t SET a = 1")) == "UPDATE"
+    assert operation("vacuum t") == "VACUUM" and operation("frobnicate") == "OTHER"
+
+
+def test_fingerprint_cap_maps_the_rest_to_other():
+    table = Fingerprints(max_fingerprints=3)
+    fps = [table.lookup(f"SELECT * FROM table_{i}")[1] for i in range(6)]
+    assert len(set(fps[:3])) == 3 and OTHER not in fps[:3]
+    assert fps[3:] == [OTHER] * 3
+    assert table.lookup("SELECT * FROM table_0")[1] == fps[0]  # known ones keep theirs
+    assert len(table) == 3
+    with pytest.raises(ValueError, match="max_fingerprints must be at least 1"):
+        Fingerprints(0)
+
+
+def test_psycopg_connection_timing_errors_and_rows(pg):
+    inst = Instrumentation(returned_rows=True)
+    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+        inst.instrument_psycopg(conn, pool="direct")
+        for i in range(3):
+            conn.execute("SELECT %s::int", (i,)).fetchall()
+        conn.execute("SELECT generate_series(1, 7)").fetchall()
+        conn.execute(sql.SQL("SELECT {} FROM pg_database WHERE datname = 'x'").format(sql.Identifier("datname")))
+        with conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE tt (a int)")
+            cur.executemany("INSERT INTO tt VALUES (%s)", [(1,), (2,), (3,)])
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+    s = samples(inst)
+    fp = inst.statement("SELECT %s::int")[1]
+    base = dict(db_system="postgresql", db_namespace="postgres", pool="direct")
+    assert s.value("db_client_operation_duration_seconds_count", db_operation="SELECT", fingerprint=fp, **base) == 3
+    insert = inst.statement("INSERT INTO tt VALUES (%s)")[1]
+    assert s.value("db_client_operation_duration_seconds_count", db_operation="INSERT", fingerprint=insert,
+                   **base) == 1  # executemany is one operation
+    div = inst.statement("SELECT 1 / 0")[1]
+    assert s.value("db_client_operation_errors_total", fingerprint=div, error_type="DivisionByZero",
+                   db_operation="SELECT", **base) == 1
+    # generate_series(1, 7): 7 rows, in the le=10 bucket and not in le=5.
+    rows = dict(db_system="postgresql", db_namespace="postgres", pool="direct", db_operation="SELECT")
+    assert s.value("db_client_response_returned_rows_bucket", le="0.0", **rows) == 1  # the pg_database one
+    assert s.value("db_client_response_returned_rows_bucket", le="5.0", **rows) == 4  # + three 1-row selects
+    assert s.value("db_client_response_returned_rows_bucket", le="10.0", **rows) == 5
+    assert inst.fingerprints.text(inst.statement('SELECT "datname" FROM pg_database WHERE datname = \'x\'')[1])
+    assert promtool_check_metrics(__import__("prometheus_client").generate_latest(inst.registry).decode()) == ""
+
+
+def test_psycopg_async_connection(pg):
+    inst = Instrumentation()
+
+    async def run():
+        async with await psycopg.AsyncConnection.connect(pg.dsn("postgres"), autocommit=True) as conn:
+            inst.instrument_psycopg(conn, pool="async")
+            for _ in range(4):
+                await (await conn.execute("SELECT 1")).fetchall()
+    asyncio.run(run())
+    s = samples(inst)
+    assert s.value("db_client_operation_duration_seconds_count", pool="async",
+                   fingerprint=inst.statement("SELECT 1")[1]) == 4
+
+
+def test_instrumenting_something_else_is_a_clear_error():
+    with pytest.raises(TypeError, match="needs a psycopg connection"):
+        Instrumentation().instrument_psycopg(object())
+
+
+def test_sqlalchemy_async_engine_in_a_request_context(pg):
+    """Async engine in a Starlette app under uvicorn: statements are timed and, through SQLAlchemy's
+    greenlets, attributed to the request (N+1 flagged for the loop, not for the single query)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from examples.shop_app.app import sqlalchemy_url
+
+    inst = Instrumentation(n_plus_one_threshold=5)
+    engine = create_async_engine(sqlalchemy_url(pg.dsn("postgres")), pool_size=2, max_overflow=0)
+    inst.instrument_sqlalchemy(engine, pool="async-engine")
+
+    async def loop(request):
+        async with engine.connect() as conn:
+            for i in range(6):
+                await conn.execute(text("SELECT :i + 1"), {"i": i})
+        return JSONResponse({"ok": True})
+
+    async def once(request):
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT count(*) FROM pg_class WHERE relname = :n"), {"n": request.path_params["n"]})
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/loop", loop), Route("/once/{n}", once)])
+    server = ASGIServer(PrometheusMiddleware(app, instrumentation=inst))
+    try:
+        assert server.get("/loop").status_code == 200
+        assert server.get("/once/pg_class").status_code == 200
+        assert server.get("/once/pg_proc").status_code == 200
+    finally:
+        server.close()
+        asyncio.run(engine.dispose())
+    s = samples(inst)
+    loop_fp = inst.statement("SELECT %(i)s + 1")[1]
+    assert s.value("db_client_operation_duration_seconds_count", pool="async-engine", fingerprint=loop_fp,
+                   db_namespace="postgres", db_operation="SELECT") == 6
+    assert s.value("db_client_n_plus_one_total", handler="/loop", fingerprint=loop_fp) == 1
+    assert not s.has("db_client_n_plus_one_total", handler="/once/{n}")
+    assert s.value("db_client_queries_per_request_sum", handler="/loop") == 6
+    assert s.value("db_client_queries_per_request_sum", handler="/once/{n}") == 2
+    assert s.value("http_requests_total", handler="/once/{n}", method="GET", status="200") == 2
