@@ -1,0 +1,71 @@
+"""Multi-process mode with real workers: gunicorn -w 3 serving the Flask example with
+PROMETHEUS_MULTIPROC_DIR; N requests spread over the workers, every scrape shows exactly N."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import httpx
+
+from conftest import ROOT, Samples, promtool_check_metrics, require_tool, wait_until
+
+N = 90
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gunicorn_three_workers_aggregate_exact_totals(tmp_path):
+    gunicorn = require_tool("gunicorn")
+    port = _free_port()
+    multiproc = tmp_path / "prom"
+    multiproc.mkdir()
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(multiproc), PYTHONPATH=str(ROOT))
+    env.pop("FLASK_APP_DSN", None)
+    proc = subprocess.Popen(
+        [gunicorn, "-w", "3", "-b", f"127.0.0.1:{port}", "-c", "python:examples.gunicorn_conf",
+         "--log-level", "warning", "examples.flask_app:create_app()"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up():
+            try:
+                return httpx.get(url + "/items/0", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stdout.read()
+                return False
+        wait_until(up, timeout=30, message="gunicorn to serve")
+        # Let all three workers boot before counting, so requests spread over them.
+        time.sleep(1.5)
+        pids = set()
+        for i in range(1, N + 1):  # a new connection per request: the kernel spreads them over workers
+            response = httpx.get(f"{url}/items/{i}", timeout=10, headers={"Connection": "close"})
+            assert response.status_code == 200
+            pids.add(response.json()["pid"])
+        for _ in range(3):
+            assert httpx.get(url + "/nowhere", headers={"Connection": "close"}).status_code == 404
+        assert len(pids) >= 2, f"all requests went to one worker: {pids}"
+        scrapes = [httpx.get(url + "/metrics", headers={"Connection": "close"}).text for _ in range(4)]
+        for text in scrapes:  # whichever worker answers, the totals are the sum over all workers
+            s = Samples(text)
+            assert s.value("http_requests_total", handler="/items/<int:item_id>", method="GET",
+                           status="200") == N + 1  # + the readiness probe
+            assert s.value("http_requests_total", handler="<unmatched>", method="GET", status="404") == 3
+            assert s.value("http_request_duration_seconds_count", handler="/items/<int:item_id>",
+                           method="GET") == N + 1
+            assert s.value("http_requests_in_progress", handler="/items/<int:item_id>", method="GET") == 0
+        assert promtool_check_metrics(scrapes[0]) == ""
+        assert len(list(multiproc.iterdir())) >= 3  # one file set per worker
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
