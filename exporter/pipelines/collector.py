@@ -148,8 +148,8 @@ class PipelinesCollector(Collector):
                    "stored in the source.", LABELS),
             Family("pipeline_rows_processed_total", "counter", "Rows processed by the finished runs (sources that "
                    "store it).", LABELS),
-            Family("pipeline_errors_total", "counter", "Errors counted by the finished runs (Airflow: failed task "
-                   "instances).", LABELS),
+            Family("pipeline_errors_total", "counter", "Errors counted by the finished runs (sources that store them; "
+                   "Airflow: failed task instances).", LABELS),
             Family("pipeline_last_run_timestamp_seconds", "gauge", "Unix time the latest finished run finished.",
                    LABELS),
             Family("pipeline_last_success_timestamp_seconds", "gauge", "Unix time the latest successful run "
@@ -233,7 +233,8 @@ class PipelinesCollector(Collector):
             durations.add_histogram(labels, merged.cumulative(), merged.duration_ms / 1000)
             if resolved.has_rows:
                 rows.add(labels, merged.rows)
-            errors.add(labels, merged.errors)
+            if resolved.has_errors:
+                errors.add(labels, merged.errors)
             if merged.last_at is not None:
                 last_run.add(labels, merged.last_at)
                 if merged.last_duration is not None:

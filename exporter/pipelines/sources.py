@@ -163,6 +163,7 @@ class Resolved:
     finished_values: tuple    # stored status values meaning finished
     active_values: tuple      # stored status values meaning queued or running
     has_rows: bool
+    has_errors: bool
     version: str              # airflow "2" / "3"; "" for tables
 
 
@@ -218,7 +219,7 @@ def resolve(source: Source, found: dict, datname: str) -> Resolved:
                     f"{c['finished_at']} AS finished_at, {rows} AS rows_processed, {errors} AS errors "
                     f"FROM {rel} r WHERE {{where}}")
         return Resolved(rows_sql, c["finished_at"], f"{status}::text", finished_values, active_values,
-                        c["rows_processed"] is not None, "")
+                        c["rows_processed"] is not None, c["errors"] is not None, "")
     # airflow
     dag_run, task_instance = f"{ident(source.schema)}.dag_run", f"{ident(source.schema)}.task_instance"
     for rel, needed in ((dag_run, AIRFLOW_DAG_RUN), (task_instance, AIRFLOW_TASK_INSTANCE)):
@@ -238,4 +239,4 @@ def resolve(source: Source, found: dict, datname: str) -> Resolved:
     rows_sql = (f"SELECT r.dag_id::text AS pipeline, r.run_id::text AS run_id, r.state::text AS status, "
                 f"r.start_date AS started_at, r.end_date AS finished_at, NULL::numeric AS rows_processed, "
                 f"{errors} AS errors FROM {dag_run} r WHERE {{where}}")
-    return Resolved(rows_sql, "r.end_date", "r.state::text", FINISHED, ACTIVE, False, version)
+    return Resolved(rows_sql, "r.end_date", "r.state::text", FINISHED, ACTIVE, False, True, version)
