@@ -182,3 +182,13 @@ def test_recorded_runs_are_served(rec, serve):
     assert samples.value("pipeline_runs_total", status="success", **labels) == 1
     assert samples.value("pipeline_rows_processed_total", **labels) == 19
     assert samples.value("pipeline_last_run_status", status="success", **labels) == 1
+
+
+def test_run_without_a_dsn_runs_the_command_unrecorded_with_one_warning():
+    env = {k: v for k, v in os.environ.items() if k != "DBPERF_PIPELINES_DSN"}
+    proc = subprocess.run([sys.executable, "-m", "exporter.cli", "pipelines", "run", "--name", "nodsn",
+                           "--dsn-env", "UNSET_ETL_DSN", "--", "sh", "-c", "exit 5"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert proc.returncode == 5
+    assert proc.stderr.strip() == ("dbperf pipelines: warning: run of 'nodsn' not recorded: no DSN "
+                                   "(pass dsn= or set $UNSET_ETL_DSN)")

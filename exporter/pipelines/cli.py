@@ -67,28 +67,48 @@ def cmd_run(args) -> int:
         print("dbperf pipelines run: no command given (usage: dbperf pipelines run --name N -- CMD ...)",
               file=sys.stderr)
         return 2
-    if args.dsn_env:
-        dsn = os.environ.get(args.dsn_env)
-        if not dsn:
-            print(f"dbperf pipelines: warning: ${args.dsn_env} is not set; the run is not recorded",
-                  file=sys.stderr)
-            dsn = ""
-    else:
-        dsn = args.dsn
-    recorder = record_run(args.name, dsn, run_id=args.run_id, trigger=args.trigger,
+    # no --dsn: the DSN is read from --dsn-env's variable (default $DBPERF_PIPELINES_DSN)
+    recorder = record_run(args.name, args.dsn, run_id=args.run_id, trigger=args.trigger,
                           dsn_env=args.dsn_env or DSN_ENV)
-    with tempfile.TemporaryDirectory(prefix="dbperf-run-") as tmp:
-        rows_file = os.path.join(tmp, "rows")
-        env = dict(os.environ, **{ROWS_FILE_ENV: rows_file})
-        with recorder as run:
-            code = _run_child(cmd, env, run)
-            rows = _read_rows(rows_file)
-            if rows is not None:
-                run.rows = rows
+    forwarder = _Forwarder()  # from here on, cron/systemd stopping us stops the job and we record it
+    previous = {s: signal.signal(s, forwarder) for s in FORWARDED}
+    try:
+        with tempfile.TemporaryDirectory(prefix="dbperf-run-") as tmp:
+            rows_file = os.path.join(tmp, "rows")
+            env = dict(os.environ, **{ROWS_FILE_ENV: rows_file})
+            with recorder as run:
+                code = _run_child(cmd, env, run, forwarder)
+                rows = _read_rows(rows_file)
+                if rows is not None:
+                    run.rows = rows
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return code
 
 
-def _run_child(cmd: list[str], env: dict, run) -> int:
+class _Forwarder:
+    """Signal handler: passes the signal to the child, or remembers it until the child exists."""
+
+    def __init__(self):
+        self.child: subprocess.Popen | None = None
+        self.pending: list[int] = []
+
+    def __call__(self, signum, _frame) -> None:
+        if self.child is None:
+            self.pending.append(signum)
+            return
+        try:
+            self.child.send_signal(signum)
+        except OSError:
+            pass
+
+
+def _run_child(cmd: list[str], env: dict, run, forwarder: _Forwarder) -> int:
+    if forwarder.pending:  # stopped while the start was being recorded: do not start the job
+        signum = forwarder.pending[0]
+        run.fail(f"stopped by signal {_describe_signal(signum)} before the command started")
+        return 128 + signum
     try:
         child = subprocess.Popen(cmd, env=env)
     except OSError as exc:
@@ -96,24 +116,10 @@ def _run_child(cmd: list[str], env: dict, run) -> int:
         run.fail(f"cannot run {cmd[0]!r}: {exc.strerror or exc}")
         print(f"dbperf pipelines run: cannot run {cmd[0]!r}: {exc.strerror or exc}", file=sys.stderr)
         return code
-
-    def forward(signum, _frame):  # cron/systemd stopping us stops the job; we still record the end
-        try:
-            child.send_signal(signum)
-        except OSError:
-            pass
-
-    previous = {s: signal.signal(s, forward) for s in FORWARDED}
-    try:
-        while True:
-            try:
-                returncode = child.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for safety
-                continue
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    forwarder.child = child
+    for signum in forwarder.pending:  # arrived between the check and the start
+        forwarder(signum, None)
+    returncode = child.wait()
     if returncode < 0:
         run.fail(f"killed by signal {_describe_signal(-returncode)}")
         return 128 - returncode
