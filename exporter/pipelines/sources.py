@@ -55,7 +55,7 @@ class Pipelines:
 
 
 # -- config ------------------------------------------------------------------------------------
-def parse(reader, key_of_target: str = "") -> Pipelines:
+def parse(reader) -> Pipelines:
     """``pipelines:`` of one target (a ``exporter.config._Reader``) -> :class:`Pipelines`."""
     reader.allow("sources", "late_window")
     late_window = reader.get("late_window", float, DEFAULT_LATE_WINDOW)
