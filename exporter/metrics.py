@@ -7,6 +7,7 @@ Rendered text is what the scrape engine caches, so a cached collector costs a st
 
 from __future__ import annotations
 
+import functools
 import math
 from decimal import Decimal
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 TYPES = ("gauge", "counter", "histogram", "untyped")
-_PLAIN = (int, Decimal, str)  # str(): exact and parseable as is
+_PLAIN = (int, float, Decimal, str)  # str() is exact and Prometheus parses it (inf, nan, 1E+3 too)
 
 
 def _escape_label(value: str) -> str:
@@ -84,7 +85,22 @@ def label_pairs(labelnames, labelvalues) -> str:
 
     Producers with many samples per label set (a table's 25 metrics) render the pairs once with
     this and pass the string as a sample's labels instead of a tuple."""
-    return "".join(f',{k}="{_escape_label(str(v))}"' for k, v in zip(labelnames, labelvalues))
+    return pairs_formatter(tuple(labelnames))(labelvalues)
+
+
+@functools.lru_cache(maxsize=1024)
+def pairs_formatter(labelnames: tuple):
+    """A function from label values to :func:`label_pairs` text, for one tuple of label names."""
+    template = "".join(f',{k}="%s"' for k in labelnames)
+
+    def render(labelvalues) -> str:
+        values = [v if type(v) is str else str(v) for v in labelvalues]
+        joined = "".join(values)
+        if "\\" in joined or '"' in joined or "\n" in joined:
+            values = [_escape_label(v) for v in values]
+        return template % tuple(values)
+
+    return render
 
 
 def render_family(family: Family, const_labels: str = "") -> tuple[str, str]:

@@ -66,5 +66,5 @@ def test_columns_render_like_samples_and_skip_none():
     assert render(a) == render(b)
     no_labels = Family("d", "gauge", "h")
     no_labels.columns.append(([""], [3.0]))
-    assert render(no_labels) == "# HELP d h\n# TYPE d gauge\nd 3\n"
-    assert render(no_labels, const='target="t"').endswith('d{target="t"} 3\n')
+    assert render(no_labels) == "# HELP d h\n# TYPE d gauge\nd 3.0\n"
+    assert render(no_labels, const='target="t"').endswith('d{target="t"} 3.0\n')

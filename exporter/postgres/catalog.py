@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from exporter.collector import Collector, Context
-from exporter.metrics import TYPES, Family, label_pairs
+from exporter.metrics import TYPES, Family, pairs_formatter
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 
@@ -87,8 +87,8 @@ class CatalogCollector(Collector):
                 pairs = label_strings.get(metric.labels)
                 if pairs is None:
                     idx = [index[c] for c in metric.labels]
-                    pairs = label_strings[metric.labels] = [
-                        label_pairs(metric.labels, [row[i] for i in idx]) for row in rows]
+                    render = pairs_formatter(metric.labels)
+                    pairs = label_strings[metric.labels] = [render([row[i] for i in idx]) for row in rows]
                 if metric.column is None:
                     family.columns.append((pairs, [metric.value] * len(pairs)))
                 else:

@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass, field
 
 from exporter.collector import CLUSTER, Collector, Context
-from exporter.metrics import Family
+from exporter.metrics import Family, pairs_formatter
 
 DEFAULTS = {"limit": 100, "rank_by": "total_time", "sticky": 600.0, "query_text": False,
             "query_text_length": 120, "query_text_ttl": 3600.0}
@@ -173,6 +173,7 @@ class TargetState:
     texts: dict = field(default_factory=dict)       # (dbid, queryid) -> normalised text
     textless: set = field(default_factory=set)      # asked for since texts_at, but no text came back
     texts_at: float = -math.inf
+    chosen: set = field(default_factory=set)        # (dbid, userid, queryid) shown in the last read
 
 
 class StatementsCollector(Collector):
@@ -299,27 +300,31 @@ class StatementsCollector(Collector):
         return chosen
 
     def _families(self, rows, opts, state, track_planning, block_size) -> list[Family]:
-        chosen = self.select(rows, opts, state)
+        chosen = state.chosen = self.select(rows, opts, state)
         counters = [(name, col, factor, help_) for name, col, factor, help_ in COUNTERS
                     if col != PLAN or track_planning]
         families = [Family(name, "counter", help_, LABELS) for name, _, _, help_ in counters]
         scale = {"ms": 0.001, "block": float(block_size), 1: 1}
         factors = [(col, scale[factor]) for _, col, factor, _ in counters]
         other: dict = {}
+        shown = []
         for row in rows:
             if (row[0], row[1], row[2]) in chosen:
-                labels = (row[3], row[4], row[2])
-                for family, (col, f) in zip(families, factors):
-                    family.samples.append(("", labels, (row[col] or 0) * f))
+                shown.append(row)
             else:
                 sums = other.get(row[3])
                 if sums is None:
                     sums = other[row[3]] = [0.0] * len(factors)
                 for i, (col, _) in enumerate(factors):
                     sums[i] += row[col] or 0
-        for datname, sums in other.items():
-            for family, (_, f), total in zip(families, factors, sums):
-                family.samples.append(("", (datname, "", OTHER), total * f))
+        # column-wise (see exporter.metrics.Family.columns): labels rendered once per statement
+        render = pairs_formatter(LABELS)
+        pairs = [render((row[3], row[4], row[2])) for row in shown]
+        pairs += [render((datname, "", OTHER)) for datname in other]
+        for i, (family, (col, f)) in enumerate(zip(families, factors)):
+            values = [(row[col] or 0) * f for row in shown] if f != 1 else [row[col] or 0 for row in shown]
+            values += [sums[i] * f for sums in other.values()]
+            family.columns.append((pairs, values))
         return families
 
     # -- histogram -----------------------------------------------------------------------
@@ -355,9 +360,8 @@ class StatementsCollector(Collector):
         wanted = set()
         for row in rows:
             dbids[row[3]] = row[0]
-        for _, (datname, _, queryid), _ in calls_family.samples:
-            if queryid != OTHER:
-                wanted.add((dbids[datname], queryid))
+        for dbid, _, queryid in state.chosen:  # the statements shown in this scrape
+            wanted.add((dbid, queryid))
         now = self.clock()
         stale = now - state.texts_at >= float(opts["query_text_ttl"])
         if stale:
