@@ -1,0 +1,857 @@
+#!/usr/bin/env python3
+"""Generate dbperf's Prometheus recording and alerting rules from alerts/thresholds.yaml.
+
+    python alerts/generate.py                      # production -> alerts/rules/*.yml, README table
+    python alerts/generate.py --profile development  # -> alerts/rules-development/*.yml
+    python alerts/generate.py --profile test --out /tmp/rules
+    python alerts/generate.py --all                # production and development (the checked-in ones)
+    python alerts/generate.py --all --check        # exit 1 when a checked-in file differs
+
+The rules are written here once; every number, window and ``for:`` comes from the thresholds file,
+substituted where a rule says ``${name}``. Each alert also carries the threshold in words and why
+it was chosen: the table in alerts/README.md is generated from the same definitions."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+THRESHOLDS = HERE / "thresholds.yaml"
+CONCERNS = ("postgres", "queries", "application", "pipelines", "pgbouncer", "host", "monitoring")
+CHECKED_IN = ("production", "development")
+README_BEGIN, README_END = "<!-- alerts:begin -->", "<!-- alerts:end -->"
+BY = "job, instance, target"          # the labels that identify one monitored server
+BY_DB = "job, instance, target, datname"
+APP_BY = "job, handler"
+
+
+# -- definitions ---------------------------------------------------------------------------------
+
+@dataclass
+class Alert:
+    name: str
+    severity: str
+    expr: str
+    for_: str
+    summary: str
+    description: str
+    threshold: str          # in words, with ${...}; the README table
+    why: str = ""           # only on the first rule of a name (pairs share it)
+    labels: dict = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    record: str
+    expr: str
+
+
+def postgres():
+    rec = [
+        Record("dbperf:pg_connections:use_ratio", "pg_connections_used / pg_connections_limit"),
+        Record("dbperf:pg_stat_database_xact:rate${rate_window}",
+               f"sum by ({BY_DB}) (rate(pg_stat_database_xact_commit_total[${{rate_window}}])"
+               f" + rate(pg_stat_database_xact_rollback_total[${{rate_window}}]))"),
+        Record("dbperf:pg_stat_database_xact:rollback_ratio_rate${rate_window}",
+               f"sum by ({BY_DB}) (rate(pg_stat_database_xact_rollback_total[${{rate_window}}]))\n"
+               f"/ dbperf:pg_stat_database_xact:rate${{rate_window}}"),
+        Record("dbperf:pg_stat_database_blks_read:rate${rate_window}",
+               f"sum by ({BY_DB}) (rate(pg_stat_database_blks_read_total[${{rate_window}}]))"),
+        Record("dbperf:pg_stat_database_blks:hit_ratio_rate${rate_window}",
+               f"sum by ({BY_DB}) (rate(pg_stat_database_blks_hit_total[${{rate_window}}]))\n"
+               f"/ (sum by ({BY_DB}) (rate(pg_stat_database_blks_hit_total[${{rate_window}}]))"
+               f" + dbperf:pg_stat_database_blks_read:rate${{rate_window}})"),
+        Record("dbperf:pg_stat_checkpointer:requested_ratio_increase${checkpoints_window}",
+               f"sum by ({BY}) (increase(pg_stat_checkpointer_num_requested_total[${{checkpoints_window}}]))\n"
+               f"/ (sum by ({BY}) (increase(pg_stat_checkpointer_num_requested_total[${{checkpoints_window}}]))"
+               f" + sum by ({BY}) (increase(pg_stat_checkpointer_num_timed_total[${{checkpoints_window}}])))"),
+    ]
+    down_excl = f"and on ({BY}) pg_up == 1"
+    alerts = [
+        Alert("PostgreSQLDown", "critical", "pg_up == 0", "${pg_down_for}",
+              "PostgreSQL cannot be reached by dbperf.",
+              "dbperf could not connect to and query target {{ $labels.target }} (instance {{ $labels.instance }}).",
+              "pg_up == 0 for ${pg_down_for}",
+              "Nothing works without the server; one minute rides out a single failed scrape and a fast restart."),
+        Alert("DbperfExporterDown", "critical", 'up{job=~"${exporter_job_regex}"} == 0', "${exporter_down_for}",
+              "Prometheus cannot scrape dbperf.",
+              "Scrape of {{ $labels.job }} at {{ $labels.instance }} failed: every PostgreSQL alert of it is blind.",
+              "up == 0 for ${exporter_down_for}",
+              "Without the exporter no other PostgreSQL alert can fire; two minutes allow a deploy."),
+        Alert("DbperfExporterAbsent", "critical", 'absent(up{job=~"${exporter_job_regex}"})',
+              "${exporter_absent_for}",
+              "No dbperf scrape job is known to Prometheus.",
+              "Prometheus has no target of a job matching ${exporter_job_regex}: the scrape config or service discovery lost dbperf.",
+              "no up series for ${exporter_absent_for}",
+              "Catches a scrape config or discovery change that silently drops the exporter (up == 0 cannot fire then)."),
+        Alert("DbperfCollectorFailing", "warning",
+              f"max_over_time(dbperf_collector_success[${{collector_failing_window}}]) == 0\n{down_excl}",
+              "${collector_failing_for}",
+              "A dbperf collector keeps failing.",
+              "Collector {{ $labels.collector }} of target {{ $labels.target }} (database {{ $labels.datname }}) "
+              "has not succeeded for ${collector_failing_window}: its metrics are missing or stale; see dbperf's log.",
+              "no success in ${collector_failing_window}, for ${collector_failing_for}, while pg_up == 1",
+              "One timeout is normal under load; a collector that never succeeds for 15 minutes hides metrics (and alerts) silently."),
+        Alert("PostgreSQLRestarted", "info",
+              "changes(pg_postmaster_start_time_seconds[${restarted_window}]) > 0", "${restarted_for}",
+              "PostgreSQL restarted.",
+              "Target {{ $labels.target }} restarted in the last ${restarted_window}: caches are cold and pg_stat_statements may be reset.",
+              "start time changed in the last ${restarted_window}",
+              "Context for other alerts (cold cache, reset statistics), not a page: PostgreSQLDown covers the outage."),
+        Alert("PostgreSQLTooManyConnections", "warning",
+              "dbperf:pg_connections:use_ratio > ${connections_warning}", "${connections_warning_for}",
+              "PostgreSQL connections are near the limit.",
+              "Target {{ $labels.target }} uses {{ $value | humanizePercentage }} of the connections available to ordinary roles.",
+              "> ${connections_warning} of the usable limit for ${connections_warning_for}",
+              "At the limit new sessions fail with 'too many clients'; 80% leaves room for a deploy's second pool, "
+              "95% means the next burst fails."),
+        Alert("PostgreSQLTooManyConnections", "critical",
+              "dbperf:pg_connections:use_ratio > ${connections_critical}", "${connections_critical_for}",
+              "PostgreSQL connections are near the limit.",
+              "Target {{ $labels.target }} uses {{ $value | humanizePercentage }} of the connections available to ordinary roles.",
+              "> ${connections_critical} for ${connections_critical_for}"),
+        Alert("PostgreSQLLongTransaction", "warning",
+              "pg_stat_activity_oldest_transaction_age_seconds > ${long_transaction_warning_seconds}",
+              "${long_transaction_for}",
+              "A PostgreSQL transaction has been open for a long time.",
+              "The oldest transaction in {{ $labels.datname }} on {{ $labels.target }} is {{ $value | humanizeDuration }} old: "
+              "it holds back vacuum and may hold locks.",
+              "oldest transaction > ${long_transaction_warning}",
+              "OLTP transactions take milliseconds; past 15 minutes vacuum falls behind on busy tables, past an hour "
+              "bloat and lock pile-ups become likely. Batch jobs longer than that should be split."),
+        Alert("PostgreSQLLongTransaction", "critical",
+              "pg_stat_activity_oldest_transaction_age_seconds > ${long_transaction_critical_seconds}",
+              "${long_transaction_for}",
+              "A PostgreSQL transaction has been open for a long time.",
+              "The oldest transaction in {{ $labels.datname }} on {{ $labels.target }} is {{ $value | humanizeDuration }} old: "
+              "it holds back vacuum and may hold locks.",
+              "> ${long_transaction_critical}"),
+        Alert("PostgreSQLIdleInTransaction", "warning",
+              "pg_stat_activity_oldest_idle_in_transaction_age_seconds > ${idle_in_transaction_warning_seconds}",
+              "${idle_in_transaction_for}",
+              "A PostgreSQL session is idle inside an open transaction.",
+              "A session in {{ $labels.datname }} on {{ $labels.target }} has been idle in transaction for "
+              "{{ $value | humanizeDuration }}: an application forgot to commit or roll back.",
+              "idle in transaction > ${idle_in_transaction_warning}",
+              "Always an application bug (a leaked transaction); 5 minutes (pgmonitor's value) leaves interactive "
+              "sessions alone, 15 minutes is when its locks and snapshot start to hurt."),
+        Alert("PostgreSQLIdleInTransaction", "critical",
+              "pg_stat_activity_oldest_idle_in_transaction_age_seconds > ${idle_in_transaction_critical_seconds}",
+              "${idle_in_transaction_for}",
+              "A PostgreSQL session is idle inside an open transaction.",
+              "A session in {{ $labels.datname }} on {{ $labels.target }} has been idle in transaction for "
+              "{{ $value | humanizeDuration }}: an application forgot to commit or roll back.",
+              "> ${idle_in_transaction_critical}"),
+        Alert("PostgreSQLBlockedSessions", "warning",
+              "pg_stat_activity_blocked_sessions > ${blocked_sessions_warning}", "${blocked_sessions_warning_for}",
+              "PostgreSQL sessions are blocked by locks.",
+              "{{ $value }} sessions in {{ $labels.datname }} on {{ $labels.target }} wait for locks held by other sessions.",
+              "> ${blocked_sessions_warning} blocked for ${blocked_sessions_warning_for}",
+              "Short lock waits are normal; any session blocked for five minutes straight is a pile-up, ten at once "
+              "means a request path is stalled."),
+        Alert("PostgreSQLBlockedSessions", "critical",
+              "pg_stat_activity_blocked_sessions > ${blocked_sessions_critical}", "${blocked_sessions_critical_for}",
+              "PostgreSQL sessions are blocked by locks.",
+              "{{ $value }} sessions in {{ $labels.datname }} on {{ $labels.target }} wait for locks held by other sessions.",
+              "> ${blocked_sessions_critical} for ${blocked_sessions_critical_for}"),
+        Alert("PostgreSQLDeadlocks", "warning",
+              f"sum by ({BY_DB}) (increase(pg_stat_database_deadlocks_total[${{deadlocks_window}}])) > ${{deadlocks_warning}}",
+              "${deadlocks_for}",
+              "PostgreSQL is detecting deadlocks.",
+              "{{ $value | humanize }} deadlocks in {{ $labels.datname }} on {{ $labels.target }} in the last ${deadlocks_window}.",
+              "> ${deadlocks_warning} in ${deadlocks_window}",
+              "A rare deadlock is retried by the application; several in ten minutes means two code paths take locks "
+              "in opposite order."),
+        Alert("PostgreSQLHighRollbackRatio", "warning",
+              "dbperf:pg_stat_database_xact:rollback_ratio_rate${rate_window} > ${rollback_ratio_warning}\n"
+              "and dbperf:pg_stat_database_xact:rate${rate_window} > ${rollback_min_tps}",
+              "${rollback_for}",
+              "Many PostgreSQL transactions roll back.",
+              "{{ $value | humanizePercentage }} of the transactions in {{ $labels.datname }} on {{ $labels.target }} roll back.",
+              "> ${rollback_ratio_warning} of transactions, at > ${rollback_min_tps}/s, for ${rollback_for}",
+              "Healthy OLTP rolls back well under 1-2%; 10% sustained means failing requests. The rate guard keeps "
+              "idle databases (one rollback in ten transactions) quiet."),
+        Alert("PostgreSQLLowCacheHitRatio", "warning",
+              "dbperf:pg_stat_database_blks:hit_ratio_rate${rate_window} < ${cache_hit_ratio_warning}\n"
+              "and dbperf:pg_stat_database_blks_read:rate${rate_window} > ${cache_min_reads_per_second}",
+              "${cache_hit_for}",
+              "PostgreSQL reads much from outside shared buffers.",
+              "Only {{ $value | humanizePercentage }} of the block reads of {{ $labels.datname }} on {{ $labels.target }} "
+              "hit shared buffers.",
+              "hit ratio < ${cache_hit_ratio_warning} while > ${cache_min_reads_per_second} blocks/s are read, for ${cache_hit_for}",
+              "OLTP working sets should fit in memory (> 99% usual); below 90% with real read traffic the disk sets "
+              "the latency. The traffic guard ignores idle databases and one-off scans."),
+        Alert("PostgreSQLTransactionIdWraparound", "warning",
+              "pg_database_xid_age_autovacuum_freeze_max_age_ratio > ${xid_freeze_ratio_warning}",
+              "${xid_freeze_for}",
+              "Anti-wraparound vacuum is not keeping up.",
+              "Database {{ $labels.datname }} on {{ $labels.target }} is at {{ $value | humanize }}x autovacuum_freeze_max_age.",
+              "xid age > ${xid_freeze_ratio_warning} x autovacuum_freeze_max_age for ${xid_freeze_for}",
+              "Above 1x an anti-wraparound vacuum is forced (routine); 1.5x for half an hour means it is not "
+              "finishing. One billion is half way to the shutdown at 2^31: page while there is time to vacuum."),
+        Alert("PostgreSQLTransactionIdWraparound", "critical",
+              "pg_database_xid_age > ${xid_age_critical}", "${xid_age_for}",
+              "Anti-wraparound vacuum is not keeping up.",
+              "Database {{ $labels.datname }} on {{ $labels.target }} has an xid age of {{ $value | humanize }} "
+              "(PostgreSQL stops accepting writes near 2.1 billion).",
+              "xid age > ${xid_age_critical}"),
+        Alert("PostgreSQLCheckpointsRequested", "warning",
+              "dbperf:pg_stat_checkpointer:requested_ratio_increase${checkpoints_window} > ${checkpoints_requested_ratio}\n"
+              f"and on ({BY}) sum by ({BY}) (increase(pg_stat_checkpointer_num_requested_total[${{checkpoints_window}}]))"
+              " >= ${checkpoints_min_requested}",
+              "${checkpoints_for}",
+              "Most PostgreSQL checkpoints are forced by WAL volume.",
+              "{{ $value | humanizePercentage }} of the checkpoints on {{ $labels.target }} in the last "
+              "${checkpoints_window} were requested, not timed: max_wal_size is too small for the write load.",
+              "> ${checkpoints_requested_ratio} requested over ${checkpoints_window} (at least ${checkpoints_min_requested})",
+              "Requested checkpoints come too often and write more full-page images; more than half of them means "
+              "max_wal_size should grow. The minimum count ignores a manual CHECKPOINT."),
+        Alert("PostgreSQLDeadTuplesAccumulating", "warning",
+              "pg_stat_user_tables_n_dead_tup > ${dead_tuples_min}\n"
+              "and pg_stat_user_tables_n_dead_tup / (pg_stat_user_tables_n_live_tup + pg_stat_user_tables_n_dead_tup)"
+              " > ${dead_tuples_ratio}\n"
+              "unless time() - pg_stat_user_tables_last_autovacuum_timestamp_seconds < ${dead_tuples_autovacuum_age_seconds}",
+              "${dead_tuples_for}",
+              "Dead rows pile up in a table that autovacuum does not clean.",
+              "{{ $labels.schemaname }}.{{ $labels.relname }} in {{ $labels.datname }} on {{ $labels.target }} has "
+              "{{ $value | humanize }} dead rows and no autovacuum in ${dead_tuples_autovacuum_age}.",
+              "> ${dead_tuples_min} dead rows and > ${dead_tuples_ratio} of the table, no autovacuum in "
+              "${dead_tuples_autovacuum_age}, for ${dead_tuples_for}",
+              "Autovacuum should run long before 20% of a table is dead (its default scale factor); a large table "
+              "with no autovacuum for a day is blocked (long transaction, slot, lock) or disabled."),
+        Alert("PostgreSQLReplicationLag", "warning",
+              f"pg_replication_lag_seconds > ${{replication_lag_warning_seconds}}\nand on ({BY}) pg_replication_is_replica == 1",
+              "${replication_lag_for}",
+              "A PostgreSQL replica lags behind its primary.",
+              "Replica {{ $labels.target }} is {{ $value | humanizeDuration }} behind.",
+              "> ${replication_lag_warning} for ${replication_lag_for}",
+              "Reads from the replica are stale and a failover would lose that much; dbperf reports 0 when all "
+              "received WAL is replayed, so an idle primary does not count as lag."),
+        Alert("PostgreSQLReplicationLag", "critical",
+              f"pg_replication_lag_seconds > ${{replication_lag_critical_seconds}}\nand on ({BY}) pg_replication_is_replica == 1",
+              "${replication_lag_for}",
+              "A PostgreSQL replica lags behind its primary.",
+              "Replica {{ $labels.target }} is {{ $value | humanizeDuration }} behind.",
+              "> ${replication_lag_critical}"),
+        Alert("PostgreSQLReplicationSlotInactive", "warning",
+              "pg_replication_slots_retained_wal_bytes > ${slot_retained_warning_bytes}\n"
+              "and on (job, instance, target, slot_name) pg_replication_slots_active == 0",
+              "${slot_inactive_warning_for}",
+              "An inactive replication slot holds back WAL.",
+              "Slot {{ $labels.slot_name }} on {{ $labels.target }} has no consumer and retains "
+              "{{ $value | humanize1024 }}B of WAL.",
+              "inactive and retaining > ${slot_retained_warning_bytes_h} for ${slot_inactive_warning_for}",
+              "An unused slot keeps WAL forever until the disk fills; an idle slot retaining little is harmless, "
+              "so the alert needs both. 10 GiB is where pg_wal usually starts to threaten the disk."),
+        Alert("PostgreSQLReplicationSlotInactive", "critical",
+              "pg_replication_slots_retained_wal_bytes > ${slot_retained_critical_bytes}\n"
+              "and on (job, instance, target, slot_name) pg_replication_slots_active == 0",
+              "${slot_inactive_critical_for}",
+              "An inactive replication slot holds back WAL.",
+              "Slot {{ $labels.slot_name }} on {{ $labels.target }} has no consumer and retains "
+              "{{ $value | humanize1024 }}B of WAL.",
+              "> ${slot_retained_critical_bytes_h} for ${slot_inactive_critical_for}"),
+        Alert("PostgreSQLWalArchivingFailing", "critical",
+              "increase(pg_stat_archiver_failed_total[${archiving_window}]) > 0\n"
+              "and pg_stat_archiver_last_failure_timestamp_seconds > pg_stat_archiver_last_archive_timestamp_seconds",
+              "${archiving_for}",
+              "PostgreSQL cannot archive WAL.",
+              "archive_command failed {{ $value | humanize }} times in ${archiving_window} on {{ $labels.target }} and "
+              "has not succeeded since: backups cannot be restored past this point and pg_wal grows.",
+              "failures in ${archiving_window} and last failure after last success, for ${archiving_for}",
+              "Failing archiving breaks point-in-time recovery and fills pg_wal; the 'failure after success' test "
+              "resolves the alert as soon as one archive works again (an archive age would fire on idle servers)."),
+        Alert("PostgreSQLDatabaseGrowingFast", "warning",
+              "predict_linear(pg_database_size_bytes[${db_growth_window}], ${db_growth_horizon_seconds}) - pg_database_size_bytes"
+              " > ${db_growth_min_bytes}\n"
+              "and (predict_linear(pg_database_size_bytes[${db_growth_window}], ${db_growth_horizon_seconds}) - pg_database_size_bytes)"
+              " / pg_database_size_bytes > ${db_growth_ratio}",
+              "${db_growth_for}",
+              "A PostgreSQL database grows unusually fast.",
+              "{{ $labels.datname }} on {{ $labels.target }} is on course to grow by {{ $value | humanize1024 }}B in "
+              "${db_growth_horizon}.",
+              "predicted growth in ${db_growth_horizon} > ${db_growth_min_bytes_h} and > ${db_growth_ratio} of its size "
+              "(trend over ${db_growth_window}), for ${db_growth_for}",
+              "Growth of a fifth of the database in a day is a runaway job or missing cleanup; both floors and an "
+              "hour of `for:` keep bulk loads and small databases quiet (predict_linear alone flaps)."),
+    ]
+    return rec, alerts
+
+
+def queries():
+    w = "${rate_window}"
+    rec = [Record(f"dbperf:pg_statement_duration_seconds_count:rate{w}",
+                  f"sum by ({BY_DB}) (rate(pg_statement_duration_seconds_count[{w}]))")]
+    for q in ("50", "95", "99"):
+        rec.append(Record(f"dbperf:pg_statement_duration_seconds:p{q}_rate{w}",
+                          f"histogram_quantile(0.{q}, sum by ({BY_DB}, le) (rate(pg_statement_duration_seconds_bucket[{w}])))"))
+    for window in (w, "${statement_mean_long_window}"):
+        rec.append(Record(f"dbperf:pg_stat_statements_mean_seconds:rate{window}",
+                          f'rate(pg_stat_statements_seconds_total{{queryid!="other"}}[{window}])\n'
+                          f'/ rate(pg_stat_statements_calls_total{{queryid!="other"}}[{window}])'))
+    alerts = [
+        Alert("PostgreSQLWorkloadLatencyHigh", "warning",
+              f"dbperf:pg_statement_duration_seconds:p95_rate{w} > ${{workload_p95_warning}}\n"
+              f"and dbperf:pg_statement_duration_seconds_count:rate{w} > ${{workload_min_calls_per_second}}",
+              "${workload_p95_for}",
+              "PostgreSQL statements are slow.",
+              "95% of the statements in {{ $labels.datname }} on {{ $labels.target }} take up to {{ $value | humanizeDuration }}.",
+              "p95 > ${workload_p95_warning}s for ${workload_p95_for}",
+              "A web request runs several statements within a budget of a few hundred ms; a p95 of 250 ms spends "
+              "it all. p99 above 2 s means timeouts for users. Needs > 1 statement/s to be meaningful."),
+        Alert("PostgreSQLWorkloadLatencyHigh", "critical",
+              f"dbperf:pg_statement_duration_seconds:p99_rate{w} > ${{workload_p99_critical}}\n"
+              f"and dbperf:pg_statement_duration_seconds_count:rate{w} > ${{workload_min_calls_per_second}}",
+              "${workload_p99_for}",
+              "PostgreSQL statements are slow.",
+              "99% of the statements in {{ $labels.datname }} on {{ $labels.target }} take up to {{ $value | humanizeDuration }}.",
+              "p99 > ${workload_p99_critical}s for ${workload_p99_for}"),
+        Alert("PostgreSQLWorkloadLatencyRegression", "warning",
+              f"dbperf:pg_statement_duration_seconds:p95_rate{w}\n"
+              f"> ${{regression_factor}} * (dbperf:pg_statement_duration_seconds:p95_rate{w} offset 1w)\n"
+              f"and dbperf:pg_statement_duration_seconds:p95_rate{w} > ${{regression_floor}}\n"
+              f"and dbperf:pg_statement_duration_seconds_count:rate{w} > ${{workload_min_calls_per_second}}",
+              "${regression_for}",
+              "PostgreSQL statements are slower than at the same time last week.",
+              "The p95 statement time of {{ $labels.datname }} on {{ $labels.target }} is {{ $value | humanizeDuration }}, "
+              "more than ${regression_factor}x the same hour last week.",
+              "p95 > ${regression_factor}x last week's, and > ${regression_floor}s, for ${regression_for}",
+              "Comparing with the same hour of last week takes the daily and weekly cycle out; doubling is a "
+              "regression (new code, plan change, bloat), the floor ignores fast workloads."),
+        Alert("PostgreSQLStatementSlower", "warning",
+              f"dbperf:pg_stat_statements_mean_seconds:rate{w}\n"
+              "> ${statement_mean_factor} * dbperf:pg_stat_statements_mean_seconds:rate${statement_mean_long_window}\n"
+              f"and dbperf:pg_stat_statements_mean_seconds:rate{w} > ${{statement_mean_floor}}\n"
+              f'and rate(pg_stat_statements_calls_total{{queryid!="other"}}[{w}]) > ${{statement_min_calls_per_second}}',
+              "${statement_mean_for}",
+              "A statement became much slower than its own average.",
+              "Statement {{ $labels.queryid }} in {{ $labels.datname }} on {{ $labels.target }} now takes "
+              "{{ $value | humanizeDuration }} per call, more than ${statement_mean_factor}x its ${statement_mean_long_window} mean.",
+              "mean > ${statement_mean_factor}x its ${statement_mean_long_window} mean, > ${statement_mean_floor}s, "
+              "> ${statement_min_calls_per_second} calls/s, for ${statement_mean_for}",
+              "A plan flip or lock contention shows as one statement's mean tripling; the floor and the call rate "
+              "skip fast and rare statements where a 3x jump costs nothing."),
+        Alert("PostgreSQLStatementsDeallocating", "warning",
+              "increase(pg_stat_statements_dealloc_total[${dealloc_window}]) > 0", "${dealloc_for}",
+              "pg_stat_statements is evicting statements.",
+              "pg_stat_statements on {{ $labels.target }} deallocated entries {{ $value | humanize }} times in "
+              "${dealloc_window}: statistics of rarely run statements are lost; raise pg_stat_statements.max.",
+              "any deallocation in ${dealloc_window}",
+              "Each deallocation drops statistics (and the workload histogram's input) for 5% of the entries; any "
+              "churn means pg_stat_statements.max is too small for the workload."),
+    ]
+    return rec, alerts
+
+
+def application():
+    rec = []
+    windows = sorted({"${slo_page_long}", "${slo_page_short}", "${slo_ticket_long}", "${slo_ticket_short}"})
+    for window in windows:
+        rec += [
+            Record(f"dbperf:http_requests:rate{window}", f"sum by ({APP_BY}) (rate(http_requests_total[{window}]))"),
+            Record(f"dbperf:http_requests:error_ratio_rate{window}",
+                   f'(sum by ({APP_BY}) (rate(http_requests_total{{status=~"5.."}}[{window}]))'
+                   f" or 0 * dbperf:http_requests:rate{window})\n/ dbperf:http_requests:rate{window}"),
+            Record(f"dbperf:http_requests:slow_ratio_rate{window}",
+                   f'1 - sum by ({APP_BY}) (rate(http_request_duration_seconds_bucket{{le="${{slo_latency_threshold_le}}"}}[{window}]))\n'
+                   f"/ sum by ({APP_BY}) (rate(http_request_duration_seconds_count[{window}]))"),
+            Record(f"dbperf:http_requests:error_burn_rate{window}",
+                   f"dbperf:http_requests:error_ratio_rate{window} / ${{slo_error_budget}}"),
+            Record(f"dbperf:http_requests:latency_burn_rate{window}",
+                   f"dbperf:http_requests:slow_ratio_rate{window} / ${{slo_latency_budget}}"),
+        ]
+    w = "${rate_window}"
+    if True:  # duplicates of the SLO windows are dropped in build()
+        rec.append(Record(f"dbperf:http_requests:rate{w}", f"sum by ({APP_BY}) (rate(http_requests_total[{w}]))"))
+        rec.append(Record(f"dbperf:http_requests:error_ratio_rate{w}",
+                          f'(sum by ({APP_BY}) (rate(http_requests_total{{status=~"5.."}}[{w}])) or 0 * dbperf:http_requests:rate{w})'
+                          f'\n/ dbperf:http_requests:rate{w}'))
+    for q in ("50", "95", "99"):
+        rec.append(Record(f"dbperf:http_request_duration_seconds:p{q}_rate{w}",
+                          f"histogram_quantile(0.{q}, sum by ({APP_BY}, le) (rate(http_request_duration_seconds_bucket[{w}])))"))
+    rec.append(Record("dbperf:db_client_connections:use_ratio",
+                      'sum by (job, instance, pool) (db_client_connections_usage{state="used"})\n'
+                      "/ (db_client_connection_max > 0)"))
+
+    def burn(kind, severity, speed):
+        traffic = f"and dbperf:http_requests:rate${{slo_{speed}_long}} > ${{slo_min_requests_per_second}}"
+        return (f"dbperf:http_requests:{kind}_burn_rate${{slo_{speed}_long}} > ${{slo_{speed}_factor}}\n"
+                f"and dbperf:http_requests:{kind}_burn_rate${{slo_{speed}_short}} > ${{slo_{speed}_factor}}\n{traffic}")
+
+    err_desc = ("Handler {{ $labels.handler }} of {{ $labels.job }} burns its error budget "
+                "({{ $labels.slo_objective }} of requests without a 5xx) {{ $value | humanize }}x too fast "
+                "over ${slo_%s_long} and ${slo_%s_short}.")
+    lat_desc = ("Handler {{ $labels.handler }} of {{ $labels.job }} burns its latency budget "
+                "({{ $labels.slo_objective }} of requests under ${slo_latency_threshold}s) {{ $value | humanize }}x too fast "
+                "over ${slo_%s_long} and ${slo_%s_short}.")
+    alerts = [
+        Alert("AppErrorBudgetBurn", "critical", burn("error", "critical", "page"), "${slo_page_for}",
+              "An application handler is burning its error budget fast.", err_desc % ("page", "page"),
+              "5xx burn rate > ${slo_page_factor} over ${slo_page_long} and ${slo_page_short} (objective ${slo_error_objective})",
+              "The SRE-workbook multi-window pairs: 14.4x spends 2% of a 30-day budget in one hour (page now); 6x "
+              "spends 5% in six hours (a ticket that is handled today). The short window resolves the alert "
+              "quickly after a fix; the traffic floor ignores handlers with a request a minute.",
+              labels={"slo_objective": "${slo_error_objective}"}),
+        Alert("AppErrorBudgetBurn", "warning", burn("error", "warning", "ticket"), "${slo_ticket_for}",
+              "An application handler is burning its error budget fast.", err_desc % ("ticket", "ticket"),
+              "> ${slo_ticket_factor} over ${slo_ticket_long} and ${slo_ticket_short}",
+              labels={"slo_objective": "${slo_error_objective}"}),
+        Alert("AppLatencyBudgetBurn", "critical", burn("latency", "critical", "page"), "${slo_page_for}",
+              "An application handler is burning its latency budget fast.", lat_desc % ("page", "page"),
+              "share slower than ${slo_latency_threshold}s burns > ${slo_page_factor}x (objective ${slo_latency_objective})",
+              "Same windows as the error budget; 0.5 s is the instrumentation's slow-request threshold (a histogram "
+              "bucket bound), 99% the usual interactive objective.",
+              labels={"slo_objective": "${slo_latency_objective}"}),
+        Alert("AppLatencyBudgetBurn", "warning", burn("latency", "warning", "ticket"), "${slo_ticket_for}",
+              "An application handler is burning its latency budget fast.", lat_desc % ("ticket", "ticket"),
+              "> ${slo_ticket_factor}x over ${slo_ticket_long} and ${slo_ticket_short}",
+              labels={"slo_objective": "${slo_latency_objective}"}),
+        Alert("AppSlowRequests", "warning",
+              f"sum by ({APP_BY}) (rate(http_slow_requests_total[{w}]))\n"
+              f"/ dbperf:http_requests:rate{w} > ${{slow_requests_ratio}}\n"
+              f"and dbperf:http_requests:rate{w} > ${{slo_min_requests_per_second}}",
+              "${slow_requests_for}",
+              "Many requests of a handler are slow.",
+              "{{ $value | humanizePercentage }} of the requests to {{ $labels.handler }} of {{ $labels.job }} are slower "
+              "than the application's slow-request threshold.",
+              "> ${slow_requests_ratio} slow for ${slow_requests_for}",
+              "Also catches handlers without an SLO: one request in twenty over the slow threshold for a quarter "
+              "of an hour is visible to users."),
+        Alert("AppNPlusOneQueries", "warning",
+              f"sum by ({APP_BY}) (increase(db_client_n_plus_one_total[${{n_plus_one_window}}])) > ${{n_plus_one_warning}}",
+              "${n_plus_one_for}",
+              "A handler runs the same statement many times per request (N+1).",
+              "{{ $value | humanize }} requests to {{ $labels.handler }} of {{ $labels.job }} in ${n_plus_one_window} ran one "
+              "statement fingerprint repeatedly: batch it or join.",
+              "> ${n_plus_one_warning} requests with N+1 in ${n_plus_one_window}",
+              "An N+1 costs a round trip per row; a hundred such requests an hour is a hot path worth a ticket. "
+              "Development reports every one, so it is fixed before production."),
+        Alert("AppDBPoolNearExhaustion", "warning",
+              "dbperf:db_client_connections:use_ratio > ${pool_warning}", "${pool_warning_for}",
+              "An application's database connection pool is nearly exhausted.",
+              "Pool {{ $labels.pool }} of {{ $labels.job }} ({{ $labels.instance }}) has {{ $value | humanizePercentage }} "
+              "of its connections checked out.",
+              "> ${pool_warning} used for ${pool_warning_for}",
+              "A full pool makes requests queue for a connection; 80% for ten minutes is the time to size it, 95% "
+              "for five means checkouts are about to time out."),
+        Alert("AppDBPoolNearExhaustion", "critical",
+              "dbperf:db_client_connections:use_ratio > ${pool_critical}", "${pool_critical_for}",
+              "An application's database connection pool is nearly exhausted.",
+              "Pool {{ $labels.pool }} of {{ $labels.job }} ({{ $labels.instance }}) has {{ $value | humanizePercentage }} "
+              "of its connections checked out.",
+              "> ${pool_critical} for ${pool_critical_for}"),
+        Alert("AppDBPoolCheckoutTimeouts", "warning",
+              "sum by (job, instance, pool) (increase(db_client_connection_timeouts_total[${pool_timeouts_window}]))"
+              " > ${pool_timeouts_warning}",
+              "${pool_timeouts_for}",
+              "Requests time out waiting for a database connection.",
+              "{{ $value | humanize }} checkouts from pool {{ $labels.pool }} of {{ $labels.job }} timed out in "
+              "${pool_timeouts_window}.",
+              "> ${pool_timeouts_warning} in ${pool_timeouts_window}",
+              "Every timeout is a failed request; a handful is a ticket, twenty in ten minutes is an outage of "
+              "that pool."),
+        Alert("AppDBPoolCheckoutTimeouts", "critical",
+              "sum by (job, instance, pool) (increase(db_client_connection_timeouts_total[${pool_timeouts_window}]))"
+              " > ${pool_timeouts_critical}",
+              "${pool_timeouts_for}",
+              "Requests time out waiting for a database connection.",
+              "{{ $value | humanize }} checkouts from pool {{ $labels.pool }} of {{ $labels.job }} timed out in "
+              "${pool_timeouts_window}.",
+              "> ${pool_timeouts_critical} in ${pool_timeouts_window}"),
+    ]
+    return rec, alerts
+
+
+def pipelines():
+    rec = [Record("dbperf:pipeline_run_duration_seconds:mean${pipeline_slow_window}",
+                  "increase(pipeline_run_duration_seconds_sum[${pipeline_slow_window}])\n"
+                  "/ increase(pipeline_run_duration_seconds_count[${pipeline_slow_window}])")]
+    stale = ("time() - (pipeline_last_success_timestamp_seconds or pipeline_expected_interval_seconds * 0)\n"
+             "> %s * pipeline_expected_interval_seconds")
+    stale_desc = ("Pipeline {{ $labels.pipeline }} ({{ $labels.source }} on {{ $labels.target }}) has not succeeded "
+                  "for {{ $value | humanizeDuration }}, more than %s times its expected interval.")
+    alerts = [
+        Alert("PipelineRunFailed", "warning", 'pipeline_last_run_status{status="failed"} == 1', "${pipeline_failed_for}",
+              "The latest run of a pipeline failed.",
+              "The latest finished run of {{ $labels.pipeline }} ({{ $labels.source }} on {{ $labels.target }}) failed.",
+              "latest finished run failed",
+              "A failed run needs a look the same day; it resolves by itself when the next run succeeds "
+              "(a retry), so it is a warning, and staleness escalates."),
+        Alert("PipelineStale", "warning", stale % "${pipeline_stale_warning_factor}", "${pipeline_stale_for}",
+              "A pipeline has not succeeded within its expected interval.",
+              stale_desc % "${pipeline_stale_warning_factor}",
+              "no success for ${pipeline_stale_warning_factor}x expected_intervals",
+              "expected_intervals already includes the schedule's slack (26h for a daily job); 1.25x tolerates "
+              "one slow run, 3x means consumers read data several runs old. Also fires for a pipeline that "
+              "never succeeded."),
+        Alert("PipelineStale", "critical", stale % "${pipeline_stale_critical_factor}", "${pipeline_stale_for}",
+              "A pipeline has not succeeded within its expected interval.",
+              stale_desc % "${pipeline_stale_critical_factor}",
+              "${pipeline_stale_critical_factor}x"),
+        Alert("PipelineRunSlow", "warning",
+              "pipeline_last_run_duration_seconds\n"
+              "> ${pipeline_slow_factor} * dbperf:pipeline_run_duration_seconds:mean${pipeline_slow_window}\n"
+              "and pipeline_last_run_duration_seconds > ${pipeline_slow_floor}\n"
+              "and increase(pipeline_run_duration_seconds_count[${pipeline_slow_window}]) >= ${pipeline_slow_min_runs}",
+              "${pipeline_slow_for}",
+              "A pipeline run took much longer than usual.",
+              "The latest run of {{ $labels.pipeline }} ({{ $labels.source }} on {{ $labels.target }}) took "
+              "{{ $value | humanizeDuration }}, more than ${pipeline_slow_factor}x its ${pipeline_slow_window} average.",
+              "last run > ${pipeline_slow_factor}x the ${pipeline_slow_window} mean and > ${pipeline_slow_floor}s",
+              "Twice the usual duration is an early sign of data growth or a bad plan before the run misses its "
+              "window; needs five runs of history and a one-minute floor to ignore noise in short jobs."),
+        Alert("PipelineRunStuck", "warning",
+              "pipeline_oldest_running_run_age_seconds\n"
+              "> ${pipeline_stuck_factor} * (pipeline_run_duration_seconds_sum / pipeline_run_duration_seconds_count > 0)\n"
+              "and pipeline_oldest_running_run_age_seconds > ${pipeline_stuck_floor_seconds}\n"
+              "or pipeline_oldest_running_run_age_seconds > ${pipeline_stuck_no_history_seconds}",
+              "${pipeline_stuck_for}",
+              "A pipeline run has been running far longer than its runs take.",
+              "A run of {{ $labels.pipeline }} ({{ $labels.source }} on {{ $labels.target }}) has been running for "
+              "{{ $value | humanizeDuration }}.",
+              "running > ${pipeline_stuck_factor}x the mean duration and > ${pipeline_stuck_floor}, or > "
+              "${pipeline_stuck_no_history} in any case",
+              "A run at four times its usual length is hung (lock, dead worker) rather than slow; the absolute "
+              "limits cover pipelines with no finished history."),
+    ]
+    return rec, alerts
+
+
+def pgbouncer():
+    alerts = [
+        Alert("PgBouncerClientsWaiting", "warning", "pgbouncer_pools_client_waiting_connections > 0",
+              "${pgbouncer_waiting_for}",
+              "PgBouncer clients keep waiting for a server connection.",
+              "{{ $value }} clients of pool {{ $labels.database }}/{{ $labels.user }} on {{ $labels.target }} wait for "
+              "a server connection.",
+              "> 0 waiting for ${pgbouncer_waiting_for}",
+              "Waiting clients at a peak are what a pooler is for; waiting continuously for five minutes means "
+              "pool_size is too small or server connections are held too long."),
+        Alert("PgBouncerMaxWaitHigh", "warning",
+              "pgbouncer_pools_client_maxwait_seconds > ${pgbouncer_maxwait_warning}", "${pgbouncer_maxwait_for}",
+              "PgBouncer clients wait long for a server connection.",
+              "The oldest waiting client of pool {{ $labels.database }}/{{ $labels.user }} on {{ $labels.target }} has "
+              "waited {{ $value | humanizeDuration }}.",
+              "max wait > ${pgbouncer_maxwait_warning}s for ${pgbouncer_maxwait_for}",
+              "A second of waiting is added to every query of that client (user-visible); ten seconds hits "
+              "application timeouts."),
+        Alert("PgBouncerMaxWaitHigh", "critical",
+              "pgbouncer_pools_client_maxwait_seconds > ${pgbouncer_maxwait_critical}", "${pgbouncer_maxwait_for}",
+              "PgBouncer clients wait long for a server connection.",
+              "The oldest waiting client of pool {{ $labels.database }}/{{ $labels.user }} on {{ $labels.target }} has "
+              "waited {{ $value | humanizeDuration }}.",
+              "> ${pgbouncer_maxwait_critical}s"),
+    ]
+    return [], alerts
+
+
+def host():
+    fs = "host_filesystem_avail_bytes / (host_filesystem_size_bytes > 0)"
+    rec = [
+        Record("dbperf:host_filesystem:avail_ratio", fs),
+        Record("dbperf:host_memory:available_ratio", "host_memory_available_bytes / host_memory_total_bytes"),
+        Record("dbperf:host_cpu:busy_ratio_rate${rate_window}",
+               'sum without (mode) (rate(host_cpu_seconds_total{mode!="idle"}[${rate_window}]))\n'
+               "/ sum without (mode) (rate(host_cpu_seconds_total[${rate_window}]))"),
+    ]
+    fill_desc = ("{{ $labels.mountpoint }} on {{ $labels.instance }} has {{ $value | humanizePercentage }} space "
+                 "left and is predicted to fill within ${fs_filling_%s_horizon}.")
+    full_desc = "{{ $labels.mountpoint }} on {{ $labels.instance }} has only {{ $value | humanizePercentage }} space left."
+    alerts = [
+        Alert("HostFilesystemFillingUp", "warning",
+              "dbperf:host_filesystem:avail_ratio < ${fs_filling_warning_ratio}\n"
+              "and predict_linear(host_filesystem_avail_bytes[${fs_filling_window}], ${fs_filling_warning_horizon_seconds}) < 0",
+              "${fs_filling_warning_for}",
+              "A filesystem is predicted to fill up.", fill_desc % "warning",
+              "< ${fs_filling_warning_ratio} free and full within ${fs_filling_warning_horizon} (trend over ${fs_filling_window})",
+              "node-mixin's pairing of a level with a trend: the level keeps half-empty disks with a busy hour "
+              "quiet, the long `for:` stops predict_linear flapping. PostgreSQL stops on a full disk."),
+        Alert("HostFilesystemFillingUp", "critical",
+              "dbperf:host_filesystem:avail_ratio < ${fs_filling_critical_ratio}\n"
+              "and predict_linear(host_filesystem_avail_bytes[${fs_filling_window}], ${fs_filling_critical_horizon_seconds}) < 0",
+              "${fs_filling_critical_for}",
+              "A filesystem is predicted to fill up.", fill_desc % "critical",
+              "< ${fs_filling_critical_ratio} free and full within ${fs_filling_critical_horizon}"),
+        Alert("HostFilesystemAlmostFull", "warning",
+              "dbperf:host_filesystem:avail_ratio < ${fs_full_warning_ratio}", "${fs_full_for}",
+              "A filesystem is almost full.", full_desc,
+              "< ${fs_full_warning_ratio} free for ${fs_full_for}",
+              "Whatever the trend, under 10% free leaves little room for WAL bursts and vacuum; under 5% a "
+              "checkpoint spike can stop PostgreSQL."),
+        Alert("HostFilesystemAlmostFull", "critical",
+              "dbperf:host_filesystem:avail_ratio < ${fs_full_critical_ratio}", "${fs_full_for}",
+              "A filesystem is almost full.", full_desc,
+              "< ${fs_full_critical_ratio} free"),
+        Alert("HostMemoryLow", "warning",
+              "dbperf:host_memory:available_ratio < ${memory_warning_ratio}", "${memory_warning_for}",
+              "The host is running out of memory.",
+              "{{ $labels.instance }} has {{ $value | humanizePercentage }} of its memory available.",
+              "< ${memory_warning_ratio} available for ${memory_warning_for}",
+              "PostgreSQL relies on the page cache; under 10% available the cache shrinks and reads hit the disk, "
+              "under 5% the OOM killer is near (it kills a backend and PostgreSQL restarts)."),
+        Alert("HostMemoryLow", "critical",
+              "dbperf:host_memory:available_ratio < ${memory_critical_ratio}", "${memory_critical_for}",
+              "The host is running out of memory.",
+              "{{ $labels.instance }} has {{ $value | humanizePercentage }} of its memory available.",
+              "< ${memory_critical_ratio} for ${memory_critical_for}"),
+        Alert("HostCPUBusy", "warning",
+              "dbperf:host_cpu:busy_ratio_rate${rate_window} > ${cpu_busy_ratio}", "${cpu_busy_for}",
+              "The host's CPUs are nearly saturated.",
+              "{{ $labels.instance }} has been {{ $value | humanizePercentage }} busy.",
+              "> ${cpu_busy_ratio} busy for ${cpu_busy_for}",
+              "Above 90% for a quarter of an hour queries queue for CPU; brief peaks are fine."),
+        Alert("HostLoadHigh", "warning",
+              'host_load_average{period="5m"} / ignoring (period) host_cpus > ${load_per_cpu}', "${load_for}",
+              "The host's load is high for its CPU count.",
+              "{{ $labels.instance }} has a 5-minute load of {{ $value | humanize }} per CPU.",
+              "5m load > ${load_per_cpu} per CPU for ${load_for}",
+              "Load counts processes waiting for CPU and disk; twice the CPUs sustained is saturation "
+              "(node-mixin's NodeSystemSaturation)."),
+    ]
+    return rec, alerts
+
+
+def monitoring():
+    alerts = [
+        Alert("Watchdog", "info", "vector(1)", "0s",
+              "The alerting pipeline works.",
+              "Always firing, routed to a heartbeat receiver: when the heartbeat stops, Prometheus, Alertmanager "
+              "or the path between them is broken.",
+              "always",
+              "A dead man's switch: the only alert that proves the others could be delivered."),
+        Alert("PrometheusRuleEvaluationFailures", "critical",
+              "increase(prometheus_rule_evaluation_failures_total[${rule_failures_window}]) > 0",
+              "${rule_failures_for}",
+              "Prometheus fails to evaluate rules.",
+              "{{ $value | humanize }} evaluations of rule group {{ $labels.rule_group }} on {{ $labels.instance }} failed "
+              "in ${rule_failures_window}: its alerts cannot fire.",
+              "any failure in ${rule_failures_window}, for ${rule_failures_for}",
+              "A rule that fails to evaluate is an alert that can never fire, so it pages like the alerts it hides."),
+        Alert("PrometheusNotConnectedToAlertmanager", "critical",
+              "max_over_time(prometheus_notifications_alertmanagers_discovered[${am_discovered_window}]) < 1",
+              "${am_discovered_for}",
+              "Prometheus has no Alertmanager to send alerts to.",
+              "Prometheus {{ $labels.instance }} has discovered no Alertmanager: no alert is delivered "
+              "(this one only through the missing Watchdog heartbeat).",
+              "no Alertmanager discovered for ${am_discovered_for}",
+              "Without an Alertmanager nothing is delivered; max_over_time stops one bad discovery from resetting `for:`."),
+        Alert("PrometheusAlertmanagerSendErrors", "warning",
+              "rate(prometheus_notifications_errors_total[${rate_window}])\n"
+              "/ rate(prometheus_notifications_sent_total[${rate_window}]) > ${am_send_errors_ratio}",
+              "${am_send_errors_for}",
+              "Prometheus fails to send alerts to an Alertmanager.",
+              "{{ $value | humanizePercentage }} of the alerts Prometheus {{ $labels.instance }} sent to "
+              "{{ $labels.alertmanager }} failed.",
+              "> ${am_send_errors_ratio} of sends failing for ${am_send_errors_for}",
+              "The prometheus-mixin's 1%: occasional errors are retried, a steady share means one Alertmanager is "
+              "unreachable."),
+        Alert("AlertmanagerNotificationsFailing", "critical",
+              "rate(alertmanager_notifications_failed_total[${rate_window}])\n"
+              "/ rate(alertmanager_notifications_total[${rate_window}]) > ${am_notify_failed_ratio}",
+              "${am_notify_failed_for}",
+              "Alertmanager fails to deliver notifications.",
+              "{{ $value | humanizePercentage }} of the {{ $labels.integration }} notifications of Alertmanager "
+              "{{ $labels.instance }} failed.",
+              "> ${am_notify_failed_ratio} failing for ${am_notify_failed_for}",
+              "A broken integration (expired Slack URL, SMTP password) silently drops pages; critical so it goes "
+              "out through the other integrations."),
+    ]
+    return [], alerts
+
+
+DEFINITIONS = {"postgres": postgres, "queries": queries, "application": application, "pipelines": pipelines,
+               "pgbouncer": pgbouncer, "host": host, "monitoring": monitoring}
+
+
+# -- thresholds ------------------------------------------------------------------------------------
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def seconds(duration) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", str(duration))
+    if not m:
+        raise ValueError(f"not a duration: {duration!r}")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def _num(x) -> str:
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
+    return str(x)
+
+
+def _bytes(x) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if x >= size:
+            return f"{_num(x / size)} {unit}"
+    return f"{x} B"
+
+
+def load_profile(name: str, path: Path = THRESHOLDS) -> dict:
+    data = yaml.safe_load(path.read_text())
+    profiles = data["profiles"]
+    if name not in profiles:
+        raise SystemExit(f"generate.py: unknown profile {name!r} (known: {', '.join(profiles)})")
+    chain, seen = [], set()
+    while name:
+        if name in seen:
+            raise SystemExit(f"generate.py: profiles inherit in a loop at {name!r}")
+        seen.add(name)
+        chain.append(profiles[name])
+        name = profiles[name].get("inherits")
+    values = {}
+    for depth, layer in enumerate(reversed(chain)):
+        for key, value in layer.items():
+            if key != "inherits" and depth and key not in values:
+                raise SystemExit(f"generate.py: {path.name}: {key}: not a key of the base profile (typo?)")
+            values[key] = value
+    values.pop("inherits", None)
+    values["runbook_base_url"] = data["runbook_base_url"]
+    values["exporter_job_regex"] = data["exporter_job_regex"]
+    # derived values
+    values["slo_error_budget"] = _num(round(1 - float(values["slo_error_objective"]), 10))
+    values["slo_latency_budget"] = _num(round(1 - float(values["slo_latency_objective"]), 10))
+    le = float(values["slo_latency_threshold"])
+    values["slo_latency_threshold_le"] = f"{le:.1f}" if le.is_integer() else repr(le)  # prometheus_client's le
+    for key in list(values):
+        if key.endswith(("_for", "_window", "_horizon", "_age", "_warning", "_critical", "_floor", "_history")):
+            v = values[key]
+            if isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)?[smhdw]", v):
+                values[key + "_seconds"] = _num(seconds(v))
+        if key.endswith("_bytes"):
+            values[key + "_h"] = _bytes(values[key])
+    return values
+
+
+def substitute(text: str, values: dict) -> str:
+    def one(m):
+        key = m.group(1)
+        if key not in values:
+            raise KeyError(f"threshold {key!r} is not in thresholds.yaml")
+        return _num(values[key])
+    return re.sub(r"\$\{(\w+)\}", one, text)
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper, value):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def anchor(name: str) -> str:
+    return name.lower()
+
+
+def build(concern: str, values: dict) -> dict:
+    records, alerts = DEFINITIONS[concern]()
+    groups = []
+    if records:
+        recorded = {}  # windows that coincide in a profile (rate_window and slo_page_short) record once
+        for r in records:
+            recorded.setdefault(substitute(r.record, values), substitute(r.expr, values))
+        groups.append({"name": f"dbperf-{concern}-recording",
+                       "rules": [{"record": k, "expr": v} for k, v in recorded.items()]})
+    rules = []
+    for a in alerts:
+        labels = {"severity": a.severity}
+        labels.update({k: substitute(v, values) for k, v in a.labels.items()})
+        rules.append({
+            "alert": a.name,
+            "expr": substitute(a.expr, values),
+            "for": substitute(a.for_, values),
+            "labels": labels,
+            "annotations": {
+                "summary": a.summary,
+                "description": substitute(a.description, values),
+                "runbook_url": f"{values['runbook_base_url']}#{anchor(a.name)}",
+            },
+        })
+    groups.append({"name": f"dbperf-{concern}", "rules": rules})
+    return {"groups": groups}
+
+
+def render(concern: str, profile: str, values: dict) -> str:
+    head = (f"# Generated by alerts/generate.py from alerts/thresholds.yaml (profile {profile}).\n"
+            f"# Do not edit: change the thresholds or the generator and run `python alerts/generate.py --all`.\n")
+    return head + yaml.dump(build(concern, values), Dumper=_Dumper, sort_keys=False, width=1000,
+                            default_flow_style=False)
+
+
+def out_dir(profile: str) -> Path:
+    return HERE / "rules" if profile == "production" else HERE / f"rules-{profile}"
+
+
+def files(profile: str) -> dict[str, str]:
+    values = load_profile(profile)
+    return {f"{c}.yml": render(c, profile, values) for c in CONCERNS}
+
+
+def alert_table() -> str:
+    profiles = {p: load_profile(p) for p in ("production", "development", "test")}
+    lines = ["| alert | severity | production | development | test | why |", "|---|---|---|---|---|---|"]
+    for concern in CONCERNS:
+        for a in DEFINITIONS[concern]()[1]:
+            cells = [substitute(a.threshold, profiles[p]) for p in profiles]
+            cells = [c.replace("|", "\\|") for c in cells]
+            if cells[1] == cells[0]:
+                cells[1] = "same"
+            if cells[2] == cells[0]:
+                cells[2] = "same"
+            lines.append(f"| [{a.name}](runbook.md#{anchor(a.name)}) | {a.severity} | {cells[0]} | {cells[1]} | "
+                         f"{cells[2]} | {a.why} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_with_table(text: str) -> str:
+    start, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
+    return text[:start] + "\n" + alert_table() + text[end:]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="production")
+    parser.add_argument("--all", action="store_true", help="the checked-in profiles (production, development)")
+    parser.add_argument("--out", help="directory to write to (default alerts/rules or alerts/rules-<profile>)")
+    parser.add_argument("--check", action="store_true", help="compare instead of writing; exit 1 on a difference")
+    args = parser.parse_args(argv)
+    outputs: dict[Path, str] = {}
+    for profile in (CHECKED_IN if args.all else (args.profile,)):
+        target = Path(args.out) if args.out and not args.all else out_dir(profile)
+        for name, text in files(profile).items():
+            outputs[target / name] = text
+    readme = HERE / "README.md"
+    if readme.exists() and (args.all or (args.profile == "production" and not args.out)):
+        outputs[readme] = readme_with_table(readme.read_text())
+    stale = []
+    for path, text in outputs.items():
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        print("generate.py: out of date (run `python alerts/generate.py --all`): "
+              + ", ".join(str(p.relative_to(HERE.parent)) if p.is_relative_to(HERE.parent) else str(p) for p in stale),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
