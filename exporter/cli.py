@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipelines_arguments(sub.add_parser("pipelines", help="pipeline runs: init-sql (the runs table), "
                                            "run (record a command's run)"))
 
+    from exporter.alerts_cli import add_arguments as add_alerts_arguments
+
+    add_alerts_arguments(sub.add_parser("alerts", help="firing alerts from Alertmanager: list, ack (silence), unack"))
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"dbperf {__version__}") or 0)
     return parser

@@ -1,0 +1,234 @@
+"""``dbperf alerts list | ack | unack``: firing alerts and acknowledgements through Alertmanager's
+v2 API. An acknowledgement is a silence on the alert's name and labels: notifications stop until it
+ends, and the alert still resolves by itself when its condition clears.
+
+Exit codes: 0 done, 1 Alertmanager unreachable or refusing, 2 bad input (a bad ``--for``, label or
+silence id)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import re
+import sys
+
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:9093"
+URL_ENV = "DBPERF_ALERTMANAGER_URL"
+SILENCE_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+UNITS = (7 * 86400, 86400, 3600, 60, 1)
+# labels shown in the list, in this order, when an alert has them
+SHOWN = ("target", "instance", "datname", "handler", "pool", "pipeline", "slot_name", "mountpoint", "database")
+
+
+class UsageError(Exception):
+    """Bad input: exit code 2."""
+
+
+class AlertmanagerError(Exception):
+    """Alertmanager unreachable or answering with an error: exit code 1."""
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """``2h``, ``90m``, ``1h30m``, ``1d``, ``1w`` (Prometheus style) -> timedelta; UsageError otherwise."""
+    m = DURATION.fullmatch(text or "")
+    if not text or not m or not any(m.groups()):
+        raise UsageError(f"--for {text!r}: not a duration (use e.g. 30m, 2h, 1h30m, 1d)")
+    seconds = sum(int(v) * unit for v, unit in zip(m.groups(), UNITS) if v)
+    if seconds <= 0:
+        raise UsageError(f"--for {text!r}: must be longer than 0s")
+    return dt.timedelta(seconds=seconds)
+
+
+def parse_labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not LABEL_NAME.fullmatch(name):
+            raise UsageError(f"--label {pair!r}: expected NAME=VALUE with a label name like target or datname")
+        labels[name] = value
+    return labels
+
+
+class Alertmanager:
+    def __init__(self, url: str, timeout: float = 10):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, **kw):
+        try:
+            response = requests.request(method, self.url + "/api/v2" + path, timeout=self.timeout, **kw)
+        except requests.RequestException as exc:
+            raise AlertmanagerError(f"Alertmanager at {self.url} is unreachable: {type(exc).__name__}") from None
+        if response.status_code == 404 and path.startswith("/silence/"):
+            raise UsageError(f"unknown silence id {path.rsplit('/', 1)[1]!r} (see `dbperf alerts list`)")
+        if response.status_code >= 400:
+            detail = response.text.strip().replace("\n", " ")[:200]
+            if response.status_code in (400, 422):
+                raise UsageError(f"Alertmanager refused the request: {detail}")
+            raise AlertmanagerError(f"Alertmanager at {self.url} answered {response.status_code}: {detail}")
+        return response.json() if response.content else None
+
+    def alerts(self) -> list[dict]:
+        return self._call("GET", "/alerts", params={"active": "true", "silenced": "true", "inhibited": "true",
+                                                    "unprocessed": "true"})
+
+    def silences(self) -> list[dict]:
+        return self._call("GET", "/silences")
+
+    def silence(self, silence_id: str) -> dict:
+        return self._call("GET", f"/silence/{silence_id}")
+
+    def create_silence(self, matchers: dict, ends: dt.datetime, author: str, comment: str) -> str:
+        body = {
+            "matchers": [{"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in matchers.items()],
+            "startsAt": _iso(dt.datetime.now(dt.timezone.utc)),
+            "endsAt": _iso(ends),
+            "createdBy": author,
+            "comment": comment,
+        }
+        return self._call("POST", "/silences", json=body)["silenceID"]
+
+    def expire(self, silence_id: str) -> None:
+        self._call("DELETE", f"/silence/{silence_id}")
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _short_time(text: str) -> str:
+    return text[:16].replace("T", " ") + "Z" if text else "?"
+
+
+def _matches(silence: dict, labels: dict) -> bool:
+    for m in silence.get("matchers", []):
+        value = labels.get(m["name"], "")
+        hit = re.fullmatch(m["value"], value) is not None if m.get("isRegex") else value == m["value"]
+        if hit != m.get("isEqual", True):
+            return False
+    return True
+
+
+def _label_text(labels: dict) -> str:
+    parts = [f"{k}={labels[k]}" for k in SHOWN if labels.get(k)]
+    return " ".join(parts) or "-"
+
+
+def cmd_list(args, out=sys.stdout) -> int:
+    am = Alertmanager(args.alertmanager)
+    alerts = am.alerts()
+    silences = {s["id"]: s for s in am.silences()}
+    rows = []
+    for alert in sorted(alerts, key=lambda a: (a["labels"].get("alertname", ""), _label_text(a["labels"]))):
+        labels = alert["labels"]
+        status = alert.get("status", {})
+        acks = [silences[i] for i in status.get("silencedBy") or [] if i in silences]
+        if acks:
+            s = acks[0]
+            state = f"ACKED by {s.get('createdBy', '?')} until {_short_time(s.get('endsAt', ''))} ({s['id']})"
+        elif status.get("inhibitedBy"):
+            state = "inhibited"
+        else:
+            state = "firing"
+        rows.append({"alertname": labels.get("alertname", "?"), "severity": labels.get("severity", "-"),
+                     "labels": labels, "since": alert.get("startsAt", ""), "state": state,
+                     "acknowledged": bool(acks), "silence_ids": [s["id"] for s in acks],
+                     "summary": alert.get("annotations", {}).get("summary", "")})
+    if args.json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return 0
+    if not rows:
+        out.write("no alerts firing\n")
+        return 0
+    table = [("ALERT", "SEVERITY", "LABELS", "SINCE", "STATE")]
+    table += [(r["alertname"], r["severity"], _label_text(r["labels"]), _short_time(r["since"]), r["state"])
+              for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4] + "\n")
+    return 0
+
+
+def cmd_ack(args, out=sys.stdout) -> int:
+    duration = parse_duration(args.duration)
+    labels = parse_labels(args.label)
+    if not LABEL_NAME.fullmatch(args.alertname):
+        raise UsageError(f"{args.alertname!r} is not an alert name")
+    if not args.comment.strip():
+        raise UsageError("--comment must not be empty (say why, e.g. the ticket)")
+    matchers = {"alertname": args.alertname, **labels}
+    am = Alertmanager(args.alertmanager)
+    firing = [a for a in am.alerts() if all(a["labels"].get(k) == v for k, v in matchers.items())]
+    ends = dt.datetime.now(dt.timezone.utc) + duration
+    silence_id = am.create_silence(matchers, ends, args.author, args.comment)
+    what = args.alertname + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    out.write(f"acknowledged {what} until {_iso(ends)[:19]}Z: silence {silence_id}\n")
+    if not firing:
+        out.write("note: no alert matching it is firing now; the silence applies if one fires before it ends\n")
+    else:
+        out.write(f"{len(firing)} firing alert(s) matched; they resolve by themselves when the condition clears\n")
+    return 0
+
+
+def cmd_unack(args, out=sys.stdout) -> int:
+    if not SILENCE_ID.fullmatch(args.id):
+        raise UsageError(f"unknown silence id {args.id!r}: silence ids look like 5c1c3e0e-8d9b-4f4e-9a53-0123456789ab")
+    am = Alertmanager(args.alertmanager)
+    silence = am.silence(args.id)
+    if silence.get("status", {}).get("state") == "expired":
+        raise UsageError(f"silence {args.id} has already ended")
+    am.expire(args.id)
+    out.write(f"expired silence {args.id}: notifications for the matching alerts resume\n")
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alertmanager", default=os.environ.get(URL_ENV, DEFAULT_URL),
+                        help=f"Alertmanager's URL (default: ${URL_ENV} or {DEFAULT_URL})")
+    sub = parser.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
+    lst = sub.add_parser("list", help="alerts firing now, acknowledged ones marked")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lst.set_defaults(func=_run(cmd_list))
+    ack = sub.add_parser("ack", help="acknowledge an alert: silence its notifications for a while",
+                         description="Creates a silence on ALERTNAME and the given labels. The alert keeps its "
+                                     "state and resolves by itself when its condition clears.")
+    ack.add_argument("alertname")
+    ack.add_argument("--label", "-l", action="append", default=[], metavar="NAME=VALUE",
+                     help="match only alerts with this label value (repeatable), e.g. target=main")
+    ack.add_argument("--for", dest="duration", default="2h", help="how long, e.g. 30m, 2h, 1d (default 2h)")
+    ack.add_argument("--comment", "-c", required=True, help="why (a ticket, who works on it)")
+    ack.add_argument("--author", default=_default_author(), help="who acknowledges (default: the login name)")
+    ack.set_defaults(func=_run(cmd_ack))
+    unack = sub.add_parser("unack", help="end an acknowledgement (expire its silence)")
+    unack.add_argument("id", help="the silence id printed by ack and list")
+    unack.set_defaults(func=_run(cmd_unack))
+    for p in (lst, ack, unack):  # also accepted after the subcommand
+        p.add_argument("--alertmanager", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _default_author() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "dbperf"
+
+
+def _run(command):
+    def run(args) -> int:
+        try:
+            return command(args)
+        except UsageError as exc:
+            print(f"dbperf alerts: {exc}", file=sys.stderr)
+            return 2
+        except AlertmanagerError as exc:
+            print(f"dbperf alerts: {exc}", file=sys.stderr)
+            return 1
+    return run
