@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 
 from conftest import Samples, promtool_check_metrics
 from exporter.instrument import Instrumentation, PrometheusMiddleware
-from test_instrument_support import ASGIServer, samples, value
+from test_instrument_support import ASGIServer, samples, settle, value
 
 SHOP_DB = "dbperf_shop"
 TOKEN = "s3cret-token-for-tests"
@@ -38,7 +38,7 @@ def shop(shop_dsn):
 
     inst = Instrumentation(server_timing=True)
     app = create_app(shop_dsn, inst, slowlog_token=TOKEN)
-    server = ASGIServer(app)
+    server = ASGIServer(app, inst)
     yield server, inst
     server.close()
     app.state.engine.dispose()
@@ -170,7 +170,7 @@ def _small_app(inst):
 
 def test_ten_thousand_raw_paths_stay_bounded():
     inst = Instrumentation()
-    server = ASGIServer(_small_app(inst))
+    server = ASGIServer(_small_app(inst), inst)
     try:
         paths = [f"/items/{i}" for i in range(10_000)] + [f"/random/{i}/x" for i in range(10_000)]
 
@@ -181,6 +181,7 @@ def test_ten_thousand_raw_paths_stay_bounded():
         with ThreadPoolExecutor(4) as pool:
             statuses = [c for part in pool.map(run, [paths[i::4] for i in range(4)]) for c in part]
         assert statuses.count(200) == 10_000 and statuses.count(404) == 10_000
+        settle(inst)
         text = generate_latest(inst.registry).decode()
         s = Samples(text)
         assert s.value("http_requests_total", handler="/items/{item_id}", method="GET", status="200") == 10_000
@@ -195,7 +196,7 @@ def test_ten_thousand_raw_paths_stay_bounded():
 
 def test_clock_stops_at_last_body_chunk_not_after_background_tasks():
     inst = Instrumentation()
-    server = ASGIServer(_small_app(inst))
+    server = ASGIServer(_small_app(inst), inst)
     try:
         started = time.perf_counter()
         assert server.get("/stream").text == "chunk 0\nchunk 1\nchunk 2\n"
@@ -220,3 +221,32 @@ def test_bad_configuration_is_one_clear_error():
         Instrumentation().slowlog_asgi_app("")
     with pytest.raises(TypeError, match="instrumentation=Instrumentation"):
         PrometheusMiddleware(object(), instrumentation=None)
+
+
+def test_mounted_routes_keep_the_mount_prefix_and_exclusions_are_configurable():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    async def user(request):
+        return PlainTextResponse(request.path_params["uid"])
+
+    async def status(request):
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Mount("/api", routes=[Route("/users/{uid}", user)]), Route("/status", status),
+                            Route("/metrics", status)])
+    inst = Instrumentation(excluded_paths=["/status"])
+    app.add_middleware(PrometheusMiddleware, instrumentation=inst)
+    server = ASGIServer(app, inst)
+    try:
+        for uid in ("1", "2", "3"):
+            assert server.get(f"/api/users/{uid}").text == uid
+        assert server.get("/status").status_code == 200
+        assert server.get("/metrics").status_code == 200  # no longer excluded
+    finally:
+        server.close()
+    s = samples(inst)
+    assert s.value("http_requests_total", handler="/api/users/{uid}", method="GET", status="200") == 3
+    assert s.value("http_requests_total", handler="/metrics", method="GET", status="200") == 1
+    assert not s.has("http_requests_total", handler="/status")

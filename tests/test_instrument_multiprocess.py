@@ -51,6 +51,11 @@ def test_gunicorn_three_workers_aggregate_exact_totals(tmp_path):
         for _ in range(3):
             assert httpx.get(url + "/nowhere", headers={"Connection": "close"}).status_code == 404
         assert len(pids) >= 2, f"all requests went to one worker: {pids}"
+        # The last request may be recorded a moment after its response was read: wait for it once.
+        def settled():
+            s = Samples(httpx.get(url + "/metrics", headers={"Connection": "close"}).text)
+            return sum(x.value for x in s.series("http_requests_in_progress")) == 0
+        wait_until(settled, timeout=10, interval=0.05, message="no request in progress")
         scrapes = [httpx.get(url + "/metrics", headers={"Connection": "close"}).text for _ in range(4)]
         for text in scrapes:  # whichever worker answers, the totals are the sum over all workers
             s = Samples(text)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import Samples, promtool_check_metrics, wait_until
 from exporter.instrument import Instrumentation
-from test_instrument_support import ASGIServer, samples, value
+from test_instrument_support import ASGIServer, samples, settle, value
 
 SHOP_DB = "dbperf_shop"
 
@@ -55,6 +55,7 @@ def test_sqlalchemy_pool_exhaustion_shows_timeout_and_full_pool(shop_dsn):
         waiter.join(10)
         holder.join(10)
         assert results == {"holder": 200, "waiter": 500}
+        settle(inst)
         s = samples(inst)
         assert s.value("db_client_connection_timeouts_total", pool="shop") == 1
         assert s.value("db_client_connection_pending_requests", pool="shop") == 0

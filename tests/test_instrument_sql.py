@@ -115,7 +115,7 @@ def test_sqlalchemy_async_engine_in_a_request_context(pg):
         return JSONResponse({"ok": True})
 
     app = Starlette(routes=[Route("/loop", loop), Route("/once/{n}", once)])
-    server = ASGIServer(PrometheusMiddleware(app, instrumentation=inst))
+    server = ASGIServer(PrometheusMiddleware(app, instrumentation=inst), inst)
     try:
         assert server.get("/loop").status_code == 200
         assert server.get("/once/pg_class").status_code == 200
@@ -132,3 +132,27 @@ def test_sqlalchemy_async_engine_in_a_request_context(pg):
     assert s.value("db_client_queries_per_request_sum", handler="/loop") == 6
     assert s.value("db_client_queries_per_request_sum", handler="/once/{n}") == 2
     assert s.value("http_requests_total", handler="/once/{n}", method="GET", status="200") == 2
+
+
+def test_sqlalchemy_driver_hooks_time_statements_and_errors(pg):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import ProgrammingError
+
+    from examples.shop_app.app import sqlalchemy_url
+
+    inst = Instrumentation()
+    engine = inst.instrument_sqlalchemy(create_engine(sqlalchemy_url(pg.dsn("postgres"))), pool="drv", hooks="driver")
+    try:
+        with engine.connect() as conn:
+            for i in range(3):
+                conn.execute(text("SELECT :i"), {"i": i}).all()
+            with pytest.raises(ProgrammingError):
+                conn.execute(text("SELECT * FROM no_such_relation"))
+    finally:
+        engine.dispose()
+    s = samples(inst)
+    assert s.value("db_client_operation_duration_seconds_count", pool="drv", db_namespace="postgres",
+                   fingerprint=inst.statement("SELECT %(i)s")[1]) == 3
+    assert s.value("db_client_operation_errors_total", pool="drv", error_type="UndefinedTable") == 1
+    with pytest.raises(ValueError, match="hooks must be 'events' or 'driver'"):
+        inst.instrument_sqlalchemy(create_engine(sqlalchemy_url(pg.dsn("postgres"))), pool="z", hooks="magic")

@@ -15,10 +15,25 @@ from prometheus_client import generate_latest
 from conftest import Samples
 
 
-class ASGIServer:
-    """uvicorn serving ``app`` on 127.0.0.1:<free port> in a thread."""
+def settle(inst, timeout: float = 10.0) -> None:
+    """Wait until no request is in progress. A client can read the last byte a moment before the
+    server records the request; the in-progress gauge goes up before any response and down when the
+    request is recorded, so zero means every answered request has been counted."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = sum(x.value for f in inst.http_in_progress.collect() for x in f.samples)
+        if busy == 0:
+            return
+        assert time.monotonic() < deadline, f"{busy} requests still in progress"
+        time.sleep(0.005)
 
-    def __init__(self, app):
+
+class ASGIServer:
+    """uvicorn serving ``app`` on 127.0.0.1:<free port> in a thread. With ``inst``, ``get`` returns
+    once the request has been recorded."""
+
+    def __init__(self, app, inst=None):
+        self.inst = inst
         import uvicorn
 
         # A free port, then uvicorn binds it itself (with a pre-bound socket handed over, responses
@@ -38,7 +53,10 @@ class ASGIServer:
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def get(self, path, **kw) -> httpx.Response:
-        return self.client.get(path, **kw)
+        response = self.client.get(path, **kw)
+        if self.inst is not None:
+            settle(self.inst)
+        return response
 
     def close(self):
         self.client.close()
@@ -56,9 +74,11 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class WSGIThreadServer:
-    """wsgiref (threaded) serving ``app`` on 127.0.0.1:<free port> in a thread."""
+    """wsgiref (threaded) serving ``app`` on 127.0.0.1:<free port> in a thread (``inst``: as for
+    ASGIServer)."""
 
-    def __init__(self, app):
+    def __init__(self, app, inst=None):
+        self.inst = inst
         self.httpd = make_server("127.0.0.1", 0, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -66,7 +86,10 @@ class WSGIThreadServer:
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def get(self, path, **kw) -> httpx.Response:
-        return self.client.get(path, **kw)
+        response = self.client.get(path, **kw)
+        if self.inst is not None:
+            settle(self.inst)
+        return response
 
     def close(self):
         self.client.close()

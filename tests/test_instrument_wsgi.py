@@ -20,7 +20,7 @@ def flask_server(pg):
 
     inst = Instrumentation(server_timing=True)
     app = create_app(pg.dsn("postgres"), inst, slowlog_token=TOKEN)
-    server = WSGIThreadServer(app)
+    server = WSGIThreadServer(app, inst)
     yield server, inst
     server.close()
 
@@ -79,7 +79,7 @@ def test_plain_wsgi_app_with_resolver():
         return "/user/{name}" if environ["PATH_INFO"].startswith("/user/") else None
 
     inst = Instrumentation()
-    server = WSGIThreadServer(WSGIMiddleware(app, inst, resolve=resolve))
+    server = WSGIThreadServer(WSGIMiddleware(app, inst, resolve=resolve), inst)
     try:
         for name in ("ann", "bob", "cy"):
             assert server.get(f"/user/{name}").text == f"user {name}"

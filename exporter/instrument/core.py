@@ -185,6 +185,7 @@ class Instrumentation:
         self._qpr = _Children(self.queries_per_request)
         self._dbpr = _Children(self.db_time_per_request)
         self._pool_collector = None
+        self.sqlalchemy_hooks: dict = {}  # pool name -> StatementHooks (for tests and benchmarks)
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -248,7 +249,8 @@ class Instrumentation:
     def record_statement(self, sql, duration: float, namespace: str, pool: str,
                          error: BaseException | None = None, rows: int | None = None) -> None:
         """Record one executed statement (called by the SQLAlchemy and psycopg hooks)."""
-        op, fp, text = self.statement(sql)
+        found = self.fingerprints._cache.get(sql) if type(sql) is str else None
+        op, fp, text = found if found is not None else self.statement(sql)
         self._db_duration(DB_SYSTEM, namespace, op, pool, fp).observe(duration)
         if error is not None:
             self.db_errors.labels(DB_SYSTEM, namespace, op, pool, fp, type(error).__name__).inc()
@@ -281,9 +283,10 @@ class Instrumentation:
 
     # -- convenience -----------------------------------------------------------------------------
 
-    def instrument_sqlalchemy(self, engine, pool: str | None = None, max_overflow: int | None = None):
+    def instrument_sqlalchemy(self, engine, pool: str | None = None, max_overflow: int | None = None,
+                              hooks: str = "events"):
         from .sqlalchemy import instrument_engine
-        return instrument_engine(self, engine, pool=pool, max_overflow=max_overflow)
+        return instrument_engine(self, engine, pool=pool, max_overflow=max_overflow, hooks=hooks)
 
     def instrument_psycopg(self, conn, pool: str = "default"):
         from .psycopg import instrument_connection

@@ -25,6 +25,19 @@ def _text(query, conn) -> str:
     return str(query)
 
 
+def _namespace(conn) -> str:
+    """The connection's database name, cached on the connection (libpq's PQdb costs a few µs)."""
+    try:
+        return conn._dbperf_namespace
+    except AttributeError:
+        name = conn.info.dbname
+        try:
+            conn._dbperf_namespace = name
+        except AttributeError:  # a connection class with __slots__
+            pass
+        return name
+
+
 def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type, type]:
     """(sync cursor class, async cursor class) recording into ``inst`` with ``pool`` as label."""
     key = (id(inst), pool)
@@ -45,9 +58,9 @@ def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type
             try:
                 result = super().execute(query, params, **kw)
             except Exception as exc:
-                record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool, error=exc)
+                record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool, error=exc)
                 raise
-            record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool,
+            record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool,
                    rows=rows_of(self))
             return result
 
@@ -56,9 +69,9 @@ def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type
             try:
                 result = super().executemany(query, params_seq, **kw)
             except Exception as exc:
-                record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool, error=exc)
+                record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool, error=exc)
                 raise
-            record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool)
+            record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool)
             return result
 
     class AsyncTimedCursor(psycopg.AsyncCursor):
@@ -67,9 +80,9 @@ def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type
             try:
                 result = await super().execute(query, params, **kw)
             except Exception as exc:
-                record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool, error=exc)
+                record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool, error=exc)
                 raise
-            record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool,
+            record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool,
                    rows=rows_of(self))
             return result
 
@@ -78,9 +91,9 @@ def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type
             try:
                 result = await super().executemany(query, params_seq, **kw)
             except Exception as exc:
-                record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool, error=exc)
+                record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool, error=exc)
                 raise
-            record(_text(query, self.connection), perf() - start, self.connection.info.dbname, pool)
+            record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool)
             return result
 
     _classes[key] = (inst, TimedCursor, AsyncTimedCursor)
