@@ -154,6 +154,7 @@ class Rendered:
 
     headers: dict[str, str] = field(default_factory=dict)
     bodies: dict[str, list[str]] = field(default_factory=dict)
+    tail: list[str] = field(default_factory=list)  # complete families rendered elsewhere, appended as is
 
     def add_families(self, families, const_labels: str = "") -> None:
         for family in families:
@@ -172,12 +173,18 @@ class Rendered:
             for body in other.bodies[name]:
                 self.add_text(name, header, body)
 
-    def text(self) -> str:
-        out = []
+    def chunks(self):
+        """The exposition text piece by piece (no copy of the whole), for streaming."""
         for name, header in self.headers.items():
-            out.append(header)
-            out.extend(self.bodies[name])
-        return "".join(out)
+            yield header
+            yield from self.bodies[name]
+        yield from self.tail
+
+    def text(self) -> str:
+        return "".join(self.chunks())
+
+    def encode(self) -> bytes:
+        return b"".join(chunk.encode() for chunk in self.chunks())
 
     def sample_count(self) -> int:
         return sum(body.count("\n") for bodies in self.bodies.values() for body in bodies)

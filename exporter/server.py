@@ -53,9 +53,15 @@ class Exporter:
         return self.config.scrape_timeout
 
     def probe(self, target: str, budget: float) -> bytes:
-        return self.scrapers[target].scrape(budget).text().encode()
+        return self.render_probe(target, budget).encode()
 
     def metrics(self, budget: float) -> bytes:
+        return self.render_metrics(budget).encode()
+
+    def render_probe(self, target: str, budget: float) -> Rendered:
+        return self.scrapers[target].scrape(budget)
+
+    def render_metrics(self, budget: float) -> Rendered:
         futures = [self._pool.submit(s.scrape, budget) for s in self.scrapers.values()]
         rendered = Rendered()
         for name, future in zip(self.scrapers, futures):
@@ -64,7 +70,8 @@ class Exporter:
             except Exception as exc:  # a scraper bug must not take /metrics down
                 LOG.error("target=%s scrape failed: %s", name, exc)
         rendered.add_families(self._own_metrics())
-        return rendered.text().encode() + generate_latest(self._process)
+        rendered.tail.append(generate_latest(self._process).decode())
+        return rendered
 
     def _own_metrics(self) -> list[Family]:
         build = Family("dbperf_build_info", "gauge", "dbperf version and Python version; always 1.",
@@ -111,6 +118,25 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _send_rendered(self, rendered: Rendered) -> None:
+        """Stream the exposition text chunk by chunk: no second copy of a large scrape in memory."""
+        length = sum(len(c) if c.isascii() else len(c.encode()) for c in rendered.chunks())
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        buffer, size = [], 0
+        for chunk in rendered.chunks():
+            buffer.append(chunk)
+            size += len(chunk)
+            if size >= 256 * 1024:
+                self.wfile.write("".join(buffer).encode())
+                buffer, size = [], 0
+        if buffer:
+            self.wfile.write("".join(buffer).encode())
+
     def do_HEAD(self):
         self.do_GET()
 
@@ -119,7 +145,7 @@ class Handler(BaseHTTPRequestHandler):
         budget = self.exporter.budget(self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
         try:
             if url.path == "/metrics":
-                self._send(200, self.exporter.metrics(budget), CONTENT_TYPE)
+                self._send_rendered(self.exporter.render_metrics(budget))
             elif url.path == "/probe":
                 names = parse_qs(url.query).get("target", [])
                 if len(names) != 1:
@@ -128,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
                     known = ", ".join(sorted(self.exporter.scrapers))
                     self._send(404, f"unknown target {names[0]!r} (configured: {known})\n".encode())
                 else:
-                    self._send(200, self.exporter.probe(names[0], budget), CONTENT_TYPE)
+                    self._send_rendered(self.exporter.render_probe(names[0], budget))
             elif url.path == "/healthz":
                 self._send(200, b"ok\n")
             elif url.path == "/readyz":

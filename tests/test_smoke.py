@@ -22,3 +22,32 @@ def test_probe_serves_one_target_without_host_metrics(pg, serve):
     assert not samples.has("host_cpus")
     status, body = served.get("/probe?target=nope")
     assert status == 404 and "unknown target 'nope'" in body and "main" in body
+
+
+def test_streamed_response_has_exact_length_with_non_ascii_labels(pg):
+    from conftest import Served
+    from exporter.collector import Collector
+    from exporter.metrics import Family
+    from exporter.registry import all_collectors
+    from exporter.server import Exporter
+
+    class Unicode(Collector):
+        def collect(self, conn, ctx, timeout):
+            (_, rows), = conn.query("SELECT 'café ✓ ' || repeat('x', 300000) AS q", timeout)
+            fam = Family("test_unicode_info", "gauge", "test", ("query",))
+            fam.add((rows[0][0],), 1)
+            return [fam]
+
+    served = Served(Exporter(make_config(pg), collectors=all_collectors() + (Unicode(name="unicode"),)))
+    try:
+        import urllib.request
+
+        with urllib.request.urlopen(served.url + "/probe?target=main", timeout=30) as response:
+            body = response.read()
+            assert int(response.headers["Content-Length"]) == len(body)
+        from conftest import Samples
+
+        sample = Samples(body.decode()).series("test_unicode_info")[0]
+        assert sample.labels["query"].startswith("café ✓ xxx") and len(sample.labels["query"]) == 300007
+    finally:
+        served.close()
