@@ -1,0 +1,1 @@
+"""Performance reports from Prometheus's HTTP API (``dbperf report``; docs/reports.md)."""
