@@ -1,4 +1,4 @@
-"""``dbperf serve | check-config | demo | version``."""
+"""``dbperf serve | check-config | demo | report | version``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     from exporter.alerts_cli import add_arguments as add_alerts_arguments
 
     add_alerts_arguments(sub.add_parser("alerts", help="firing alerts from Alertmanager: list, ack (silence), unack"))
+
+    from exporter.report.cli import add_arguments as add_report_arguments
+
+    add_report_arguments(sub.add_parser("report", help="performance report of a period from Prometheus "
+                                        "(markdown, html, json)"))
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"dbperf {__version__}") or 0)
