@@ -5,6 +5,7 @@ auth through a proxy, the webhook, and the HTML rendered by headless Chromium.""
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import subprocess
@@ -276,7 +277,8 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.received.append((self.path, self.headers.get("Authorization"), b""))
-        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+        basic = "Basic " + base64.b64encode(f"reporter:{TOKEN}".encode()).decode()
+        if self.headers.get("Authorization") not in (f"Bearer {TOKEN}", basic):
             self.send_response(401)
             self.end_headers()
             return
@@ -329,6 +331,19 @@ def test_bearer_token_through_a_proxy_never_printed(history, receiver, tmp_path)
     assert "refused the request (HTTP 401)" in denied.stderr
     for proc in (ok, denied):
         assert TOKEN not in proc.stdout + proc.stderr and "nope" not in proc.stderr
+
+
+def test_basic_auth_password_file(history, receiver, tmp_path):
+    url, received = receiver
+    password = tmp_path / "password"
+    password.write_text(TOKEN + "\n")
+    ok = report("--prometheus", url, "--period", PERIOD, "--basic-auth", f"reporter:{password}")
+    assert "## Summary" in ok.stdout and TOKEN not in ok.stdout + ok.stderr
+    assert received and all(auth.startswith("Basic ") for _, auth, _ in received)
+    denied = report("--prometheus", url, "--period", PERIOD, "--basic-auth", f"someone:{password}", check=False)
+    assert denied.returncode == 2 and "HTTP 401" in denied.stderr and TOKEN not in denied.stderr
+    malformed = report("--prometheus", url, "--period", PERIOD, "--basic-auth", "reporter", check=False)
+    assert malformed.returncode == 2 and malformed.stderr.strip() == "dbperf report: --basic-auth: expected USER:PASSWORD_FILE"
 
 
 def test_html_is_self_contained_and_renders_in_chromium(history, tmp_path):
