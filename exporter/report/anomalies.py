@@ -4,7 +4,7 @@ For each point ``x`` at time ``t`` of a series sampled every ``step``:
 
 * trailing baseline: the median ``m`` and the median absolute deviation ``MAD`` of the previous
   ``TRAILING_POINTS`` points; robust z = 0.6745 * (x - m) / max(MAD, MAD_FLOOR * |m|);
-* same-hour baseline: the points within one hour of ``t - k * 24h`` (k = 1 .. 7) that were
+* same-hour baseline: the points within max(step, 15 min) of ``t - k * 24h`` (k = 1 .. 7) that were
   fetched; the same robust z against them (skipped when fewer than 3 such points exist).
 
 A point is anomalous when both z-scores exceed ``Z_THRESHOLD`` (upward: every key series is one
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 Z_THRESHOLD = 6.0
 TRAILING_POINTS = 24
 MAD_FLOOR = 0.05
+SAME_HOUR_WINDOW = 900  # seconds either side of t - k days (at least one step)
 DAY = 86400
 
 
@@ -68,7 +69,8 @@ def detect(spec: SeriesSpec, points: list[tuple[float, float]], start: float, st
         z, median = robust_z(x, trailing)
         if z < Z_THRESHOLD or x < median * spec.min_factor or x - median < spec.min_delta:
             continue
-        same_hour = [v for u, v in points if any(abs(u - (t - k * DAY)) <= 3600 for k in range(1, 8))]
+        near = max(step, SAME_HOUR_WINDOW)
+        same_hour = [v for u, v in points if any(abs(u - (t - k * DAY)) <= near for k in range(1, 8))]
         z_day, day_median = (robust_z(x, same_hour) if len(same_hour) >= 3 else (None, None))
         if z_day is not None and (z_day < Z_THRESHOLD or x < day_median * spec.min_factor):
             continue
