@@ -244,9 +244,15 @@ def test_mounted_routes_keep_the_mount_prefix_and_exclusions_are_configurable():
             assert server.get(f"/api/users/{uid}").text == uid
         assert server.get("/status").status_code == 200
         assert server.get("/metrics").status_code == 200  # no longer excluded
+        for method in ("FROB", "XYZZY", "PURGE"):  # made-up methods share one label value
+            assert server.client.request(method, "/status").status_code in (200, 405)
+            assert server.client.request(method, "/api/users/9").status_code == 405
+        settle(inst)
     finally:
         server.close()
     s = samples(inst)
     assert s.value("http_requests_total", handler="/api/users/{uid}", method="GET", status="200") == 3
     assert s.value("http_requests_total", handler="/metrics", method="GET", status="200") == 1
     assert not s.has("http_requests_total", handler="/status")
+    assert s.value("http_requests_total", handler="/api/users/{uid}", method="_OTHER", status="405") == 3
+    assert {x.labels["method"] for x in s.series("http_requests_total")} == {"GET", "_OTHER"}

@@ -7,7 +7,6 @@ Depends on prometheus_client only; never on the dbperf daemon."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -29,6 +28,9 @@ ROW_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 POOL_WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 POOL_USE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
 DB_SYSTEM = "postgresql"
+# Clients choose the method: anything but the standard ones shares "_OTHER" (as in OpenTelemetry),
+# so a scanner sending made-up methods cannot create series.
+HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 
 
 def _with_threshold(buckets: tuple, threshold: float) -> tuple:
@@ -122,7 +124,6 @@ class Instrumentation:
         self.returned_rows = returned_rows
         self.fingerprints = Fingerprints(max_fingerprints)
         self.slowlog = SlowLog(slowlog_size)
-        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         reg = self.registry
         http_b = _with_threshold(http_buckets, self.slow_request_seconds)
         db_b = _with_threshold(db_buckets, self.slow_statement_seconds)
@@ -190,6 +191,8 @@ class Instrumentation:
     # -- requests --------------------------------------------------------------------------------
 
     def start_request(self, method: str, handler: str) -> tuple[RequestState, object]:
+        if method not in HTTP_METHODS:
+            method = "_OTHER"
         state = RequestState(method, time.perf_counter(), handler)
         self._in_progress(handler, method).inc()
         return state, _current.set(state)
