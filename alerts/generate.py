@@ -94,7 +94,8 @@ def postgres():
               f"max_over_time(dbperf_collector_success[${{collector_failing_window}}]) == 0\n{down_excl}",
               "${collector_failing_for}",
               "A dbperf collector keeps failing.",
-              "Collector {{ $labels.collector }} of target {{ $labels.target }} (database {{ $labels.datname }}) "
+              "Collector {{ $labels.collector }} of target {{ $labels.target }}{{ if $labels.datname }} (database "
+              "{{ $labels.datname }}){{ end }} "
               "has not succeeded for ${collector_failing_window}: its metrics are missing or stale; see dbperf's log.",
               "no success in ${collector_failing_window}, for ${collector_failing_for}, while pg_up == 1",
               "One timeout is normal under load; a collector that never succeeds for 15 minutes hides metrics (and alerts) silently."),
@@ -385,10 +386,10 @@ def application():
                 f"and dbperf:http_requests:{kind}_burn_rate${{slo_{speed}_short}} > ${{slo_{speed}_factor}}\n{traffic}")
 
     err_desc = ("Handler {{ $labels.handler }} of {{ $labels.job }} burns its error budget "
-                "({{ $labels.slo_objective }} of requests without a 5xx) {{ $value | humanize }}x too fast "
+                "(${slo_error_objective_pct} of requests without a 5xx) {{ $value | humanize }}x too fast "
                 "over ${slo_%s_long} and ${slo_%s_short}.")
     lat_desc = ("Handler {{ $labels.handler }} of {{ $labels.job }} burns its latency budget "
-                "({{ $labels.slo_objective }} of requests under ${slo_latency_threshold}s) {{ $value | humanize }}x too fast "
+                "(${slo_latency_objective_pct} of requests under ${slo_latency_threshold}s) {{ $value | humanize }}x too fast "
                 "over ${slo_%s_long} and ${slo_%s_short}.")
     alerts = [
         Alert("AppErrorBudgetBurn", "critical", burn("error", "critical", "page"), "${slo_page_for}",
@@ -718,6 +719,8 @@ def load_profile(name: str, path: Path = THRESHOLDS) -> dict:
     # derived values
     values["slo_error_budget"] = _num(round(1 - float(values["slo_error_objective"]), 10))
     values["slo_latency_budget"] = _num(round(1 - float(values["slo_latency_objective"]), 10))
+    for kind in ("error", "latency"):
+        values[f"slo_{kind}_objective_pct"] = _num(round(float(values[f"slo_{kind}_objective"]) * 100, 6)) + "%"
     le = float(values["slo_latency_threshold"])
     values["slo_latency_threshold_le"] = f"{le:.1f}" if le.is_integer() else repr(le)  # prometheus_client's le
     for key in list(values):
