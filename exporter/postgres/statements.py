@@ -128,16 +128,18 @@ def normalise_text(text: str, length: int) -> str:
     return " ".join(text.split())[:length]
 
 
-def _rank_value(rank_by: str, delta: list) -> float:
+def _rank_value(rank_by: str, row, before) -> float:
+    """The rank of a statement: its increase since ``before`` in the ``rank_by`` measure."""
     if rank_by == "calls":
-        return delta[CALLS]
+        return row[CALLS] - before[CALLS]
     if rank_by == "mean_time":
-        return delta[EXEC] / delta[CALLS] if delta[CALLS] > 0 else 0.0
+        calls = row[CALLS] - before[CALLS]
+        return (row[EXEC] - before[EXEC]) / calls if calls > 0 else 0.0
     if rank_by == "rows":
-        return delta[ROWS]
+        return row[ROWS] - before[ROWS]
     if rank_by == "io_time":
-        return delta[BLK_READ] + delta[BLK_WRITE]
-    return delta[EXEC] + delta[PLAN]  # total_time
+        return row[BLK_READ] - before[BLK_READ] + row[BLK_WRITE] - before[BLK_WRITE]
+    return row[EXEC] - before[EXEC] + row[PLAN] - before[PLAN]  # total_time
 
 
 @dataclass
@@ -273,14 +275,13 @@ class StatementsCollector(Collector):
         limit, sticky, rank_by = int(opts["limit"]), float(opts["sticky"]), opts["rank_by"]
         previous = state.previous or {}
         by_db: dict = {}
+        zero = [0] * len(rows[0]) if rows else []
         for row in rows:
             key = (row[0], row[1], row[2])
             before = previous.get(key)
             if before is None or before[CALLS] > row[CALLS]:
-                delta = row
-            else:
-                delta = [0] * CALLS + [a - b for a, b in zip(row[CALLS:], before[CALLS:])]
-            by_db.setdefault(row[0], []).append((_rank_value(rank_by, delta), key))
+                before = zero  # new, or reset since the last read: rank on what it has
+            by_db.setdefault(row[0], []).append((_rank_value(rank_by, row, before), key))
         chosen = set()
         for dbid, ranked in by_db.items():
             ranked.sort(key=lambda item: item[0], reverse=True)
@@ -306,17 +307,16 @@ class StatementsCollector(Collector):
         families = [Family(name, "counter", help_, LABELS) for name, _, _, help_ in counters]
         scale = {"ms": 0.001, "block": float(block_size), 1: 1}
         factors = [(col, scale[factor]) for _, col, factor, _ in counters]
-        other: dict = {}
-        shown = []
+        shown, rest = [], {}
         for row in rows:
             if (row[0], row[1], row[2]) in chosen:
                 shown.append(row)
             else:
-                sums = other.get(row[3])
-                if sums is None:
-                    sums = other[row[3]] = [0.0] * len(factors)
-                for i, (col, _) in enumerate(factors):
-                    sums[i] += row[col] or 0
+                rest.setdefault(row[3], []).append(row)
+        other = {}  # datname -> sums of the statements not shown, per counter
+        for datname, group in rest.items():
+            columns = list(zip(*group))
+            other[datname] = [sum(filter(None, columns[col])) for col, _ in factors]
         # column-wise (see exporter.metrics.Family.columns): labels rendered once per statement
         render = pairs_formatter(LABELS)
         pairs = [render((row[3], row[4], row[2])) for row in shown]
