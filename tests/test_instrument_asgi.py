@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 
 from conftest import Samples, promtool_check_metrics
 from exporter.instrument import Instrumentation, PrometheusMiddleware
-from test_instrument_support import ASGIServer, samples, settle, value
+from test_instrument_support import ASGIServer, samples, settle
 
 SHOP_DB = "dbperf_shop"
 TOKEN = "s3cret-token-for-tests"

@@ -4,7 +4,6 @@ under uvicorn, and psycopg_pool read with get_stats() (never reset)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import psycopg_pool

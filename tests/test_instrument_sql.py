@@ -7,6 +7,7 @@ import asyncio
 
 import psycopg
 import pytest
+from prometheus_client import generate_latest
 from psycopg import sql
 
 from conftest import promtool_check_metrics
@@ -66,7 +67,7 @@ def test_psycopg_connection_timing_errors_and_rows(pg):
     assert s.value("db_client_response_returned_rows_bucket", le="5.0", **rows) == 4  # + three 1-row selects
     assert s.value("db_client_response_returned_rows_bucket", le="10.0", **rows) == 5
     assert inst.fingerprints.text(inst.statement('SELECT "datname" FROM pg_database WHERE datname = \'x\'')[1])
-    assert promtool_check_metrics(__import__("prometheus_client").generate_latest(inst.registry).decode()) == ""
+    assert promtool_check_metrics(generate_latest(inst.registry).decode()) == ""
 
 
 def test_psycopg_async_connection(pg):
