@@ -74,3 +74,50 @@ def test_gunicorn_three_workers_aggregate_exact_totals(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def test_uvicorn_workers_aggregate_exact_totals(pg, tmp_path):
+    """The shop app (FastAPI + SQLAlchemy) under ``uvicorn --workers 2 --factory``."""
+    dbname = "dbperf_shop_workers"
+    if not pg.execute("SELECT 1 FROM pg_database WHERE datname = %s", params=(dbname,)):
+        pg.execute(f"CREATE DATABASE {dbname}")
+    port = _free_port()
+    multiproc = tmp_path / "prom"
+    multiproc.mkdir()
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(multiproc), PYTHONPATH=str(ROOT), SHOP_DSN=pg.dsn(dbname))
+    proc = subprocess.Popen(
+        [require_tool("uvicorn"), "--factory", "examples.shop_app.app:app_from_env", "--workers", "2",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up():
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                return httpx.get(url + "/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(up, timeout=60, message="uvicorn workers to serve")
+        time.sleep(1.5)
+        for i in range(40):
+            path = "/products" if i % 2 else f"/products/{i % 20 + 1}"
+            assert httpx.get(url + path, headers={"Connection": "close"}, timeout=10).status_code == 200
+
+        def settled():
+            s = Samples(httpx.get(url + "/metrics", headers={"Connection": "close"}).text)
+            return s if sum(x.value for x in s.series("http_requests_in_progress")) == 0 else None
+        wait_until(settled, timeout=10, interval=0.05, message="no request in progress")
+        for _ in range(3):
+            s = Samples(httpx.get(url + "/metrics", headers={"Connection": "close"}).text)
+            assert s.value("http_requests_total", handler="/products", method="GET", status="200") == 20
+            assert s.value("http_requests_total", handler="/products/{product_id}", method="GET", status="200") == 20
+            assert s.value("db_client_queries_per_request_sum", handler="/products") == 20
+        pids = {f.name.rsplit("_", 1)[-1] for f in multiproc.glob("counter_*.db")}
+        assert len(pids) == 2, pids  # both workers created metric files
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
