@@ -106,7 +106,7 @@ def test_sqlalchemy_async_engine_in_a_request_context(pg):
 
     async def loop(request):
         async with engine.connect() as conn:
-            for i in range(6):
+            for i in range(int(request.query_params.get("n", "6"))):
                 await conn.execute(text("SELECT :i + 1"), {"i": i})
         return JSONResponse({"ok": True})
 
@@ -119,6 +119,8 @@ def test_sqlalchemy_async_engine_in_a_request_context(pg):
     server = ASGIServer(PrometheusMiddleware(app, instrumentation=inst), inst)
     try:
         assert server.get("/loop").status_code == 200
+        assert server.get("/loop?n=4").status_code == 200  # below the threshold: clean
+        assert server.get("/loop?n=5").status_code == 200  # exactly the threshold: flagged
         assert server.get("/once/pg_class").status_code == 200
         assert server.get("/once/pg_proc").status_code == 200
     finally:
@@ -127,10 +129,12 @@ def test_sqlalchemy_async_engine_in_a_request_context(pg):
     s = samples(inst)
     loop_fp = inst.statement("SELECT %(i)s + 1")[1]
     assert s.value("db_client_operation_duration_seconds_count", pool="async-engine", fingerprint=loop_fp,
-                   db_namespace="postgres", db_operation="SELECT") == 6
-    assert s.value("db_client_n_plus_one_total", handler="/loop", fingerprint=loop_fp) == 1
+                   db_namespace="postgres", db_operation="SELECT") == 6 + 4 + 5
+    assert s.value("db_client_n_plus_one_total", handler="/loop", fingerprint=loop_fp) == 2
     assert not s.has("db_client_n_plus_one_total", handler="/once/{n}")
-    assert s.value("db_client_queries_per_request_sum", handler="/loop") == 6
+    assert s.value("db_client_queries_per_request_sum", handler="/loop") == 15
+    assert s.value("db_client_queries_per_request_bucket", handler="/loop", le="3.0") == 0
+    assert s.value("db_client_queries_per_request_bucket", handler="/loop", le="5.0") == 2
     assert s.value("db_client_queries_per_request_sum", handler="/once/{n}") == 2
     assert s.value("http_requests_total", handler="/once/{n}", method="GET", status="200") == 2
 
