@@ -340,7 +340,7 @@ def queries():
               "skip fast and rare statements where a 3x jump costs nothing."),
         Alert("PostgreSQLStatementsDeallocating", "warning",
               "increase(pg_stat_statements_dealloc_total[${dealloc_window}]) > 0", "${dealloc_for}",
-              "pg_stat_statements is evicting statements.",
+              "PostgreSQL evicts statements from pg_stat_statements.",
               "pg_stat_statements on {{ $labels.target }} deallocated entries {{ $value | humanize }} times in "
               "${dealloc_window}: statistics of rarely run statements are lost; raise pg_stat_statements.max.",
               "any deallocation in ${dealloc_window}",
@@ -786,6 +786,12 @@ def build(concern: str, values: dict) -> dict:
         })
     groups.append({"name": f"dbperf-{concern}", "rules": rules})
     return {"groups": groups}
+
+
+def build_all(profile: str) -> list[dict]:
+    """Every alerting rule of a profile."""
+    values = load_profile(profile)
+    return [r for c in CONCERNS for g in build(c, values)["groups"] for r in g["rules"] if "alert" in r]
 
 
 def render(concern: str, profile: str, values: dict) -> str:
