@@ -33,11 +33,12 @@ from exporter.collector import CLUSTER, Collector
 from exporter.config import Target
 from exporter.log import RateLimiter
 from exporter.metrics import Family, Rendered, const_label_prefix
+from exporter.postgres.connection import Backoff, Busy, ConnectError
 from exporter.secrets import describe_dsn, password_of, scrub
+from exporter.singleflight import SingleFlight
 
 LOG = logging.getLogger("dbperf.pgbouncer")
 
-MAX_BACKOFF = 8.0
 US = 1e-6  # PgBouncer reports times in microseconds
 
 # column -> (metric name, type, factor, help). factor None: the value is passed on unscaled.
@@ -141,14 +142,6 @@ CONFIG = {
 VERSION_INFO = ("pgbouncer_version_info", "PgBouncer's version; always 1.")
 
 
-class ConnectError(RuntimeError):
-    """PgBouncer cannot be reached now; the message is scrubbed of passwords."""
-
-
-class Busy(RuntimeError):
-    """The admin connection is still held by an earlier scrape."""
-
-
 def admin_conninfo(dsn: str, connect_timeout: float) -> str:
     """The DSN with ``dbname=pgbouncer`` when it names no database, and dbperf's session options."""
     extra = {"application_name": "dbperf", "connect_timeout": max(1, int(round(connect_timeout)))}
@@ -166,8 +159,7 @@ class AdminConnection:
         self.description = describe_dsn(self._conninfo)
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
-        self._backoff = 0.0
-        self._next_attempt = 0.0
+        self._backoff = Backoff()
         self.connects = 0
 
     def scrub(self, text: str) -> str:
@@ -178,17 +170,13 @@ class AdminConnection:
         return self._conn is not None and not self._conn.closed and not self._conn.broken
 
     def _connect(self) -> psycopg.Connection:
-        now = time.monotonic()
-        if now < self._next_attempt:
-            raise ConnectError(f"not retrying {self.description} for another "
-                               f"{self._next_attempt - now:.1f}s after a failed connect")
+        self._backoff.check(self.description)
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=None)
         except Exception as exc:
-            self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
-            self._next_attempt = time.monotonic() + self._backoff
+            self._backoff.failed()
             raise ConnectError(self.scrub(f"cannot connect to {self.description}: {exc}")) from None
-        self._backoff = 0.0
+        self._backoff.succeeded()
         self.connects += 1
         return conn
 
@@ -356,30 +344,13 @@ class PgBouncerScraper:
         self.last_success: float | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dbperf-{target.name}")
         self._worker: Future | None = None
-        self._flight_lock = threading.Lock()
-        self._inflight: Future | None = None
+        self._flight = SingleFlight()
         self._log_limit = RateLimiter(60.0)
 
     # -- public ----------------------------------------------------------------------------
     def scrape(self, budget: float) -> Rendered:
         """Collect within ``budget`` seconds; concurrent callers share one collection."""
-        with self._flight_lock:
-            future, owner = self._inflight, False
-            if future is None:
-                future = self._inflight = Future()
-                owner = True
-        if not owner:
-            return future.result(timeout=budget + 1.0)
-        try:
-            result = self._scrape(budget)
-            future.set_result(result)
-            return result
-        except BaseException as exc:  # never leave waiters hanging
-            future.set_exception(exc)
-            raise
-        finally:
-            with self._flight_lock:
-                self._inflight = None
+        return self._flight.run(lambda: self._scrape(budget), wait=budget + 1.0)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

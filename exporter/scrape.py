@@ -11,9 +11,8 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from exporter.collector import CLUSTER, DATABASE, Collector, Context, ServerInfo
@@ -21,6 +20,7 @@ from exporter.config import Target
 from exporter.log import RateLimiter
 from exporter.metrics import Family, Rendered, const_label_prefix
 from exporter.postgres.connection import Busy, Connection
+from exporter.singleflight import SingleFlight
 
 LOG = logging.getLogger("dbperf.scrape")
 
@@ -80,30 +80,13 @@ class TargetScraper:
         self.server: ServerInfo | None = None
         self._pool = ThreadPoolExecutor(max_workers=target.max_connections,
                                         thread_name_prefix=f"dbperf-{target.name}")
-        self._flight_lock = threading.Lock()
-        self._inflight: Future | None = None
+        self._flight = SingleFlight()
         self._log_limit = RateLimiter(60.0)
 
     # -- public ----------------------------------------------------------------------------
     def scrape(self, budget: float) -> Rendered:
         """Collect within ``budget`` seconds; concurrent callers share one collection."""
-        with self._flight_lock:
-            future, owner = self._inflight, False
-            if future is None:
-                future = self._inflight = Future()
-                owner = True
-        if not owner:
-            return future.result(timeout=budget + 1.0)
-        try:
-            result = self._scrape(budget)
-            future.set_result(result)
-            return result
-        except BaseException as exc:  # never leave waiters hanging
-            future.set_exception(exc)
-            raise
-        finally:
-            with self._flight_lock:
-                self._inflight = None
+        return self._flight.run(lambda: self._scrape(budget), wait=budget + 1.0)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

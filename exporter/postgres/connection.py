@@ -18,6 +18,29 @@ from exporter.secrets import describe_dsn, password_of, scrub
 MAX_BACKOFF = 8.0
 
 
+class Backoff:
+    """After a failed connect, no new attempt for 0.5 s, doubling up to ``MAX_BACKOFF``."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._delay = 0.0
+        self._next = 0.0
+
+    def check(self, description: str) -> None:
+        """Raise :class:`ConnectError` while the last failure's delay runs."""
+        now = self.clock()
+        if now < self._next:
+            raise ConnectError(f"not retrying {description} for another {self._next - now:.1f}s "
+                               "after a failed connect")
+
+    def failed(self) -> None:
+        self._delay = min(MAX_BACKOFF, max(0.5, self._delay * 2))
+        self._next = self.clock() + self._delay
+
+    def succeeded(self) -> None:
+        self._delay = 0.0
+
+
 class ConnectError(RuntimeError):
     """The database cannot be reached now; the message is scrubbed of passwords."""
 
@@ -46,26 +69,21 @@ class Connection:
         self._conn: psycopg.Connection | None = None
         self._timeout_ms: int | None = None
         self._lock = threading.Lock()
-        self._backoff = 0.0
-        self._next_attempt = 0.0
+        self._backoff = Backoff()
         self.connects = 0  # successful connects, for tests and self-metrics
         self.queries = 0   # statements sent, for the benchmark
 
     # -- connecting ------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection:
-        now = time.monotonic()
-        if now < self._next_attempt:
-            raise ConnectError(f"not retrying {self.description} for another "
-                               f"{self._next_attempt - now:.1f}s after a failed connect")
+        self._backoff.check(self.description)
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=None)
             conn.execute(f"SET jit = off; SET lock_timeout = {self.LOCK_TIMEOUT_MS}; "
                          "SET default_transaction_read_only = on")
         except Exception as exc:
-            self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
-            self._next_attempt = time.monotonic() + self._backoff
+            self._backoff.failed()
             raise ConnectError(self.scrub(f"cannot connect to {self.description}: {exc}")) from None
-        self._backoff = 0.0
+        self._backoff.succeeded()
         self._timeout_ms = None
         self.connects += 1
         return conn

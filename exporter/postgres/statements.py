@@ -243,7 +243,7 @@ class StatementsCollector(Collector):
         except Exception as exc:
             if "shared_preload_libraries" in str(exc):
                 raise StatementsUnavailable(
-                    f"pg_stat_statements is installed but not loaded; " + how_to_enable(dbname)) from None
+                    "pg_stat_statements is installed but not loaded; " + how_to_enable(dbname)) from None
             raise
         (_, settings), (_, rows) = results[0], results[1]
         track_planning, block_size = settings[0]

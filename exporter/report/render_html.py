@@ -109,7 +109,7 @@ def render_html(r: dict) -> str:
     s = sec["summary"]
     app = sec["application"]
     target = f", target <code>{_e(r['target'])}</code>" if r["target"] else ""
-    h = [f"<h1>Database performance report</h1>",
+    h = ["<h1>Database performance report</h1>",
          f'<p class="meta">{_e(p["start"])} to {_e(p["end"])}{_label(p)}{target} · Prometheus {_e(r["prometheus"]["url"])}</p>']
 
     cards = [("queries", num(s["queries"])), ("mean latency", dur(s["mean_latency_seconds"])),

@@ -60,7 +60,7 @@ def _label(r: dict) -> str:
 def render_markdown(r: dict) -> str:
     sec = r["sections"]
     target = f", target `{r['target']}`" if r["target"] else ""
-    out = [f"# Database performance report", "",
+    out = ["# Database performance report", "",
            f"Period: **{r['period']['start']} to {r['period']['end']}**{_label(r)}{target}  ",
            f"Prometheus: {r['prometheus']['url']} (version {r['prometheus']['version']})", "",
            "## Summary", ""] + summary_lines(r) + [""]
