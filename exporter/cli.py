@@ -87,9 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", help="YAML config file (default: $DBPERF_CONFIG)")
     check.set_defaults(func=cmd_check_config)
 
-    demo = sub.add_parser("demo", help="throwaway PostgreSQL + workload + dbperf, until Ctrl-C")
-    demo.add_argument("--listen", default="127.0.0.1:9847", help="HOST:PORT for dbperf (default 127.0.0.1:9847)")
-    demo.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
+    demo = sub.add_parser("demo", help="the stack without Docker: PostgreSQL, workload, example app, dbperf, Prometheus")
+    from exporter.demo import add_arguments as demo_arguments
+
+    demo_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 
     from exporter.advisor.cli import add_arguments as add_advise_arguments

@@ -1,26 +1,66 @@
-"""``dbperf demo``: a throwaway PostgreSQL with a shop workload, monitored by dbperf, until Ctrl-C.
+"""``dbperf demo``: the whole stack on one machine, without Docker, until Ctrl-C.
 
-Everything it starts is stopped and the cluster's directory removed when it ends, also on errors.
+A throwaway PostgreSQL with a shop workload and pipeline runs, the example application
+(examples/shop_app, FastAPI) with a load generator, PgBouncer in front of it, dbperf, and, where the
+``prometheus`` and ``prometheus-alertmanager`` binaries are installed, both of them with the shipped
+rules (alerts/rules) and a demo Alertmanager configuration whose receivers send nothing. Every
+part that is missing is skipped with one line saying why; every URL is printed.
+
+Everything it starts is stopped and its directories removed when it ends, also on errors.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import pwd
+import random
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import psycopg
+import yaml
 
 from exporter import log
 from exporter.config import ConfigError, parse, parse_listen
 
 LOG = logging.getLogger("dbperf.demo")
+ROOT = Path(__file__).resolve().parent.parent          # a checkout: examples/, alerts/, dashboards/
+RULES = ROOT / "alerts" / "rules"
+ALERTMANAGER_CONFIG = ROOT / "alerts" / "alertmanager.yml"
+PIPELINES = {  # name: (expected interval, chance of success, typical duration)
+    "orders_export": ("1m", 0.95, 1.0),
+    "daily_sales": ("2m", 1.0, 0.5),
+    "flaky_import": ("2m", 0.6, 1.5),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", default="127.0.0.1:9847", help="HOST:PORT for dbperf (default 127.0.0.1:9847)")
+    parser.add_argument("--duration", type=float, default=0,
+                        help="stop after this many seconds (default: run until Ctrl-C)")
+    parser.add_argument("--scrape-interval", default="5s",
+                        help="Prometheus scrape and rule evaluation interval (default 5s)")
+    parser.add_argument("--no-app", action="store_true", help="do not start the example application and its load")
+    parser.add_argument("--no-pgbouncer", action="store_true", help="do not put PgBouncer in front of the application")
+    parser.add_argument("--no-prometheus", action="store_true", help="start neither Prometheus nor Alertmanager")
 
 
 class _Interrupted(Exception):
+    pass
+
+
+class DemoError(Exception):
     pass
 
 
@@ -36,10 +76,281 @@ def _port_free(host: str, port: int) -> str | None:
     return None
 
 
+def _pick_port(preferred: int) -> int:
+    """``preferred`` on 127.0.0.1 when it is free (the tools' usual ports), else any free port."""
+    if _port_free("127.0.0.1", preferred) is None:
+        return preferred
+    from exporter.pgcluster import free_port
+
+    return free_port()
+
+
+def _seconds(text: str) -> float | None:
+    units = {"s": 1, "m": 60}
+    text = str(text).strip()
+    number, unit = (text[:-1], units.get(text[-1:])) if text[-1:] in units else (text, 1)
+    try:
+        return float(number) * unit
+    except ValueError:
+        return None
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+class Process:
+    """A child process with its log file, stopped with SIGTERM (then SIGKILL) and its group."""
+
+    def __init__(self, name: str, args: list[str], workdir: Path, *, env: dict | None = None,
+                 cwd: Path | None = None, user: pwd.struct_passwd | None = None):
+        self.name, self.args, self.workdir = name, args, workdir
+        self.logfile = workdir / f"{name}.log"
+        self.env, self.cwd, self.user = env, cwd or workdir, user
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Process":
+        user = self.user
+
+        def child():  # in the child, before exec: own process group; drop root where asked
+            os.setsid()
+            if user is not None:
+                os.setgid(user.pw_gid)
+                os.setuid(user.pw_uid)
+
+        with open(self.logfile, "ab") as logfile:
+            self.proc = subprocess.Popen(self.args, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         cwd=self.cwd, env=self.env, preexec_fn=child)
+        return self
+
+    def wait_ready(self, ready, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DemoError(f"{self.name} exited ({self.proc.returncode}): {self.tail()}")
+            if ready():
+                return
+            time.sleep(0.1)
+        raise DemoError(f"{self.name}: {what} not ready after {timeout:g}s: {self.tail()}")
+
+    def tail(self) -> str:
+        try:
+            lines = [line for line in self.logfile.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return "(no log)"
+        return " | ".join(lines[-3:])[-600:] or "(empty log)"
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# -- the parts --------------------------------------------------------------------------------
+def start_pgbouncer(workdir: Path, pg_port: int) -> tuple[Process, int]:
+    binary = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
+    if not binary:
+        raise DemoError("pgbouncer is not installed (apt-get install pgbouncer)")
+    root = workdir / "pgbouncer"
+    root.mkdir()
+    port = _pick_port(6432)
+    (root / "users.txt").write_text('"postgres" ""\n"dbperf_stats" ""\n')
+    (root / "pgbouncer.ini").write_text(f"""[databases]
+shopapp = host=127.0.0.1 port={pg_port} dbname=shopapp user=postgres
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {root}/users.txt
+admin_users = postgres
+stats_users = dbperf_stats
+pool_mode = session
+default_pool_size = 10
+max_client_conn = 100
+stats_period = 5
+""")
+    user = pwd.getpwnam("nobody") if os.geteuid() == 0 else None   # PgBouncer refuses to run as root
+    if user is not None:
+        for path in (root, *root.iterdir()):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    proc = Process("pgbouncer", [binary, str(root / "pgbouncer.ini")], root, user=user).start()
+    if user is not None:
+        os.chown(proc.logfile, user.pw_uid, user.pw_gid)
+    proc.wait_ready(lambda: _listening(port), 15, f"port {port}")
+    return proc, port
+
+
+def start_app(workdir: Path, dsn: str) -> tuple[Process, int]:
+    if not (ROOT / "examples" / "shop_app" / "app.py").exists():
+        raise DemoError(f"examples/shop_app not found under {ROOT} (run the demo from a checkout)")
+    for module in ("fastapi", "uvicorn", "sqlalchemy"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise DemoError(f"Python package {module} is missing (pip install -e '.[test]')") from None
+    port = _pick_port(8000)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = Process("shop-app", [sys.executable, "-m", "examples.shop_app", "--dsn", dsn, "--port", str(port)],
+                   workdir, env=env, cwd=ROOT).start()
+    proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "/healthz")
+    return proc, port
+
+
+class Load:
+    """Requests to the shop app from a few threads, paced, with the weights of examples/shop_app/load.py."""
+
+    def __init__(self, base: str, stop: threading.Event, threads: int = 2, pause: float = 0.1):
+        sys.path.insert(0, str(ROOT))
+        from examples.shop_app.load import PATHS, hit
+
+        self.paths, self.hit, self.base, self.stop, self.pause = PATHS, hit, base, stop, pause
+        self.threads = [threading.Thread(target=self._run, args=(random.Random(i),), name=f"demo-load-{i}",
+                                         daemon=True) for i in range(threads)]
+        self.requests = 0
+
+    def start(self) -> "Load":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def _run(self, rng: random.Random) -> None:
+        weights = [w for w, _ in self.paths]
+        while not self.stop.is_set():
+            path = rng.choices(self.paths, weights)[0][1]()
+            self.hit(self.base, path)
+            self.requests += 1
+            self.stop.wait(self.pause)
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(35)
+
+
+class PipelineRuns:
+    """Records runs of three pipelines into dbperf.pipeline_runs with ``record_run``, one every few seconds."""
+
+    def __init__(self, dsn: str, stop: threading.Event):
+        from exporter.pipelines.schema import SQL
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SQL)
+        self.dsn, self.stop = dsn, stop
+        self.thread = threading.Thread(target=self._run, name="demo-pipelines", daemon=True)
+
+    def start(self) -> "PipelineRuns":
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        from exporter.pipelines import record_run
+
+        rng = random.Random(7)
+        names = list(PIPELINES)
+        i = 0
+        while not self.stop.is_set():
+            name = names[i % len(names)]
+            i += 1
+            _, success, seconds = PIPELINES[name]
+            try:
+                with record_run(name, dsn=self.dsn, trigger="demo") as run:
+                    self.stop.wait(seconds * rng.uniform(0.5, 1.5))
+                    run.rows += rng.randint(100, 5000)
+                    if rng.random() > success:
+                        run.errors += 1
+                        raise RuntimeError(f"{name}: upstream file missing (demo failure)")
+            except RuntimeError:
+                pass
+            self.stop.wait(1.0)
+
+    def join(self) -> None:
+        self.thread.join(10)
+
+
+def demo_alertmanager_config() -> dict:
+    """alerts/alertmanager.yml with its routing and inhibition, but receivers that send nothing."""
+    shipped = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    config = {"route": shipped["route"], "receivers": [{"name": r["name"]} for r in shipped["receivers"]]}
+    for key in ("inhibit_rules", "time_intervals", "mute_time_intervals", "templates"):
+        if key in shipped and key != "templates":
+            config[key] = shipped[key]
+    return config
+
+
+def start_alertmanager(workdir: Path) -> tuple[Process, int]:
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if not binary:
+        raise DemoError("prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)")
+    if not ALERTMANAGER_CONFIG.exists():
+        raise DemoError(f"{ALERTMANAGER_CONFIG} not found (run the demo from a checkout)")
+    port = _pick_port(9093)
+    config = workdir / "alertmanager.yml"
+    config.write_text("# dbperf demo: alerts/alertmanager.yml's routes with receivers that send nothing\n"
+                      + yaml.safe_dump(demo_alertmanager_config(), sort_keys=False))
+    proc = Process("alertmanager", [binary, f"--config.file={config}", f"--storage.path={workdir / 'am-data'}",
+                                    f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                   workdir).start()
+    proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"), 30, "/-/ready")
+    return proc, port
+
+
+def prometheus_config(interval: str, dbperf: str, app: str | None, am: str | None, prom: str) -> dict:
+    scrape = [{"job_name": "dbperf", "static_configs": [{"targets": [dbperf]}]},
+              {"job_name": "prometheus", "static_configs": [{"targets": [prom]}]}]
+    if app:
+        scrape.append({"job_name": "shop-app", "static_configs": [{"targets": [app]}]})
+    if am:
+        scrape.append({"job_name": "alertmanager", "static_configs": [{"targets": [am]}]})
+    config = {"global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+              "scrape_configs": scrape}
+    if RULES.is_dir():
+        config["rule_files"] = [str(RULES / "*.yml")]
+    if am:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [am]}]}]}
+    return config
+
+
+def start_prometheus(workdir: Path, interval: str, dbperf: str, app: str | None, am: str | None
+                     ) -> tuple[Process, int]:
+    binary = shutil.which("prometheus")
+    if not binary:
+        raise DemoError("prometheus is not installed (apt-get install prometheus)")
+    port = _pick_port(9090)
+    config = workdir / "prometheus.yml"
+    config.write_text(yaml.safe_dump(prometheus_config(interval, dbperf, app, am, f"127.0.0.1:{port}"),
+                                     sort_keys=False))
+    proc = Process("prometheus", [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'prom-data'}",
+                                  f"--web.listen-address=127.0.0.1:{port}"], workdir).start()
+    proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"), 60, "/-/ready")
+    return proc, port
+
+
+# -- the demo ---------------------------------------------------------------------------------
 def run_demo(args) -> int:
     from exporter.pgcluster import Cluster, ClusterError
     from exporter.server import Exporter, make_server
@@ -50,6 +361,14 @@ def run_demo(args) -> int:
     duration = float(getattr(args, "duration", 0) or 0)
     if duration < 0:
         raise ConfigError("dbperf demo", "--duration", f"must be >= 0 seconds, got {duration:g}")
+    interval = getattr(args, "scrape_interval", "5s") or "5s"
+    seconds = _seconds(interval)
+    if seconds is None or seconds < 1 or seconds != int(seconds):
+        raise ConfigError("dbperf demo", "--scrape-interval", f"must be whole seconds, at least 1s, got {interval!r}")
+    interval = f"{int(seconds)}s"
+    with_app = not getattr(args, "no_app", False)
+    with_bouncer = with_app and not getattr(args, "no_pgbouncer", False)
+    with_prometheus = not getattr(args, "no_prometheus", False)
     reason = _port_free(host, port)
     if reason:
         print(f"dbperf demo: --listen {host}:{port}: cannot listen: {reason}", file=sys.stderr)
@@ -64,10 +383,25 @@ def run_demo(args) -> int:
             raise _Interrupted()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    cluster = workload = exporter = server = None
-    try:
+    cluster = workload = exporter = server = workdir = None
+    processes: list[Process] = []
+    threads: list = []
+    urls: list[tuple[str, str]] = []
+
+    def optional(what: str, start):
+        """Start an optional part; when it cannot start, say why in one line and go on without it."""
         try:
-            cluster = Cluster()
+            return start()
+        except DemoError as exc:
+            _say(f"dbperf demo: {what}: not started: {exc}")
+            return None
+
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix="dbperf-demo-"))
+        os.chmod(workdir, 0o755)
+        try:
+            cluster = Cluster(settings={"autovacuum_naptime": "5s", "autovacuum_vacuum_scale_factor": "0.02",
+                                        "autovacuum_analyze_scale_factor": "0.02"})
             _say(f"dbperf demo: starting a throwaway PostgreSQL in {cluster.root} (removed on exit)")
             cluster.init().start()
         except ClusterError as exc:
@@ -75,14 +409,34 @@ def run_demo(args) -> int:
             return 1
         with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE shop")
+            conn.execute("CREATE DATABASE shopapp")
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         with psycopg.connect(cluster.dsn("shop"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         setup_schema(cluster.dsn("shop"))
         workload = Workload(cluster.dsn("shop")).start()
+        pipeline_runs = PipelineRuns(cluster.dsn("shop"), stop).start()
+        threads.append(pipeline_runs)
 
-        config = parse({"listen": args.listen, "targets": [{"name": "demo", "dsn": cluster.dsn("postgres")}]},
-                       source="dbperf demo")
+        bouncer_port = None
+        if with_bouncer:
+            started = optional("pgbouncer", lambda: start_pgbouncer(workdir, cluster.port))
+            if started:
+                processes.append(started[0])
+                bouncer_port = started[1]
+
+        targets = [{"name": "demo", "dsn": cluster.dsn("postgres"),
+                    "statements": {"query_text": True, "slowest_query_info": True, "slow_threshold": 0.5},
+                    # livelier than the defaults, for a demo watched for minutes, not days
+                    "collectors": {"advisor": {"enabled": True, "ttl": "5m"}, "tables": {"ttl": "10s"},
+                                   "indexes": {"ttl": "10s"}, "table_sizes": {"ttl": "1m"},
+                                   "pipelines": {"ttl": "5s"}},
+                    "pipelines": {"sources": [{"type": "table", "database": "shop",
+                                               "expected_intervals": {k: v[0] for k, v in PIPELINES.items()}}]}}]
+        if bouncer_port:
+            targets.append({"name": "bouncer", "kind": "pgbouncer", "connect_timeout": "2s",
+                            "dsn": f"host=127.0.0.1 port={bouncer_port} dbname=pgbouncer user=dbperf_stats"})
+        config = parse({"listen": args.listen, "targets": targets}, source="dbperf demo")
         exporter = Exporter(config)
         try:
             server = make_server(exporter, host, port)
@@ -90,13 +444,49 @@ def run_demo(args) -> int:
             print(f"dbperf demo: --listen {host}:{port}: cannot listen: {exc.strerror or exc}", file=sys.stderr)
             return 1
         threading.Thread(target=server.serve_forever, name="dbperf-http", daemon=True).start()
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
+        dbperf_address = f"{shown}:{server.server_address[1]}"
+        base = f"http://{dbperf_address}"
+        urls += [("metrics", f"{base}/metrics"), ("probe", f"{base}/probe?target=demo")]
+        if bouncer_port:
+            urls.append(("probe", f"{base}/probe?target=bouncer"))
+
+        app_address = None
+        if with_app:
+            app_dsn = (f"host=127.0.0.1 port={bouncer_port} dbname=shopapp user=postgres" if bouncer_port
+                       else cluster.dsn("shopapp"))
+            started = optional("shop app", lambda: start_app(workdir, app_dsn))
+            if started:
+                processes.append(started[0])
+                app_address = f"127.0.0.1:{started[1]}"
+                threads.append(Load(f"http://{app_address}", stop).start())
+                urls += [("shop app", f"http://{app_address}/products  (its metrics: /metrics; load running)")]
+
+        if with_prometheus:
+            am_address = None
+            started = optional("alertmanager", lambda: start_alertmanager(workdir))
+            if started:
+                processes.append(started[0])
+                am_address = f"127.0.0.1:{started[1]}"
+            started = optional("prometheus", lambda: start_prometheus(workdir, interval, dbperf_address,
+                                                                       app_address, am_address))
+            if started:
+                processes.append(started[0])
+                rules = f"rules from {RULES.relative_to(ROOT)}" if RULES.is_dir() else "no rules found"
+                urls.append(("prometheus", f"http://127.0.0.1:{started[1]}  (scrapes every {interval}; {rules}; "
+                                           "alerts: /alerts)"))
+            if am_address:
+                urls.append(("alertmanager", f"http://{am_address}  (demo receivers: nothing is sent)"))
+        if bouncer_port:
+            urls.append(("pgbouncer", f'psql "host=127.0.0.1 port={bouncer_port} dbname=shopapp user=postgres"'))
+        urls.append(("psql", f"psql \"{cluster.dsn('shop')}\""))
         serving = True
 
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
-        base = f"http://{shown}:{server.server_address[1]}"
-        _say(f"dbperf demo: metrics  {base}/metrics")
-        _say(f"dbperf demo: probe    {base}/probe?target=demo")
-        _say(f"dbperf demo: psql     psql \"{cluster.dsn('shop')}\"")
+        width = max(len(name) for name, _ in urls)
+        for name, url in urls:
+            _say(f"dbperf demo: {name.ljust(width)}  {url}")
+        _say("dbperf demo: grafana not started: `docker-compose up` runs Grafana with the dashboards, "
+             "or import dashboards/json/*.json (docs/dashboards.md)")
         _say("dbperf demo: running " + (f"for {duration:g} s" if duration else "until Ctrl-C"))
 
         end = time.monotonic() + duration if duration else None
@@ -116,6 +506,14 @@ def run_demo(args) -> int:
         return 1
     finally:
         serving = True  # a second Ctrl-C during cleanup must not abort the cleanup
+        stop.set()
+        for proc in reversed(processes):     # Prometheus first: nothing scrapes what is stopping
+            if proc.name == "shop-app":
+                for thread in threads:       # the load stops before the application it calls
+                    _quietly(thread.join)
+            _quietly(proc.stop)
+        for thread in threads:
+            _quietly(thread.join)
         if server is not None:
             _quietly(server.shutdown)
             _quietly(server.server_close)
@@ -126,6 +524,8 @@ def run_demo(args) -> int:
         if cluster is not None:
             _quietly(cluster.cleanup)
             _say(f"dbperf demo: removed {cluster.root}")
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
