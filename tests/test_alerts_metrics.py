@@ -1,0 +1,139 @@
+"""Every metric a rule reads exists in a real exposition, with the type its functions need:
+dbperf against the test PostgreSQL (pg_stat_statements, a pipelines source, a replication slot) and
+a real PgBouncer, the application library's registry with an instrumented pool, and the real
+Prometheus and Alertmanager. A rule on a name nobody emits can never fire."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg_pool
+import pytest
+import requests
+from prometheus_client import generate_latest
+
+from conftest import Served, wait_until
+from exporter.config import parse
+from exporter.instrument import Instrumentation
+from exporter.pipelines.schema import SQL as PIPELINES_SQL
+from exporter.server import Exporter
+from test_alerts_support import RULES, Alertmanager, Prometheus, metric_names, range_function_args, rules
+from test_pgbouncer import Bouncer
+
+DB = "alerts_pipelines"
+SLOT = "dbperf_alerts_test"
+BUILTIN = {"up"}  # made by Prometheus for every scrape target
+RANGE_NEEDS = {"rate": "counter", "irate": "counter", "increase": "counter", "resets": "counter",
+               "deriv": "gauge", "predict_linear": "gauge", "delta": "gauge", "idelta": "gauge", "changes": None}
+
+
+def types_of(text: str) -> dict[str, str]:
+    """Series name -> 'counter' or 'gauge' from an exposition's TYPE lines (histogram and summary
+    series are counters, except quantiles)."""
+    out = {}
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
+        if kind == "counter":
+            out[name] = "counter"
+            out[name if name.endswith("_total") else name + "_total"] = "counter"
+        elif kind in ("histogram", "summary"):
+            for suffix in ("_bucket", "_sum", "_count"):
+                out[name + suffix] = "counter"
+            if kind == "summary":
+                out[name] = "gauge"
+        else:
+            out[name] = "gauge"
+    return out
+
+
+@pytest.fixture(scope="module")
+def exposition(pg):
+    texts = {}
+    # dbperf: a PostgreSQL target with a pipelines source and a replication slot, and a PgBouncer
+    pg.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    pg.execute(f"CREATE DATABASE {DB}")
+    pg.execute(PIPELINES_SQL, dbname=DB)
+    pg.execute("INSERT INTO dbperf.pipeline_runs (pipeline, run_id, status, started_at, finished_at) VALUES "
+               "('etl', '1', 'success', now() - interval '1 hour', now() - interval '50 minutes'), "
+               "('etl', '2', 'failed', now() - interval '20 minutes', now() - interval '10 minutes'), "
+               "('etl', '3', 'running', now() - interval '5 minutes', NULL)", dbname=DB)
+    pg.execute(f"CREATE TABLE IF NOT EXISTS alerts_t (id int); INSERT INTO alerts_t VALUES (1); DELETE FROM alerts_t",
+               dbname=DB)
+    if not pg.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", params=(SLOT,)):
+        pg.execute("SELECT pg_create_physical_replication_slot(%s, true)", params=(SLOT,))
+    bouncer = Bouncer(pg.dsn("postgres")).start()
+    config = parse({"listen": "127.0.0.1:0", "targets": [
+        {"name": "main", "dsn": pg.dsn("postgres"), "collectors": {"pipelines": {"ttl": 0}},
+         "pipelines": {"sources": [{"type": "table", "database": DB, "expected_intervals": {"etl": "1h"}}]}},
+        {"name": "bouncer", "kind": "pgbouncer", "dsn": bouncer.admin_dsn()}]}, source="test-config")
+    served = Served(Exporter(config))
+    try:
+        # statements need two scrapes for the workload histogram; pipelines need its database found
+        wait_until(lambda: "pipeline_last_run_status{" in served.get()[1] and "pg_statement_duration_seconds_bucket"
+                   in served.get()[1], timeout=30, message="pipelines and statements series")
+        texts["dbperf"] = served.get()[1]
+    finally:
+        served.close()
+        bouncer.cleanup()
+        pg.execute("SELECT pg_drop_replication_slot(%s)", params=(SLOT,))
+    # the application library, with an instrumented pool
+    inst = Instrumentation()
+    pool = psycopg_pool.ConnectionPool(pg.dsn("postgres"), min_size=1, max_size=2, open=True, name="main")
+    try:
+        inst.instrument_psycopg_pool(pool)
+        texts["app"] = generate_latest(inst.registry).decode()
+    finally:
+        pool.close()
+    # the real Prometheus (rules loaded, sending to an Alertmanager) and Alertmanager
+    am = Alertmanager({"route": {"receiver": "hook"},
+                       "receivers": [{"name": "hook", "webhook_configs": [{"url": "http://127.0.0.1:9/"}]}]})
+    prom = Prometheus([], [str(p) for p in sorted(RULES.glob("*.yml"))], am.url)
+    try:
+        wait_until(lambda: "prometheus_notifications_errors_total{" in requests.get(prom.url + "/metrics", timeout=5).text,
+                   timeout=30, message="Prometheus discovering the Alertmanager")
+        texts["prometheus"] = requests.get(prom.url + "/metrics", timeout=5).text
+        texts["alertmanager"] = requests.get(am.url + "/metrics", timeout=5).text
+    finally:
+        prom.stop()
+        am.stop()
+    return texts
+
+
+def test_every_metric_in_the_rules_is_emitted(exposition):
+    emitted = {}
+    for text in exposition.values():
+        emitted.update(types_of(text))
+    recorded = {r["record"] for r in rules() if "record" in r}
+    missing = []
+    for rule in rules():
+        for name in metric_names(rule["expr"]) - recorded - BUILTIN:
+            if name not in emitted:
+                missing.append(f"{rule.get('alert') or rule.get('record')}: {name}")
+    assert not missing, "rules read metrics nobody emits:\n" + "\n".join(sorted(set(missing)))
+
+
+def test_range_functions_match_metric_types(exposition):
+    emitted = {}
+    for text in exposition.values():
+        emitted.update(types_of(text))
+    wrong = []
+    for rule in rules():
+        for function, name in range_function_args(rule["expr"]):
+            need = RANGE_NEEDS[function]
+            if name.startswith("dbperf:") or need is None:
+                continue
+            if emitted.get(name) != need:
+                wrong.append(f"{rule.get('alert') or rule.get('record')}: {function}() on {name} ({emitted.get(name)})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_name_extraction_sees_what_promql_reads():
+    """The checks above are only as good as the parser: it must find names, not labels or functions."""
+    expr = ('sum by (job, datname) (rate(pg_stat_database_xact_rollback_total{status=~"5..",le="0.5"}[5m] offset 1w))\n'
+            '/ on (job) group_left (x) dbperf:rec:rate5m > 0.1 and up{job=~"dbperf.*"} == 0 '
+            'unless time() - last_autovacuum_timestamp_seconds < 86400')
+    assert metric_names(expr) == {"pg_stat_database_xact_rollback_total", "dbperf:rec:rate5m", "up",
+                                  "last_autovacuum_timestamp_seconds"}
+    assert range_function_args(expr) == [("rate", "pg_stat_database_xact_rollback_total")]
+    assert types_of("# TYPE a counter\n# TYPE b_total counter\n# TYPE h histogram\n# TYPE g gauge\n") == {
+        "a": "counter", "a_total": "counter", "b_total": "counter", "h_bucket": "counter", "h_sum": "counter",
+        "h_count": "counter", "g": "gauge"}
