@@ -185,7 +185,7 @@ class Webhook:
         self.server.server_close()
 
 
-def test_alertmanager_config(receiver_url: str, group_wait="1s", group_interval="2s", repeat_interval="4s") -> dict:
+def alertmanager_test_config(receiver_url: str, group_wait="1s", group_interval="2s", repeat_interval="4s") -> dict:
     """alerts/alertmanager.yml with the same routes and inhibitions, every receiver a webhook to
     ``receiver_url/<receiver>``, and second-scale timers."""
     config = yaml.safe_load((ALERTS / "alertmanager.yml").read_text())
