@@ -139,14 +139,15 @@ def test_sqlalchemy_async_engine_in_a_request_context(pg):
     assert s.value("http_requests_total", handler="/once/{n}", method="GET", status="200") == 2
 
 
-def test_sqlalchemy_driver_hooks_time_statements_and_errors(pg):
+@pytest.mark.parametrize("hooks", ["driver", "events", "auto"])
+def test_sqlalchemy_hooks_time_statements_and_errors(pg, hooks):
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import ProgrammingError
 
     from examples.shop_app.app import sqlalchemy_url
 
     inst = Instrumentation()
-    engine = inst.instrument_sqlalchemy(create_engine(sqlalchemy_url(pg.dsn("postgres"))), pool="drv", hooks="driver")
+    engine = inst.instrument_sqlalchemy(create_engine(sqlalchemy_url(pg.dsn("postgres"))), pool="drv", hooks=hooks)
     try:
         with engine.connect() as conn:
             for i in range(3):

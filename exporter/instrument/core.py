@@ -287,7 +287,7 @@ class Instrumentation:
     # -- convenience -----------------------------------------------------------------------------
 
     def instrument_sqlalchemy(self, engine, pool: str | None = None, max_overflow: int | None = None,
-                              hooks: str = "events"):
+                              hooks: str = "auto"):
         from .sqlalchemy import instrument_engine
         return instrument_engine(self, engine, pool=pool, max_overflow=max_overflow, hooks=hooks)
 

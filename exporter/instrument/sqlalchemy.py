@@ -50,14 +50,15 @@ class StatementHooks:
 
 
 def instrument_engine(inst: Instrumentation, engine, pool: str | None = None, max_overflow: int | None = None,
-                      hooks: str = "events"):
+                      hooks: str = "auto"):
     """Instrument ``engine`` (sync or async). ``pool`` names it in the ``pool`` label (default: the
     URL's host/port/database); ``max_overflow`` is read from the pool when not given.
 
-    ``hooks="events"`` (default) times statements with SQLAlchemy's cursor events, for any
-    PostgreSQL driver. ``hooks="driver"`` (psycopg 3 engines only) gives each new DB-API connection
-    the timed psycopg cursor instead: the same metrics without SQLAlchemy's per-statement event
-    dispatch, which costs about as much as the timing itself. Returns the engine."""
+    ``hooks="events"`` times statements with SQLAlchemy's cursor events, for any PostgreSQL
+    driver. ``hooks="driver"`` (psycopg 3 engines only) gives each new DB-API connection the timed
+    psycopg cursor instead: the same metrics without SQLAlchemy's per-statement event dispatch,
+    which costs about as much as the timing itself. ``hooks="auto"`` (default) takes ``driver`` for
+    psycopg 3 engines and ``events`` for the others. Returns the engine."""
     from sqlalchemy import event
 
     sync_engine = getattr(engine, "sync_engine", engine)
@@ -67,6 +68,8 @@ def instrument_engine(inst: Instrumentation, engine, pool: str | None = None, ma
     if sync_engine.dialect.name != "postgresql":
         raise ValueError(f"exporter.instrument supports PostgreSQL engines only, got {sync_engine.dialect.name!r}")
 
+    if hooks == "auto":
+        hooks = "driver" if sync_engine.dialect.driver == "psycopg" else "events"
     if hooks == "events":
         listeners = StatementHooks(inst, namespace, name)
         inst.sqlalchemy_hooks[name] = listeners
