@@ -131,9 +131,19 @@ class Process:
                                          cwd=self.cwd, env=self.env, preexec_fn=child)
         return self
 
-    def wait_ready(self, ready, timeout: float, what: str) -> None:
+    def wait_ready(self, ready, timeout: float, what: str, stop: threading.Event | None = None) -> None:
+        """Returns once ``ready()``; otherwise stops the process and raises DemoError."""
+        try:
+            self._wait_ready(ready, timeout, what, stop)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, ready, timeout: float, what: str, stop: threading.Event | None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                raise DemoError("stopped while starting")
             if self.proc.poll() is not None:
                 raise DemoError(f"{self.name} exited ({self.proc.returncode}): {self.tail()}")
             if ready():
@@ -206,7 +216,7 @@ stats_period = 5
     return proc, port
 
 
-def start_app(workdir: Path, dsn: str) -> tuple[Process, int]:
+def start_app(workdir: Path, dsn: str, stop: threading.Event) -> tuple[Process, int]:
     if not (ROOT / "examples" / "shop_app" / "app.py").exists():
         raise DemoError(f"examples/shop_app not found under {ROOT} (run the demo from a checkout)")
     for module in ("fastapi", "uvicorn", "sqlalchemy"):
@@ -218,7 +228,7 @@ def start_app(workdir: Path, dsn: str) -> tuple[Process, int]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = Process("shop-app", [sys.executable, "-m", "examples.shop_app", "--dsn", dsn, "--port", str(port)],
                    workdir, env=env, cwd=ROOT).start()
-    proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "/healthz")
+    proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "/healthz", stop)
     return proc, port
 
 
@@ -302,7 +312,7 @@ def demo_alertmanager_config() -> dict:
     return config
 
 
-def start_alertmanager(workdir: Path) -> tuple[Process, int]:
+def start_alertmanager(workdir: Path, stop: threading.Event) -> tuple[Process, int]:
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     if not binary:
         raise DemoError("prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)")
@@ -315,7 +325,7 @@ def start_alertmanager(workdir: Path) -> tuple[Process, int]:
     proc = Process("alertmanager", [binary, f"--config.file={config}", f"--storage.path={workdir / 'am-data'}",
                                     f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
                    workdir).start()
-    proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"), 30, "/-/ready")
+    proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"), 30, "/-/ready", stop)
     return proc, port
 
 
@@ -335,8 +345,8 @@ def prometheus_config(interval: str, dbperf: str, app: str | None, am: str | Non
     return config
 
 
-def start_prometheus(workdir: Path, interval: str, dbperf: str, app: str | None, am: str | None
-                     ) -> tuple[Process, int]:
+def start_prometheus(workdir: Path, interval: str, dbperf: str, app: str | None, am: str | None,
+                     stop: threading.Event) -> tuple[Process, int]:
     binary = shutil.which("prometheus")
     if not binary:
         raise DemoError("prometheus is not installed (apt-get install prometheus)")
@@ -346,7 +356,7 @@ def start_prometheus(workdir: Path, interval: str, dbperf: str, app: str | None,
                                      sort_keys=False))
     proc = Process("prometheus", [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'prom-data'}",
                                   f"--web.listen-address=127.0.0.1:{port}"], workdir).start()
-    proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"), 60, "/-/ready")
+    proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"), 60, "/-/ready", stop)
     return proc, port
 
 
@@ -386,14 +396,19 @@ def run_demo(args) -> int:
     cluster = workload = exporter = server = workdir = None
     processes: list[Process] = []
     threads: list = []
-    urls: list[tuple[str, str]] = []
+
+    def say(name: str, url: str) -> None:
+        _say(f"dbperf demo: {name.ljust(12)} {url}")
 
     def optional(what: str, start):
         """Start an optional part; when it cannot start, say why in one line and go on without it."""
+        if stop.is_set():
+            return None
         try:
             return start()
         except DemoError as exc:
-            _say(f"dbperf demo: {what}: not started: {exc}")
+            if not stop.is_set():
+                _say(f"dbperf demo: {what}: not started: {exc}")
             return None
 
     try:
@@ -404,6 +419,7 @@ def run_demo(args) -> int:
                                         "autovacuum_analyze_scale_factor": "0.02"})
             _say(f"dbperf demo: starting a throwaway PostgreSQL in {cluster.root} (removed on exit)")
             cluster.init().start()
+            _say(f"dbperf demo: logs and data of the other parts in {workdir} (removed on exit)")
         except ClusterError as exc:
             print(f"dbperf demo: cannot start PostgreSQL: {exc}", file=sys.stderr)
             return 1
@@ -447,46 +463,44 @@ def run_demo(args) -> int:
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
         dbperf_address = f"{shown}:{server.server_address[1]}"
         base = f"http://{dbperf_address}"
-        urls += [("metrics", f"{base}/metrics"), ("probe", f"{base}/probe?target=demo")]
+        # from here on Ctrl-C stops the demo cleanly: parts not started yet are skipped
+        serving = True
+        say("metrics", f"{base}/metrics")
+        say("probe", f"{base}/probe?target=demo")
         if bouncer_port:
-            urls.append(("probe", f"{base}/probe?target=bouncer"))
+            say("probe", f"{base}/probe?target=bouncer")
+        say("psql", f"psql \"{cluster.dsn('shop')}\"")
+        if bouncer_port:
+            say("pgbouncer", f'psql "host=127.0.0.1 port={bouncer_port} dbname=shopapp user=postgres"')
 
         app_address = None
         if with_app:
             app_dsn = (f"host=127.0.0.1 port={bouncer_port} dbname=shopapp user=postgres" if bouncer_port
                        else cluster.dsn("shopapp"))
-            started = optional("shop app", lambda: start_app(workdir, app_dsn))
+            started = optional("shop app", lambda: start_app(workdir, app_dsn, stop))
             if started:
                 processes.append(started[0])
                 app_address = f"127.0.0.1:{started[1]}"
                 threads.append(Load(f"http://{app_address}", stop).start())
-                urls += [("shop app", f"http://{app_address}/products  (its metrics: /metrics; load running)")]
+                say("shop app", f"http://{app_address}/products  (its metrics: /metrics; load running)")
 
         if with_prometheus:
             am_address = None
-            started = optional("alertmanager", lambda: start_alertmanager(workdir))
+            started = optional("alertmanager", lambda: start_alertmanager(workdir, stop))
             if started:
                 processes.append(started[0])
                 am_address = f"127.0.0.1:{started[1]}"
             started = optional("prometheus", lambda: start_prometheus(workdir, interval, dbperf_address,
-                                                                       app_address, am_address))
+                                                                       app_address, am_address, stop))
             if started:
                 processes.append(started[0])
                 rules = f"rules from {RULES.relative_to(ROOT)}" if RULES.is_dir() else "no rules found"
-                urls.append(("prometheus", f"http://127.0.0.1:{started[1]}  (scrapes every {interval}; {rules}; "
-                                           "alerts: /alerts)"))
+                say("prometheus", f"http://127.0.0.1:{started[1]}  (scrapes every {interval}; {rules}; alerts: /alerts)")
             if am_address:
-                urls.append(("alertmanager", f"http://{am_address}  (demo receivers: nothing is sent)"))
-        if bouncer_port:
-            urls.append(("pgbouncer", f'psql "host=127.0.0.1 port={bouncer_port} dbname=shopapp user=postgres"'))
-        urls.append(("psql", f"psql \"{cluster.dsn('shop')}\""))
-        serving = True
-
-        width = max(len(name) for name, _ in urls)
-        for name, url in urls:
-            _say(f"dbperf demo: {name.ljust(width)}  {url}")
-        _say("dbperf demo: grafana not started: `docker-compose up` runs Grafana with the dashboards, "
-             "or import dashboards/json/*.json (docs/dashboards.md)")
+                say("alertmanager", f"http://{am_address}  (demo receivers: nothing is sent)")
+        if not stop.is_set():
+            _say("dbperf demo: grafana not started: `docker-compose up` runs Grafana with the dashboards, "
+                 "or import dashboards/json/*.json (docs/dashboards.md)")
         _say("dbperf demo: running " + (f"for {duration:g} s" if duration else "until Ctrl-C"))
 
         end = time.monotonic() + duration if duration else None
@@ -526,6 +540,7 @@ def run_demo(args) -> int:
             _say(f"dbperf demo: removed {cluster.root}")
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
+            _say(f"dbperf demo: removed {workdir}")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
