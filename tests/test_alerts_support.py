@@ -123,7 +123,7 @@ class Alertmanager(Proc):
 
 class Prometheus(Proc):
     def __init__(self, scrape_configs: list[dict], rule_files: list[str], alertmanager_url: str | None = None,
-                 workdir: Path | None = None, interval: str = "1s"):
+                 workdir: Path | None = None, interval: str = "1s", extra_args: tuple = ()):
         workdir = workdir or Path(tempfile.mkdtemp(prefix="dbperf-prom-"))
         config = {"global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
                   "rule_files": rule_files, "scrape_configs": scrape_configs}
@@ -134,8 +134,8 @@ class Prometheus(Proc):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__([require_tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-                          f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
-                         workdir, self.url + "/-/ready", "prometheus")
+                          f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+                          *extra_args], workdir, self.url + "/-/ready", "prometheus")
 
     def query(self, expr: str) -> list:
         data = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=5).json()
