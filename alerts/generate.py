@@ -494,7 +494,7 @@ def pipelines():
         Alert("PipelineStale", "critical", stale % "${pipeline_stale_critical_factor}", "${pipeline_stale_for}",
               "A pipeline has not succeeded within its expected interval.",
               stale_desc % "${pipeline_stale_critical_factor}",
-              "${pipeline_stale_critical_factor}x"),
+              "no success for ${pipeline_stale_critical_factor}x expected_intervals"),
         Alert("PipelineRunSlow", "warning",
               "pipeline_last_run_duration_seconds\n"
               "> ${pipeline_slow_factor} * dbperf:pipeline_run_duration_seconds:mean${pipeline_slow_window}\n"
@@ -815,7 +815,12 @@ def alert_table() -> str:
     lines = ["| alert | severity | production | development | test | why |", "|---|---|---|---|---|---|"]
     for concern in CONCERNS:
         for a in DEFINITIONS[concern]()[1]:
-            cells = [substitute(a.threshold, profiles[p]) for p in profiles]
+            cells = []
+            for p in profiles:
+                text, for_ = substitute(a.threshold, profiles[p]), substitute(a.for_, profiles[p])
+                if " for " not in f" {text} " and for_ != "0s":
+                    text += f", for {for_}"
+                cells.append(text)
             cells = [c.replace("|", "\\|") for c in cells]
             if cells[1] == cells[0]:
                 cells[1] = "same"
