@@ -135,3 +135,27 @@ def test_demo_stops_cleanly_on_ctrl_c():
         if proc.poll() is None:
             proc.kill()
             proc.wait(15)
+
+
+def test_demo_bad_scrape_interval_is_one_clear_line():
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{free_port()}",
+                           "--scrape-interval", "0.5s"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "--scrape-interval" in proc.stderr, proc.stderr
+    assert time.monotonic() - started < 10  # fails before starting PostgreSQL
+
+
+def test_demo_without_app_and_prometheus_is_the_minimal_demo():
+    """--no-app --no-prometheus: PostgreSQL, workload, pipelines and dbperf only, started quickly."""
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}",
+                           "--no-app", "--no-prometheus", "--duration", "3"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"http://127.0.0.1:{port}/metrics" in proc.stdout
+    for absent in ("shop app", "prometheus ", "alertmanager", "pgbouncer"):
+        assert f"dbperf demo: {absent}" not in proc.stdout, proc.stdout
+    assert ": not started:" not in proc.stdout, proc.stdout
+    removed = re.findall(r"^dbperf demo: removed (\S+)$", proc.stdout, re.M)
+    assert len(removed) == 2 and not any(Path(p).exists() for p in removed), proc.stdout
