@@ -124,6 +124,10 @@ def test_idle_in_transaction_acknowledged_then_resolved(stack):
         wait_until(lambda: any(a["status"]["silencedBy"] == [silence_id] for a in am.alerts()
                                if a["labels"]["alertname"] == "PostgreSQLIdleInTransaction"), timeout=10,
                    message="the alert silenced")
+        # a flush already under way when the silence was created may still deliver: count from the
+        # next heartbeat on
+        beats = len(hook.notifications("Watchdog"))
+        wait_until(lambda: len(hook.notifications("Watchdog")) > beats, timeout=20, message="a heartbeat")
         acked_at = len(hook.notifications("PostgreSQLIdleInTransaction"))
         beats = len(hook.notifications("Watchdog"))
         # three more heartbeats (each repeat interval) and no new notification of the acknowledged alert
