@@ -61,6 +61,19 @@ def pg_variables(datname: bool = True) -> list:
     return out
 
 
+def series_link() -> dict:
+    """A data link from a per-server series to the server dashboard."""
+    return {"title": "Open the PostgreSQL server dashboard",
+            "url": "/d/dbperf-postgres/dbperf-postgresql-server?${__url_time_range}&var-datasource=${datasource}"
+                   "&var-job=${__field.labels.job}&var-instance=${__field.labels.instance}"
+                   "&var-target=${__field.labels.target}", "targetBlank": False}
+
+
+def linked(panel: dict) -> dict:
+    panel["fieldConfig"]["defaults"]["links"] = [series_link()]
+    return panel
+
+
 def server_link(text_field: str = "target") -> dict:
     return {"title": "Open the PostgreSQL server dashboard",
             "url": "/d/dbperf-postgres/dbperf-postgresql-server?${__url_time_range}&var-datasource=${datasource}"
@@ -112,14 +125,14 @@ def overview() -> dict:
               cell_colors={"Up": "color-background", "Connections used": "color-background",
                            "Firing alerts": "color-background"},
               mappings={"Up": UP_MAP}),
-        timeseries("Connections used per server", "Client connections as a fraction of the connections "
+        linked(timeseries("Connections used per server", "Client connections as a fraction of the connections "
                    "available to ordinary roles; dashed lines at the alert thresholds.",
                    [target(f"dbperf:pg_connections:use_ratio{{{PG}}}", "{{target}}")], "percentunit",
-                   max_=1, thresholds=[T["connections_warning"], T["connections_critical"]]),
-        timeseries("Workload p95 latency per server", "95th percentile of statement execution time per "
+                   max_=1, thresholds=[T["connections_warning"], T["connections_critical"]])),
+        linked(timeseries("Workload p95 latency per server", "95th percentile of statement execution time per "
                    "server (slowest database), from the pg_statement_duration_seconds histogram.",
                    [target(f"max by ({BY}) (dbperf:pg_statement_duration_seconds:p95_rate5m{{{PG}}})",
-                           "{{target}}")], "s", thresholds=[T["workload_p95_warning"]]),
+                           "{{target}}")], "s", thresholds=[T["workload_p95_warning"]])),
         table("Firing alerts", "Every alert firing now for the selected servers, with its labels "
               "(empty when all is well).",
               [target(f'ALERTS{{alertstate="firing", {PG}}}')], "none", h=7,
@@ -763,10 +776,10 @@ def monitoring() -> dict:
         timeseries("Cache age", "Age of the data served per cached collector.",
                    [target(f"max by (collector) (dbperf_collector_cache_age_seconds{{{SELF}}})", "{{collector}}")],
                    "s"),
-        timeseries("dbperf process", "Resident memory and CPU use of the dbperf process.",
-                   [target(f"process_resident_memory_bytes{{{SELF}}}", "memory {{instance}}"),
-                    target(f"rate(process_cpu_seconds_total{{{SELF}}}[{RI}]) * 1e9", "CPU (ns/s) {{instance}}")],
-                   "bytes"),
+        timeseries("dbperf memory", "Resident memory of the dbperf process.",
+                   [target(f"process_resident_memory_bytes{{{SELF}}}", "{{instance}}")], "bytes", w=6),
+        timeseries("dbperf CPU", "CPU used by the dbperf process, in cores.",
+                   [target(f"rate(process_cpu_seconds_total{{{SELF}}}[{RI}])", "{{instance}}")], "percentunit", w=6),
         row("Prometheus and Alertmanager"),
         timeseries("Rule evaluation failures", "Failed rule evaluations per second (broken recording or "
                    "alerting rules).",

@@ -245,3 +245,8 @@ def test_overview_links_to_the_server_dashboard(uid):
              if prop["id"] == "links"]
     assert links and all(f"/d/{uid}/" in url and "var-instance=${__data.fields.instance}" in url
                          and "var-target=${__data.fields.target}" in url for url in links)
+    # the per-server time series link each series to its server too
+    series = [link["url"] for p in panels(overview) if p["type"] == "timeseries"
+              for link in p["fieldConfig"]["defaults"]["links"]]
+    assert len(series) == 2 and all(f"/d/{uid}/" in url and "var-target=${__field.labels.target}" in url
+                                    for url in series)
