@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-app", action="store_true", help="do not start the example application and its load")
     parser.add_argument("--no-pgbouncer", action="store_true", help="do not put PgBouncer in front of the application")
     parser.add_argument("--no-prometheus", action="store_true", help="start neither Prometheus nor Alertmanager")
+    parser.add_argument("--any-ports", action="store_true",
+                        help="free ports for the other parts instead of 8000, 6432, 9090, 9093 (tests, several demos)")
 
 
 class _Interrupted(Exception):
@@ -76,9 +78,12 @@ def _port_free(host: str, port: int) -> str | None:
     return None
 
 
+ANY_PORTS = False
+
+
 def _pick_port(preferred: int) -> int:
     """``preferred`` on 127.0.0.1 when it is free (the tools' usual ports), else any free port."""
-    if _port_free("127.0.0.1", preferred) is None:
+    if not ANY_PORTS and _port_free("127.0.0.1", preferred) is None:
         return preferred
     from exporter.pgcluster import free_port
 
@@ -379,6 +384,8 @@ def run_demo(args) -> int:
     with_app = not getattr(args, "no_app", False)
     with_bouncer = with_app and not getattr(args, "no_pgbouncer", False)
     with_prometheus = not getattr(args, "no_prometheus", False)
+    global ANY_PORTS
+    ANY_PORTS = bool(getattr(args, "any_ports", False))
     reason = _port_free(host, port)
     if reason:
         print(f"dbperf demo: --listen {host}:{port}: cannot listen: {reason}", file=sys.stderr)

@@ -56,7 +56,7 @@ def stack():
     assert Path("/usr/sbin/pgbouncer").exists() or require_tool("pgbouncer")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}",
-                             "--scrape-interval", f"{SCRAPE}s", "--duration", "240"], cwd=ROOT,
+                             "--scrape-interval", f"{SCRAPE}s", "--duration", "240", "--any-ports"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
