@@ -818,7 +818,7 @@ def alert_table() -> str:
             cells = []
             for p in profiles:
                 text, for_ = substitute(a.threshold, profiles[p]), substitute(a.for_, profiles[p])
-                if " for " not in f" {text} " and for_ != "0s":
+                if f"for {for_}" not in text and for_ != "0s":
                     text += f", for {for_}"
                 cells.append(text)
             cells = [c.replace("|", "\\|") for c in cells]
