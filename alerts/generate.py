@@ -526,6 +526,13 @@ def pipelines():
 
 def pgbouncer():
     alerts = [
+        Alert("PgBouncerDown", "critical", "pgbouncer_up == 0", "${pgbouncer_down_for}",
+              "PgBouncer cannot be reached by dbperf.",
+              "dbperf could not connect to and query the admin console of PgBouncer target {{ $labels.target }} "
+              "(instance {{ $labels.instance }}).",
+              "pgbouncer_up == 0 for ${pgbouncer_down_for}",
+              "Every client of the pooler fails while it is down, whatever PostgreSQL does; one minute rides out "
+              "a single failed scrape and a restart."),
         Alert("PgBouncerClientsWaiting", "warning", "pgbouncer_pools_client_waiting_connections > 0",
               "${pgbouncer_waiting_for}",
               "PgBouncer clients keep waiting for a server connection.",
