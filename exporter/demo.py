@@ -130,6 +130,7 @@ class Process:
             if user is not None:
                 os.setgid(user.pw_gid)
                 os.setuid(user.pw_uid)
+            _die_with_parent()  # after setuid, which clears it
 
         with open(self.logfile, "ab") as logfile:
             self.proc = subprocess.Popen(self.args, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -175,6 +176,16 @@ class Process:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when the demo dies, even by SIGKILL (no orphaned Prometheus)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _listening(port: int) -> bool:

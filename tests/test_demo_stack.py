@@ -72,9 +72,13 @@ def stack():
         yield {"proc": proc, "lines": lines, "output": output, "reader": reader, "urls": urls,
                "prometheus": urls["prometheus"], "port": port}
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        if proc.poll() is None:  # a failed test: let the demo clean up, kill it only if it does not
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(45)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
 
 
 def query(prom: str, expr: str, instant: bool = True) -> dict:
