@@ -65,10 +65,12 @@ def timeseries(title: str, description: str, targets: list, unit: str, *, w: int
     p = _panel("timeseries", title, description, targets, unit, w, h, thresholds, min_=min_, max_=max_)
     p["fieldConfig"]["defaults"]["custom"] = {
         "drawStyle": "bars" if bars else "line", "lineWidth": 1, "fillOpacity": 25 if stack else 10,
-        "showPoints": "never", "spanNulls": False, "axisSoftMin": 0 if min_ == 0 else None,
+        "showPoints": "never", "spanNulls": False,
         "stacking": {"mode": "normal" if stack else "none", "group": "A"},
         "thresholdsStyle": {"mode": "dashed" if thresholds else "off"},
     }
+    if min_ == 0:
+        p["fieldConfig"]["defaults"]["custom"]["axisSoftMin"] = 0
     p["options"] = {"tooltip": {"mode": "multi", "sort": "desc"},
                     "legend": {"showLegend": True, "displayMode": "table" if legend_table else "list",
                                "placement": "right" if legend_table else "bottom",
