@@ -45,6 +45,7 @@ class Collector:
     role: str | None = None             # "primary", "replica" or None for both
     requires_extension: str | None = None
     optional: bool = True               # may be skipped when the scrape deadline is near
+    own_session: bool = False           # cluster scope: runs on a session of its own, beside the others
     families: tuple = field(default=())  # names of the families it emits, for docs and tests
 
     def applies(self, server: ServerInfo) -> str | None:

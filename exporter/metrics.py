@@ -150,18 +150,21 @@ def const_label_prefix(labels: dict[str, str]) -> str:
 @dataclass(slots=True)
 class Rendered:
     """Exposition text of a set of families, keyed by family name so that several sources
-    (targets, collectors) can be merged under one ``# HELP``/``# TYPE`` header each."""
+    (targets, collectors) can be merged under one ``# HELP``/``# TYPE`` header each.
 
-    headers: dict[str, str] = field(default_factory=dict)
-    bodies: dict[str, list[str]] = field(default_factory=dict)
-    tail: list[str] = field(default_factory=list)  # complete families rendered elsewhere, appended as is
+    The text is held encoded (UTF-8 bytes): a cached collector's text is encoded once when it is
+    collected, not on every scrape that serves it."""
+
+    headers: dict[str, bytes] = field(default_factory=dict)
+    bodies: dict[str, list[bytes]] = field(default_factory=dict)
+    tail: list[bytes] = field(default_factory=list)  # complete families rendered elsewhere, appended as is
 
     def add_families(self, families, const_labels: str = "") -> None:
         for family in families:
             header, body = render_family(family, const_labels)
-            self.add_text(family.name, header, body)
+            self.add_text(family.name, header.encode(), body.encode())
 
-    def add_text(self, name: str, header: str, body: str) -> None:
+    def add_text(self, name: str, header: bytes, body: bytes) -> None:
         if name not in self.headers:
             self.headers[name] = header
             self.bodies[name] = [body]
@@ -180,11 +183,11 @@ class Rendered:
             yield from self.bodies[name]
         yield from self.tail
 
-    def text(self) -> str:
-        return "".join(self.chunks())
+    def size(self) -> int:
+        return sum(len(chunk) for chunk in self.chunks())
 
     def encode(self) -> bytes:
-        return b"".join(chunk.encode() for chunk in self.chunks())
+        return b"".join(self.chunks())
 
-    def sample_count(self) -> int:
-        return sum(body.count("\n") for bodies in self.bodies.values() for body in bodies)
+    def text(self) -> str:
+        return self.encode().decode()

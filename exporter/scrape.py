@@ -78,6 +78,7 @@ class TargetScraper:
         self.errors: dict[tuple[str, str], int] = {}
         self.scrapes = 0
         self.server: ServerInfo | None = None
+        self.databases: list[str] = []  # the databases the last scrape covered
         self._pool = ThreadPoolExecutor(max_workers=target.max_connections,
                                         thread_name_prefix=f"dbperf-{target.name}")
         self._flight = SingleFlight()
@@ -145,16 +146,28 @@ class TargetScraper:
         databases = [server.dbname]
         if self.target.databases.discover:
             databases += [d for d in server.databases if d != server.dbname and self.target.databases.wanted(d)]
-        jobs = [Job(server.dbname, self.main, sorted(cluster, key=lambda c: c.optional) + per_db)]
+        self.databases = databases
+        jobs, keep = [], set(databases)
+        # a slow cluster collector (statements) gets a second session to the target's own database
+        # and runs beside the others instead of after them
+        for collector in (c for c in cluster if c.own_session):
+            key = f"{server.dbname}\x00{collector.name}"
+            keep.add(key)
+            jobs.append(Job(server.dbname, self._session(key, None), [collector]))
+        shared = sorted((c for c in cluster if not c.own_session), key=lambda c: c.optional)
+        jobs.append(Job(server.dbname, self.main, shared + per_db))
         if per_db:
             for datname in databases[1:]:
-                conn = self.conns.get(datname)
-                if conn is None:
-                    conn = self.conns[datname] = Connection(self.target.dsn, datname, self.target.connect_timeout)
-                jobs.append(Job(datname, conn, list(per_db)))
-        for gone in set(self.conns) - set(databases):  # dropped databases: let their sessions go
+                jobs.append(Job(datname, self._session(datname, datname), list(per_db)))
+        for gone in set(self.conns) - keep:  # dropped databases: let their sessions go
             self.conns.pop(gone).close()
         return jobs
+
+    def _session(self, key: str, dbname: str | None) -> Connection:
+        conn = self.conns.get(key)
+        if conn is None:
+            conn = self.conns[key] = Connection(self.target.dsn, dbname, self.target.connect_timeout)
+        return conn
 
     def _run_jobs(self, jobs: list[Job], server: ServerInfo, settings: dict, deadline: float) -> list[Outcome]:
         futures = [self._pool.submit(self._run_job, job, server, settings, deadline) for job in jobs]
@@ -267,5 +280,5 @@ class TargetScraper:
         conns = Family("dbperf_target_connections", "gauge", "Database sessions dbperf holds open to the target.")
         conns.add((), sum(1 for c in [self.main, *self.conns.values()] if c.connected))
         dbs = Family("dbperf_target_databases", "gauge", "Databases of the target that database-scoped collectors cover.")
-        dbs.add((), 1 + len(self.conns) if server is not None else 0)
+        dbs.add((), len(self.databases) if server is not None else 0)
         return [up, success, durations, ages, last, errors, skipped, scrape, scrapes, conns, dbs]

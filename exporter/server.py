@@ -70,7 +70,7 @@ class Exporter:
             except Exception as exc:  # a scraper bug must not take /metrics down
                 LOG.error("target=%s scrape failed: %s", name, exc)
         rendered.add_families(self._own_metrics())
-        rendered.tail.append(generate_latest(self._process).decode())
+        rendered.tail.append(generate_latest(self._process))
         return rendered
 
     def _own_metrics(self) -> list[Family]:
@@ -120,10 +120,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_rendered(self, rendered: Rendered) -> None:
         """Stream the exposition text chunk by chunk: no second copy of a large scrape in memory."""
-        length = sum(len(c) if c.isascii() else len(c.encode()) for c in rendered.chunks())
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(length))
+        self.send_header("Content-Length", str(rendered.size()))
         self.end_headers()
         if self.command == "HEAD":
             return
@@ -131,11 +130,11 @@ class Handler(BaseHTTPRequestHandler):
         for chunk in rendered.chunks():
             buffer.append(chunk)
             size += len(chunk)
-            if size >= 256 * 1024:
-                self.wfile.write("".join(buffer).encode())
+            if size >= 256 * 1024:  # fewer, larger writes
+                self.wfile.write(b"".join(buffer))
                 buffer, size = [], 0
         if buffer:
-            self.wfile.write("".join(buffer).encode())
+            self.wfile.write(b"".join(buffer))
 
     def do_HEAD(self):
         self.do_GET()

@@ -181,7 +181,7 @@ class TargetState:
 class StatementsCollector(Collector):
     def __init__(self, clock=time.monotonic):
         super().__init__(
-            name="statements", scope=CLUSTER, min_version=130000, default_timeout=5.0,
+            name="statements", scope=CLUSTER, min_version=130000, default_timeout=5.0, own_session=True,
             help="pg_stat_statements per statement (top N per database by statements.rank_by, sticky, "
                  "plus an `other` remainder per database so sums equal totals), a workload latency "
                  "histogram from every statement, and opt-in query text. Needs the pg_stat_statements "
@@ -251,14 +251,19 @@ class StatementsCollector(Collector):
         opts = self.options(ctx)
         state = self.state(ctx.target)
         with state.lock:
-            families = self._families(rows, opts, state, track_planning, block_size)
-            self._histograms(rows, state)
+            # one lookup of every statement's previous read, shared by the ranking and the histogram
+            keys = [row[:3] for row in rows]  # (dbid, userid, queryid)
+            previous = state.previous or {}
+            befores = [previous.get(key) for key in keys]
+            first = state.previous is None
+            families = self._families(rows, keys, befores, opts, state, track_planning, block_size)
+            self._histograms(rows, befores, state, first)
             families.append(self._histogram_family(state))
             if opts["query_text"]:
                 families.append(self._texts(conn, ctx, timeout, state, families[0], rows, opts))
             else:
                 state.texts.clear()
-            state.previous = {(r[0], r[1], r[2]): r for r in rows}
+            state.previous = dict(zip(keys, rows))
         if info:
             dealloc, reset = info[0]
             families.append(Family("pg_stat_statements_dealloc_total", "counter",
@@ -269,16 +274,13 @@ class StatementsCollector(Collector):
                                    samples=[("", (), reset or 0)]))
         return families
 
-    def select(self, rows: list, opts: dict, state: TargetState) -> set:
+    def select(self, rows: list, keys: list, befores: list, opts: dict, state: TargetState) -> set:
         """Keys of the statements to expose: per database, the top N and the sticky ones."""
         now = self.clock()
         limit, sticky, rank_by = int(opts["limit"]), float(opts["sticky"]), opts["rank_by"]
-        previous = state.previous or {}
         by_db: dict = {}
         zero = [0] * len(rows[0]) if rows else []
-        for row in rows:
-            key = (row[0], row[1], row[2])
-            before = previous.get(key)
+        for row, key, before in zip(rows, keys, befores):
             if before is None or before[CALLS] > row[CALLS]:
                 before = zero  # new, or reset since the last read: rank on what it has
             by_db.setdefault(row[0], []).append((_rank_value(rank_by, row, before), key))
@@ -294,22 +296,22 @@ class StatementsCollector(Collector):
             held.sort(reverse=True)  # most recently in the top N first
             chosen |= top_set
             chosen.update(key for _, key in held[:limit])
-        present = {(r[0], r[1], r[2]) for r in rows}
+        present = set(keys)
         for key in [k for k, at in state.members.items() if k not in present or now - at >= sticky]:
             if key not in chosen:
                 del state.members[key]
         return chosen
 
-    def _families(self, rows, opts, state, track_planning, block_size) -> list[Family]:
-        chosen = state.chosen = self.select(rows, opts, state)
+    def _families(self, rows, keys, befores, opts, state, track_planning, block_size) -> list[Family]:
+        chosen = state.chosen = self.select(rows, keys, befores, opts, state)
         counters = [(name, col, factor, help_) for name, col, factor, help_ in COUNTERS
                     if col != PLAN or track_planning]
         families = [Family(name, "counter", help_, LABELS) for name, _, _, help_ in counters]
         scale = {"ms": 0.001, "block": float(block_size), 1: 1}
         factors = [(col, scale[factor]) for _, col, factor, _ in counters]
         shown, rest = [], {}
-        for row in rows:
-            if (row[0], row[1], row[2]) in chosen:
+        for row, key in zip(rows, keys):
+            if key in chosen:
                 shown.append(row)
             else:
                 rest.setdefault(row[3], []).append(row)
@@ -328,16 +330,14 @@ class StatementsCollector(Collector):
         return families
 
     # -- histogram -----------------------------------------------------------------------
-    def _histograms(self, rows, state: TargetState) -> None:
-        first = state.previous is None
-        previous = state.previous or {}
-        for row in rows:
-            histogram = state.histograms.get(row[3])
+    def _histograms(self, rows, befores, state: TargetState, first: bool) -> None:
+        histograms = state.histograms
+        for row, before in zip(rows, befores):
+            histogram = histograms.get(row[3])
             if histogram is None:
-                histogram = state.histograms[row[3]] = Histogram()
-            if first:
-                continue
-            before = previous.get((row[0], row[1], row[2]))
+                histogram = histograms[row[3]] = Histogram()
+            if first or (before is not None and before[CALLS] == row[CALLS]):
+                continue  # the first read, or no new calls since the last one
             calls, ms = row[CALLS] or 0, row[EXEC] or 0
             if before is not None and before[CALLS] <= calls and (before[EXEC] or 0) <= ms:
                 calls, ms = calls - before[CALLS], ms - (before[EXEC] or 0)
