@@ -6,16 +6,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
+import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import parse
-from exporter.pgcluster import Cluster
+from exporter.pgcluster import Cluster, free_port
 from exporter.server import Exporter, serve_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +146,7 @@ class SleepCollector:
     """A test collector whose real query takes a known time (``pg_sleep``)."""
 
     def __new__(cls, name: str, seconds: float, ttl: float = 0.0, optional: bool = True):
-        from exporter.collector import CLUSTER, Collector
+        from exporter.collector import Collector
         from exporter.metrics import Family
 
         class _Sleep(Collector):
@@ -178,3 +181,57 @@ def promtool_check_metrics(text: str) -> str:
     proc = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text, capture_output=True,
                           text=True, timeout=60)
     return (proc.stdout + proc.stderr).strip() if proc.returncode else ""
+
+
+# -- real processes on loopback --------------------------------------------------------------
+
+def http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class Proc:
+    """A real server process in ``workdir``, ready when ``ready_url`` answers 200."""
+
+    def __init__(self, args: list[str], workdir: Path, ready_url: str, name: str, timeout: float = 30):
+        self.workdir = workdir
+        self.log = workdir / f"{name}.log"
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), cwd=workdir)
+        self.name = name
+        wait_until(lambda: self.proc.poll() is None and http_ok(ready_url), timeout=timeout,
+                   message=f"{name} ready ({self.log})")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Prometheus(Proc):
+    """The real Debian ``prometheus`` with the given scrape configs and rule files."""
+
+    def __init__(self, scrape_configs: list[dict], rule_files: list[str] = (), alertmanager_url: str | None = None,
+                 workdir: Path | None = None, interval: str = "1s", extra_args: tuple = (), timeout: float = 30):
+        workdir = workdir or Path(tempfile.mkdtemp(prefix="dbperf-prom-"))
+        config = {"global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+                  "rule_files": list(rule_files), "scrape_configs": scrape_configs}
+        if alertmanager_url:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [
+                {"targets": [alertmanager_url.removeprefix("http://")]}]}]}
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([require_tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+                          f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+                          *extra_args], workdir, self.url + "/-/ready", "prometheus", timeout)
+
+    def query(self, expr: str) -> list:
+        data = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=5).json()
+        assert data["status"] == "success", data
+        return data["data"]["result"]

@@ -20,7 +20,8 @@ from exporter.config import parse
 from exporter.pgcluster import Cluster
 from exporter.pipelines.schema import SQL as PIPELINES_SQL
 from exporter.server import Exporter
-from test_alerts_support import Alertmanager, Prometheus, Webhook, alertmanager_test_config, generate
+from conftest import Prometheus
+from test_alerts_support import Alertmanager, Webhook, alertmanager_test_config, generate
 
 ETL = "etl"
 MAX_CONNECTIONS = 20

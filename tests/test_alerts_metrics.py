@@ -17,7 +17,8 @@ from exporter.config import parse
 from exporter.instrument import Instrumentation
 from exporter.pipelines.schema import SQL as PIPELINES_SQL
 from exporter.server import Exporter
-from test_alerts_support import RULES, Alertmanager, Prometheus, metric_names, range_function_args, rules
+from conftest import Prometheus
+from test_alerts_support import RULES, Alertmanager, metric_names, range_function_args, rules
 from test_pgbouncer import Bouncer
 
 DB = "alerts_pipelines"

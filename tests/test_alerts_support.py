@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -15,7 +14,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from conftest import ROOT, require_tool, wait_until
+from conftest import ROOT, Proc, require_tool
 from exporter.pgcluster import free_port
 
 ALERTS = ROOT / "alerts"
@@ -73,33 +72,7 @@ def range_function_args(expr: str) -> list[tuple[str, str]]:
     return re.findall(pattern, expr)
 
 
-# -- real processes ------------------------------------------------------------------------------
-
-def _ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-class Proc:
-    def __init__(self, args: list[str], workdir: Path, ready_url: str, name: str):
-        self.workdir = workdir
-        self.log = workdir / f"{name}.log"
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), cwd=workdir)
-        self.name = name
-        wait_until(lambda: self.proc.poll() is None and _ok(ready_url), timeout=30,
-                   message=f"{name} ready ({self.log})")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
+# -- real processes (Proc and Prometheus live in conftest, shared with the other tests) ----------
 
 class Alertmanager(Proc):
     def __init__(self, config: dict | str, workdir: Path | None = None):
@@ -119,28 +92,6 @@ class Alertmanager(Proc):
 
     def alerts(self) -> list[dict]:
         return requests.get(self.url + "/api/v2/alerts", timeout=5).json()
-
-
-class Prometheus(Proc):
-    def __init__(self, scrape_configs: list[dict], rule_files: list[str], alertmanager_url: str | None = None,
-                 workdir: Path | None = None, interval: str = "1s", extra_args: tuple = ()):
-        workdir = workdir or Path(tempfile.mkdtemp(prefix="dbperf-prom-"))
-        config = {"global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
-                  "rule_files": rule_files, "scrape_configs": scrape_configs}
-        if alertmanager_url:
-            config["alerting"] = {"alertmanagers": [{"static_configs": [
-                {"targets": [alertmanager_url.removeprefix("http://")]}]}]}
-        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__([require_tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-                          f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-                          *extra_args], workdir, self.url + "/-/ready", "prometheus")
-
-    def query(self, expr: str) -> list:
-        data = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=5).json()
-        assert data["status"] == "success", data
-        return data["data"]["result"]
 
 
 class Webhook:

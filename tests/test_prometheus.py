@@ -4,7 +4,6 @@ and /probe with relabelling); no password reaches logs, metrics or check-config 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, promtool_check_metrics, require_tool, wait_until
+from conftest import ROOT, Prometheus, http_ok, promtool_check_metrics, wait_until
 from exporter.pgcluster import Cluster, free_port
 
 PASSWORD = "Prom-Test-Secret-4242"
@@ -45,48 +44,25 @@ def dbperf(secured_cluster):
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "serve", "--config", str(config), "--log-format", "json"],
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _ok(url + "/healthz"), timeout=20, message="dbperf /healthz")
+    wait_until(lambda: http_ok(url + "/healthz"), timeout=20, message="dbperf /healthz")
     yield {"url": url, "port": port, "log": workdir / "dbperf.log", "config": config, "proc": proc}
     proc.terminate()
     assert proc.wait(timeout=15) == 0, "dbperf did not shut down cleanly on SIGTERM"
     log.close()
 
 
-def _ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 @pytest.fixture(scope="module")
 def prometheus(dbperf):
-    binary = require_tool("prometheus")
-    workdir = Path(tempfile.mkdtemp(prefix="dbperf-prometheus-"))
-    port = free_port()
-    (workdir / "prometheus.yml").write_text(f"""
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: dbperf
-    static_configs: [{{targets: ["127.0.0.1:{dbperf['port']}"]}}]
-  - job_name: dbperf-probe
-    metrics_path: /probe
-    static_configs: [{{targets: [main]}}]
-    relabel_configs:
-      - {{source_labels: [__address__], target_label: __param_target}}
-      - {{source_labels: [__param_target], target_label: instance}}
-      - {{target_label: __address__, replacement: "127.0.0.1:{dbperf['port']}"}}
-""")
-    proc = subprocess.Popen([binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                            stderr=open(workdir / "prometheus.log", "w"), cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _ok(url + "/-/ready"), timeout=30, message="prometheus ready")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=15)
+    address = f"127.0.0.1:{dbperf['port']}"
+    prom = Prometheus([
+        {"job_name": "dbperf", "static_configs": [{"targets": [address]}]},
+        {"job_name": "dbperf-probe", "metrics_path": "/probe", "static_configs": [{"targets": ["main"]}],
+         "relabel_configs": [{"source_labels": ["__address__"], "target_label": "__param_target"},
+                             {"source_labels": ["__param_target"], "target_label": "instance"},
+                             {"target_label": "__address__", "replacement": address}]},
+    ])
+    yield prom.url
+    prom.stop()
 
 
 def query(prom: str, expr: str) -> list:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, require_tool, wait_until
+from conftest import ROOT, Prometheus, require_tool
 from exporter.pgcluster import free_port
 from fixtures.report_history import STATEMENTS, write_history
 
@@ -26,34 +26,18 @@ PERIOD = f"{END - 86400}..{END}"
 TOKEN = "Report-Secret-Token-7731"
 
 
-def _ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 @pytest.fixture(scope="module")
 def history():
     promtool = require_tool("promtool")
-    binary = require_tool("prometheus")
     workdir = Path(tempfile.mkdtemp(prefix="dbperf-report-"))
     truth = write_history(workdir / "history.om", END)
     proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(workdir / "history.om"),
                            str(workdir / "data")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    port = free_port()
-    (workdir / "prometheus.yml").write_text("global: {}\n")
-    log = open(workdir / "prometheus.log", "w")
-    prom = subprocess.Popen([binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-                             "--storage.tsdb.retention.time=10y", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=log, cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _ok(url + "/-/ready"), timeout=60, message="prometheus ready")
-    yield {"url": url, "truth": truth, "dir": workdir}
-    prom.terminate()
-    prom.wait(timeout=15)
-    log.close()
+    # no scrape jobs: Prometheus only serves the blocks in workdir/data
+    prom = Prometheus([], workdir=workdir, extra_args=("--storage.tsdb.retention.time=10y",), timeout=60)
+    yield {"url": prom.url, "truth": truth, "dir": workdir}
+    prom.stop()
 
 
 def report(*args, check=True):

@@ -4,16 +4,15 @@ with file-based service discovery (the targets are databases of one throwaway cl
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import Served, require_tool, wait_until
+from conftest import Prometheus, Served, wait_until
 from exporter.config import parse
-from exporter.pgcluster import Cluster, free_port
+from exporter.pgcluster import Cluster
 from exporter.server import Exporter
 
 TARGETS = 20
@@ -40,22 +39,14 @@ def test_twenty_targets_scraped_by_prometheus_with_file_sd(twenty):
     workdir = Path(tempfile.mkdtemp(prefix="dbperf-sd-"))
     (workdir / "targets.json").write_text(json.dumps([
         {"targets": [f"app-{i:02d}" for i in range(TARGETS)], "labels": {"env": "test"}}]))
-    prom_port = free_port()
-    (workdir / "prometheus.yml").write_text(f"""
-global: {{scrape_interval: 2s, scrape_timeout: 2s}}
-scrape_configs:
-  - job_name: postgres
-    metrics_path: /probe
-    file_sd_configs: [{{files: ["{workdir / 'targets.json'}"], refresh_interval: 1s}}]
-    relabel_configs:
-      - {{source_labels: [__address__], target_label: __param_target}}
-      - {{source_labels: [__param_target], target_label: instance}}
-      - {{target_label: __address__, replacement: "127.0.0.1:{port}"}}
-""")
-    proc = subprocess.Popen([require_tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    api = f"http://127.0.0.1:{prom_port}/api/v1/query"
+    prom = Prometheus([{
+        "job_name": "postgres", "metrics_path": "/probe",
+        "file_sd_configs": [{"files": [str(workdir / "targets.json")], "refresh_interval": "1s"}],
+        "relabel_configs": [{"source_labels": ["__address__"], "target_label": "__param_target"},
+                            {"source_labels": ["__param_target"], "target_label": "instance"},
+                            {"target_label": "__address__", "replacement": f"127.0.0.1:{port}"}]}],
+        interval="2s")
+    api = prom.url + "/api/v1/query"
 
     def up_count():
         try:
@@ -79,5 +70,4 @@ scrape_configs:
         sessions = int(cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbperf'"))
         assert sessions == TARGETS
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        prom.stop()
