@@ -216,7 +216,8 @@ def render(http: dict, hooks: dict, sql: dict, args) -> str:
     if sql:
         lines += [
             "",
-            "Real `SELECT 1` round trips to PostgreSQL (one connection, loopback):",
+            "Real `SELECT 1` round trips to PostgreSQL (one connection, loopback). `SQLAlchemy timed` uses",
+            "SQLAlchemy's cursor events (hooks='events'); hooks='driver' is the default for psycopg 3 engines:",
             "",
             "| client | µs/statement (fastest round) | µs/statement (median round) |",
             "|---|---:|---:|",
