@@ -129,9 +129,10 @@ def test_commits_and_rollbacks_are_counted_in_the_right_database(pg, serve):
 
 
 def test_sessions_are_counted_from_14(pg, serve):
-    if int(one(pg, "SHOW server_version_num")) < 140000:
-        pytest.skip("session statistics need PostgreSQL 14")
     served = serve(only(pg, stat_database=True))
+    if int(one(pg, "SHOW server_version_num")) < 140000:  # an external DBPERF_TEST_DSN on PostgreSQL 13
+        assert not served.metrics().has("pg_stat_database_sessions_total")
+        return
     sessions0 = served.metrics().value("pg_stat_database_sessions_total", datname=SECOND_DB)
     for _ in range(3):
         with pg.connect(SECOND_DB) as conn:
