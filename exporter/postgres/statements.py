@@ -10,7 +10,7 @@ What is read
     statement that has no text yet).
 
 Bounded cardinality
-    Per database, the ``statements.limit`` statements (default 100) ranked by ``statements.rank_by``
+    Per database, the ``statements.limit`` statements (default 50) ranked by ``statements.rank_by``
     (``total_time`` by default) are exposed with labels ``{datname, user, queryid}``. The ranking
     uses the increase since this collector's previous read (the cumulative value on the first
     read). A statement that leaves the top N stays exposed for ``statements.sticky`` seconds
@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from exporter.collector import CLUSTER, Collector, Context
 from exporter.metrics import Family, pairs_formatter
 
-DEFAULTS = {"limit": 100, "rank_by": "total_time", "sticky": 600.0, "query_text": False,
+DEFAULTS = {"limit": 50, "rank_by": "total_time", "sticky": 600.0, "query_text": False,
             "query_text_length": 120, "query_text_ttl": 3600.0}
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
