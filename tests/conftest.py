@@ -235,3 +235,17 @@ class Prometheus(Proc):
         data = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=5).json()
         assert data["status"] == "success", data
         return data["data"]["result"]
+
+
+def processes_using(path: Path) -> list:
+    """Processes whose command line names ``path`` (what a demo or cluster may have left behind)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(str(path) in part for part in proc.info["cmdline"] or ()):
+                found.append(proc.info)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found

@@ -10,10 +10,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 
 from exporter.pgcluster import free_port
-from tests.conftest import ROOT, Samples, wait_until
+from conftest import ROOT, Samples, processes_using, wait_until
 
 SHOP_TABLES = ("customers", "products", "orders", "order_items")
 
@@ -24,17 +23,6 @@ def scrape(url: str) -> Samples | None:
             return Samples(response.read().decode())
     except OSError:
         return None
-
-
-def processes_using(path: Path) -> list:
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(str(path) in part for part in proc.info["cmdline"] or ()):
-                found.append(proc.info)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
 
 
 def test_demo_runs_workload_serves_metrics_and_cleans_up():

@@ -14,11 +14,10 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
-from conftest import ROOT, require_tool, wait_until
+from conftest import ROOT, processes_using, require_tool, wait_until
 from exporter.pgcluster import free_port
 
 sys.path.insert(0, str(ROOT / "dashboards"))
@@ -36,17 +35,6 @@ ALLOWED_EMPTY = {
 }
 SCRAPE = 2  # seconds
 VALUES = {"topn": "10"}  # every other variable: "All" (.+), as Grafana sends it
-
-
-def processes_using(path: Path) -> list:
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(str(path) in part for part in proc.info["cmdline"] or ()):
-                found.append(proc.info)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
 
 
 @pytest.fixture(scope="module")

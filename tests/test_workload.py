@@ -10,7 +10,7 @@ import pytest
 
 from exporter.pgcluster import Cluster
 from exporter.workload import N_CUSTOMERS, N_PRODUCTS, Workload, setup_schema
-from tests.conftest import wait_until
+from conftest import wait_until
 
 
 @pytest.fixture(scope="module")
