@@ -195,8 +195,10 @@ def http_ok(url: str) -> bool:
 class Proc:
     """A real server process in ``workdir``, ready when ``ready_url`` answers 200."""
 
-    def __init__(self, args: list[str], workdir: Path, ready_url: str, name: str, timeout: float = 30):
+    def __init__(self, args: list[str], workdir: Path, ready_url: str, name: str, timeout: float = 30,
+                 remove_workdir: bool = False):
         self.workdir = workdir
+        self.remove_workdir = remove_workdir  # the helper made the directory: stop() removes it
         self.log = workdir / f"{name}.log"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), cwd=workdir)
         self.name = name
@@ -211,6 +213,8 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.remove_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class Prometheus(Proc):
@@ -218,6 +222,7 @@ class Prometheus(Proc):
 
     def __init__(self, scrape_configs: list[dict], rule_files: list[str] = (), alertmanager_url: str | None = None,
                  workdir: Path | None = None, interval: str = "1s", extra_args: tuple = (), timeout: float = 30):
+        owned = workdir is None
         workdir = workdir or Path(tempfile.mkdtemp(prefix="dbperf-prom-"))
         config = {"global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
                   "rule_files": list(rule_files), "scrape_configs": scrape_configs}
@@ -229,7 +234,7 @@ class Prometheus(Proc):
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__([require_tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
                           f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-                          *extra_args], workdir, self.url + "/-/ready", "prometheus", timeout)
+                          *extra_args], workdir, self.url + "/-/ready", "prometheus", timeout, owned)
 
     def query(self, expr: str) -> list:
         data = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=5).json()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def stack():
     workdir = Path(tempfile.mkdtemp(prefix="dbperf-alerts-e2e-"))
     rules = workdir / "rules"
     assert generate.main(["--profile", "test", "--out", str(rules)]) == 0
-    started = []
+    started = [lambda: shutil.rmtree(workdir, ignore_errors=True)]  # runs last
     cluster = Cluster(settings={"max_connections": str(MAX_CONNECTIONS)})
     try:
         cluster.__enter__()

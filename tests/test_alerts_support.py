@@ -76,6 +76,7 @@ def range_function_args(expr: str) -> list[tuple[str, str]]:
 
 class Alertmanager(Proc):
     def __init__(self, config: dict | str, workdir: Path | None = None):
+        owned = workdir is None
         workdir = workdir or Path(tempfile.mkdtemp(prefix="dbperf-am-"))
         path = workdir / "alertmanager.yml"
         path.write_text(config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False))
@@ -83,7 +84,8 @@ class Alertmanager(Proc):
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__([require_tool("prometheus-alertmanager"), f"--config.file={path}",
                           f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-                          "--cluster.listen-address="], workdir, self.url + "/-/ready", "alertmanager")
+                          "--cluster.listen-address="], workdir, self.url + "/-/ready", "alertmanager",
+                         remove_workdir=owned)
 
     def post_alerts(self, *label_sets: dict) -> None:
         body = [{"labels": labels, "annotations": {"summary": "test."}} for labels in label_sets]

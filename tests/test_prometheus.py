@@ -4,6 +4,7 @@ and /probe with relabelling); no password reaches logs, metrics or check-config 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ def dbperf(secured_cluster):
     proc.terminate()
     assert proc.wait(timeout=15) == 0, "dbperf did not shut down cleanly on SIGTERM"
     log.close()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ def history():
     prom = Prometheus([], workdir=workdir, extra_args=("--storage.tsdb.retention.time=10y",), timeout=60)
     yield {"url": prom.url, "truth": truth, "dir": workdir}
     prom.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def report(*args, check=True):

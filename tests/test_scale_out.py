@@ -4,6 +4,7 @@ with file-based service discovery (the targets are databases of one throwaway cl
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -71,3 +72,4 @@ def test_twenty_targets_scraped_by_prometheus_with_file_sd(twenty):
         assert sessions == TARGETS
     finally:
         prom.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
