@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -20,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.config import parse
 from exporter.pgcluster import Cluster, free_port
 from exporter.server import Exporter, serve_in_thread
+
+pytest_plugins = ["tiers"]  # the test tiers: tests/tiers.py
 
 ROOT = Path(__file__).resolve().parent.parent
 SECOND_DB = "dbperf_second"
@@ -159,9 +162,15 @@ class SleepCollector:
         return _Sleep(name=name, optional=optional, default_timeout=30, default_ttl=ttl)
 
 
+def tool_search_path() -> str:
+    """Where the tests look for tools: the running interpreter's own bin directory first (the
+    venv's gunicorn and uvicorn, whether or not the venv is on ``PATH``), then ``PATH``."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+
+
 def require_tool(name: str) -> str:
     """The path of a tool CI installs; a missing tool fails the test (never a silent skip)."""
-    path = shutil.which(name)
+    path = shutil.which(name, path=tool_search_path())
     assert path, f"{name} is not installed: run ./scripts/test, which installs it"
     return path
 

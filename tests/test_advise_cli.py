@@ -11,6 +11,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.pg
+
 DB = "advise_cli_test"
 ROLE, SECRET = "advise_limited", "Sup3rSecretPw"
 

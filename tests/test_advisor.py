@@ -11,6 +11,8 @@ from exporter.advisor.statements import check_sql, predicate_columns, Unparsable
 from exporter.cli import main
 from conftest import wait_until
 
+pytestmark = pytest.mark.pg
+
 DB = "advisor_test"
 
 

@@ -15,6 +15,8 @@ from exporter.alerts_cli import parse_duration, UsageError
 from exporter.pgcluster import free_port
 from test_alerts_support import ALERTS, Alertmanager, Webhook, generate, alertmanager_test_config
 
+pytestmark = pytest.mark.prom
+
 CONFIG = ALERTS / "alertmanager.yml"
 
 ROUTES = [

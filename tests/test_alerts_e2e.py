@@ -24,6 +24,8 @@ from exporter.server import Exporter
 from conftest import Prometheus
 from test_alerts_support import Alertmanager, Webhook, alertmanager_test_config, generate
 
+pytestmark = pytest.mark.e2e
+
 ETL = "etl"
 MAX_CONNECTIONS = 20
 

@@ -21,6 +21,8 @@ from conftest import Prometheus
 from test_alerts_support import RULES, Alertmanager, metric_names, range_function_args, rules
 from test_pgbouncer import Bouncer
 
+pytestmark = pytest.mark.prom
+
 DB = "alerts_pipelines"
 SLOT = "dbperf_alerts_test"
 BUILTIN = {"up"}  # made by Prometheus for every scrape target

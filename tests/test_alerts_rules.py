@@ -14,6 +14,8 @@ import yaml
 from conftest import require_tool
 from test_alerts_support import ALERTS, RULES, alerts, generate, rule_files, rules
 
+pytestmark = pytest.mark.prom
+
 UNIT_TESTS = sorted((ALERTS / "tests").glob("*.yml"))
 ALWAYS_FIRING = {"Watchdog"}  # fires by design: there is no healthy state to test
 

@@ -4,6 +4,9 @@ skipped (and said so), core collectors always run, and a TTL cache is served as 
 from conftest import Samples, SleepCollector, make_config
 from exporter.registry import all_collectors
 from exporter.server import Exporter
+import pytest
+
+pytestmark = pytest.mark.pg
 
 
 def probe(exporter, budget):

@@ -11,6 +11,9 @@ from contextlib import contextmanager
 import psycopg
 
 from conftest import SECOND_DB, make_config, wait_until
+import pytest
+
+pytestmark = pytest.mark.pg
 
 
 def unique(prefix: str) -> str:

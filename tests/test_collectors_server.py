@@ -12,6 +12,8 @@ import pytest
 
 from conftest import SECOND_DB, make_config, wait_until
 
+pytestmark = pytest.mark.pg
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"

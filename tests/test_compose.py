@@ -15,6 +15,8 @@ import yaml
 
 from conftest import ROOT, require_tool
 
+pytestmark = pytest.mark.prom
+
 SERVICES = {"postgres", "dbperf", "app", "load", "prometheus", "alertmanager", "grafana"}
 
 

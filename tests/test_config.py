@@ -12,6 +12,8 @@ import pytest
 from conftest import ROOT
 from exporter.config import ConfigError, from_env, load, parse
 
+pytestmark = pytest.mark.fast
+
 GOOD_TARGET = "  - name: main\n    dsn: host=127.0.0.1 dbname=postgres user=postgres\n"
 
 

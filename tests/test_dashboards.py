@@ -15,6 +15,8 @@ import yaml
 
 from conftest import ROOT, require_tool
 
+pytestmark = pytest.mark.prom
+
 sys.path.insert(0, str(ROOT / "dashboards"))
 from queries import load_all, panels, substitute  # noqa: E402
 

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from exporter.pgcluster import free_port
 from conftest import ROOT, Samples, processes_using, wait_until
+import pytest
+
+pytestmark = pytest.mark.e2e
 
 SHOP_TABLES = ("customers", "products", "orders", "order_items")
 

@@ -20,6 +20,8 @@ import requests
 from conftest import ROOT, processes_using, require_tool, wait_until
 from exporter.pgcluster import free_port
 
+pytestmark = pytest.mark.e2e
+
 sys.path.insert(0, str(ROOT / "dashboards"))
 from queries import substitute, targets  # noqa: E402
 

@@ -4,6 +4,9 @@ import re
 
 from conftest import ROOT
 from exporter.docs import README, readme_section, reference
+import pytest
+
+pytestmark = pytest.mark.pg
 
 
 def test_metrics_reference_in_readme_matches_the_code():

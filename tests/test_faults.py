@@ -17,6 +17,8 @@ from exporter.pgcluster import Cluster, free_port
 from exporter.registry import all_collectors
 from exporter.server import Exporter
 
+pytestmark = pytest.mark.pg
+
 PASSWORD = "Fault-Test-Pw-91"
 
 

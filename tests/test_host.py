@@ -10,6 +10,8 @@ import pytest
 
 from conftest import make_config
 
+pytestmark = pytest.mark.pg
+
 
 @pytest.fixture
 def served(pg, serve):

@@ -20,6 +20,8 @@ from conftest import Samples, promtool_check_metrics
 from exporter.instrument import Instrumentation, PrometheusMiddleware
 from test_instrument_support import ASGIServer, samples, settle
 
+pytestmark = pytest.mark.pg
+
 SHOP_DB = "dbperf_shop"
 TOKEN = "s3cret-token-for-tests"
 ORDERS = "/customers/{customer_id}/orders"

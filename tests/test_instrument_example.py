@@ -10,6 +10,9 @@ import sys
 import httpx
 
 from conftest import ROOT, Samples, promtool_check_metrics, wait_until
+import pytest
+
+pytestmark = pytest.mark.e2e
 
 SHOP_DB = "dbperf_shop_example"
 

@@ -8,6 +8,9 @@ import subprocess
 import sys
 
 from conftest import ROOT
+import pytest
+
+pytestmark = pytest.mark.fast
 
 MODULES = ["exporter.instrument", "exporter.instrument.asgi", "exporter.instrument.wsgi",
            "exporter.instrument.core", "exporter.instrument.fingerprint", "exporter.instrument.pool",

@@ -11,6 +11,9 @@ import time
 import httpx
 
 from conftest import ROOT, Samples, promtool_check_metrics, require_tool, wait_until
+import pytest
+
+pytestmark = pytest.mark.e2e
 
 N = 90
 

@@ -13,6 +13,8 @@ from conftest import Samples, promtool_check_metrics, wait_until
 from exporter.instrument import Instrumentation
 from test_instrument_support import ASGIServer, samples, settle, value
 
+pytestmark = pytest.mark.pg
+
 SHOP_DB = "dbperf_shop"
 
 

@@ -15,6 +15,8 @@ from exporter.instrument import Instrumentation, PrometheusMiddleware
 from exporter.instrument.fingerprint import OTHER, Fingerprints, normalise, operation
 from test_instrument_support import ASGIServer, samples
 
+pytestmark = pytest.mark.pg
+
 
 def test_normalise_removes_literals_and_collapses_lists():
     assert normalise("SELECT * FROM t WHERE a = 'x''y' AND b = 42 AND c IN (1, 2, 3) -- note") == \

@@ -11,6 +11,8 @@ from conftest import Samples, promtool_check_metrics
 from exporter.instrument import Instrumentation, WSGIMiddleware
 from test_instrument_support import WSGIThreadServer, samples
 
+pytestmark = pytest.mark.pg
+
 TOKEN = "wsgi-token-123456"
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import make_config as _make_config, promtool_check_metrics, wait_until
 
+pytestmark = pytest.mark.pg
+
 
 def make_config(pg, extra_target=None, **top):
     """The test's config, without database-scoped collectors: dbperf then runs no statements in

@@ -4,6 +4,9 @@ from decimal import Decimal
 
 from conftest import Samples, promtool_check_metrics
 from exporter.metrics import Family, Rendered, format_value, label_pairs
+import pytest
+
+pytestmark = pytest.mark.fast
 
 
 def render(*families, const=""):
@@ -12,6 +15,7 @@ def render(*families, const=""):
     return rendered.text()
 
 
+@pytest.mark.prom  # promtool reads the text
 def test_label_values_are_escaped_and_parse_back():
     fam = Family("x_info", "gauge", "help with \\ and\nnewline", ("query",))
     fam.add(('SELECT "a" \\ b\nFROM t',), 1)
@@ -40,6 +44,7 @@ def test_prerendered_label_strings_equal_tuples():
     assert render(a) == render(b)
 
 
+@pytest.mark.prom  # promtool reads the text
 def test_histogram_and_merge_under_one_header():
     fam = Family("lat_seconds", "histogram", "h", ("db",))
     fam.add_histogram(("a",), [(0.1, 2), (1.0, 5), (float("inf"), 6)], 3.5)

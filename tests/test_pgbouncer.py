@@ -26,6 +26,8 @@ from exporter.pgbouncer import PgBouncerCollector, PgBouncerScraper
 from exporter.pgcluster import free_port
 from exporter.scrape import TargetScraper
 
+pytestmark = pytest.mark.pg
+
 POOL_SIZE = 2
 CLIENTS = 6
 SLEEP = 2.0

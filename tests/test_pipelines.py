@@ -11,6 +11,8 @@ from conftest import make_config, promtool_check_metrics
 from exporter.config import ConfigError, parse
 from exporter.pipelines.schema import SQL as SCHEMA_SQL
 
+pytestmark = pytest.mark.pg
+
 DB = "pipelines_test"
 
 

@@ -13,6 +13,8 @@ from conftest import ROOT, make_config
 from exporter.pipelines import record_run
 from exporter.pipelines.schema import SQL as SCHEMA_SQL
 
+pytestmark = pytest.mark.pg
+
 DB = "pipelines_recorder_test"
 UNREACHABLE = "host=127.0.0.1 port=1 dbname=x user=x connect_timeout=2"
 

@@ -13,6 +13,8 @@ from conftest import ROOT, SECOND_DB
 from exporter.postgres import catalog
 from exporter.registry import all_collectors
 
+pytestmark = pytest.mark.fast
+
 VERSIONS = (130000, 140000, 150000, 160000, 170000)
 NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -140,6 +142,7 @@ def test_check_config_lists_every_collector(tmp_path):
 
 
 # -- the live server ---------------------------------------------------------------------------
+@pytest.mark.pg
 def test_every_planned_query_runs_on_the_live_server_with_the_named_columns(pg):
     version = int(pg.execute("SHOW server_version_num")[0][0])
     checked = 0
@@ -156,6 +159,7 @@ def test_every_planned_query_runs_on_the_live_server_with_the_named_columns(pg):
     assert checked >= len(catalog.load())
 
 
+@pytest.mark.pg
 def test_every_catalog_collector_collects_on_the_live_server(pg):
     """Through dbperf's own connection and the collector's single round trip."""
     from exporter.collector import Context, ServerInfo

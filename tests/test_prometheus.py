@@ -17,6 +17,8 @@ import requests
 from conftest import ROOT, Prometheus, http_ok, promtool_check_metrics, wait_until
 from exporter.pgcluster import Cluster, free_port
 
+pytestmark = pytest.mark.prom
+
 PASSWORD = "Prom-Test-Secret-4242"
 
 

@@ -22,6 +22,8 @@ from conftest import ROOT, Prometheus, require_tool
 from exporter.pgcluster import free_port
 from fixtures.report_history import STATEMENTS, write_history
 
+pytestmark = pytest.mark.e2e
+
 END = 1795132800  # 2026-11-20T00:00:00Z: a fixed "now"; the history is the two days before
 PERIOD = f"{END - 86400}..{END}"
 TOKEN = "Report-Secret-Token-7731"

@@ -16,6 +16,8 @@ from exporter.config import parse
 from exporter.pgcluster import Cluster
 from exporter.server import Exporter
 
+pytestmark = pytest.mark.e2e
+
 TARGETS = 20
 
 

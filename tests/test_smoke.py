@@ -1,6 +1,9 @@
 """The exporter end to end over HTTP on the throwaway cluster: every default collector succeeds."""
 
 from conftest import SECOND_DB, make_config, promtool_check_metrics
+import pytest
+
+pytestmark = pytest.mark.pg
 
 
 def test_every_default_collector_succeeds_and_output_passes_promtool(pg, serve):

@@ -12,6 +12,8 @@ from exporter.pgcluster import Cluster
 from exporter.workload import N_CUSTOMERS, N_PRODUCTS, Workload, setup_schema
 from conftest import wait_until
 
+pytestmark = pytest.mark.pg
+
 
 @pytest.fixture(scope="module")
 def shop():
