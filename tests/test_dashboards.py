@@ -38,6 +38,7 @@ def all_targets():
                 yield name, panel, t
 
 
+@pytest.mark.fast
 def test_generated_json_is_up_to_date():
     proc = subprocess.run([sys.executable, str(ROOT / "dashboards" / "generate.py"), "--check"], capture_output=True,
                           text=True, timeout=60)
@@ -57,6 +58,7 @@ def test_drift_check_fails_on_a_hand_edit(tmp_path):
     assert proc.returncode == 1 and "overview.json is out of date" in proc.stdout
 
 
+@pytest.mark.fast
 def test_dashboard_level_conventions():
     uids, titles = set(), set()
     for name, dash in DASHBOARDS.items():
@@ -82,6 +84,7 @@ def test_dashboard_level_conventions():
                     cells.add((x, y))
 
 
+@pytest.mark.fast
 def test_variables():
     for name, dash in DASHBOARDS.items():
         variables = dash["templating"]["list"]
@@ -106,6 +109,7 @@ def test_variables():
                 assert ref in earlier, f"{name}: {v['name']} uses ${ref} before it is defined"
 
 
+@pytest.mark.fast
 def test_panel_conventions():
     for name, dash in DASHBOARDS.items():
         defined = {v["name"] for v in dash["templating"]["list"]}
@@ -138,6 +142,7 @@ def _selectors(expr: str):
         yield m.group(1), m.group(2), expr[m.end():], expr[:m.start()]
 
 
+@pytest.mark.fast
 def test_queries_follow_the_rules():
     for name, panel, t in all_targets():
         expr, where = t["expr"], f"{name}: {panel['title']!r} {t['refId']}"
@@ -177,6 +182,7 @@ def known_metrics() -> set:
     return names
 
 
+@pytest.mark.fast
 def test_every_metric_is_known():
     known = known_metrics()
     unknown = set()
@@ -224,6 +230,7 @@ def test_promtool_check_catches_a_broken_expression(tmp_path):
     assert proc.returncode != 0
 
 
+@pytest.mark.fast
 def test_provisioning_files():
     providers = yaml.safe_load((ROOT / "dashboards/provisioning/dashboards/dbperf.yaml").read_text())
     assert providers["apiVersion"] == 1

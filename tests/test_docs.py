@@ -13,6 +13,7 @@ def test_metrics_reference_in_readme_matches_the_code():
     assert readme_section(README.read_text()) == reference(), "run: python -m exporter.docs --write"
 
 
+@pytest.mark.fast
 def test_ci_runs_the_test_command_printed_in_readme():
     readme = README.read_text()
     commands = re.findall(r"^(\./scripts/\S+)\s+#", readme, flags=re.M)

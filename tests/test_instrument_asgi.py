@@ -196,6 +196,7 @@ def test_ten_thousand_raw_paths_stay_bounded():
         server.close()
 
 
+@pytest.mark.fast
 def test_clock_stops_at_last_body_chunk_not_after_background_tasks():
     inst = Instrumentation()
     server = ASGIServer(_small_app(inst), inst)
@@ -214,6 +215,7 @@ def test_clock_stops_at_last_body_chunk_not_after_background_tasks():
         server.close()
 
 
+@pytest.mark.fast
 def test_bad_configuration_is_one_clear_error():
     with pytest.raises(ValueError, match="n_plus_one_threshold must be at least 2"):
         Instrumentation(n_plus_one_threshold=1)
@@ -225,6 +227,7 @@ def test_bad_configuration_is_one_clear_error():
         PrometheusMiddleware(object(), instrumentation=None)
 
 
+@pytest.mark.fast
 def test_mounted_routes_keep_the_mount_prefix_and_exclusions_are_configurable():
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
