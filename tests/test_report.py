@@ -8,19 +8,16 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import ROOT, Prometheus, require_tool
+from conftest import ROOT, require_tool
 from exporter.pgcluster import free_port
-from fixtures.report_history import STATEMENTS, write_history
+from fixtures.report_history import STATEMENTS, served_history, write_history
 
 pytestmark = pytest.mark.e2e
 
@@ -31,17 +28,8 @@ TOKEN = "Report-Secret-Token-7731"
 
 @pytest.fixture(scope="module")
 def history():
-    promtool = require_tool("promtool")
-    workdir = Path(tempfile.mkdtemp(prefix="dbperf-report-"))
-    truth = write_history(workdir / "history.om", END)
-    proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(workdir / "history.om"),
-                           str(workdir / "data")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    # no scrape jobs: Prometheus only serves the blocks in workdir/data
-    prom = Prometheus([], workdir=workdir, extra_args=("--storage.tsdb.retention.time=10y",), timeout=60)
-    yield {"url": prom.url, "truth": truth, "dir": workdir}
-    prom.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    with served_history(write_history, END) as (url, truth):
+        yield {"url": url, "truth": truth}
 
 
 def report(*args, check=True):

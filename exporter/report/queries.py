@@ -5,9 +5,11 @@ tooling reads them (docs/reports.md)."""
 from __future__ import annotations
 
 import math
+import re
 
 from exporter.report import anomalies as anom
-from exporter.report.period import Period, iso
+from exporter.report import projection
+from exporter.report.period import Period, choose_step, iso
 from exporter.report.prom import PromError, Prometheus
 
 # every metric the report reads, and whether the --target filter applies to it
@@ -28,6 +30,34 @@ OTHER_METRICS = [
 REQUIRED = ["pg_up"]
 IDLE = 'mode="idle"'
 ERR5XX = 'status=~"5.."'
+
+
+# rows of pg_stat_statements_* that are not one statement of the application's: left out of the top
+# lists, counted in the totals (the statements collector folds them into these pseudo queryids)
+LEFT_OUT = {
+    "transaction_control": "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT ...)",
+    "dbperf": "dbperf's own statements",
+    "other": "other (statements outside the top N of each database)",
+}
+DBPERF_MARKER = "/*application='dbperf'*/"
+TRANSACTION_CONTROL = re.compile(
+    r"(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|PREPARE\s+TRANSACTION)\b", re.I)
+LEADING_COMMENTS = re.compile(r"\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*", re.S)
+
+
+def left_out_kind(queryid: str, text: str | None) -> str | None:
+    """``transaction_control``, ``dbperf`` or ``other`` for a row left out of the top lists, else None.
+
+    The pseudo queryids of the statements collector, and, where the text is known (older collectors
+    did not fold these rows), dbperf's marked SQL and transaction-control statements by their text."""
+    if queryid in LEFT_OUT:
+        return queryid
+    if text:
+        if DBPERF_MARKER in text:
+            return "dbperf"
+        if TRANSACTION_CONTROL.match(text, LEADING_COMMENTS.match(text).end()):
+            return "transaction_control"
+    return None
 
 
 class ReportError(Exception):
@@ -58,6 +88,7 @@ class Collector:
         self.top = top
         self.progress = progress or (lambda message: None)
         self.present: set[str] = set()
+        self._targets_by_instance: dict[str, set[str]] | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     def sel(self, name: str, extra: str = "") -> str:
@@ -158,7 +189,7 @@ class Collector:
 
     def statements(self) -> dict:
         out: dict = {"missing": self.missing("pg_stat_statements_calls_total", "pg_stat_statements_seconds_total")}
-        out.update(by_total_time=[], by_mean_time=[], by_calls=[], statements=0)
+        out.update(by_total_time=[], by_mean_time=[], by_calls=[], statements=0, left_out=[])
         if out["missing"]:
             return out
         by = "datname, queryid"
@@ -177,10 +208,16 @@ class Collector:
         nc, ns, pc, ps = keyed(now_calls), keyed(now_secs), keyed(prev_calls), keyed(prev_secs)
         total = sum(v for v in ns.values() if v) or 0
         rows = []
+        left_out = {kind: {"kind": kind, "label": label, "calls": 0.0, "total_seconds": 0.0, "rows": 0}
+                    for kind, label in LEFT_OUT.items()}
         for key in set(nc) | set(ns):
-            if key[1] == "other":
-                continue  # the remainder of statements outside the top N: not one statement
             calls, secs = nc.get(key), ns.get(key)
+            kind = left_out_kind(key[1], texts.get(key))
+            if kind:  # not one statement of the application's: counted in the totals, not listed
+                left_out[kind]["calls"] += calls or 0
+                left_out[kind]["total_seconds"] += secs or 0
+                left_out[kind]["rows"] += 1
+                continue
             if not calls:
                 continue
             mean = _ratio(secs, calls)
@@ -191,6 +228,8 @@ class Collector:
                          "previous_mean_seconds": prev_mean, "calls_change": _change(calls, pc.get(key)),
                          "total_seconds_change": _change(secs, ps.get(key)), "mean_seconds_change": _change(mean, prev_mean)})
         out["statements"] = len(rows)
+        out["left_out"] = [dict(row, share_of_time=_ratio(row["total_seconds"], total))
+                           for row in left_out.values() if row["rows"]]
         out["by_total_time"] = sorted(rows, key=lambda r: (-(r["total_seconds"] or 0), r["queryid"]))[:self.top]
         out["by_mean_time"] = sorted(rows, key=lambda r: (-(r["mean_seconds"] or 0), r["queryid"]))[:self.top]
         out["by_calls"] = sorted(rows, key=lambda r: (-(r["calls"] or 0), r["queryid"]))[:self.top]
@@ -271,33 +310,57 @@ class Collector:
                 f"1 - {self.inc('host_cpu_seconds_total', IDLE, by='instance')} / {self.inc('host_cpu_seconds_total', by='instance')}")}
             for m, values in self.prom.range(busy, self.p.start, self.p.end, step):
                 vals = [v for _, v in values if v == v]
-                out["cpu"].append({"instance": m.get("instance", ""), "mean": avg.get(m.get("instance", "")),
+                out["cpu"].append({"instance": m.get("instance", ""), "host": self.host(m.get("instance", "")),
+                                   "mean": avg.get(m.get("instance", "")),
                                    "peak": max(vals) if vals else None})
         if not self.missing("host_memory_available_bytes", "host_memory_total_bytes"):
             expr = f"{self.sel('host_memory_available_bytes')} / {self.sel('host_memory_total_bytes')}"
             for m, values in self.prom.range(expr, self.p.start, self.p.end, step):
                 vals = [v for _, v in values if v == v]
-                out["memory"].append({"instance": m.get("instance", ""), "min_available_ratio": min(vals) if vals else None,
+                out["memory"].append({"instance": m.get("instance", ""), "host": self.host(m.get("instance", "")),
+                                      "min_available_ratio": min(vals) if vals else None,
                                       "mean_available_ratio": sum(vals) / len(vals) if vals else None})
         if "host_filesystem_avail_bytes" in self.present:
-            sizes = {(m.get("instance", ""), m.get("mountpoint", "")): v
-                     for m, v in self.q(self.sel("host_filesystem_size_bytes"))} if "host_filesystem_size_bytes" in self.present else {}
-            for m, values in self.prom.range(self.sel("host_filesystem_avail_bytes"), self.p.start, self.p.end, step):
-                values = [(t, v) for t, v in values if v == v]
-                if len(values) < 2:
-                    continue
-                slope, _ = linear_fit(values)
-                first, last = values[0][1], values[-1][1]
-                key = (m.get("instance", ""), m.get("mountpoint", ""))
-                fill = self.p.end + last / -slope if slope < 0 else None
-                out["filesystems"].append({
-                    "instance": key[0], "mountpoint": key[1], "size_bytes": sizes.get(key), "first_avail_bytes": first,
-                    "last_avail_bytes": last, "used_growth_bytes": first - last,
-                    "avail_change_bytes_per_day": slope * 86400,
-                    "projected_full": iso(fill) if fill else None, "projected_full_timestamp": fill,
-                    "days_until_full": (fill - self.p.end) / 86400 if fill else None})
-            out["filesystems"].sort(key=lambda f: (f["instance"], f["mountpoint"]))
+            out["filesystems"] = self.filesystems()
         return out
+
+    def host(self, instance: str) -> str:
+        """The host metrics' ``instance`` is dbperf's scrape address (``127.0.0.1:9847``): name the
+        host by the dbperf target(s) scraped at the same address, and say which address it is."""
+        if self._targets_by_instance is None:
+            self._targets_by_instance = {}
+            if "pg_up" in self.present:  # every target, whatever --target says: it only names hosts
+                for m, _ in self.q(f"group by (instance, target) (last_over_time(pg_up{self.p.window}))"):
+                    if m.get("instance") and m.get("target"):
+                        self._targets_by_instance.setdefault(m["instance"], set()).add(m["target"])
+        return host_label(instance, sorted(self._targets_by_instance.get(instance, ())))
+
+    def filesystems(self) -> list[dict]:
+        """Free space per file system over the period, and its projection (exporter/report/projection.py)
+        from at least the last day of history."""
+        window = max(self.p.seconds, projection.WINDOW_SECONDS)
+        step = max(60, choose_step(window) // 5)
+        sizes = {(m.get("instance", ""), m.get("mountpoint", "")): v
+                 for m, v in self.q(self.sel("host_filesystem_size_bytes"))} if "host_filesystem_size_bytes" in self.present else {}
+        rows = []
+        for m, values in self.prom.range(self.sel("host_filesystem_avail_bytes"), self.p.end - window, self.p.end, step):
+            values = [(t, v) for t, v in values if v == v]
+            period = [(t, v) for t, v in values if t >= self.p.start]
+            if len(period) < 2:
+                continue
+            key = (m.get("instance", ""), m.get("mountpoint", ""))
+            fit = projection.project(values, self.p.end)
+            fill = fit["full_timestamp"]
+            slope = fit["slope_bytes_per_second"]
+            first, last = period[0][1], period[-1][1]
+            rows.append({
+                "instance": key[0], "host": self.host(key[0]), "mountpoint": key[1], "size_bytes": sizes.get(key),
+                "first_avail_bytes": first, "last_avail_bytes": last, "used_growth_bytes": first - last,
+                "avail_change_bytes_per_day": slope * 86400 if slope is not None else None,
+                "projection": {k: v for k, v in fit.items() if k != "full_timestamp"} | {"window_seconds": window},
+                "projected_full": iso(fill) if fill else None, "projected_full_timestamp": fill,
+                "days_until_full": (fill - self.p.end) / 86400 if fill else None})
+        return sorted(rows, key=lambda f: (f["instance"], f["mountpoint"]))
 
     def alerts(self) -> dict:
         out: dict = {"missing": self.missing("ALERTS"), "fired": []}
@@ -400,16 +463,6 @@ class Collector:
         return out
 
 
-def linear_fit(values: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least-squares slope (per second) and intercept of (t, v) points."""
-    n = len(values)
-    mt = sum(t for t, _ in values) / n
-    mv = sum(v for _, v in values) / n
-    var = sum((t - mt) ** 2 for t, _ in values)
-    slope = sum((t - mt) * (v - mv) for t, v in values) / var if var else 0.0
-    return slope, mv - slope * mt
-
-
 def runs_of(times: list[float], step: float, gap: int = 1) -> list[tuple[float, float]]:
     """Group sorted times into (first, last) runs whose points are at most ``gap`` steps apart."""
     groups: list[list[float]] = []
@@ -419,6 +472,16 @@ def runs_of(times: list[float], step: float, gap: int = 1) -> list[tuple[float, 
         else:
             groups.append([t])
     return [(g[0], g[-1]) for g in groups]
+
+
+def host_label(instance: str, targets: list[str]) -> str:
+    """``host of target main (scraped at 127.0.0.1:9847)``; the instance alone when no target shares it."""
+    if not targets:
+        return instance
+    where = f"scraped at {instance}" if re.fullmatch(r"\[?[\w.:-]+\]?:\d+", instance) else f"instance {instance}"
+    if len(targets) == 1:
+        return f"host of target {targets[0]} ({where})"
+    return f"host of dbperf serving targets {', '.join(targets)} ({where})"
 
 
 def build_report(prom: Prometheus, period: Period, target: str | None = None, top: int = 10, progress=None) -> dict:

@@ -78,16 +78,16 @@ def recommendations(s: dict) -> list[dict]:
     for row in res.get("filesystems", []):
         if row["days_until_full"] is not None and row["days_until_full"] <= DISK_FULL_DAYS:
             add("critical" if row["days_until_full"] <= 7 else "warning", "disk",
-                f"Grow {row['mountpoint']} on {row['instance']} or free space before {row['projected_full'][:10]}.",
-                f"free space falls by {bytes_h(-row['avail_change_bytes_per_day'])}/day; "
-                f"full in {row['days_until_full']:.1f} days at that rate")
+                f"Grow {row['mountpoint']} on {_host(row)} or free space before {row['projected_full'][:10]}.",
+                f"free space falls by {bytes_h(-row['avail_change_bytes_per_day'])}/day, steadily over the last "
+                f"{row['projection']['history_seconds'] / 3600:.0f} h; full in {row['days_until_full']:.1f} days at that rate")
     for row in res.get("cpu", []):
         if row["peak"] is not None and row["peak"] >= CPU_PEAK_MAX:
-            add("info", "cpu", f"CPU on {row['instance']} reached saturation: see the anomalies for when and why.",
+            add("info", "cpu", f"CPU on {_host(row)} reached saturation: see the anomalies for when and why.",
                 f"peak {pct(row['peak'])}, mean {pct(row['mean'])}")
     for row in res.get("memory", []):
         if row["min_available_ratio"] is not None and row["min_available_ratio"] < MEMORY_MIN:
-            add("warning", "memory", f"Memory on {row['instance']} ran low: lower work_mem or the connection count, or add memory.",
+            add("warning", "memory", f"Memory on {_host(row)} ran low: lower work_mem or the connection count, or add memory.",
                 f"available memory fell to {pct(row['min_available_ratio'])}")
     findings = s["advisor"].get("findings", [])
     if findings:
@@ -98,6 +98,12 @@ def recommendations(s: dict) -> list[dict]:
     order = {"critical": 0, "warning": 1, "info": 2}
     out.sort(key=lambda r: order.get(r["severity"], 3))
     return out
+
+
+def _host(row: dict) -> str:
+    """``the host of target main (scraped at 127.0.0.1:9847)``, or the instance when no target shares it."""
+    host = row.get("host") or row["instance"]
+    return f"the {host}" if host.startswith("host of ") else host
 
 
 def _stmt(row: dict) -> str:

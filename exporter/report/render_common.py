@@ -71,3 +71,21 @@ def short_query(text: str | None, limit: int = 80) -> str:
         return ""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def projection_cell(fs: dict) -> str:
+    """The "projected full" cell of a file system: the date, or why there is none."""
+    if fs.get("projected_full"):
+        return f"{fs['projected_full'][:10]} ({fs['days_until_full']:.0f} days)"
+    projection = fs.get("projection") or {}
+    return projection.get("reason") or "not filling"
+
+
+def left_out_text(statements: dict) -> str:
+    """The rows left out of the top lists and what they account for (they count in every total)."""
+    rows = statements.get("left_out") or []
+    if not rows:
+        return ""
+    parts = [f"{r['label']}: {num(r['calls'])} calls, {dur(r['total_seconds'])} ({pct(r['share_of_time'])} of statement time)"
+             for r in rows]
+    return "Left out of the lists, counted in the totals and shares: " + "; ".join(parts) + "."

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from html import escape
 
-from exporter.report.render_common import bytes_h, change, dur, no_data, num, pct, short_query, when
+from exporter.report.render_common import (bytes_h, change, dur, left_out_text, no_data, num, pct, projection_cell,
+                                           short_query, when)
 
 CSS = """
 body{font:14px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328;margin:0;background:#f6f8fa}
@@ -164,6 +165,8 @@ def render_html(r: dict) -> str:
     if st["missing"]:
         h.append(_nodata(st["missing"]))
     else:
+        if left_out_text(st):
+            h.append(f"<p class=meta>{_e(left_out_text(st))}</p>")
         for title, key in (("By total time", "by_total_time"), ("By mean time", "by_mean_time"), ("By calls", "by_calls")):
             h.append(f"<h3>{title}</h3>")
             h.append(_table(["queryid", "db", "calls", "total", "mean", "share", "total vs prev", "mean vs prev", "calls vs prev", "query"],
@@ -205,15 +208,14 @@ def render_html(r: dict) -> str:
     if not (res["cpu"] or res["memory"] or res["filesystems"]):
         h.append(_nodata(res["missing"]))
     else:
-        rows = [[_e(c["instance"]), "CPU use", f"mean {pct(c['mean'])}, peak {pct(c['peak'])}"] for c in res["cpu"]]
-        rows += [[_e(m["instance"]), "memory available", f"min {pct(m['min_available_ratio'])}, mean {pct(m['mean_available_ratio'])}"]
+        rows = [[_e(c["host"]), "CPU use", f"mean {pct(c['mean'])}, peak {pct(c['peak'])}"] for c in res["cpu"]]
+        rows += [[_e(m["host"]), "memory available", f"min {pct(m['min_available_ratio'])}, mean {pct(m['mean_available_ratio'])}"]
                  for m in res["memory"]]
-        h.append(_table(["instance", "resource", "period"], rows))
+        h.append(_table(["host", "resource", "period"], rows))
         if res["filesystems"]:
-            h.append(_table(["instance", "mount", "free now", "used growth", "free change/day", "projected full"],
-                            [[_e(f["instance"]), f"<code>{_e(f['mountpoint'])}</code>", bytes_h(f["last_avail_bytes"]),
-                              bytes_h(f["used_growth_bytes"]), bytes_h(f["avail_change_bytes_per_day"]),
-                              f"{f['projected_full'][:10]} ({f['days_until_full']:.0f} days)" if f["projected_full"] else "not filling"]
+            h.append(_table(["host", "mount", "free now", "used growth", "free change/day", "projected full"],
+                            [[_e(f["host"]), f"<code>{_e(f['mountpoint'])}</code>", bytes_h(f["last_avail_bytes"]),
+                              bytes_h(f["used_growth_bytes"]), bytes_h(f["avail_change_bytes_per_day"]), _e(projection_cell(f))]
                              for f in res["filesystems"]], {2, 3, 4}))
         if res["missing"]:
             h.append(f'<p class="nodata">Not available: {escape(", ".join(res["missing"]))}</p>')

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.report.render_common import bytes_h, change, dur, no_data, num, pct, short_query, when
+from exporter.report.render_common import (bytes_h, change, dur, left_out_text, no_data, num, pct, projection_cell,
+                                           short_query, when)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -70,6 +71,8 @@ def render_markdown(r: dict) -> str:
     if st["missing"]:
         out += [no_data(st["missing"]), ""]
     else:
+        if left_out_text(st):
+            out += [left_out_text(st), ""]
         for title, key in (("By total time", "by_total_time"), ("By mean time", "by_mean_time"), ("By calls", "by_calls")):
             out += [f"### {title}", ""]
             out += _table(["queryid", "db", "calls", "total", "mean", "share", "vs previous (total / mean / calls)", "query"],
@@ -110,15 +113,14 @@ def render_markdown(r: dict) -> str:
         out += [no_data(res["missing"]), ""]
     else:
         for c in res["cpu"]:
-            out.append(f"- CPU {c['instance']}: mean {pct(c['mean'])}, peak {pct(c['peak'])}")
+            out.append(f"- CPU, {c['host']}: mean {pct(c['mean'])}, peak {pct(c['peak'])}")
         for m in res["memory"]:
-            out.append(f"- Memory {m['instance']}: available min {pct(m['min_available_ratio'])}, mean {pct(m['mean_available_ratio'])}")
+            out.append(f"- Memory, {m['host']}: available min {pct(m['min_available_ratio'])}, mean {pct(m['mean_available_ratio'])}")
         out.append("")
         if res["filesystems"]:
-            out += _table(["instance", "mount", "free now", "used growth", "free change/day", "projected full"],
-                          [[f["instance"], f["mountpoint"], bytes_h(f["last_avail_bytes"]), bytes_h(f["used_growth_bytes"]),
-                            bytes_h(f["avail_change_bytes_per_day"]),
-                            f"{f['projected_full'][:10]} ({f['days_until_full']:.0f} days)" if f["projected_full"] else "not filling"]
+            out += _table(["host", "mount", "free now", "used growth", "free change/day", "projected full"],
+                          [[f["host"], f["mountpoint"], bytes_h(f["last_avail_bytes"]), bytes_h(f["used_growth_bytes"]),
+                            bytes_h(f["avail_change_bytes_per_day"]), projection_cell(f)]
                            for f in res["filesystems"]])
         if res["missing"]:
             out += [f"Not available: {', '.join(res['missing'])}", ""]
