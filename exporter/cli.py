@@ -1,4 +1,4 @@
-"""``dbperf serve | check-config | demo | report | version``."""
+"""``dbperf serve | check-config | demo | advise | report | pipelines | alerts | version``."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ from exporter.config import ConfigError, Config, from_env, load, parse_listen
 LOG = logging.getLogger("dbperf")
 
 
-def _load_config(path: str | None) -> Config:
+def _load_config(path: str | None, secrets: bool = True) -> Config:
+    """The config of ``--config``, ``$DBPERF_CONFIG`` or ``$DBPERF_DSN``. ``secrets=False``: a DSN
+    whose environment variable or file is missing is no error (see :func:`exporter.config.parse`)."""
     path = path or os.environ.get("DBPERF_CONFIG")
     if path:
-        return load(path)
+        return load(path, secrets=secrets)
     if os.environ.get("DBPERF_DSN"):
         return from_env()
-    raise ConfigError("dbperf", "--config", "no configuration: pass --config FILE, or set DBPERF_CONFIG or DBPERF_DSN")
+    raise ConfigError("", "--config", "no configuration given: pass --config FILE, or set DBPERF_CONFIG or DBPERF_DSN")
 
 
 def cmd_serve(args) -> int:
@@ -32,7 +34,7 @@ def cmd_serve(args) -> int:
     log.setup(args.log_level or config.log_level, args.log_format or config.log_format)
     host, port = config.listen_host, config.listen_port
     if args.listen:
-        host, port = parse_listen("dbperf serve", "--listen", args.listen)
+        host, port = parse_listen("", "--listen", args.listen)
     exporter = Exporter(config)
     try:
         server = make_server(exporter, host, port)
@@ -59,11 +61,23 @@ def cmd_serve(args) -> int:
 
 
 def cmd_check_config(args) -> int:
+    """Checks the file without its secrets (a DSN from an unset variable or a missing file is a
+    warning); ``--connect`` also connects to every target and fails when one cannot be reached."""
     from exporter.plan import describe_plan
 
-    config = _load_config(args.file)
-    print(describe_plan(config))
-    return 0
+    config = _load_config(args.file, secrets=False)
+    print(describe_plan(config), flush=True)
+    if not args.connect:
+        for line in config.missing_secrets:
+            print(f"dbperf check-config: warning: {line} (not needed to check the file; dbperf serve and "
+                  "check-config --connect need it)", file=sys.stderr)
+        return 0
+    from exporter.checkconnect import check_targets
+
+    failures = check_targets(config)
+    for line in failures:
+        print(f"dbperf check-config: {line}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_demo(args) -> int:
@@ -83,8 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["text", "json"])
     serve.set_defaults(func=cmd_serve)
 
-    check = sub.add_parser("check-config", help="validate a config file and print the planned collectors")
+    check = sub.add_parser("check-config", help="validate a config file and print the planned collectors "
+                           "(--connect: also connect to every target)")
     check.add_argument("file", nargs="?", help="YAML config file (default: $DBPERF_CONFIG)")
+    check.add_argument("--connect", action="store_true",
+                       help="connect to every target and say which collectors run there (exit 1 when a target's "
+                            "DSN is missing or the server cannot be reached)")
     check.set_defaults(func=cmd_check_config)
 
     demo = sub.add_parser("demo", help="the stack without Docker: PostgreSQL, workload, example app, dbperf, Prometheus")
@@ -121,7 +139,10 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"dbperf: config error: {exc}", file=sys.stderr)
+        if exc.on_command_line:  # an option of this command, not a file
+            print(f"{exc.source or 'dbperf ' + args.command}: {exc.key}: {exc.reason}", file=sys.stderr)
+        else:
+            print(f"dbperf: config error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

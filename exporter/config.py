@@ -15,11 +15,18 @@ DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 
 
 class ConfigError(ValueError):
-    """A configuration mistake; ``str()`` is one line: ``file: key: reason``."""
+    """A configuration mistake; ``str()`` is one line: ``file: key: reason``.
+
+    A key starting with ``--`` is a command-line option; its source is then the command
+    (``dbperf serve``) or empty, and the CLI prints it without a ``config error`` prefix."""
 
     def __init__(self, source: str, key: str, reason: str):
         self.source, self.key, self.reason = source, key, reason
-        super().__init__(f"{source}: {key}: {reason}" if key else f"{source}: {reason}")
+        super().__init__(": ".join(part for part in (source, key, reason) if part))
+
+    @property
+    def on_command_line(self) -> bool:
+        return self.key.startswith("--")
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,10 @@ class Target:
     statements: dict = field(default_factory=dict)  # options of the statements collector
     pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
     kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)
+    dsn_from: str = ""      # where the DSN comes from when not inline: "environment variable PG_DSN", "file ..."
+    # set (one line: file, key, target, reason) when the DSN's secret was absent and the config was
+    # parsed with secrets=False (check-config): dsn is then "" and the target cannot be connected to
+    dsn_missing: str = ""
 
     def collector(self, name: str, enabled_by_default: bool) -> CollectorSettings:
         settings = self.collectors.get(name)
@@ -75,6 +86,11 @@ class Config:
 
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
+
+    @property
+    def missing_secrets(self) -> list[str]:
+        """One line per target whose DSN could not be read (only with ``parse(..., secrets=False)``)."""
+        return [t.dsn_missing for t in self.targets if t.dsn_missing]
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -156,33 +172,43 @@ def parse_listen(source: str, key: str, value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def _dsn(source: str, reader: _Reader, env=os.environ) -> str:
+def _dsn(source: str, reader: _Reader, name: str, env=os.environ, secrets: bool = True) -> tuple[str, str, str]:
+    """``(dsn, where it comes from, problem)``. A DSN from an unset environment variable or an
+    unreadable file is an error, unless ``secrets`` is False (checking a config without its
+    secrets): then the DSN is "" and ``problem`` the one-line error serve would give."""
     given = [k for k in ("dsn", "dsn_file", "dsn_env") if reader.data.get(k) is not None]
     if len(given) != 1:
         reader.fail("dsn", "exactly one of dsn, dsn_file, dsn_env is required"
                     + (f" (got {', '.join(given)})" if given else ""))
     kind = given[0]
     value = reader.get(kind, str)
+    missing, where = "", ""
     if kind == "dsn_file":
         path = Path(value)
         if not path.is_absolute():
             path = Path(source).parent / path
+        where = f"file {path}"
         try:
             dsn = path.read_text().strip()
         except OSError as exc:
-            reader.fail(kind, f"cannot read {path}: {exc.strerror}")
+            dsn, missing = "", f"target {name!r}: cannot read the DSN file {path}: {exc.strerror}"
     elif kind == "dsn_env":
+        where = f"environment variable {value}"
         dsn = env.get(value, "").strip()
         if not dsn:
-            reader.fail(kind, f"environment variable {value} is not set or empty")
+            missing = f"target {name!r}: environment variable {value} (the target's DSN) is not set or empty"
     else:
         dsn = value
+    if missing:
+        if secrets:
+            reader.fail(kind, missing)
+        return "", where, str(ConfigError(source, reader.key(kind), missing))
     from exporter.secrets import validate_dsn
 
     problem = validate_dsn(dsn)
     if problem:
-        reader.fail(kind, problem)
-    return dsn
+        reader.fail(kind, f"target {name!r}: {problem}")
+    return dsn, where, ""
 
 
 def _collectors(source: str, reader: _Reader) -> dict:
@@ -227,19 +253,20 @@ TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "colle
 PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
 
 
-def _pgbouncer_target(source: str, reader: _Reader, name: str, env=os.environ) -> Target:
+def _pgbouncer_target(source: str, reader: _Reader, name: str, env=os.environ, secrets: bool = True) -> Target:
     """``kind: pgbouncer``: PgBouncer's admin console; only the pgbouncer collector runs."""
     reader.allow(*PGBOUNCER_KEYS)
-    dsn = _dsn(source, reader, env)
+    dsn, where, missing = _dsn(source, reader, name, env, secrets)
     from psycopg.conninfo import conninfo_to_dict
 
     dbname = conninfo_to_dict(dsn).get("dbname")
     if dbname not in (None, "pgbouncer"):
         reader.fail("dsn", f"a pgbouncer target connects to the admin console: dbname must be pgbouncer, got {dbname!r}")
-    return Target(name=name, dsn=dsn, kind="pgbouncer", connect_timeout=reader.get("connect_timeout", float, 3.0))
+    return Target(name=name, dsn=dsn, kind="pgbouncer", connect_timeout=reader.get("connect_timeout", float, 3.0),
+                  dsn_from=where, dsn_missing=missing)
 
 
-def _target(source: str, reader: _Reader, defaults: dict, env=os.environ) -> Target:
+def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secrets: bool = True) -> Target:
     reader.allow(*TARGET_KEYS)
     name = reader.get("name", str)
     if name is None:
@@ -250,7 +277,7 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ) -> Tar
     if kind not in ("postgres", "pgbouncer"):
         reader.fail("kind", f"must be postgres or pgbouncer, got {kind!r}")
     if kind == "pgbouncer":
-        return _pgbouncer_target(source, reader, name, env)
+        return _pgbouncer_target(source, reader, name, env, secrets)
     dbs = reader.sub("databases")
     dbs.allow("discover", "include", "exclude")
     databases = Databases(discover=dbs.get("discover", bool, True),
@@ -269,8 +296,9 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ) -> Tar
     max_conn = reader.get("max_connections", int, 4)
     if max_conn < 1:
         reader.fail("max_connections", "must be at least 1")
+    dsn, where, missing = _dsn(source, reader, name, env, secrets)
     return Target(
-        name=name, dsn=_dsn(source, reader, env), databases=databases, collectors=collectors,
+        name=name, dsn=dsn, dsn_from=where, dsn_missing=missing, databases=databases, collectors=collectors,
         max_connections=max_conn, table_limit=reader.get("table_limit", int, 1000),
         connect_timeout=reader.get("connect_timeout", float, 3.0),
         statements=_statements(reader.sub("statements")),
@@ -278,7 +306,9 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ) -> Tar
     )
 
 
-def parse(data, source: str = "<config>", env=os.environ) -> Config:
+def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) -> Config:
+    """``secrets=False``: an unset ``dsn_env`` or unreadable ``dsn_file`` is no error (the target's
+    ``dsn_missing`` says what is missing); ``dbperf check-config`` checks a file that way."""
     top = _Reader(source, data, "")
     top.allow("listen", "scrape_timeout", "scrape_timeout_offset", "host_metrics", "log_level",
               "log_format", "collectors", "targets")
@@ -298,7 +328,7 @@ def parse(data, source: str = "<config>", env=os.environ) -> Config:
         top.fail("targets", "must be a non-empty list of targets")
     targets, seen = [], set()
     for i, raw in enumerate(raw_targets):
-        target = _target(source, _Reader(source, raw, f"targets[{i}]"), defaults, env)
+        target = _target(source, _Reader(source, raw, f"targets[{i}]"), defaults, env, secrets)
         if target.name in seen:
             raise ConfigError(source, f"targets[{i}].name", f"duplicate target name {target.name!r}")
         seen.add(target.name)
@@ -309,7 +339,7 @@ def parse(data, source: str = "<config>", env=os.environ) -> Config:
                   log_format=log_format, targets=tuple(targets))
 
 
-def load(path: str, env=os.environ) -> Config:
+def load(path: str, env=os.environ, secrets: bool = True) -> Config:
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -321,7 +351,7 @@ def load(path: str, env=os.environ) -> Config:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(path, "", f"invalid YAML: {where}{problem}") from None
-    return parse(data, source=path, env=env)
+    return parse(data, source=path, env=env, secrets=secrets)
 
 
 def from_env(env=os.environ) -> Config:

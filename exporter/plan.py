@@ -17,19 +17,25 @@ def versions_supported(collector) -> str:
     return ",".join(ok) if ok else "none"
 
 
+def _where(target) -> str:
+    if target.dsn_missing:
+        return f"DSN from {target.dsn_from} (missing)"
+    return describe_dsn(target.dsn) + (f" (from {target.dsn_from})" if target.dsn_from else "")
+
+
 def describe_plan(config: Config) -> str:
     lines = [f"{config.source}: OK", f"listen {config.listen_host}:{config.listen_port}, "
              f"scrape deadline {config.scrape_timeout:g}s (or Prometheus's timeout minus "
              f"{config.scrape_timeout_offset:g}s), host metrics {'on' if config.host_metrics else 'off'}"]
     for target in config.targets:
         if getattr(target, "kind", "postgres") == "pgbouncer":
-            lines.append(f"\ntarget {target.name}: PgBouncer admin console {describe_dsn(target.dsn)}; "
+            lines.append(f"\ntarget {target.name}: PgBouncer admin console {_where(target)}; "
                          "collector pgbouncer (SHOW POOLS, STATS, DATABASES, LISTS, CONFIG)")
             continue
         dbs = target.databases
         discovery = (f"discover databases include={dbs.include.pattern!r} exclude={dbs.exclude.pattern!r}"
                      if dbs.discover else "own database only")
-        lines.append(f"\ntarget {target.name}: {describe_dsn(target.dsn)}; {discovery}; "
+        lines.append(f"\ntarget {target.name}: {_where(target)}; {discovery}; "
                      f"max_connections={target.max_connections} table_limit={target.table_limit}")
         lines.append(f"  {'collector':<16} {'scope':<9} {'ttl':>6} {'timeout':>8}  {'role':<8} PostgreSQL")
         for c in all_collectors():
