@@ -3,7 +3,7 @@ v2 API. An acknowledgement is a silence on the alert's name and labels: notifica
 ends, and the alert still resolves by itself when its condition clears.
 
 Exit codes: 0 done, 1 Alertmanager unreachable or refusing, 2 bad input (a bad ``--for``, label or
-silence id)."""
+silence id, or an ack that matches no alert at the Alertmanager, unless ``--force``)."""
 
 from __future__ import annotations
 
@@ -166,16 +166,42 @@ def cmd_ack(args, out=sys.stdout) -> int:
         raise UsageError("--comment must not be empty (say why, e.g. the ticket)")
     matchers = {"alertname": args.alertname, **labels}
     am = Alertmanager(args.alertmanager)
-    firing = [a for a in am.alerts() if all(a["labels"].get(k) == v for k, v in matchers.items())]
+    alerts = am.alerts()
+    firing = [a for a in alerts if all(a["labels"].get(k) == v for k, v in matchers.items())]
+    what = args.alertname + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    if not firing and not args.force:
+        raise UsageError(f"no alert at {am.url} matches {what}, so the silence would match nothing; "
+                         f"{existing_alerts(alerts, args.alertname)} (--force silences it anyway, "
+                         "e.g. ahead of a maintenance window)")
     ends = dt.datetime.now(dt.timezone.utc) + duration
     silence_id = am.create_silence(matchers, ends, args.author, args.comment)
-    what = args.alertname + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
     out.write(f"acknowledged {what} until {_iso(ends)[:19]}Z: silence {silence_id}\n")
     if not firing:
         out.write("note: no alert matching it is firing now; the silence applies if one fires before it ends\n")
     else:
         out.write(f"{len(firing)} firing alert(s) matched; they resolve by themselves when the condition clears\n")
     return 0
+
+
+def existing_alerts(alerts: list[dict], alertname: str, limit: int = 10) -> str:
+    """What the Alertmanager holds, for a refused ack: the label sets of ``alertname``'s alerts when
+    it has some (the labels did not match), else every alert name with its count."""
+    same = sorted({",".join(f'{k}="{a["labels"][k]}"' for k in SHOWN if a["labels"].get(k))
+                   for a in alerts if a["labels"].get("alertname") == alertname})
+    if same:
+        shown = [f"{alertname}{{{labels}}}" if labels else alertname for labels in same[:limit]]
+        more = f" and {len(same) - limit} more" if len(same) > limit else ""
+        return f"{alertname} is there with other labels: {', '.join(shown)}{more}"
+    counts: dict[str, int] = {}
+    for a in alerts:
+        name = a["labels"].get("alertname", "?")
+        counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return "it has no alerts now"
+    names = sorted(counts)
+    shown = [name + (f" ({counts[name]})" if counts[name] > 1 else "") for name in names[:limit]]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"alerts there now: {', '.join(shown)}{more}"
 
 
 def cmd_unack(args, out=sys.stdout) -> int:
@@ -206,6 +232,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ack.add_argument("--for", dest="duration", default="2h", help="how long, e.g. 30m, 2h, 1d (default 2h)")
     ack.add_argument("--comment", "-c", required=True, help="why (a ticket, who works on it)")
     ack.add_argument("--author", default=_default_author(), help="who acknowledges (default: the login name)")
+    ack.add_argument("--force", action="store_true",
+                     help="silence even when no alert at the Alertmanager matches now (e.g. ahead of maintenance); "
+                          "without it such an ack is refused, listing the alerts there")
     ack.set_defaults(func=_run(cmd_ack))
     unack = sub.add_parser("unack", help="end an acknowledgement (expire its silence)")
     unack.add_argument("id", help="the silence id printed by ack and list")

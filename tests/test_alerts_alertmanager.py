@@ -177,7 +177,7 @@ def test_ack_list_unack(am):
 
 
 def test_ack_of_an_alert_not_firing_says_so(am):
-    ack = dbperf_alerts(am.url, "ack", "PostgreSQLDown", "-l", "target=nothing", "-c", "maintenance window")
+    ack = dbperf_alerts(am.url, "ack", "PostgreSQLDown", "-l", "target=nothing", "-c", "maintenance window", "--force")
     assert ack.returncode == 0, ack.stderr
     assert "no alert matching it is firing now" in ack.stdout
 
