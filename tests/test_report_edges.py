@@ -70,7 +70,7 @@ def test_steady_growth_gives_a_stable_critical_projection(edge):
         (rec,) = [r for r in disk_recommendations(report) if "/var/lib/postgresql" in r["text"]]
         assert rec["severity"] == "critical"
         assert rec["text"].startswith(f"Grow /var/lib/postgresql on the {MAIN_HOST} or free space before 2026-11-2")
-        assert "steadily over the last 13 h" in rec["evidence"] and "full in 5.0 days" in rec["evidence"]
+        assert "steadily over the last 13.0 h" in rec["evidence"] and "full in 5.0 days" in rec["evidence"]
         fs = filesystems(report)[("127.0.0.1:9847", "/var/lib/postgresql")]
         assert fs["projection"]["status"] == "projected", fs["projection"]
         assert fs["projection"]["r2"] > 0.99

@@ -14,7 +14,7 @@ A projection is made when all of these hold; otherwise the report says why and r
 
 from __future__ import annotations
 
-from exporter.report.render_common import bytes_h
+from exporter.report.render_common import bytes_h, dur
 
 MIN_HISTORY_SECONDS = 6 * 3600
 WINDOW_SECONDS = 86400          # the fit uses at least the last day before the end of the report
@@ -63,7 +63,7 @@ def project(values: list[tuple[float, float]], end: float) -> dict:
     agree = all(h < 0 and abs(h - slope) <= HALF_SLOPE_TOLERANCE * -slope for h in halves)
     if not agree or r2 < MIN_R2:
         out["status"] = "unstable"
-        out["reason"] = (f"no stable trend ({_per_day(slope)}/day over {history / 3600:.0f} h, "
+        out["reason"] = (f"no stable trend ({_per_day(slope)}/day over {dur(history)}, "
                          f"halves {_per_day(halves[0])} and {_per_day(halves[1])}/day, R² {r2:.2f})")
         return out
     last = values[-1][1]

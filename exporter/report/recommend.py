@@ -80,7 +80,7 @@ def recommendations(s: dict) -> list[dict]:
             add("critical" if row["days_until_full"] <= 7 else "warning", "disk",
                 f"Grow {row['mountpoint']} on {_host(row)} or free space before {row['projected_full'][:10]}.",
                 f"free space falls by {bytes_h(-row['avail_change_bytes_per_day'])}/day, steadily over the last "
-                f"{row['projection']['history_seconds'] / 3600:.0f} h; full in {row['days_until_full']:.1f} days at that rate")
+                f"{dur(row['projection']['history_seconds'])}; full in {row['days_until_full']:.1f} days at that rate")
     for row in res.get("cpu", []):
         if row["peak"] is not None and row["peak"] >= CPU_PEAK_MAX:
             add("info", "cpu", f"CPU on {_host(row)} reached saturation: see the anomalies for when and why.",
