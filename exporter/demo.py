@@ -6,7 +6,9 @@ A throwaway PostgreSQL with a shop workload and pipeline runs, the example appli
 rules (alerts/rules) and a demo Alertmanager configuration whose receivers send nothing. Every
 part that is missing is skipped with one line saying why; every URL is printed.
 
-Everything it starts is stopped and its directories removed when it ends, also on errors.
+Everything it starts is stopped and its directories removed when it ends: after ``--duration``, on
+Ctrl-C, SIGTERM, SIGHUP (its terminal hung up, as on an SSH drop), when its parent process dies, and
+on errors. Started with SIGHUP ignored (``nohup``), it outlives both the hangup and its parent.
 """
 
 from __future__ import annotations
@@ -100,8 +102,20 @@ def _seconds(text: str) -> float | None:
         return None
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)
+def _say(line: str, stream=None) -> None:
+    """One line to the terminal; once the terminal is gone (an SSH drop), the lines go to /dev/null
+    and the demo goes on, above all with its cleanup."""
+    stream = stream or sys.stdout
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        try:  # what is still buffered is flushed there too, so even the exit is quiet
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, stream.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass
 
 
 def _http_ok(url: str) -> bool:
@@ -188,6 +202,19 @@ def _die_with_parent() -> None:
         pass
 
 
+def _watch_parent(stop: threading.Event, on_death) -> None:
+    """Calls ``on_death()`` once the process that started the demo has exited (it was re-parented)."""
+    parent = os.getppid()
+
+    def watch():
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                on_death()
+                return
+
+    threading.Thread(target=watch, name="demo-parent", daemon=True).start()
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -197,7 +224,7 @@ def _listening(port: int) -> bool:
 
 
 # -- the parts --------------------------------------------------------------------------------
-def start_pgbouncer(workdir: Path, pg_port: int) -> tuple[Process, int]:
+def start_pgbouncer(workdir: Path, pg_port: int, stop: threading.Event) -> tuple[Process, int]:
     binary = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
     if not binary:
         raise DemoError("pgbouncer is not installed (apt-get install pgbouncer)")
@@ -228,7 +255,7 @@ stats_period = 5
     proc = Process("pgbouncer", [binary, str(root / "pgbouncer.ini")], root, user=user).start()
     if user is not None:
         os.chown(proc.logfile, user.pw_uid, user.pw_gid)
-    proc.wait_ready(lambda: _listening(port), 15, f"port {port}")
+    proc.wait_ready(lambda: _listening(port), 15, f"port {port}", stop)
     return proc, port
 
 
@@ -376,6 +403,15 @@ def start_prometheus(workdir: Path, interval: str, dbperf: str, app: str | None,
     return proc, port
 
 
+def alerts_page(base: str) -> str | None:
+    """Prometheus's alerts page: ``/alerts`` in its React UI, ``/classic/alerts`` where only the
+    classic UI is built in (Debian's package: its ``/alerts`` is a 404)."""
+    for path in ("/alerts", "/classic/alerts"):
+        if _http_ok(base + path):
+            return base + path
+    return None
+
+
 # -- the demo ---------------------------------------------------------------------------------
 def run_demo(args) -> int:
     from exporter.pgcluster import Cluster, ClusterError
@@ -399,18 +435,29 @@ def run_demo(args) -> int:
     ANY_PORTS = bool(getattr(args, "any_ports", False))
     reason = _port_free(host, port)
     if reason:
-        print(f"dbperf demo: --listen {host}:{port}: cannot listen: {reason}", file=sys.stderr)
+        _say(f"dbperf demo: --listen {host}:{port}: cannot listen: {reason}", sys.stderr)
         return 1
 
     stop = threading.Event()
-    serving = False
+    stopped_by: list[tuple[int, str]] = []  # (exit code if still starting, why)
 
-    def on_signal(signum, _frame):
-        stop.set()
-        if not serving:  # still starting up: abandon the start, the finally blocks clean up
+    def request_stop(code: int, why: str) -> None:
+        if not stop.is_set():
+            stopped_by.append((code, why))
+            stop.set()
+
+    def on_signal(signum, _frame):  # only asks: each step of the start checks, the cleanup is never cut short
+        request_stop(128 + signum, signal.Signals(signum).name)
+
+    def check() -> None:
+        if stop.is_set():
             raise _Interrupted()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # under nohup the demo is meant to outlive both
+        signals.append(signal.SIGHUP)
+        _watch_parent(stop, lambda: request_stop(128 + signal.SIGHUP, "its parent process exited"))
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
     cluster = workload = exporter = server = workdir = None
     processes: list[Process] = []
     threads: list = []
@@ -432,15 +479,19 @@ def run_demo(args) -> int:
     try:
         workdir = Path(tempfile.mkdtemp(prefix="dbperf-demo-"))
         os.chmod(workdir, 0o755)
+        _say(f"dbperf demo: logs and data of the other parts in {workdir} (removed on exit)")
         try:
             cluster = Cluster(settings={"autovacuum_naptime": "5s", "autovacuum_vacuum_scale_factor": "0.02",
                                         "autovacuum_analyze_scale_factor": "0.02"})
             _say(f"dbperf demo: starting a throwaway PostgreSQL in {cluster.root} (removed on exit)")
-            cluster.init().start()
-            _say(f"dbperf demo: logs and data of the other parts in {workdir} (removed on exit)")
+            check()
+            cluster.init()
+            check()
+            cluster.start()
         except ClusterError as exc:
-            print(f"dbperf demo: cannot start PostgreSQL: {exc}", file=sys.stderr)
+            _say(f"dbperf demo: cannot start PostgreSQL: {exc}", sys.stderr)
             return 1
+        check()
         with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE shop")
             conn.execute("CREATE DATABASE shopapp")
@@ -448,13 +499,14 @@ def run_demo(args) -> int:
         with psycopg.connect(cluster.dsn("shop"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         setup_schema(cluster.dsn("shop"))
+        check()
         workload = Workload(cluster.dsn("shop")).start()
         pipeline_runs = PipelineRuns(cluster.dsn("shop"), stop).start()
         threads.append(pipeline_runs)
 
         bouncer_port = None
         if with_bouncer:
-            started = optional("pgbouncer", lambda: start_pgbouncer(workdir, cluster.port))
+            started = optional("pgbouncer", lambda: start_pgbouncer(workdir, cluster.port, stop))
             if started:
                 processes.append(started[0])
                 bouncer_port = started[1]
@@ -475,14 +527,13 @@ def run_demo(args) -> int:
         try:
             server = make_server(exporter, host, port)
         except OSError as exc:
-            print(f"dbperf demo: --listen {host}:{port}: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+            _say(f"dbperf demo: --listen {host}:{port}: cannot listen: {exc.strerror or exc}", sys.stderr)
             return 1
         threading.Thread(target=server.serve_forever, name="dbperf-http", daemon=True).start()
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
         dbperf_address = f"{shown}:{server.server_address[1]}"
         base = f"http://{dbperf_address}"
-        # from here on Ctrl-C stops the demo cleanly: parts not started yet are skipped
-        serving = True
+        check()  # from here on a stop is the demo's normal end: parts not started yet are skipped
         say("metrics", f"{base}/metrics")
         say("probe", f"{base}/probe?target=demo")
         if bouncer_port:
@@ -500,7 +551,8 @@ def run_demo(args) -> int:
                 processes.append(started[0])
                 app_address = f"127.0.0.1:{started[1]}"
                 threads.append(Load(f"http://{app_address}", stop).start())
-                say("shop app", f"http://{app_address}/products  (its metrics: /metrics; load running)")
+                say("shop app", f"http://{app_address}/products  (load running; its metrics: "
+                                f"http://{app_address}/metrics)")
 
         if with_prometheus:
             am_address = None
@@ -513,7 +565,11 @@ def run_demo(args) -> int:
             if started:
                 processes.append(started[0])
                 rules = f"rules from {RULES.relative_to(ROOT)}" if RULES.is_dir() else "no rules found"
-                say("prometheus", f"http://127.0.0.1:{started[1]}  (scrapes every {interval}; {rules}; alerts: /alerts)")
+                prom = f"http://127.0.0.1:{started[1]}"
+                say("prometheus", f"{prom}  (scrapes every {interval}; {rules})")
+                page = alerts_page(prom)
+                if page:
+                    say("alerts", page)
             if am_address:
                 say("alertmanager", f"http://{am_address}  (demo receivers: nothing is sent)")
         if not stop.is_set():
@@ -527,17 +583,16 @@ def run_demo(args) -> int:
             if remaining <= 0:
                 break
             stop.wait(min(0.5, remaining))
-        _say("dbperf demo: stopping")
+        _say("dbperf demo: stopping" + (f": {stopped_by[0][1]}" if stopped_by else ""))
         return 0
-    except (_Interrupted, KeyboardInterrupt):
-        _say("dbperf demo: interrupted while starting, cleaning up")
-        return 130
+    except _Interrupted:
+        _say(f"dbperf demo: interrupted while starting ({stopped_by[0][1]}), cleaning up")
+        return stopped_by[0][0]
     except (psycopg.Error, ClusterError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"dbperf demo: failed: {type(exc).__name__}: {first}", file=sys.stderr)
+        _say(f"dbperf demo: failed: {type(exc).__name__}: {first}", sys.stderr)
         return 1
     finally:
-        serving = True  # a second Ctrl-C during cleanup must not abort the cleanup
         stop.set()
         for proc in reversed(processes):     # Prometheus first: nothing scrapes what is stopping
             if proc.name == "shop-app":

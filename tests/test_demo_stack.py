@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import ROOT, processes_using, require_tool, wait_until
-from exporter.pgcluster import free_port
+from conftest import ROOT, require_tool, wait_until
+from demorun import DemoRun, names
 
 pytestmark = pytest.mark.e2e
 
@@ -44,31 +43,13 @@ def stack():
     for tool in ("prometheus", "prometheus-alertmanager"):
         require_tool(tool)
     assert Path("/usr/sbin/pgbouncer").exists() or require_tool("pgbouncer")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}",
-                             "--scrape-interval", f"{SCRAPE}s", "--duration", "240", "--any-ports"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    output = lambda: "".join(lines)  # noqa: E731
-    try:
-        wait_until(lambda: "dbperf demo: running" in output() or proc.poll() is not None, timeout=90,
-                   message="the demo to start everything")
-        assert proc.poll() is None, output()
+    with DemoRun("--scrape-interval", f"{SCRAPE}s", "--duration", "240") as demo:
+        demo.wait_running()
+        output = demo.output
         urls = dict(re.findall(r"dbperf demo: (prometheus|alertmanager|shop app|pgbouncer)\s+(\S+(?: \S+)*?)(?:  \(|$)",
                                output(), re.M))
         assert ": not started:" not in output(), output()
-        yield {"proc": proc, "lines": lines, "output": output, "reader": reader, "urls": urls,
-               "prometheus": urls["prometheus"], "port": port}
-    finally:
-        if proc.poll() is None:  # a failed test: let the demo clean up, kill it only if it does not
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(45)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
+        yield {"demo": demo, "output": output, "urls": urls, "prometheus": urls["prometheus"]}
 
 
 def query(prom: str, expr: str, instant: bool = True) -> dict:
@@ -85,6 +66,33 @@ def result(prom: str, expr: str) -> list:
     body = query(prom, expr)
     assert body["status"] == "success", (expr, body)
     return body["data"]["result"]
+
+
+def printed_urls(output: str) -> list[str]:
+    """Every URL in the demo's lines, and every path printed beside one (``alerts: /alerts``), on its server."""
+    urls = []
+    for line in output.splitlines():
+        found = [url.rstrip(".,;") for url in re.findall(r"https?://[^\s)]+", line)]
+        if found:
+            server = urllib.parse.urlsplit(found[0])
+            urls += found + [f"{server.scheme}://{server.netloc}{path}" for path in re.findall(r"(?<=[\s(])/[\w./?=&-]*", line)]
+    return urls
+
+
+def alarming(output: str) -> list[str]:
+    return [line for line in output.splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback|Error:|failed", line)]
+
+
+def test_every_printed_url_answers_200(stack):
+    """Every URL the demo prints opens (redirects followed, as a browser does); nothing alarming is printed."""
+    output = stack["output"]()
+    urls = printed_urls(output)
+    prom = stack["prometheus"]
+    assert any(url.startswith(prom + "/") and "alerts" in url for url in urls), output  # the alerts page
+    assert len(urls) >= 8, urls  # metrics, 2 probes, the app and its metrics, Prometheus, its alerts, Alertmanager
+    answers = {url: requests.get(url, timeout=15).status_code for url in urls}
+    assert all(code == 200 for code in answers.values()), {url: code for url, code in answers.items() if code != 200}
+    assert not alarming(output), output
 
 
 def test_every_panel_returns_data_and_the_demo_cleans_up(stack):
@@ -142,15 +150,14 @@ def test_every_panel_returns_data_and_the_demo_cleans_up(stack):
     assert checked > 200
     print(f"{checked} queries checked, {len(empty)} empty as allowed, in {time.monotonic() - started:.0f} s")
 
-    # Ctrl-C: everything stops, nothing is left behind
-    proc, output = stack["proc"], stack["output"]
-    workdir = Path(re.search(r"other parts in (\S+)", output()).group(1))
-    cluster = Path(re.search(r"PostgreSQL in (\S+)", output()).group(1))
-    assert workdir.is_dir() and (workdir / "prometheus.yml").is_file()
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=45) == 0, output()
-    stack["reader"].join(5)
-    assert not workdir.exists() and not cluster.exists(), output()
-    assert not processes_using(workdir) and not processes_using(cluster)
+    # kill -HUP (what an SSH drop does): every process of the stack stops, nothing is left behind
+    demo = stack["demo"]
+    assert (demo.workdir / "prometheus.yml").is_file()
+    assert names(demo.processes) >= {"postgres", "pgbouncer", "shop_app", "prometheus", "prometheus-alertmanager"}
+    demo.proc.send_signal(signal.SIGHUP)
+    assert demo.proc.wait(timeout=45) == 0, stack["output"]()
+    demo.reader.join(5)
+    demo.assert_cleaned_up(demo.processes)
+    assert not alarming(stack["output"]()), stack["output"]()
     with pytest.raises(requests.RequestException):
         requests.get(prom + "/-/ready", timeout=2)
