@@ -413,9 +413,11 @@ def application():
               "An application handler is burning its latency budget fast.", lat_desc % ("ticket", "ticket"),
               "> ${slo_ticket_factor}x over ${slo_ticket_long} and ${slo_ticket_short}",
               labels={"slo_objective": "${slo_latency_objective}"}),
+        # the share in one expression: both rates over the same window at the same instant (a
+        # recorded denominator from another evaluation made the text say "102.4%" while traffic grew)
         Alert("AppSlowRequests", "warning",
               f"sum by ({APP_BY}) (rate(http_slow_requests_total[{w}]))\n"
-              f"/ dbperf:http_requests:rate{w} > ${{slow_requests_ratio}}\n"
+              f"/ sum by ({APP_BY}) (rate(http_requests_total[{w}])) > ${{slow_requests_ratio}}\n"
               f"and dbperf:http_requests:rate{w} > ${{slo_min_requests_per_second}}",
               "${slow_requests_for}",
               "Many requests of a handler are slow.",
@@ -768,15 +770,15 @@ def anchor(name: str) -> str:
 
 
 def build(concern: str, values: dict) -> dict:
+    """One group per concern: its recording rules first, then its alerts. Prometheus evaluates the
+    rules of a group in order at one timestamp, each seeing the results of those before it, while
+    groups run in no fixed order: an alert reading a series recorded in another group would read
+    this evaluation's value or the previous one, by chance (a flaky unit test, a value that lags)."""
     records, alerts = DEFINITIONS[concern]()
-    groups = []
-    if records:
-        recorded = {}  # windows that coincide in a profile (rate_window and slo_page_short) record once
-        for r in records:
-            recorded.setdefault(substitute(r.record, values), substitute(r.expr, values))
-        groups.append({"name": f"dbperf-{concern}-recording",
-                       "rules": [{"record": k, "expr": v} for k, v in recorded.items()]})
-    rules = []
+    recorded = {}  # windows that coincide in a profile (rate_window and slo_page_short) record once
+    for r in records:
+        recorded.setdefault(substitute(r.record, values), substitute(r.expr, values))
+    rules = [{"record": k, "expr": v} for k, v in recorded.items()]
     for a in alerts:
         labels = {"severity": a.severity}
         labels.update({k: substitute(v, values) for k, v in a.labels.items()})
@@ -791,8 +793,25 @@ def build(concern: str, values: dict) -> dict:
                 "runbook_url": f"{values['runbook_base_url']}#{anchor(a.name)}",
             },
         })
-    groups.append({"name": f"dbperf-{concern}", "rules": rules})
-    return {"groups": groups}
+    group = {"name": f"dbperf-{concern}", "rules": rules}
+    check_order(group)
+    return {"groups": [group]}
+
+
+RECORDED_NAME = re.compile(r"(?<![\w:])dbperf:[a-zA-Z0-9_]+:[a-zA-Z0-9_]+")
+
+
+def check_order(group: dict) -> None:
+    """Every recorded series a rule reads is recorded earlier in the same group (see build())."""
+    seen = set()
+    for rule in group["rules"]:
+        expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', rule["expr"])  # not inside label values
+        missing = sorted(set(RECORDED_NAME.findall(expr)) - seen)
+        if missing:
+            raise SystemExit(f"generate.py: group {group['name']}: {rule.get('alert') or rule['record']} reads "
+                             f"{', '.join(missing)}, not recorded earlier in the same group")
+        if "record" in rule:
+            seen.add(rule["record"])
 
 
 def build_all(profile: str) -> list[dict]:
