@@ -166,9 +166,16 @@ def postgres():
               "${deadlocks_for}",
               "PostgreSQL is detecting deadlocks.",
               "{{ $value | humanize }} deadlocks in {{ $labels.datname }} on {{ $labels.target }} in the last ${deadlocks_window}.",
-              "> ${deadlocks_warning} in ${deadlocks_window}",
-              "A rare deadlock is retried by the application; several in ten minutes means two code paths take locks "
-              "in opposite order."),
+              "> ${deadlocks_warning} in ${deadlocks_window}, for ${deadlocks_for}",
+              "Every deadlock is a transaction the server killed because two code paths take the same locks in "
+              "opposite order: a bug to fix even when retries hide it, so the first one is worth a look. More "
+              "than one every two minutes for ten minutes is a hot path failing steadily: page."),
+        Alert("PostgreSQLDeadlocks", "critical",
+              f"sum by ({BY_DB}) (increase(pg_stat_database_deadlocks_total[${{deadlocks_window}}])) > ${{deadlocks_critical}}",
+              "${deadlocks_critical_for}",
+              "PostgreSQL is detecting deadlocks.",
+              "{{ $value | humanize }} deadlocks in {{ $labels.datname }} on {{ $labels.target }} in the last ${deadlocks_window}.",
+              "> ${deadlocks_critical} in ${deadlocks_window}, for ${deadlocks_critical_for}"),
         Alert("PostgreSQLHighRollbackRatio", "warning",
               "dbperf:pg_stat_database_xact:rollback_ratio_rate${rate_window} > ${rollback_ratio_warning}\n"
               "and dbperf:pg_stat_database_xact:rate${rate_window} > ${rollback_min_tps}",
