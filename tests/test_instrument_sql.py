@@ -164,3 +164,39 @@ def test_sqlalchemy_hooks_time_statements_and_errors(pg, hooks):
     assert s.value("db_client_operation_errors_total", pool="drv", error_type="UndefinedTable") == 1
     with pytest.raises(ValueError, match="hooks must be 'events' or 'driver'"):
         inst.instrument_sqlalchemy(create_engine(sqlalchemy_url(pg.dsn("postgres"))), pool="z", hooks="magic")
+
+
+def test_secrets_never_reach_the_slow_log_metrics_or_log(pg, caplog):
+    """Issue 13: a role's password and an escape string's content, run on a real connection, are
+    in no slow-log entry, fingerprint text, N+1 log line or metric."""
+    import json
+
+    pg.execute("DROP ROLE IF EXISTS instr_secret_role")
+    pg.execute("CREATE ROLE instr_secret_role")
+    inst = Instrumentation(slow_statement_seconds=1e-9, n_plus_one_threshold=2)
+    secrets = ("LeakMe123!", "s my password", "hunter2")
+    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+        inst.instrument_psycopg(conn, pool="direct")
+        conn.execute("ALTER ROLE instr_secret_role PASSWORD 'LeakMe123!'")
+        state, token = inst.start_request("GET", "/secrets")
+        for _ in range(2):
+            assert conn.execute(r"SELECT E'it\'s my password hunter2'").fetchone() == ("it's my password hunter2",)
+        with caplog.at_level("WARNING", logger="exporter.instrument"):
+            inst.finish_request(state, 200)
+        inst.end_context(token)
+    pg.execute("DROP ROLE instr_secret_role")
+
+    def call(environ):
+        out = {}
+        body = inst.slowlog_wsgi_app("a-token-of-some-length")(
+            environ, lambda status, headers: out.setdefault("status", status))
+        return out["status"], b"".join(body).decode()
+
+    status, body = call({"HTTP_AUTHORIZATION": "Bearer a-token-of-some-length", "QUERY_STRING": ""})
+    assert status == "200 OK"
+    statements = [entry["statement"] for entry in json.loads(body)["statements"]]
+    assert statements == ["ALTER ROLE <redacted: statement carries a secret>", "SELECT ?", "SELECT ?"]
+    shown = body + caplog.text + generate_latest(inst.registry).decode()
+    assert "N+1 queries" in caplog.text
+    for secret in secrets:
+        assert secret not in shown

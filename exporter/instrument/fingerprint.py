@@ -1,9 +1,10 @@
 """SQL fingerprints: normalise a statement (literals, parameters and IN lists removed), name its
 operation, and hash it into a short stable label value from a bounded table.
 
-Normalisation is a handful of regular expressions, not a parser: it must cost microseconds per
-statement, and results are cached by the raw text (ORMs send the same parameterised text again and
-again)."""
+Normalisation runs a small SQL lexer (:mod:`.sqllex`), so nothing of a literal survives: escape
+strings, doubled quotes, dollar quotes, nested comments. Statements that carry a secret (a role's
+password, user-mapping options, pgcrypto calls ...) are redacted wholesale (:mod:`.redact`). Results
+are cached by the raw text (ORMs send the same parameterised text again and again)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,16 @@ import hashlib
 import re
 import threading
 
+from . import sqllex
+from .redact import redact_secrets
+
 OTHER = "other"
 
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
-_STRINGS = re.compile(r"(?:[EeBbXxNn]|[Uu]&)?'(?:[^']|'')*'")
-_DOLLAR = re.compile(r"\$((?:[A-Za-z_]\w*)?)\$.*?\$\1\$", re.S)
-_PARAMS = re.compile(r"%\(\w+\)s|%s|\$\d+|(?<![\w:]):\w+|\?")
-_NUMBERS = re.compile(r"(?<![\w$.])-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+)(?![\w.])")
 _IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
 _VALUES_LIST = re.compile(r"(\(\s*\?(?:\s*,\s*\?)*\s*\))(?:\s*,\s*\(\s*\?(?:\s*,\s*\?)*\s*\))+")
 _SPACE = re.compile(r"\s+")
 _FIRST_WORD = re.compile(r"\s*\(*\s*([A-Za-z]+)")
+_LAST_WORD = re.compile(r"(\w+)\s*$")
 
 # Statements whose first keyword does not say what they do.
 _OPERATIONS = {
@@ -32,20 +32,74 @@ _OPERATIONS = {
     "VALUES", "TABLE", "REFRESH", "CLUSTER", "REINDEX", "COMMENT", "START", "END", "ABORT",
 }
 _WITH_BODY = re.compile(r"\)\s*(SELECT|INSERT|UPDATE|DELETE|MERGE)\b", re.I)
+# After these keywords a '-' before a number is a sign (folded into the placeholder), not a minus.
+_SIGN_AFTER = frozenset((
+    "SELECT", "WHERE", "AND", "OR", "NOT", "ON", "WHEN", "THEN", "ELSE", "BY", "LIMIT", "OFFSET",
+    "VALUES", "IN", "IS", "BETWEEN", "SET", "RETURN", "RETURNING", "HAVING", "LIKE", "ILIKE", "AS",
+    "DEFAULT", "ARRAY", "INTERVAL", "FETCH", "TO", "FROM", "CASE", "ALL", "ANY", "SOME", "EXISTS",
+))
+_MAX_PASSES = 8
+
+
+def _binary_minus(previous: str) -> bool:
+    """A '-' after ``previous`` (the text so far) is a binary minus: it follows an operand."""
+    text = previous.rstrip()
+    if not text or not (text[-1].isalnum() or text[-1] in "_$)]?\""):
+        return False
+    word = _LAST_WORD.search(text)
+    return not (word and word.group(1).upper() in _SIGN_AFTER)
+
+
+def _lex(sql: str) -> tuple[str, bool]:
+    """One pass: the text with literals and parameters as ``?``, comments as spaces; and whether a
+    standard string holds a backslash (its extent then depends on standard_conforming_strings)."""
+    out: list[str] = []
+    append = out.append
+    ambiguous = False
+    for kind, start, end in sqllex.tokens(sql):
+        if kind == "code":
+            append(sql[start:end])
+        elif kind in sqllex.LITERALS or kind == "param":
+            if kind == "string" and not ambiguous:
+                ambiguous = sqllex.ambiguous(sql, kind, start, end)
+            append("?")
+        elif kind == "comment":
+            append(" ")
+        elif kind == "minus":
+            if _binary_minus("".join(out[-3:])):
+                append("-")
+        else:
+            append(sql[start:end])
+    return "".join(out), ambiguous
 
 
 def normalise(sql: str) -> str:
     """The statement with comments, literals and parameters replaced by ``?``, IN and VALUES lists
-    collapsed to one element, whitespace squeezed. Identifiers and keywords keep their case."""
-    text = _COMMENTS.sub(" ", sql)
-    text = _DOLLAR.sub("?", text)
-    text = _STRINGS.sub("?", text)
-    text = _PARAMS.sub("?", text)
-    text = _NUMBERS.sub("?", text)
+    collapsed to one element, whitespace squeezed. Identifiers and keywords keep their case.
+
+    A standard string holding a backslash is read both ways (with and without
+    standard_conforming_strings): whatever is a literal in either reading is removed. Raises
+    TypeError for anything but ``str``, nothing else."""
+    text, ambiguous = _lex(sql)
+    passes = 1
+    while ambiguous:
+        if passes >= _MAX_PASSES:  # each pass masks more of the text; give up on showing any of it
+            return "?"
+        sql = sqllex.both_readings_masked(sql)
+        text, ambiguous = _lex(sql)
+        passes += 1
     text = _SPACE.sub(" ", text).strip().rstrip(";").strip()
     text = _IN_LIST.sub("(?)", text)
     text = _VALUES_LIST.sub(r"\1", text)
     return text
+
+
+def shown_text(sql: str) -> str:
+    """The text dbperf shows for a statement: normalised, and redacted wholesale when it carries a
+    secret (``ALTER ROLE <redacted: statement carries a secret>``)."""
+    text = normalise(sql)
+    redacted = redact_secrets(text)
+    return text if redacted is None else redacted
 
 
 def operation(normalised: str) -> str:
@@ -63,11 +117,11 @@ def operation(normalised: str) -> str:
 
 def digest(normalised: str) -> str:
     """A short stable hash (12 hex digits) of a normalised statement."""
-    return hashlib.blake2b(normalised.encode(), digest_size=6).hexdigest()
+    return hashlib.blake2b(normalised.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
 
 
 class Fingerprints:
-    """Raw SQL -> (operation, fingerprint, normalised text), with at most ``max_fingerprints``
+    """Raw SQL -> (operation, fingerprint, shown text), with at most ``max_fingerprints``
     distinct fingerprints per process; statements past the cap share ``"other"``. A raw-text cache
     (bounded too) makes the repeat cost one dict lookup."""
 
@@ -84,7 +138,7 @@ class Fingerprints:
         found = self._cache.get(sql)
         if found is not None:
             return found
-        text = normalise(sql)
+        text = shown_text(sql)
         fp = digest(text)
         with self._lock:
             if fp not in self._known:
