@@ -35,7 +35,7 @@ from exporter.log import RateLimiter
 from exporter.metrics import Family, Rendered, const_label_prefix
 from exporter.postgres.connection import Backoff, Busy, ConnectError
 from exporter.secrets import describe_dsn, password_of, scrub
-from exporter.singleflight import SingleFlight
+from exporter.singleflight import FINISH_MARGIN, Pending, SingleFlight
 
 LOG = logging.getLogger("dbperf.pgbouncer")
 
@@ -344,13 +344,25 @@ class PgBouncerScraper:
         self.last_success: float | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dbperf-{target.name}")
         self._worker: Future | None = None
-        self._flight = SingleFlight()
+        self._flight = SingleFlight(f"dbperf-scrape-{target.name}")
         self._log_limit = RateLimiter(60.0)
 
     # -- public ----------------------------------------------------------------------------
+    def begin(self, budget: float) -> Pending:
+        """Start a collection, or join the one in flight; ``result()`` answers by the caller's
+        own deadline (``pgbouncer_up 0`` when the collection is not done by then)."""
+        started = self.clock()
+        return self._flight.begin(lambda: self._scrape(budget), wait=budget + FINISH_MARGIN,
+                                  fallback=lambda error: self._late(self.clock() - started))
+
     def scrape(self, budget: float) -> Rendered:
         """Collect within ``budget`` seconds; concurrent callers share one collection."""
-        return self._flight.run(lambda: self._scrape(budget), wait=budget + 1.0)
+        return self.begin(budget).result()
+
+    def _late(self, waited: float) -> Rendered:
+        rendered = Rendered()
+        rendered.add_families(self._self_metrics(None, False, 0.0, waited), self.const)
+        return rendered
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -4,8 +4,12 @@
   own database, database collectors on every discovered database, databases concurrently up to
   the target's ``max_connections``.
 - Each collector has a statement timeout and a TTL; a cached result is served as rendered text.
-- The scrape ends at its deadline whatever happens: queries still running are cancelled and their
-  collectors reported as failed. Concurrent scrapes of one target share one collection.
+- The scrape ends at its deadline whatever the server does: the probe and the collectors run in
+  the target's worker threads and are abandoned at the deadline (their queries are cancelled, then
+  their sockets shut down, by :mod:`exporter.postgres.connection`), and reported as failed;
+  ``pg_up`` is 0 when the server did not answer the probe in time.
+- Concurrent scrapes of one target share one collection; a scrape that arrives while an earlier
+  one is stuck gets the stuck state (``pg_up 0``, collectors failed) by its own deadline.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from exporter.collector import CLUSTER, DATABASE, Collector, Context, ServerInfo
 from exporter.config import Target
 from exporter.log import RateLimiter
 from exporter.metrics import Family, Rendered, const_label_prefix
-from exporter.postgres.connection import Busy, Connection
-from exporter.singleflight import SingleFlight
+from exporter.postgres.connection import Busy, Connection, DeadlineExceeded, Watchdog
+from exporter.singleflight import FINISH_MARGIN, Pending, SingleFlight
 
 LOG = logging.getLogger("dbperf.scrape")
 
@@ -30,6 +35,23 @@ PROBE_SQL = """SELECT current_setting('server_version_num')::int, pg_is_in_recov
   array(SELECT extname::text FROM pg_extension)"""
 
 MIN_TIME_LEFT = 0.05  # seconds: below this a collector is not started
+
+# what a scrape does with one collector (plan_run)
+CACHED, RUN, SKIP, STALE = "cached", "run", "skip", "stale"
+
+
+def plan_run(entry: "CacheEntry | None", ttl: float, now: float, remaining: float, last_duration: float,
+             optional: bool) -> str:
+    """:data:`CACHED` when the collector's cached result is younger than its ``ttl``; else
+    :data:`RUN` when it fits before the deadline: less than :data:`MIN_TIME_LEFT` never fits, and
+    an optional collector does not when its last run took longer than the time left. A collector
+    that does not fit is :data:`STALE` (its last result is served with its age) or :data:`SKIP`
+    (nothing to serve)."""
+    if entry is not None and ttl > 0 and now - entry.at < ttl:
+        return CACHED
+    if remaining < MIN_TIME_LEFT or (optional and last_duration > remaining):
+        return SKIP if entry is None else STALE
+    return RUN
 
 
 @dataclass
@@ -70,7 +92,8 @@ class TargetScraper:
         self.collectors = collectors
         self.clock = clock
         self.const = const_label_prefix({"target": target.name})
-        self.main = Connection(target.dsn, None, target.connect_timeout)
+        self._watchdog = Watchdog(f"dbperf-watchdog-{target.name}")
+        self.main = Connection(target.dsn, None, target.connect_timeout, self._watchdog)
         self.conns: dict[str, Connection] = {}
         self.cache: dict[tuple[str, str], CacheEntry] = {}  # collectors with a ttl only
         self.durations: dict[tuple[str, str], float] = {}   # last run of every collector, for the budget
@@ -81,13 +104,21 @@ class TargetScraper:
         self.databases: list[str] = []  # the databases the last scrape covered
         self._pool = ThreadPoolExecutor(max_workers=target.max_connections,
                                         thread_name_prefix=f"dbperf-{target.name}")
-        self._flight = SingleFlight()
+        self._flight = SingleFlight(f"dbperf-scrape-{target.name}")
         self._log_limit = RateLimiter(60.0)
 
     # -- public ----------------------------------------------------------------------------
+    def begin(self, budget: float) -> Pending:
+        """Start a collection within ``budget`` seconds, or join the one in flight;
+        ``result()`` returns by the caller's own deadline (``budget`` plus a margin for
+        rendering), with the stuck state when the collection is not done by then."""
+        started = self.clock()
+        return self._flight.begin(lambda: self._scrape(budget), wait=budget + FINISH_MARGIN,
+                                  fallback=lambda error: self._late(error, self.clock() - started))
+
     def scrape(self, budget: float) -> Rendered:
         """Collect within ``budget`` seconds; concurrent callers share one collection."""
-        return self._flight.run(lambda: self._scrape(budget), wait=budget + 1.0)
+        return self.begin(budget).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -111,14 +142,13 @@ class TargetScraper:
         self.scrapes += 1
         enabled = self.enabled()
         outcomes: list[Outcome] = []
-        server = self._probe(deadline)
+        server, failure = self._probe(deadline)
         if server is not None:
             jobs = self._plan(server, enabled)
             outcomes = self._run_jobs(jobs, server, {c.name: (ttl, timeout) for c, ttl, timeout in enabled},
                                       deadline)
         else:
-            outcomes = [Outcome(c.name, "", False, error="database unreachable")
-                        for c, _, _ in enabled if c.scope == CLUSTER]
+            outcomes = self._unreachable(enabled, failure)
         rendered = Rendered()
         for outcome in outcomes:
             if outcome.rendered is not None:
@@ -126,19 +156,52 @@ class TargetScraper:
         rendered.add_families(self._self_metrics(server, outcomes, self.clock() - start), self.const)
         return rendered
 
-    def _probe(self, deadline: float) -> ServerInfo | None:
+    def _unreachable(self, enabled, error: str) -> list[Outcome]:
+        return [Outcome(c.name, "", False, error=error) for c, _, _ in enabled if c.scope == CLUSTER]
+
+    def _late(self, error: BaseException | None, waited: float) -> Rendered:
+        """What a caller gets when the collection it waits for is not done by its deadline
+        (``error`` None) or failed unexpectedly: the target counts as not answering."""
+        if error is None:
+            reason = "an earlier scrape of the target is still waiting for the server"
+        else:
+            reason = "scrape failed: " + (self.main.scrub(" ".join(str(error).split())) or type(error).__name__)
+            LOG.error("target=%s %s", self.target.name, reason, extra={"target": self.target.name})
+        self.server = None
+        outcomes = self._unreachable(self.enabled(), reason)
+        rendered = Rendered()
+        rendered.add_families(self._self_metrics(None, outcomes, waited), self.const)
+        return rendered
+
+    def _ask(self, deadline: float) -> ServerInfo:
+        """In a worker thread: the probe's one round trip."""
+        remaining = max(0.0, deadline - time.monotonic())
+        (_, rows), = self.main.query(PROBE_SQL, timeout=max(0.1, min(2.0, remaining)), wait=min(1.0, remaining / 2),
+                                     deadline=deadline)
+        version, in_recovery, dbname, databases, extensions = rows[0]
+        return ServerInfo(version=version, in_recovery=in_recovery, databases=tuple(databases),
+                          extensions=frozenset(extensions), dbname=dbname)
+
+    def _probe(self, deadline: float) -> tuple[ServerInfo | None, str]:
+        """``(server, "")``, or ``(None, why not)`` when it did not answer before the deadline."""
+        future = self._pool.submit(self._ask, self._real_deadline(deadline))
         try:
-            remaining = max(0.1, deadline - self.clock())
-            (_, rows), = self.main.query(PROBE_SQL, timeout=min(2.0, remaining), wait=min(1.0, remaining / 2))
-            version, in_recovery, dbname, databases, extensions = rows[0]
-        except Exception as exc:
-            self._log_failure("up", "", exc)
-            self.server = None
-            return None
-        self._log_limit.forget(("up", ""))
-        self.server = ServerInfo(version=version, in_recovery=in_recovery, databases=tuple(databases),
-                                 extensions=frozenset(extensions), dbname=dbname)
-        return self.server
+            server = future.result(timeout=max(0.0, deadline - self.clock()))
+        except FutureTimeout:
+            exc = DeadlineExceeded("the server did not answer before the scrape deadline")
+        except Exception as e:  # noqa: BLE001 - every failure is pg_up 0 with its reason
+            exc = e
+        else:
+            self._log_limit.forget(("up", ""))
+            self.server = server
+            return server, ""
+        self._log_failure("up", "", exc)
+        self.server = None
+        return None, self.main.scrub(" ".join(str(exc).split())) or type(exc).__name__
+
+    def _real_deadline(self, deadline: float) -> float:
+        """The deadline on ``time.monotonic()`` (the clock connections use)."""
+        return time.monotonic() + (deadline - self.clock())
 
     def _plan(self, server: ServerInfo, enabled) -> list[Job]:
         cluster = [c for c, _, _ in enabled if c.scope == CLUSTER and c.applies(server) is None]
@@ -166,7 +229,7 @@ class TargetScraper:
     def _session(self, key: str, dbname: str | None) -> Connection:
         conn = self.conns.get(key)
         if conn is None:
-            conn = self.conns[key] = Connection(self.target.dsn, dbname, self.target.connect_timeout)
+            conn = self.conns[key] = Connection(self.target.dsn, dbname, self.target.connect_timeout, self._watchdog)
         return conn
 
     def _run_jobs(self, jobs: list[Job], server: ServerInfo, settings: dict, deadline: float) -> list[Outcome]:
@@ -185,9 +248,7 @@ class TargetScraper:
             outcomes.extend(done)
             finished = {o.collector for o in done}
             late = [c for c in job.collectors if c.name not in finished]
-            if late:
-                if job.running is not None:
-                    job.conn.cancel()
+            if late:  # a query still running is cancelled and broken off by its connection
                 for c in late:
                     outcomes.append(Outcome(c.name, self._label_db(c, job), False, error="scrape deadline exceeded"))
                     self._log_failure(c.name, job.datname, TimeoutError("scrape deadline exceeded"))
@@ -210,23 +271,22 @@ class TargetScraper:
         key = (collector.name, datname)
         now = self.clock()
         entry = self.cache.get(key)
-        if entry is not None and ttl > 0 and now - entry.at < ttl:
-            return Outcome(collector.name, datname, True, entry.duration, now - entry.at, rendered=entry.rendered)
-        remaining = deadline - now
         last_duration = self.durations.get(key, 0.0)
-        if remaining < MIN_TIME_LEFT or (collector.optional and last_duration > remaining):
-            # the budget: not started when its last run would not fit; the last result, if any, is
-            # served with its age instead
-            if entry is None:
-                return Outcome(collector.name, datname, False, last_duration, skipped=True,
-                               error="skipped: its last run would not fit before the scrape deadline")
+        decision = plan_run(entry, ttl, now, deadline - now, last_duration, collector.optional)
+        if decision == CACHED:
+            return Outcome(collector.name, datname, True, entry.duration, now - entry.at, rendered=entry.rendered)
+        if decision == SKIP:  # the budget: not started when its last run would not fit
+            return Outcome(collector.name, datname, False, last_duration, skipped=True,
+                           error="skipped: its last run would not fit before the scrape deadline")
+        if decision == STALE:  # ... and its last result is served with its age instead
             return Outcome(collector.name, datname, True, entry.duration, now - entry.at, rendered=entry.rendered,
                            skipped=True)
         ctx = Context(target=self.target.name, datname=job.datname, server=server, options=self.target)
         try:
             # the statement timeout stays the configured one (a value per scrape would fill
-            # pg_stat_statements with SET statements); the deadline cancels what runs late
-            families = collector.collect(job.conn, ctx, timeout)
+            # pg_stat_statements with SET statements); the deadline cancels what runs late,
+            # and breaks off what the server never answers
+            families = collector.collect(job.conn.until(self._real_deadline(deadline)), ctx, timeout)
         except Exception as exc:
             duration = self.durations[key] = self.clock() - now
             self.errors[key] = self.errors.get(key, 0) + 1

@@ -1,17 +1,19 @@
 """HTTP: ``/metrics`` (every target), ``/probe?target=NAME`` (one), ``/healthz``, ``/readyz``.
 
 The server knows no SQL: it asks each target's :class:`~exporter.scrape.TargetScraper` for rendered
-text within the deadline Prometheus announces (``X-Prometheus-Scrape-Timeout-Seconds``).
+text within the deadline Prometheus announces (``X-Prometheus-Scrape-Timeout-Seconds``). Every
+target's answer comes by that deadline, so ``/metrics`` always has each target's ``pg_up`` (0
+for a target that did not answer in time).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +29,41 @@ from exporter.scrape import TargetScraper
 
 LOG = logging.getLogger("dbperf.server")
 
+MIN_BUDGET = 0.1    # seconds: the least a scrape is given
+MAX_BUDGET = 300.0  # seconds: a longer timeout header is clamped to this
+
+
+def parse_budget(header: str | None, offset: float, default: float) -> float:
+    """Seconds a scrape may take: the ``X-Prometheus-Scrape-Timeout-Seconds`` header minus
+    ``offset``, between :data:`MIN_BUDGET` and :data:`MAX_BUDGET`; ``default`` without a header
+    or with one that is not a positive finite number."""
+    try:
+        value = float(header) if header and len(header) <= 64 else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        return default
+    return min(MAX_BUDGET, max(MIN_BUDGET, value - offset))
+
+
+ROUTES = ("/metrics", "/probe", "/healthz", "/readyz", "/")
+
+
+def route(path: str, query: str, targets) -> tuple[str, str | None, int, str]:
+    """``(endpoint, target, status, error)`` of a request: status 200 with the endpoint (and
+    the target of a probe), else the status and a one-line error to answer with."""
+    if path not in ROUTES:
+        return "", None, 404, "not found: try /metrics, /probe?target=NAME, /healthz or /readyz\n"
+    if path != "/probe":
+        return path, None, 200, ""
+    names = parse_qs(query).get("target", [])
+    if len(names) != 1:
+        return path, None, 400, "/probe needs exactly one target parameter, e.g. /probe?target=main\n"
+    if names[0] not in targets:
+        known = ", ".join(sorted(targets))
+        return path, None, 404, f"unknown target {names[0]!r} (configured: {known})\n"
+    return path, names[0], 200, ""
+
 
 class Exporter:
     """Everything the HTTP layer serves, independent of HTTP (tests and the benchmark use it)."""
@@ -36,7 +73,6 @@ class Exporter:
         collectors = collectors if collectors is not None else all_collectors()
         self.scrapers = {t.name: (PgBouncerScraper(t) if t.kind == "pgbouncer" else TargetScraper(t, collectors))
                          for t in config.targets}
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.scrapers)), thread_name_prefix="dbperf-target")
         self._process = CollectorRegistry()
         ProcessCollector(registry=self._process)
         PlatformCollector(registry=self._process)
@@ -44,13 +80,7 @@ class Exporter:
 
     def budget(self, header: str | None) -> float:
         """Seconds a scrape may take: Prometheus's timeout minus the offset, else the config's."""
-        offset = self.config.scrape_timeout_offset
-        if header:
-            try:
-                return max(0.1, float(header) - offset)
-            except ValueError:
-                pass
-        return self.config.scrape_timeout
+        return parse_budget(header, self.config.scrape_timeout_offset, self.config.scrape_timeout)
 
     def probe(self, target: str, budget: float) -> bytes:
         return self.render_probe(target, budget).encode()
@@ -62,11 +92,13 @@ class Exporter:
         return self.scrapers[target].scrape(budget)
 
     def render_metrics(self, budget: float) -> Rendered:
-        futures = [self._pool.submit(s.scrape, budget) for s in self.scrapers.values()]
+        # every target's collection starts (or is joined) now and answers by the same deadline:
+        # nothing waits in a queue behind another target or another scrape
+        pending = [(name, s.begin(budget)) for name, s in self.scrapers.items()]
         rendered = Rendered()
-        for name, future in zip(self.scrapers, futures):
+        for name, waiting in pending:
             try:
-                rendered.merge(future.result(timeout=budget + 1.0))
+                rendered.merge(waiting.result())
             except Exception as exc:  # a scraper bug must not take /metrics down
                 LOG.error("target=%s scrape failed: %s", name, exc)
         rendered.add_families(self._own_metrics())
@@ -94,12 +126,12 @@ class Exporter:
         return families
 
     def ready(self) -> dict:
+        """Per target: ``up`` when its last scrape reached it in time."""
         return {name: {"up": s.server is not None, "scrapes": s.scrapes} for name, s in self.scrapers.items()}
 
     def close(self) -> None:
         for scraper in self.scrapers.values():
             scraper.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -143,29 +175,23 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         budget = self.exporter.budget(self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
         try:
-            if url.path == "/metrics":
+            endpoint, target, status, error = route(url.path, url.query, self.exporter.scrapers)
+            if status != 200:
+                self._send(status, error.encode())
+            elif endpoint == "/metrics":
                 self._send_rendered(self.exporter.render_metrics(budget))
-            elif url.path == "/probe":
-                names = parse_qs(url.query).get("target", [])
-                if len(names) != 1:
-                    self._send(400, b"/probe needs exactly one target parameter, e.g. /probe?target=main\n")
-                elif names[0] not in self.exporter.scrapers:
-                    known = ", ".join(sorted(self.exporter.scrapers))
-                    self._send(404, f"unknown target {names[0]!r} (configured: {known})\n".encode())
-                else:
-                    self._send_rendered(self.exporter.render_probe(names[0], budget))
-            elif url.path == "/healthz":
+            elif endpoint == "/probe":
+                self._send_rendered(self.exporter.render_probe(target, budget))
+            elif endpoint == "/healthz":
                 self._send(200, b"ok\n")
-            elif url.path == "/readyz":
+            elif endpoint == "/readyz":
                 self._send(200, json.dumps(self.exporter.ready()).encode() + b"\n", "application/json")
-            elif url.path == "/":
+            else:
                 links = "".join(f'<li><a href="/probe?target={n}">/probe?target={n}</a></li>' for n in self.exporter.scrapers)
                 page = (f"<html><head><title>dbperf</title></head><body><h1>dbperf {__version__}</h1>"
                         f'<ul><li><a href="/metrics">/metrics</a></li>{links}'
                         '<li><a href="/healthz">/healthz</a></li><li><a href="/readyz">/readyz</a></li></ul></body></html>')
                 self._send(200, page.encode(), "text/html; charset=utf-8")
-            else:
-                self._send(404, b"not found: try /metrics, /probe?target=NAME, /healthz or /readyz\n")
         except (BrokenPipeError, ConnectionResetError):
             pass
         except Exception as exc:  # pragma: no cover - last resort, keep serving

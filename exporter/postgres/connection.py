@@ -1,14 +1,33 @@
-"""One long-lived psycopg connection per target and database, with reconnect backoff.
+"""One long-lived psycopg connection per target and database, with reconnect backoff, and a
+client-side bound on every call.
 
 The monitoring session is set up so it can never hurt the server: autocommit (no transaction is
 ever held open), read-only, ``application_name=dbperf``, ``jit=off``, a ``lock_timeout`` and a
 ``statement_timeout`` that follows each collector's timeout.
+
+No call blocks its caller past its deadline, whatever the server does (a frozen backend, a
+frozen postmaster, a cancel that never returns, a TCP connection that hangs):
+
+- a connect runs in a thread of its own (at most one per connection at a time); the caller waits
+  for it only until its deadline (psycopg's ``connect_timeout`` is whole seconds, 2 at least). A
+  connect that finishes after the caller gave up is kept for the next call.
+- a query runs under an alarm of a :class:`Watchdog`. At the deadline a cancel request is sent
+  from a short-lived thread with its own timeout; a query still running :data:`CANCEL_GRACE`
+  later has its socket shut down under it, so the blocked call fails at once. The session is
+  then closed and replaced on the next use.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
+import os
+import socket
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -16,6 +35,10 @@ from psycopg.conninfo import make_conninfo
 from exporter.secrets import describe_dsn, password_of, scrub
 
 MAX_BACKOFF = 8.0
+CANCEL_GRACE = 0.5    # seconds a cancel gets, after a deadline, before the socket is shut down
+CANCEL_TIMEOUT = 2.0  # a cancel request's own bound (its thread ends by then)
+HUNG_AFTER = 1.0      # a server that has not answered this long after the statement timeout hangs
+SETUP_SQL = "SET jit = off; SET lock_timeout = {lock}; SET default_transaction_read_only = on"
 
 
 class Backoff:
@@ -49,11 +72,141 @@ class Busy(RuntimeError):
     """The connection is still running a query of an earlier scrape."""
 
 
+class DeadlineExceeded(TimeoutError):
+    """A connect or a query did not finish before its deadline (the server did not answer)."""
+
+
+class Alarm:
+    """One call armed on a :class:`Watchdog`; ``cancel()`` before it fires disarms it."""
+
+    __slots__ = ("when", "fn", "cancelled")
+
+    def __init__(self, when: float, fn):
+        self.when, self.fn, self.cancelled = when, fn, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Watchdog:
+    """Calls functions at given ``time.monotonic()`` times from one daemon thread, which starts
+    when an alarm is armed and ends after :attr:`IDLE` seconds without any. The functions must be
+    quick (they start threads, shut sockets down)."""
+
+    IDLE = 30.0
+
+    def __init__(self, name: str = "dbperf-watchdog"):
+        self.name = name
+        self._cond = threading.Condition()
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, when: float, fn) -> Alarm:
+        alarm = Alarm(when, fn)
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._seq), alarm))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is alarm:  # the thread sleeps until a later alarm: wake it
+                self._cond.notify()
+        return alarm
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(1 for _, _, a in self._heap if not a.cancelled)
+
+    def _next_due(self) -> Alarm | None:
+        """Under the lock: wait for the next alarm that is due, None when idle for IDLE."""
+        while True:
+            while self._heap and self._heap[0][2].cancelled:
+                heapq.heappop(self._heap)
+            if not self._heap:
+                if not self._cond.wait(self.IDLE) and not self._heap:
+                    self._thread = None
+                    return None
+                continue
+            delay = self._heap[0][0] - time.monotonic()
+            if delay <= 0:
+                return heapq.heappop(self._heap)[2]
+            self._cond.wait(delay)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                alarm = self._next_due()
+            if alarm is None:
+                return
+            if not alarm.cancelled:
+                try:
+                    alarm.fn()
+                except Exception:  # an alarm must never stop the others
+                    pass
+
+
 def session_conninfo(dsn: str, dbname: str | None, connect_timeout: float) -> str:
-    extra = {"application_name": "dbperf", "connect_timeout": max(1, int(round(connect_timeout)))}
+    extra = {"application_name": "dbperf", "connect_timeout": max(1, math.ceil(connect_timeout))}
     if dbname is not None:
         extra["dbname"] = dbname
     return make_conninfo(dsn, **extra)
+
+
+def shutdown_socket(sock: socket.socket | None) -> None:
+    """Shut a socket down (both ways): a call blocked on it returns at once, with an error."""
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Session:
+    """A psycopg connection and a duplicate of its socket. The duplicate lets the watchdog shut
+    the socket down from another thread with no risk of hitting a reused file descriptor."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        self.sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+        self.sock.close()
+
+
+def _close_session(future: Future) -> None:
+    if future.exception() is None:
+        future.result().close()
+
+
+class _Run:
+    """The state of one bounded call, shared with its alarms."""
+
+    def __init__(self, session: _Session):
+        self.session = session
+        self.lock = threading.Lock()
+        self.done = False
+        self.cancelled = False  # the deadline passed and a cancel request was sent
+        self.severed = False    # ... and the socket was shut down
+        self.consumed = False   # the query failed because of that cancel
+
+
+class Bounded:
+    """A view of a :class:`Connection` whose queries all end by ``deadline``: what a collector
+    is handed during a scrape (collectors call ``query(sql, timeout)`` and know no deadline)."""
+
+    def __init__(self, conn: "Connection", deadline: float):
+        self.conn, self.deadline = conn, deadline
+
+    def query(self, sql: str, timeout: float, wait: float = 0.0):
+        return self.conn.query(sql, timeout, wait, deadline=self.deadline)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
 
 
 class Connection:
@@ -61,50 +214,109 @@ class Connection:
 
     LOCK_TIMEOUT_MS = 1000
 
-    def __init__(self, dsn: str, dbname: str | None = None, connect_timeout: float = 3.0):
+    def __init__(self, dsn: str, dbname: str | None = None, connect_timeout: float = 3.0,
+                 watchdog: Watchdog | None = None):
         self._conninfo = session_conninfo(dsn, dbname, connect_timeout)
         self._password = password_of(dsn)
         self.description = describe_dsn(self._conninfo)
         self.dbname = dbname
-        self._conn: psycopg.Connection | None = None
+        self.connect_timeout = max(2.0, math.ceil(connect_timeout))  # what psycopg applies
+        self._session: _Session | None = None
+        self._pending: Future | None = None   # a connect running in its thread
         self._timeout_ms: int | None = None
         self._lock = threading.Lock()
+        self._cancel_lock = threading.Lock()
+        self._canceller: threading.Thread | None = None
+        self._watchdog = watchdog or Watchdog()
         self._backoff = Backoff()
         self.connects = 0  # successful connects, for tests and self-metrics
         self.queries = 0   # statements sent, for the benchmark
+        self.overruns = 0  # calls that hit their deadline
 
-    # -- connecting ------------------------------------------------------------------------
-    def _connect(self) -> psycopg.Connection:
-        self._backoff.check(self.description)
-        try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=None)
-            conn.execute(f"SET jit = off; SET lock_timeout = {self.LOCK_TIMEOUT_MS}; "
-                         "SET default_transaction_read_only = on")
-        except Exception as exc:
-            self._backoff.failed()
-            raise ConnectError(self.scrub(f"cannot connect to {self.description}: {exc}")) from None
-        self._backoff.succeeded()
-        self._timeout_ms = None
-        self.connects += 1
-        return conn
+    def until(self, deadline: float) -> Bounded:
+        return Bounded(self, deadline)
 
     def scrub(self, text: str) -> str:
         return scrub(text, self._password)
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and not self._conn.closed and not self._conn.broken
+        s = self._session
+        return s is not None and not s.conn.closed and not s.conn.broken
+
+    @property
+    def backend_pid(self) -> int | None:
+        s = self._session
+        return s.conn.info.backend_pid if s is not None and not s.conn.closed else None
+
+    # -- connecting ------------------------------------------------------------------------
+    def _connect_in_thread(self, pending: Future) -> None:
+        started = time.monotonic()
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=None)
+        except Exception as exc:
+            self._backoff.failed()
+            pending.set_exception(ConnectError(self.scrub(f"cannot connect to {self.description}: {exc}")))
+            return
+        session = _Session(conn)
+        try:
+            self._bounded(session, SETUP_SQL.format(lock=self.LOCK_TIMEOUT_MS), self.connect_timeout,
+                          started + self.connect_timeout, set_timeout=False)
+        except Exception as exc:
+            session.close()
+            self._backoff.failed()
+            pending.set_exception(ConnectError(self.scrub(f"cannot set up the session on {self.description}: "
+                                                          f"{' '.join(str(exc).split())}")))
+            return
+        self._backoff.succeeded()
+        pending.set_result(session)
+
+    def _connect(self, deadline: float) -> _Session:
+        """Under the lock: a new session, waited for until ``deadline`` at most."""
+        pending = self._pending
+        if pending is None:
+            self._backoff.check(self.description)
+            pending = self._pending = Future()
+            threading.Thread(target=self._connect_in_thread, args=(pending,), daemon=True,
+                             name=f"dbperf-connect-{self.dbname or 'main'}").start()
+        try:
+            session = pending.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:  # still running: the next call waits for the same connect
+            self.overruns += 1
+            raise DeadlineExceeded(f"connect to {self.description} did not finish before the deadline "
+                                   "(the server does not answer)") from None
+        except BaseException:
+            self._pending = None
+            raise
+        self._pending = None
+        self.connects += 1
+        self._timeout_ms = None
+        return session
 
     # -- querying --------------------------------------------------------------------------
-    def query(self, sql: str, timeout: float, wait: float = 0.0):
+    def query(self, sql: str, timeout: float, wait: float = 0.0, deadline: float | None = None):
         """Run ``sql`` (one or several ``;``-separated statements, no parameters) in one round
         trip and return a list of ``(column_names, rows)``, one per statement that returns rows.
 
+        The query is cancelled at ``deadline`` (a ``time.monotonic()`` time), or ``timeout +
+        HUNG_AFTER`` after it was sent when that is earlier; a server that does not answer the
+        cancel has the socket shut down :data:`CANCEL_GRACE` later, so the call never blocks
+        longer, whatever the server does. A connect is waited for until ``deadline`` only.
+
         Raises :class:`Busy` when an earlier query still holds the connection after ``wait``
-        seconds, :class:`ConnectError` when the server cannot be reached, or psycopg's error.
+        seconds, :class:`ConnectError` when the server cannot be reached,
+        :class:`DeadlineExceeded` when it did not answer in time, or psycopg's error.
         A connection found broken (the server restarted) is reopened and the batch retried once.
         """
-        acquired = self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False)
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + self.connect_timeout + timeout + HUNG_AFTER
+        if deadline - now <= 0:
+            raise DeadlineExceeded(f"no time left to query {self.description}")
+        if wait > 0:
+            acquired = self._lock.acquire(timeout=min(wait, deadline - now))
+        else:
+            acquired = self._lock.acquire(blocking=False)
         if not acquired:
             raise Busy(f"connection to {self.description} is still busy with an earlier scrape")
         try:
@@ -112,24 +324,89 @@ class Connection:
                 was_connected = self.connected
                 if not was_connected:
                     self.close_locked()
-                    self._conn = self._connect()
+                    self._session = self._connect(deadline)
+                session = self._session
                 try:
-                    return self._run(self._conn, sql, timeout)
+                    return self._bounded(session, sql, timeout, min(deadline, time.monotonic() + timeout + HUNG_AFTER))
+                except DeadlineExceeded:
+                    raise
                 except psycopg.OperationalError:
-                    broken = self._conn is None or self._conn.broken or self._conn.closed
+                    broken = session.conn.broken or session.conn.closed
                     if broken:
                         self.close_locked()
-                    if not (broken and was_connected and attempt == 1):
+                    if not (broken and was_connected and attempt == 1 and time.monotonic() < deadline):
                         raise
             raise AssertionError("unreachable")
         finally:
             self._lock.release()
+
+    def _bounded(self, session: _Session, sql: str, timeout: float, deadline: float, set_timeout: bool = True):
+        """Run ``sql`` on ``session`` under an alarm at ``deadline``: cancel, then shut down."""
+        run = _Run(session)
+        alarm = self._watchdog.arm(deadline, lambda: self._on_deadline(run))
+        try:
+            return self._run(session.conn, sql, timeout) if set_timeout else self._run_plain(session.conn, sql)
+        except psycopg.Error as exc:
+            if not (run.cancelled or run.severed):
+                raise
+            self.overruns += 1
+            # the cancel reached this query (it failed with QueryCanceled): the session is fine
+            run.consumed = isinstance(exc, psycopg.errors.QueryCanceled) and not run.severed
+            how = "its socket was shut down" if run.severed else "it was cancelled"
+            raise DeadlineExceeded(f"query on {self.description} did not finish before the deadline; "
+                                   f"{how}") from None
+        finally:
+            alarm.cancel()
+            with run.lock:
+                run.done = True
+            if run.cancelled and not run.consumed and session is self._session:
+                # broken off, or it ended on its own just as the cancel went out (which may then
+                # reach a later statement): this session is not used again
+                self.close_locked()
+
+    def _on_deadline(self, run: _Run) -> None:
+        """In the watchdog's thread: the call outlived its deadline."""
+        with run.lock:
+            if run.done:
+                return
+            run.cancelled = True
+        self._send_cancel(run.session.conn)
+        self._watchdog.arm(time.monotonic() + CANCEL_GRACE, lambda: self._sever(run))
+
+    def _sever(self, run: _Run) -> None:
+        with run.lock:  # the socket is closed only after run.done: never a reused descriptor
+            if run.done:
+                return
+            run.severed = True
+            shutdown_socket(run.session.sock)
+
+    def _send_cancel(self, conn: psycopg.Connection) -> None:
+        """A cancel request from a short-lived thread with its own timeout (one at a time: a
+        cancel that never returns holds one thread, for CANCEL_TIMEOUT at most)."""
+        with self._cancel_lock:
+            if self._canceller is not None and self._canceller.is_alive():
+                return
+            self._canceller = threading.Thread(target=self._cancel, args=(conn,), daemon=True,
+                                               name=f"dbperf-cancel-{self.dbname or 'main'}")
+            self._canceller.start()
+
+    @staticmethod
+    def _cancel(conn: psycopg.Connection) -> None:
+        try:
+            conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+        except Exception:
+            pass
 
     def _run(self, conn: psycopg.Connection, sql: str, timeout: float):
         timeout_ms = max(1, int(timeout * 1000))
         if timeout_ms != self._timeout_ms:
             sql = f"SET statement_timeout = {timeout_ms}; {sql}"
         self._timeout_ms = None  # unknown until the batch succeeds
+        results = self._run_plain(conn, sql)
+        self._timeout_ms = timeout_ms
+        return results
+
+    def _run_plain(self, conn: psycopg.Connection, sql: str):
         results = []
         with conn.cursor() as cur:
             self.queries += sql.count(";") + 1
@@ -139,27 +416,26 @@ class Connection:
                     results.append(([c.name for c in cur.description], cur.fetchall()))
                 if not cur.nextset():
                     break
-        self._timeout_ms = timeout_ms
         return results
 
-    def cancel(self) -> None:
-        """Cancel the statement running now (from another thread), if any."""
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            try:
-                conn.cancel_safe(timeout=1.0)
-            except Exception:
-                pass
-
     def close_locked(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-        self._conn = None
+        if self._session is not None:
+            self._session.close()
+        self._session = None
         self._timeout_ms = None
 
     def close(self) -> None:
-        with self._lock:
-            self.close_locked()
+        """Close the session (the next query opens a new one); a query still running on it is
+        broken off, never waited for."""
+        if self._lock.acquire(timeout=0.2):
+            try:
+                pending, self._pending = self._pending, None
+                if pending is not None:  # a connect still running: its session is closed when it ends
+                    pending.add_done_callback(_close_session)
+                self.close_locked()
+            finally:
+                self._lock.release()
+        else:
+            session = self._session
+            if session is not None:
+                shutdown_socket(session.sock)  # the query fails now; its thread closes the session
