@@ -9,6 +9,25 @@ from dataclasses import dataclass, field
 SEVERITIES = ("high", "medium", "low", "info")
 KINDS = ("statement", "index", "maintenance", "connection", "explain")
 
+# The monitor never advises on itself: every statement dbperf sends ends with OWN_MARK (the
+# exporter's exporter.postgres.sqlmark.MARK), and these are the application_name of its own
+# sessions (serve, advise, the pipelines recorder).
+OWN_MARK = "/*application='dbperf'*/"
+OWN_APPLICATIONS = ("dbperf", "dbperf-advise", "dbperf-recorder")
+
+
+def is_own(text: str | None) -> bool:
+    """Whether ``text`` (a statement as pg_stat_statements keeps it) was sent by dbperf."""
+    return bool(text) and OWN_MARK in text
+
+
+def mark(sql: str) -> str:
+    """``sql`` (one statement) ending with dbperf's mark, on a line of its own after a ``--`` comment."""
+    body = sql.strip().rstrip(";").rstrip()
+    if body.endswith(OWN_MARK):
+        return body
+    return body + ("\n" if "--" in body.rsplit("\n", 1)[-1] else " ") + OWN_MARK
+
 
 class AdviseError(RuntimeError):
     """Bad input or a refused request: the message is one line, the command exits 2."""
@@ -28,7 +47,8 @@ class Finding:
     details: dict = field(default_factory=dict)
 
     def sort_key(self):
-        return (-round(self.time_ms, 3), -self.size_bytes, SEVERITIES.index(self.severity),
+        # the plan summary heads the EXPLAIN warnings it introduces
+        return (self.check != "plan_summary", -round(self.time_ms, 3), -self.size_bytes, SEVERITIES.index(self.severity),
                 KINDS.index(self.kind), self.check, self.database, self.subject, self.message)
 
     def as_dict(self) -> dict:
@@ -40,6 +60,21 @@ class Finding:
 
 def sort_findings(findings) -> list:
     return sorted(findings, key=Finding.sort_key)
+
+
+def _worst_first(f: Finding) -> tuple:
+    return (SEVERITIES.index(f.severity), -round(f.time_ms, 3), -f.size_bytes, f.message, f.recommendation)
+
+
+def dedupe(findings) -> list:
+    """One finding per (kind, check, database, subject): the worst (severity, then time, then size;
+    ties broken by the text, so the choice is deterministic), sorted."""
+    best: dict = {}
+    for f in findings:
+        key = (f.kind, f.check, f.database, f.subject)
+        if key not in best or _worst_first(f) < _worst_first(best[key]):
+            best[key] = f
+    return sort_findings(best.values())
 
 
 def quote_ident(name: str) -> str:

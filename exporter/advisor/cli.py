@@ -97,9 +97,10 @@ def connect(target, dbname: str | None, timeout: float, autocommit: bool = True)
         extra["dbname"] = dbname
     conninfo = make_conninfo(target.dsn, **extra)
     try:
-        conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
-        conn.execute(f"SET default_transaction_read_only = on; SET statement_timeout = {int(timeout * 1000)}; "
-                     "SET lock_timeout = 1000")
+        conn = Marked(psycopg.connect(conninfo, autocommit=True, prepare_threshold=None))
+        for setting in ("default_transaction_read_only = on", f"statement_timeout = {int(timeout * 1000)}",
+                        "lock_timeout = 1000"):
+            conn.execute(f"SET {setting}")
         conn.autocommit = autocommit
     except psycopg.Error as exc:
         from exporter.secrets import password_of
@@ -108,12 +109,32 @@ def connect(target, dbname: str | None, timeout: float, autocommit: bool = True)
     return conn
 
 
+class Marked:
+    """A psycopg connection whose ``execute`` sends dbperf's mark (``exporter.advisor.OWN_MARK``)
+    with each of the advisor's own statements, so that no later advice is about them."""
+
+    def __init__(self, conn):
+        object.__setattr__(self, "_conn", conn)
+
+    def execute(self, sql: str, params=None):
+        from exporter.advisor import mark
+
+        return self._conn.execute(mark(sql), params)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._conn, name, value)
+
+
 def _server(conn) -> str:
     row = conn.execute("SELECT current_setting('server_version'), current_database()").fetchone()
     return f"PostgreSQL {row[0]}", row[1]
 
 
 def _explain(args, target):
+    from exporter.advisor import dedupe
     from exporter.advisor.explain import plan_findings, run_explain, validate
 
     validate(args.explain)  # before connecting: bad SQL touches nothing
@@ -127,7 +148,7 @@ def _explain(args, target):
         conn.close()
     meta = {"target": target.name, "server": server, "database": dbname, "analyze": bool(args.analyze),
             "sql": " ".join(args.explain.split())}
-    return meta, findings
+    return meta, dedupe(findings)
 
 
 def _advise(args, target):
@@ -136,7 +157,8 @@ def _advise(args, target):
     from exporter.advisor.connections import connection_findings
     from exporter.advisor.indexes import index_findings
     from exporter.advisor.maintenance import cluster_wraparound, maintenance_findings
-    from exporter.advisor.statements import statement_findings, top_statements
+    from exporter.advisor import dedupe
+    from exporter.advisor.statements import StatementsUnavailable, statement_findings, top_statements
     from exporter.secrets import password_of, scrub
 
     secret = password_of(target.dsn)
@@ -149,15 +171,17 @@ def _advise(args, target):
             if target.databases.discover:
                 databases += [d for (d,) in main.execute(DATABASES_SQL).fetchall()
                               if d != own and target.databases.wanted(d)]
-            statements = top_statements(main, databases, args.top)
             wanted = set(databases)
-            if statements is None:
-                stmt_meta = {"available": f"no: pg_stat_statements is not installed in {own}"}
+            try:
+                statements, own_statements = top_statements(main, databases, args.top)
+            except StatementsUnavailable as exc:  # every other check still runs
+                stmt_meta = {"checked": False, "reason": f"statement checks skipped: {exc}"}
                 statements = []
             else:
                 found, unparsable = statement_findings(statements)
                 findings += found
-                stmt_meta = {"examined": len(statements), "unparsable": unparsable}
+                stmt_meta = {"checked": True, "examined": len(statements), "unparsable": unparsable,
+                             "dbperf_own_skipped": own_statements}
             findings += connection_findings(main)
             findings += [f for f in cluster_wraparound(main) if f.database in wanted]
             findings += _database_findings(main, own, statements, index_findings, maintenance_findings)
@@ -183,7 +207,7 @@ def _advise(args, target):
             "note": "connection findings are a point-in-time sample of pg_stat_activity"}
     if skipped:
         meta["skipped"] = skipped
-    return meta, findings
+    return meta, dedupe(findings)
 
 
 def _database_findings(conn, datname, statements, index_findings, maintenance_findings) -> list:

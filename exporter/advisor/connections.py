@@ -1,13 +1,14 @@
 """Connection findings: use of max_connections, idle connections held per application, sessions
 idle in a transaction, and a pool size per application from its concurrency at this moment.
 
-All of it is a point-in-time sample of pg_stat_activity: there is no history behind it."""
+All of it is a point-in-time sample of pg_stat_activity: there is no history behind it. dbperf's
+own sessions (``OWN_APPLICATIONS``) count towards the use of max_connections, but get no advice."""
 
 from __future__ import annotations
 
 import math
 
-from exporter.advisor import Finding
+from exporter.advisor import OWN_APPLICATIONS, Finding
 
 USAGE_WARN, USAGE_HIGH = 0.6, 0.8
 IDLE_WARN = 5
@@ -21,7 +22,7 @@ ACTIVITY_SQL = """
 SELECT coalesce(nullif(application_name, ''), '(none)'), coalesce(state, 'unknown'), count(*),
        coalesce(max(extract(epoch FROM now() - state_change)), 0)
 FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> 'dbperf-advise'
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
@@ -35,7 +36,11 @@ def pool_size(active: int) -> int:
 def connection_findings(conn) -> list[Finding]:
     max_conn, reserved, iit_timeout = conn.execute(SETTINGS_SQL).fetchone()
     apps: dict = {}
+    own = 1  # this session
     for app, state, count, longest in conn.execute(ACTIVITY_SQL).fetchall():
+        if app in OWN_APPLICATIONS:
+            own += count
+            continue
         entry = apps.setdefault(app, {"active": 0, "idle": 0, "idle in transaction": 0, "other": 0, "longest_iit": 0.0})
         if state in ("active", "idle"):
             entry[state] += count
@@ -44,16 +49,16 @@ def connection_findings(conn) -> list[Finding]:
             entry["longest_iit"] = max(entry["longest_iit"], float(longest))
         else:
             entry["other"] += count
-    total = sum(e["active"] + e["idle"] + e["idle in transaction"] + e["other"] for e in apps.values()) + 1
+    total = sum(e["active"] + e["idle"] + e["idle in transaction"] + e["other"] for e in apps.values()) + own
     usable = max(1, max_conn - reserved)
     usage = total / usable
     severity = "high" if usage >= USAGE_HIGH else "medium" if usage >= USAGE_WARN else "info"
     out = [Finding("connection", "connection_usage", severity, "", "cluster",
                    f"{total} of {usable} usable connections in use ({usage:.0%}; max_connections {max_conn}, "
-                   f"{reserved} reserved for superusers) at this moment",
+                   f"{reserved} reserved for superusers; {own} of them dbperf's own) at this moment",
                    "Put a connection pooler (PgBouncer in transaction mode) or smaller application pools in front "
                    "before raising max_connections" if severity != "info" else "Nothing to do.",
-                   details={"connections": total, "max_connections": max_conn})]
+                   details={"connections": total, "max_connections": max_conn, "dbperf_connections": own})]
     for app, e in sorted(apps.items()):
         held = e["active"] + e["idle"] + e["idle in transaction"] + e["other"]
         suggested = pool_size(e["active"])

@@ -48,17 +48,25 @@ def _align(rows: list[list[str]]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
+def _meta_line(key: str, value) -> str:
+    if key == "statements" and isinstance(value, dict):
+        if not value.get("checked", True):
+            return value["reason"]  # one line: why the statement checks did not run, how to enable them
+        return (f"statements: {value.get('examined', 0)} examined, {value.get('unparsable', 0)} unparsable, "
+                f"{value.get('dbperf_own_skipped', 0)} of dbperf's own left out")
+    if isinstance(value, dict):
+        value = ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
+    elif isinstance(value, list):
+        value = ", ".join(str(v) for v in value)
+    return f"{key}: {value}"
+
+
 def render_table(meta: dict, findings) -> str:
     findings = sort_findings(findings)
     lines = [f"dbperf advise: target {meta.get('target')} ({meta.get('server', '')})"]
     for key in ("databases", "statements", "skipped"):
         if meta.get(key):
-            value = meta[key]
-            if isinstance(value, dict):
-                value = ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
-            elif isinstance(value, list):
-                value = ", ".join(str(v) for v in value)
-            lines.append(f"{key}: {value}")
+            lines.append(_meta_line(key, meta[key]))
     if not findings:
         lines.append("no findings")
         return "\n".join(lines) + "\n"

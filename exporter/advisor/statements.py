@@ -31,6 +31,11 @@ class Issue:
     severity: str
     message: str
     recommendation: str
+    at: str = ""          # where in the statement (a column, an expression), to merge repeats
+
+
+class StatementsUnavailable(RuntimeError):
+    """pg_stat_statements cannot be read: the message (one line) says why and how to enable it."""
 
 
 class Unparsable(ValueError):
@@ -115,12 +120,25 @@ def check_sql(sql: str) -> list[Issue]:
             for node in walk(where):
                 if isinstance(node, ast.A_Expr):
                     issues += _function_on_column(node)
-    unique, seen = [], set()
+    return _one_per_check(issues)
+
+
+def _one_per_check(issues: list[Issue]) -> list[Issue]:
+    """One issue per check: the first (in the statement's order), naming the other places."""
+    by_check: dict = {}
     for issue in issues:
-        if (issue.check, issue.message) not in seen:
-            seen.add((issue.check, issue.message))
-            unique.append(issue)
-    return unique
+        by_check.setdefault(issue.check, []).append(issue)
+    out = []
+    for check, found in by_check.items():
+        first, others = found[0], []
+        for issue in found[1:]:
+            if issue.at and issue.at != first.at and issue.at not in others:
+                others.append(issue.at)
+        if others:
+            first = Issue(check, first.severity, f"{first.message} (also: {', '.join(others)})",
+                          first.recommendation, first.at)
+        out.append(first)
+    return out
 
 
 def _select_lists(stmt):
@@ -194,8 +212,9 @@ def _leading_wildcard(expr: ast.A_Expr) -> list[Issue]:
         column = deparse(expr.lexpr)
         return [Issue("leading_wildcard_like", "medium",
                       f"{column} {op} '{pattern.val.sval}' starts with a wildcard: no B-tree index can be used",
-                      f"Use a trigram index (CREATE EXTENSION pg_trgm; CREATE INDEX CONCURRENTLY ... USING gin "
-                      f"({column} gin_trgm_ops)) or full-text search instead of a leading-wildcard {op}.")]
+                      f"Use a trigram index (CREATE EXTENSION IF NOT EXISTS pg_trgm; CREATE INDEX CONCURRENTLY ... "
+                      f"USING gin ({column} gin_trgm_ops)) or full-text search instead of a leading-wildcard {op}.",
+                      at=f"{column} {op} '{pattern.val.sval}'")]
     return []
 
 
@@ -203,11 +222,13 @@ def _not_in(expr: ast.BoolExpr) -> list[Issue]:
     args = expr.args or ()
     if len(args) == 1 and isinstance(args[0], ast.SubLink) and args[0].subLinkType == SubLinkType.ANY_SUBLINK \
             and args[0].testexpr is not None:
+        tested = deparse(args[0].testexpr)
         return [Issue("not_in_subquery", "medium",
-                      f"{deparse(args[0].testexpr)} NOT IN (subquery): cannot become an anti-join, and one NULL "
+                      f"{tested} NOT IN (subquery): cannot become an anti-join, and one NULL "
                       "in the subquery makes it return no rows",
                       "Rewrite as NOT EXISTS (SELECT 1 FROM ... WHERE ... = outer.column), which PostgreSQL "
-                      "runs as a hash or merge anti-join and which has the expected NULL semantics.")]
+                      "runs as a hash or merge anti-join and which has the expected NULL semantics.",
+                      at=f"{tested} NOT IN (subquery)")]
     return []
 
 
@@ -232,7 +253,7 @@ def _function_on_column(expr: ast.A_Expr) -> list[Issue]:
             return [Issue("function_on_column", "medium",
                           f"WHERE {text} {_op(expr)} ...: a function or cast on the filtered column hides it from "
                           "plain indexes",
-                          f"Either {rewrite}, or store the value already transformed.")]
+                          f"Either {rewrite}, or store the value already transformed.", at=text)]
     return []
 
 
@@ -289,24 +310,57 @@ def predicate_columns(sql: str) -> dict:
 
 
 # -- pg_stat_statements ------------------------------------------------------------------------------
-TOP_SQL = """
-SELECT s.queryid, d.datname, s.query, s.calls, s.total_exec_time, s.rows
-FROM pg_stat_statements(true) s JOIN pg_database d ON d.oid = s.dbid
-WHERE s.query IS NOT NULL AND d.datname = ANY(%s)
-ORDER BY s.total_exec_time DESC, s.queryid
-LIMIT %s
+# pg_stat_statements keeps one row per (user, database, queryid, top level or nested): the advisor
+# judges a statement once per database and queryid, with the calls and time of all its rows and the
+# text of its most called row. Rows whose text carries dbperf's mark are dbperf's own: counted, not
+# judged. Row by row, because a queryid can be both: the statement inside dbperf's
+# ``EXPLAIN ... /*mark*/`` shares its queryid with the application's own runs of that statement.
+STATEMENTS_SQL = """
+WITH r AS (
+  SELECT s.queryid, d.datname, s.query, s.calls, s.total_exec_time, s.rows, strpos(s.query, %(mark)s) > 0 AS own
+  FROM pg_stat_statements(true) s JOIN pg_database d ON d.oid = s.dbid
+  WHERE s.query IS NOT NULL AND d.datname = ANY(%(databases)s)
+), s AS (
+  SELECT queryid, datname, (array_agg(query ORDER BY calls DESC, query))[1] AS query, sum(calls) AS calls,
+         sum(total_exec_time) AS total_ms, sum(rows) AS rows
+  FROM r WHERE NOT own
+  GROUP BY queryid, datname
+)
+SELECT own.n, top.queryid, top.datname, top.query, top.calls, top.total_ms, top.rows
+FROM (SELECT count(DISTINCT (datname, queryid)) AS n FROM r WHERE own) own
+LEFT JOIN LATERAL (SELECT * FROM s ORDER BY total_ms DESC, datname, queryid LIMIT %(limit)s) top ON true
+ORDER BY top.total_ms DESC, top.datname, top.queryid
 """
 
+ENABLE = "add pg_stat_statements to shared_preload_libraries in postgresql.conf and restart PostgreSQL"
 
-def top_statements(conn, databases: list[str], limit: int = TOP_STATEMENTS) -> list[dict] | None:
-    """The top statements by total execution time in ``databases``, or None when
-    pg_stat_statements is not installed in the connection's database."""
-    has = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()
-    if not has:
-        return None
-    rows = conn.execute(TOP_SQL, (list(databases), limit)).fetchall()
-    return [{"queryid": r[0], "datname": r[1], "query": r[2], "calls": r[3], "total_ms": float(r[4]),
-             "rows": r[5]} for r in rows]
+
+def top_statements(conn, databases: list[str], limit: int = TOP_STATEMENTS) -> tuple[list[dict], int]:
+    """The top statements by total execution time in ``databases`` (dbperf's own left out) and
+    how many of dbperf's own there were. :class:`StatementsUnavailable` when pg_stat_statements
+    is not created in the connection's database or not loaded."""
+    import psycopg
+
+    from exporter.advisor import OWN_MARK
+
+    dbname = conn.execute("SELECT current_database()").fetchone()[0]
+    if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone():
+        raise StatementsUnavailable(
+            f"pg_stat_statements is not installed in database {dbname!r}; to enable it: {ENABLE}, "
+            f"then run CREATE EXTENSION pg_stat_statements in database {dbname!r}")
+    try:
+        rows = conn.execute(STATEMENTS_SQL, {"mark": OWN_MARK, "databases": list(databases),
+                                             "limit": limit}).fetchall()
+    except psycopg.errors.ObjectNotInPrerequisiteState as exc:  # created, but not preloaded
+        if "shared_preload_libraries" not in str(exc):
+            raise
+        conn.rollback()  # a no-op in autocommit; a caller's transaction stays usable otherwise
+        raise StatementsUnavailable(
+            f"pg_stat_statements is installed in database {dbname!r} but not loaded; to enable it: {ENABLE}") \
+            from None
+    statements = [{"queryid": r[1], "datname": r[2], "query": r[3], "calls": int(r[4]), "total_ms": float(r[5]),
+                   "rows": int(r[6])} for r in rows if r[2] is not None]
+    return statements, int(rows[0][0])
 
 
 def statement_findings(statements: list[dict], wanted=lambda datname: True) -> tuple[list[Finding], int]:
