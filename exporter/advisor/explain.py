@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import psycopg
 
-from exporter.advisor import AdviseError, Finding
-from exporter.advisor.statements import Unparsable, parse
+from pglast import ast
+from pglast.enums import A_Expr_Kind, BoolExprType
+
+from exporter.advisor import AdviseError, Finding, mark, qualified, quote_ident
+from exporter.advisor.statements import COMPARISONS, Unparsable, parse, walk
 
 BIG_RELATION = 10_000
 MISESTIMATE = 10.0
 MIN_MISESTIMATE_ROWS = 100
 HOT_SHARE = 0.5
 MIN_HOT_COST = 1000.0
+MAX_INDEX_COLUMNS = 3
 
 
 def validate(sql: str) -> None:
@@ -31,7 +35,8 @@ def run_explain(conn: psycopg.Connection, sql: str, analyze: bool) -> dict:
     options = "ANALYZE, BUFFERS, VERBOSE, FORMAT JSON" if analyze else "VERBOSE, FORMAT JSON"
     try:
         with conn.cursor() as cur:
-            cur.execute(f"EXPLAIN ({options}) {sql.strip().rstrip(';')}")
+            # marked: the EXPLAIN is dbperf's own statement (pg_stat_statements keeps it, literals and all)
+            cur.execute(mark(f"EXPLAIN ({options}) {sql.strip().rstrip(';')}"))
             (plan,) = cur.fetchone()
     except psycopg.errors.InsufficientPrivilege as exc:
         raise AdviseError(f"--explain: permission denied: {exc.diag.message_primary or exc}") from None
@@ -42,10 +47,11 @@ def run_explain(conn: psycopg.Connection, sql: str, analyze: bool) -> dict:
     return plan[0] if isinstance(plan, list) else plan
 
 
-def _nodes(node, depth=0):
-    yield node, depth
+def _nodes(node, parents=()):
+    """Every plan node with its ancestors (nearest last), depth first."""
+    yield node, parents
     for child in node.get("Plans", ()):
-        yield from _nodes(child, depth + 1)
+        yield from _nodes(child, parents + (node,))
 
 
 def _label(node) -> str:
@@ -74,27 +80,15 @@ def plan_findings(conn, datname: str, explained: dict, analyze: bool) -> list[Fi
     root = explained["Plan"]
     out = []
     total_cost = float(root.get("Total Cost", 0.0))
-    summary = f"{_label(root)}, estimated total cost {total_cost:.2f}"
-    if analyze:
-        summary += f", execution time {explained.get('Execution Time', 0.0):.3f} ms"
-    out.append(Finding("explain", "plan_summary", "info", datname, _label(root), summary,
-                       "See the warnings below (none means the plan looks fine).",
-                       details={"total_cost": total_cost}))
     hottest = None
-    for position, (node, depth) in enumerate(_nodes(root)):
+    for position, (node, parents) in enumerate(_nodes(root)):
         label = f"{_label(node)} (node {position})"
         loops = node.get("Actual Loops", 1) or 0
         node_ms = float(node.get("Actual Total Time", 0.0)) * loops if analyze else 0.0
         if node.get("Node Type") == "Seq Scan" and node.get("Relation Name"):
             rows = max(float(node.get("Plan Rows", 0)), _relation_rows(conn, node.get("Schema"), node["Relation Name"]))
             if rows > BIG_RELATION:
-                where = f" filtering on {node['Filter']}" if node.get("Filter") else ""
-                out.append(Finding(
-                    "explain", "seq_scan", "high" if node.get("Filter") else "medium", datname, label,
-                    f"sequential scan of {int(rows)} rows{where}",
-                    "Add an index on the filtered columns (CREATE INDEX CONCURRENTLY ...), or check why an existing "
-                    "one is not used (a function or cast on the column, a type mismatch, low selectivity).",
-                    time_ms=node_ms, details={"rows": int(rows), "filter": node.get("Filter", "")}))
+                out += _seq_scan(datname, node, parents, label, rows, node_ms, analyze)
         if analyze and loops:
             actual, planned = float(node.get("Actual Rows", 0)), float(node.get("Plan Rows", 0))
             high, low = max(actual, planned), max(min(actual, planned), 1.0)
@@ -127,4 +121,202 @@ def plan_findings(conn, datname: str, explained: dict, analyze: bool) -> list[Fi
                            f"({hottest[0]:.2f} of {total_cost:.2f})",
                            "Start optimising here: fewer rows into this node (better filters, an index) or a cheaper "
                            "operation.", time_ms=hottest[2], details={"self_cost": round(hottest[0], 2)}))
+    summary = f"{_label(root)}, estimated total cost {total_cost:.2f}"
+    if analyze:
+        summary += f", execution time {explained.get('Execution Time', 0.0):.3f} ms"
+    follow = ("No warnings: the plan looks fine." if not out else "The warning below says where to look."
+              if len(out) == 1 else f"The {len(out)} warnings below say where to look.")
+    # the summary is sorted first (Finding.sort_key), above the warnings it introduces
+    return [Finding("explain", "plan_summary", "info", datname, _label(root), summary, follow,
+                    details={"total_cost": total_cost, "warnings": len(out)})] + out
+
+
+# -- sequential scans -------------------------------------------------------------------------------
+PASS_THROUGH = frozenset(("Gather", "Gather Merge", "Materialize", "Memoize"))
+SELECTIVE_JOIN = 10.0  # the join keeps a tenth of the scanned rows or fewer
+LIKE_OPS = {"~~": "LIKE", "~~*": "ILIKE"}
+
+
+def _consumer(node, parents):
+    """The nearest ancestor that does more than pass rows on, and which of its inputs ``node``
+    feeds (``Outer`` / ``Inner``): (ancestor or None, relationship)."""
+    child = node
+    for parent in reversed(parents):
+        if parent.get("Node Type") not in PASS_THROUGH:
+            return parent, child.get("Parent Relationship", "")
+        child = parent
+    return None, ""
+
+
+def _seq_scan(datname, node, parents, label, rows, node_ms, analyze) -> list[Finding]:
+    name = qualified(node.get("Schema") or "public", node["Relation Name"])
+    details = {"rows": int(rows), "filter": node.get("Filter", "")}
+    if node.get("Filter"):
+        rec, index = _filter_advice(node, name)
+        details["index"] = index
+        return [Finding("explain", "seq_scan", "high", datname, label,
+                        f"sequential scan of {int(rows)} rows filtering on {node['Filter']}", rec,
+                        time_ms=node_ms, details=details)]
+    consumer, relationship = _consumer(node, parents)
+    kind = consumer.get("Node Type") if consumer else None
+    if kind == "Hash":
+        # The build (inner) side of a hash join: the join reads this input once and in full, by
+        # design; with no filter there is nothing an index could skip, and a sequential read is the
+        # cheapest way to read every row. A slow join shows up as a misestimate, a spill or a hot spot.
+        return []
+    if kind == "Hash Join" and relationship == "Outer":
+        joined = _rows_out(consumer, analyze)
+        if joined * SELECTIVE_JOIN > rows:
+            return []  # the join keeps most of the rows it probes with: they are all needed
+        keys = _columns(consumer.get("Hash Cond", ""), node.get("Alias") or node["Relation Name"])
+        table = node["Relation Name"]
+        create = (f"CREATE INDEX CONCURRENTLY {_index_name(table, keys)} ON {name} "
+                  f"({', '.join(quote_ident(k) for k in keys)});" if keys else f"CREATE INDEX CONCURRENTLY ... ON {name} (...);")
+        details.update(join_rows=int(joined), join_keys=keys)
+        return [Finding("explain", "seq_scan", "low", datname, label,
+                        f"sequential scan of {int(rows)} rows, all probed into a hash join that keeps {int(joined)}",
+                        f"An index on the join key could let a nested loop fetch only the matching rows: {create} "
+                        "(the planner then chooses; ANALYZE first if the estimates are off).",
+                        time_ms=node_ms, details=details)]
+    return [Finding("explain", "seq_scan", "low", datname, label,
+                    f"sequential scan of all {int(rows)} rows of {name}, with no filter",
+                    "The query reads the whole table, which no index makes cheaper; if it needs fewer rows, say so "
+                    "(a WHERE clause, a LIMIT), and for counts consider an estimate (pg_class.reltuples).",
+                    time_ms=node_ms, details=details)]
+
+
+def _rows_out(node, analyze: bool) -> float:
+    if analyze and "Actual Rows" in node:
+        return float(node["Actual Rows"]) * float(node.get("Actual Loops", 1) or 1)
+    return float(node.get("Plan Rows", 0))
+
+
+def _index_name(table: str, columns, suffix: str = "idx") -> str:
+    return quote_ident(f"{table}_{'_'.join(columns)}_{suffix}"[:63])
+
+
+def _conjuncts(expression: str):
+    """The AND-ed terms of a plan's expression (a Filter, a Hash Cond), parsed; [] when it does not parse."""
+    try:
+        (raw,) = parse(f"SELECT {expression}")
+    except (Unparsable, ValueError):
+        return []
+    top = raw.stmt.targetList[0].val
+    if isinstance(top, ast.BoolExpr) and top.boolop == BoolExprType.AND_EXPR:
+        return list(top.args)
+    return [top]
+
+
+TEXT_TYPES = frozenset(("text", "varchar", "bpchar"))
+
+
+def _column(node, alias: str) -> str | None:
+    """The column name of ``node`` when it is a column of the scanned relation (``alias``); a cast
+    to text (as plans show varchar columns) is looked through: an index on the column serves it."""
+    while isinstance(node, ast.TypeCast) and node.typeName.names[-1].sval in TEXT_TYPES:
+        node = node.arg
+    if not isinstance(node, ast.ColumnRef) or not all(isinstance(f, ast.String) for f in node.fields):
+        return None
+    names = [f.sval for f in node.fields]
+    if len(names) == 1 or names[-2] == alias:
+        return names[-1]
+    return None
+
+
+def _constant(node):
+    """The value of a constant (``'x'::text`` included), else None."""
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    if isinstance(node, ast.A_Const) and not getattr(node, "isnull", False):
+        val = node.val
+        return getattr(val, "sval", None) if isinstance(val, ast.String) else getattr(val, "ival", getattr(val, "fval", None))
+    return None
+
+
+def _columns(expression: str, alias: str) -> list[str]:
+    """Columns of ``alias`` in ``expression``, in order, each once."""
+    out = []
+    for term in _conjuncts(expression):
+        for node in walk(term):
+            col = _column(node, alias)
+            if col and col not in out:
+                out.append(col)
     return out
+
+
+def filter_terms(expression: str, alias: str) -> dict:
+    """What of a scan's Filter an index could serve: ``eq`` and ``range`` columns (a B-tree) and
+    ``wildcard`` (column, LIKE/ILIKE, pattern) for leading-wildcard patterns (only a trigram index)."""
+    out = {"eq": [], "range": [], "wildcard": []}
+    for term in _conjuncts(expression):
+        if not isinstance(term, ast.A_Expr) or not term.name:
+            continue
+        op = term.name[-1].sval if isinstance(term.name[-1], ast.String) else ""
+        col = _column(term.lexpr, alias)
+        value = _constant(term.rexpr)
+        if col is None and op in COMPARISONS:  # 5 < t.a
+            col, value = _column(term.rexpr, alias), _constant(term.lexpr)
+        if col is None or value is None:
+            continue
+        if term.kind == A_Expr_Kind.AEXPR_OP and op in LIKE_OPS and isinstance(value, str):
+            if value[:1] in ("%", "_"):
+                out["wildcard"].append((col, LIKE_OPS[op], value))
+        elif term.kind == A_Expr_Kind.AEXPR_OP and op in COMPARISONS:
+            bucket = out["eq"] if op == "=" else out["range"]
+            if col not in bucket:
+                bucket.append(col)
+        elif term.kind == A_Expr_Kind.AEXPR_OP_ANY and op == "=" and col not in out["eq"]:
+            out["eq"].append(col)  # IN (...) lists
+    out["range"] = [c for c in out["range"] if c not in out["eq"]]
+    return out
+
+
+def _longest_literal(pattern: str) -> int:
+    longest = run = 0
+    escaped = False
+    for ch in pattern:
+        if escaped or ch not in "%_\\":
+            run, escaped = run + 1, False
+        elif ch == "\\":
+            escaped = True
+        else:
+            run = 0
+        longest = max(longest, run)
+    return longest
+
+
+def trigram_advice(name: str, table: str, column: str, op: str, pattern: str) -> str:
+    """What serves ``column LIKE '%...'``: pg_trgm (GIN or GiST), with the DDL, or another query."""
+    col = quote_ident(column)
+    ddl = (f"CREATE EXTENSION IF NOT EXISTS pg_trgm; CREATE INDEX CONCURRENTLY {_index_name(table, [column], 'trgm_idx')} "
+           f"ON {name} USING gin ({col} gin_trgm_ops);")
+    head = f"A B-tree index cannot serve {col} {op} '{pattern}' (a leading wildcard). "
+    if _longest_literal(pattern) < 3:
+        return (head + f"'{pattern}' has fewer than 3 characters between its wildcards, so a trigram index cannot "
+                f"narrow it either: change the query (a prefix match such as '{pattern.strip('%_')}%', full-text "
+                f"search, or a stored column to compare); for patterns of 3 or more characters, a pg_trgm index "
+                f"serves it: {ddl}")
+    return (head + f"A trigram index serves it: {ddl} (or USING gist ({col} gist_trgm_ops): smaller, slower to "
+            "search); or change the query (a prefix match, full-text search).")
+
+
+def _filter_advice(node, name: str) -> tuple[str, str]:
+    """The recommendation for a filtered sequential scan, and which index it proposes
+    (``btree``, ``trigram``, ``btree+trigram`` or ``unknown``)."""
+    table = node["Relation Name"]
+    terms = filter_terms(node["Filter"], node.get("Alias") or table)
+    parts, kinds = [], []
+    cols = (terms["eq"] + terms["range"][:1])[:MAX_INDEX_COLUMNS]
+    if cols:
+        parts.append(f"Add an index on the filtered column{'s' if len(cols) > 1 else ''}: CREATE INDEX CONCURRENTLY "
+                     f"{_index_name(table, cols)} ON {name} ({', '.join(quote_ident(c) for c in cols)}); if one "
+                     "exists, check why it is not used (low selectivity, a type mismatch).")
+        kinds.append("btree")
+    for column, op, pattern in terms["wildcard"]:
+        parts.append(trigram_advice(name, table, column, op, pattern))
+        if "trigram" not in kinds:
+            kinds.append("trigram")
+    if not parts:
+        return ("Add an index on the filtered columns (CREATE INDEX CONCURRENTLY ...), or check why an existing "
+                "one is not used (a function or cast on the column, a type mismatch, low selectivity).", "unknown")
+    return " ".join(parts), "+".join(kinds)
