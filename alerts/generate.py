@@ -61,6 +61,21 @@ def postgres():
         Record("dbperf:pg_stat_database_xact:rollback_ratio_rate${rate_window}",
                f"sum by ({BY_DB}) (rate(pg_stat_database_xact_rollback_total[${{rate_window}}]))\n"
                f"/ dbperf:pg_stat_database_xact:rate${{rate_window}}"),
+        # rollbacks the client did not ask for with a ROLLBACK statement: a failed autocommit
+        # statement, the COMMIT of an aborted transaction, a killed session. A pool's ROLLBACK on
+        # every connection it gets back is left out (see PostgreSQLHighRollbackRatio). A database
+        # without ROLLBACK statements counts zero of them when the target reports the family at all.
+        Record("dbperf:pg_stat_database_xact:implicit_rollback_ratio_rate${rate_window}",
+               f"clamp_min(\n"
+               f"  sum by ({BY_DB}) (rate(pg_stat_database_xact_rollback_total[${{rate_window}}]))\n"
+               f"  - (\n"
+               f"    sum by ({BY_DB}) (rate(pg_stat_statements_transaction_control_calls_total{{command=\"rollback\"}}[${{rate_window}}]))\n"
+               f"    or (0 * sum by ({BY_DB}) (rate(pg_stat_database_xact_rollback_total[${{rate_window}}]))\n"
+               f"        and on ({BY}) pg_stat_statements_transaction_control_calls_total)\n"
+               f"  ),\n"
+               f"  0\n"
+               f")\n"
+               f"/ dbperf:pg_stat_database_xact:rate${{rate_window}}"),
         Record("dbperf:pg_stat_database_blks_read:rate${rate_window}",
                f"sum by ({BY_DB}) (rate(pg_stat_database_blks_read_total[${{rate_window}}]))"),
         Record("dbperf:pg_stat_database_blks:hit_ratio_rate${rate_window}",
@@ -177,14 +192,20 @@ def postgres():
               "{{ $value | humanize }} deadlocks in {{ $labels.datname }} on {{ $labels.target }} in the last ${deadlocks_window}.",
               "> ${deadlocks_critical} in ${deadlocks_window}, for ${deadlocks_critical_for}"),
         Alert("PostgreSQLHighRollbackRatio", "warning",
-              "dbperf:pg_stat_database_xact:rollback_ratio_rate${rate_window} > ${rollback_ratio_warning}\n"
+              "dbperf:pg_stat_database_xact:implicit_rollback_ratio_rate${rate_window} > ${rollback_ratio_warning}\n"
               "and dbperf:pg_stat_database_xact:rate${rate_window} > ${rollback_min_tps}",
               "${rollback_for}",
-              "Many PostgreSQL transactions roll back.",
-              "{{ $value | humanizePercentage }} of the transactions in {{ $labels.datname }} on {{ $labels.target }} roll back.",
-              "> ${rollback_ratio_warning} of transactions, at > ${rollback_min_tps}/s, for ${rollback_for}",
-              "Healthy OLTP rolls back well under 1-2%; 10% sustained means failing requests. The rate guard keeps "
-              "idle databases (one rollback in ten transactions) quiet."),
+              "Many PostgreSQL transactions fail and roll back.",
+              "{{ $value | humanizePercentage }} of the transactions in {{ $labels.datname }} on {{ $labels.target }} "
+              "rolled back without a ROLLBACK from the client: failed statements, COMMITs of failed transactions "
+              "or killed sessions.",
+              "> ${rollback_ratio_warning} of transactions roll back without a ROLLBACK statement, at > "
+              "${rollback_min_tps}/s, for ${rollback_for}",
+              "Pools (SQLAlchemy's and most others) send ROLLBACK for every connection they get back, so a healthy "
+              "app can roll back 90% of its transactions: rollbacks the client asked for are left out, what remains "
+              "is work the server aborted. 10% of all transactions for a quarter of an hour is a failing request "
+              "path; the rate guard keeps idle databases quiet. Needs pg_stat_statements (with track_utility, the "
+              "default): without it the alert cannot fire."),
         Alert("PostgreSQLLowCacheHitRatio", "warning",
               "dbperf:pg_stat_database_blks:hit_ratio_rate${rate_window} < ${cache_hit_ratio_warning}\n"
               "and dbperf:pg_stat_database_blks_read:rate${rate_window} > ${cache_min_reads_per_second}",
