@@ -101,6 +101,7 @@ class TargetScraper:
         self.errors: dict[tuple[str, str], int] = {}
         self.scrapes = 0
         self.server: ServerInfo | None = None
+        self._answered: ServerInfo | None = None  # the probe's answer in the scrape in flight
         self.databases: list[str] = []  # the databases the last scrape covered
         self._pool = ThreadPoolExecutor(max_workers=target.max_connections,
                                         thread_name_prefix=f"dbperf-{target.name}")
@@ -140,9 +141,11 @@ class TargetScraper:
         start = self.clock()
         deadline = start + budget
         self.scrapes += 1
+        self._answered = None
         enabled = self.enabled()
         outcomes: list[Outcome] = []
         server, failure = self._probe(deadline)
+        self._answered = server
         if server is not None:
             jobs = self._plan(server, enabled)
             outcomes = self._run_jobs(jobs, server, {c.name: (ttl, timeout) for c, ttl, timeout in enabled},
@@ -160,17 +163,22 @@ class TargetScraper:
         return [Outcome(c.name, "", False, error=error) for c, _, _ in enabled if c.scope == CLUSTER]
 
     def _late(self, error: BaseException | None, waited: float) -> Rendered:
-        """What a caller gets when the collection it waits for is not done by its deadline
-        (``error`` None) or failed unexpectedly: the target counts as not answering."""
-        if error is None:
-            reason = "an earlier scrape of the target is still waiting for the server"
-        else:
+        """What a caller gets when the collection it waits for is not done by its own deadline
+        (``error`` None: it joined a longer scrape, or the server hangs) or failed unexpectedly:
+        ``pg_up`` 1 only when the server answered that collection's probe, every collector failed."""
+        server = self._answered if error is None else None
+        if error is not None:
             reason = "scrape failed: " + (self.main.scrub(" ".join(str(error).split())) or type(error).__name__)
             LOG.error("target=%s %s", self.target.name, reason, extra={"target": self.target.name})
-        self.server = None
+        elif server is not None:
+            reason = "still running in an earlier scrape of the target, past this scrape's deadline"
+        else:
+            reason = "an earlier scrape of the target is still waiting for the server"
+        if server is None:
+            self.server = None
         outcomes = self._unreachable(self.enabled(), reason)
         rendered = Rendered()
-        rendered.add_families(self._self_metrics(None, outcomes, waited), self.const)
+        rendered.add_families(self._self_metrics(server, outcomes, waited), self.const)
         return rendered
 
     def _ask(self, deadline: float) -> ServerInfo:

@@ -215,3 +215,31 @@ def test_restarted_server_is_picked_up_again(cluster, serve):
     samples = served.metrics("/probe?target=main")
     failed = [s.labels for s in samples.series("dbperf_collector_success") if s.value != 1]
     assert not failed
+
+
+def test_scrape_that_joins_a_longer_one_answers_by_its_own_deadline(cluster):
+    """A /probe with a 2 s header arriving while a 10 s scrape is in flight (it was a 500 after
+    2.5 s): 200 by its own deadline, the server up (the shared scrape's probe answered), the
+    collectors still running reported as failed; the long scrape still gets its full result."""
+    served = serve_with((SleepCollector("sleepy", 3.0),), {"name": "main", "dsn": cluster.dsn("postgres")})
+    try:
+        long = {}
+        first = threading.Thread(target=lambda: long.update(
+            result=timed_get(served, "/probe?target=main", {"X-Prometheus-Scrape-Timeout-Seconds": "10"})))
+        first.start()
+        scraper = served.exporter.scrapers["main"]
+        wait_until(lambda: cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbperf' "
+                                        "AND query LIKE '%pg_sleep(3.0)%' AND state = 'active'").strip() == "1",
+                   timeout=5, interval=0.05, message="the long scrape's collectors to run")
+        status, text, took = timed_get(served, "/probe?target=main", {"X-Prometheus-Scrape-Timeout-Seconds": "2"})
+        assert status == 200, text
+        assert took < 2.0, f"the joining scrape took {took:.2f}s against its 2 s deadline"
+        joined = Samples(text)
+        assert joined.value("pg_up", target="main") == 1
+        assert joined.value("dbperf_collector_success", collector="sleepy") == 0
+        first.join()
+        status, text, took = long["result"]
+        assert status == 200 and Samples(text).value("test_sleepy_value", target="main") == 42
+        assert scraper.scrapes == 1  # one collection for both
+    finally:
+        served.close()

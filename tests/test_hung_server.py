@@ -163,6 +163,8 @@ def test_frozen_server_scrapes_share_one_collection_and_threads_stay_bounded(clu
     # one flight, the target's workers, one watchdog, and a connect and a cancel per session at most
     bound = 1 + served.exporter.config.targets[0].max_connections + 1 + 2 * (sessions + 1)
     assert threads.peak <= bound, f"{threads.peak} dbperf threads (bound {bound}, {idle_threads} when idle)"
+    print(f"frozen server: at most {threads.peak} dbperf threads ({idle_threads} idle, bound {bound}) "
+          f"for {rounds * per_round} scrapes in {scraper.scrapes - started} collections")
     assert_recovers(served)
     wait_until(lambda: dbperf_threads() <= idle_threads + 2, timeout=15,
                message="the connect and cancel threads of the freeze to end")

@@ -166,6 +166,16 @@ def test_late_caller_gets_the_stuck_state(clock, make):
     assert 'pg_up{target="t"} 0' in failed and SECRET not in failed
 
 
+def test_late_caller_of_a_scrape_whose_probe_answered_sees_the_server_up(clock, make):
+    c = computed(clock)
+    scraper = make(c)
+    scraper.server = scraper._answered = SERVER  # the scrape in flight reached the server
+    text = metric_lines(scraper._late(None, 1.75))
+    assert 'pg_up{target="t"} 1' in text
+    assert 'dbperf_collector_success{target="t",collector="computed",datname=""} 0' in text
+    assert scraper.server is SERVER
+
+
 def test_single_flight_shares_one_call_and_late_callers_get_the_fallback():
     flight = SingleFlight("dbperf-flight-test")
     release, calls = threading.Event(), []
