@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,18 +12,38 @@ import tempfile
 
 ROWS_FILE_ENV = "DBPERF_PIPELINE_ROWS_FILE"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+USAGE = "usage: dbperf pipelines run --name N -- CMD ..."
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """The parser of ``pipelines init-sql|run``: a usage error (also an unknown option) is one line
+    and exit 2, before anything runs."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: {' '.join(str(message).split())} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="pipelines_command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="pipelines_command", required=True, metavar="COMMAND",
+                                parser_class=_OneLineParser)
     init = sub.add_parser("init-sql", help="print the SQL that creates the runs table dbperf.pipeline_runs")
     init.set_defaults(func=cmd_init_sql)
     run = sub.add_parser("run", help="run a command and record it as a pipeline run (exit code kept)",
                          description="Runs CMD, records its start and end in dbperf.pipeline_runs and exits "
                                      "with its exit code (128+N when a signal N killed it). CMD may write a row "
-                                     f"count to the file named by ${ROWS_FILE_ENV}. A failure to record only "
-                                     "warns on stderr.")
-    run.add_argument("--name", required=True, help="the pipeline's name (the pipeline label)")
+                                     f"count to the file named by ${ROWS_FILE_ENV}. CMD starts at once: the "
+                                     "start is recorded beside it, and a failure to record only warns on stderr. "
+                                     "Bad arguments are refused before CMD starts (exit 2).")
+    run.add_argument("--name", required=True,
+                     help="the pipeline's name (the pipeline label): 1 to 200 printable characters, no control "
+                          "characters, not starting or ending with a space; --run-id and --trigger alike")
     dsn = run.add_mutually_exclusive_group()
     dsn.add_argument("--dsn", help="where dbperf.pipeline_runs is (default: $DBPERF_PIPELINES_DSN)")
     dsn.add_argument("--dsn-env", help="name of an environment variable holding the DSN")
@@ -59,31 +80,60 @@ def _read_rows(path: str) -> int | None:
         return None
 
 
+def _argument_problem(args, cmd: list[str]) -> str | None:
+    """What is wrong with the arguments of ``pipelines run`` (checked before the job starts)."""
+    from exporter.pipelines.recorder import name_problem
+
+    for option, value, what in (("--name", args.name, "pipeline name"), ("--run-id", args.run_id, "run id"),
+                                ("--trigger", args.trigger, "trigger")):
+        problem = None if value is None else name_problem(value, what)
+        if problem:
+            return f"{option}: {problem}"
+    if args.dsn_env is not None and (not args.dsn_env or "=" in args.dsn_env or "\0" in args.dsn_env):
+        return f"--dsn-env: {ascii(args.dsn_env[:40])} is not an environment variable name"
+    if args.dsn is not None and "\0" in args.dsn:
+        return "--dsn: the DSN holds a NUL character"
+    if not cmd or not cmd[0]:
+        return f"no command given ({USAGE})"
+    for i, arg in enumerate(cmd):
+        if "\0" in arg:
+            return f"the command's argument {i} holds a NUL character"
+    return None
+
+
 def cmd_run(args) -> int:
     from exporter.pipelines.recorder import DSN_ENV, record_run
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if not cmd:
-        print("dbperf pipelines run: no command given (usage: dbperf pipelines run --name N -- CMD ...)",
-              file=sys.stderr)
+    problem = _argument_problem(args, cmd)
+    if problem:
+        print(f"dbperf pipelines run: {problem}; nothing was run", file=sys.stderr)
         return 2
-    # no --dsn: the DSN is read from --dsn-env's variable (default $DBPERF_PIPELINES_DSN)
+    # no --dsn: the DSN is read from --dsn-env's variable (default $DBPERF_PIPELINES_DSN). The job
+    # does not wait for the start to be written (start_wait=0): it starts at once.
     recorder = record_run(args.name, args.dsn, run_id=args.run_id, trigger=args.trigger,
-                          dsn_env=args.dsn_env or DSN_ENV)
+                          dsn_env=args.dsn_env or DSN_ENV, start_wait=0)
     forwarder = _Forwarder()  # from here on, cron/systemd stopping us stops the job and we record it
     previous = {s: signal.signal(s, forwarder) for s in FORWARDED}
     try:
-        with tempfile.TemporaryDirectory(prefix="dbperf-run-") as tmp:
-            rows_file = os.path.join(tmp, "rows")
-            env = dict(os.environ, **{ROWS_FILE_ENV: rows_file})
-            with recorder as run:
-                code = _run_child(cmd, env, run, forwarder)
-                rows = _read_rows(rows_file)
-                if rows is not None:
-                    run.rows = rows
+        tmp = tempfile.mkdtemp(prefix="dbperf-run-")
+    except OSError as exc:  # no row count then, but the job still runs
+        tmp = None
+        print(f"dbperf pipelines: warning: no ${ROWS_FILE_ENV} for the command: cannot make a temporary "
+              f"directory: {exc.strerror or exc}", file=sys.stderr)
+    try:
+        rows_file = os.path.join(tmp, "rows") if tmp else None
+        env = dict(os.environ, **{ROWS_FILE_ENV: rows_file}) if rows_file else dict(os.environ)
+        with recorder as run:
+            code = _run_child(cmd, env, run, forwarder)
+            rows = _read_rows(rows_file) if rows_file else None
+            if rows is not None:
+                run.rows = rows
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
     return code
 
 
