@@ -110,6 +110,7 @@ def test_a_role_password_never_shows(secret, form, name, sp1, sp2, verb, options
     literal = _quote(secret, form)
     assume(literal is not None)
     sql = f"{verb.replace(' ', sp1)} {name}{options}{sp2}PASSWORD {literal}"
+    assume(secret.upper() not in f"{verb} {REDACTED}".upper())  # e.g. "ROLE", "cret": in the output anyway
     for text in (redact_secrets(sql), shown_text(sql)):
         assert text is not None and text.endswith(REDACTED) and secret not in text
 
@@ -135,6 +136,7 @@ def test_password_followed_by_a_literal_never_shows(prefix, suffix, secret, form
     literal = _quote(secret, form)
     assume(literal is not None)
     sql = f"{prefix} PASSWORD {literal} {suffix}"
+    assume(secret.upper() not in f"{prefix} {REDACTED}".upper())  # the head keywords come from the prefix
     text = redact_secrets(sql)
     assert text is not None and secret not in text
 

@@ -91,11 +91,6 @@ def tokens(sql: str, backslash_quotes: bool = False):
         pos = end
 
 
-def literal_spans(sql: str, backslash_quotes: bool = False) -> list[tuple[int, int]]:
-    """The (start, end) of every literal (strings, dollar quotes, numbers) in ``sql``."""
-    return [(s, e) for kind, s, e in tokens(sql, backslash_quotes) if kind in LITERALS]
-
-
 def ambiguous(sql: str, kind: str, start: int, end: int) -> bool:
     """True for a standard string holding a backslash: its extent depends on
     standard_conforming_strings."""
@@ -104,17 +99,22 @@ def ambiguous(sql: str, kind: str, start: int, end: int) -> bool:
 
 def both_readings_masked(sql: str, placeholder: str = "?") -> str:
     """``sql`` with every span that is a literal in either reading of standard_conforming_strings
-    replaced by `` ? ``: the literals of both readings are gone, the rest is kept for lexing again."""
-    merged: list[list[int]] = []
-    for start, end in sorted(literal_spans(sql) + literal_spans(sql, backslash_quotes=True)):
-        if merged and start <= merged[-1][1]:
+    replaced by `` ? ``, and every other span that is a comment in either reading by a space: what
+    is left is code in both readings, kept for lexing again."""
+    spans = sorted((start, end, kind in LITERALS)
+                   for backslash_quotes in (False, True)
+                   for kind, start, end in tokens(sql, backslash_quotes) if kind in LITERALS or kind == COMMENT)
+    merged: list[list] = []
+    for start, end, literal in spans:
+        if merged and start < merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], end)
+            merged[-1][2] = merged[-1][2] or literal
         else:
-            merged.append([start, end])
+            merged.append([start, end, literal])
     out, pos = [], 0
-    for start, end in merged:
+    for start, end, literal in merged:
         out.append(sql[pos:start])
-        out.append(f" {placeholder} ")
+        out.append(f" {placeholder} " if literal else " ")
         pos = end
     out.append(sql[pos:])
     return "".join(out)
