@@ -32,7 +32,7 @@ LOG = logging.getLogger("dbperf.scrape")
 PROBE_SQL = """SELECT current_setting('server_version_num')::int, pg_is_in_recovery(), current_database(),
   array(SELECT datname::text FROM pg_database
         WHERE datallowconn AND NOT datistemplate AND has_database_privilege(oid, 'CONNECT') ORDER BY 1),
-  array(SELECT extname::text FROM pg_extension)"""
+  array(SELECT extname::text FROM pg_extension) /*application='dbperf'*/"""
 
 MIN_TIME_LEFT = 0.05  # seconds: below this a collector is not started
 
@@ -294,7 +294,8 @@ class TargetScraper:
             # the statement timeout stays the configured one (a value per scrape would fill
             # pg_stat_statements with SET statements); the deadline cancels what runs late,
             # and breaks off what the server never answers
-            families = collector.collect(job.conn.until(self._real_deadline(deadline)), ctx, timeout)
+            with job.conn.within(self._real_deadline(deadline)):
+                families = collector.collect(job.conn, ctx, timeout)
         except Exception as exc:
             duration = self.durations[key] = self.clock() - now
             self.errors[key] = self.errors.get(key, 0) + 1

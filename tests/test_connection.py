@@ -109,6 +109,21 @@ def test_deadline_cancels_a_slow_query_and_keeps_the_session(pg, conn):
     assert conn.query("SELECT 4", 1)[0][1] == [(4,)] and conn.connects == 1
 
 
+def test_within_bounds_the_queries_of_this_thread_only(conn):
+    """How a scrape bounds a collector that calls query(sql, timeout) and knows no deadline."""
+    other = []
+    with conn.within(time.monotonic() + 0.4):
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            conn.query("SELECT pg_sleep(5)", 30)
+        assert time.monotonic() - start < 0.4 + CANCEL_GRACE
+        worker = threading.Thread(target=lambda: other.append(conn.query("SELECT pg_sleep(0.6), 6", 5)))
+        worker.start()  # another thread: not bound by this one's deadline
+        worker.join()
+    assert other and other[0][0][1][0][1] == 6
+    assert conn.query("SELECT pg_sleep(0.6), 7", 5)[0][1][0][1] == 7  # the block is over
+
+
 # -- a server that does not answer: a throwaway cluster the tests freeze ------------------------
 
 @pytest.fixture(scope="module")

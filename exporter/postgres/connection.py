@@ -19,6 +19,7 @@ frozen postmaster, a cancel that never returns, a TCP connection that hangs):
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
@@ -32,13 +33,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from exporter.postgres.sqlmark import batch, mark
 from exporter.secrets import describe_dsn, password_of, scrub
 
 MAX_BACKOFF = 8.0
 CANCEL_GRACE = 0.5    # seconds a cancel gets, after a deadline, before the socket is shut down
 CANCEL_TIMEOUT = 2.0  # a cancel request's own bound (its thread ends by then)
 HUNG_AFTER = 1.0      # a server that has not answered this long after the statement timeout hangs
-SETUP_SQL = "SET jit = off; SET lock_timeout = {lock}; SET default_transaction_read_only = on"
+SETUP_SQL = batch(["SET jit = off", "SET lock_timeout = {lock}", "SET default_transaction_read_only = on"])
 
 
 class Backoff:
@@ -195,20 +197,6 @@ class _Run:
         self.consumed = False   # the query failed because of that cancel
 
 
-class Bounded:
-    """A view of a :class:`Connection` whose queries all end by ``deadline``: what a collector
-    is handed during a scrape (collectors call ``query(sql, timeout)`` and know no deadline)."""
-
-    def __init__(self, conn: "Connection", deadline: float):
-        self.conn, self.deadline = conn, deadline
-
-    def query(self, sql: str, timeout: float, wait: float = 0.0):
-        return self.conn.query(sql, timeout, wait, deadline=self.deadline)
-
-    def __getattr__(self, name):
-        return getattr(self.conn, name)
-
-
 class Connection:
     """A lazily (re)connected session. ``query`` runs a batch of statements in one round trip."""
 
@@ -228,13 +216,23 @@ class Connection:
         self._cancel_lock = threading.Lock()
         self._canceller: threading.Thread | None = None
         self._watchdog = watchdog or Watchdog()
+        self._local = threading.local()  # the deadline of the calling thread's scrape
         self._backoff = Backoff()
         self.connects = 0  # successful connects, for tests and self-metrics
         self.queries = 0   # statements sent, for the benchmark
         self.overruns = 0  # calls that hit their deadline
 
-    def until(self, deadline: float) -> Bounded:
-        return Bounded(self, deadline)
+    @contextlib.contextmanager
+    def within(self, when: float):
+        """Within the block, this thread's queries end by ``when`` (a ``time.monotonic()``
+        time): how a scrape bounds a collector, which calls ``query(sql, timeout)`` and knows
+        no deadline (the collector keeps seeing the same connection object)."""
+        previous = getattr(self._local, "deadline", None)
+        self._local.deadline = when
+        try:
+            yield self
+        finally:
+            self._local.deadline = previous
 
     def scrub(self, text: str) -> str:
         return scrub(text, self._password)
@@ -298,10 +296,11 @@ class Connection:
         """Run ``sql`` (one or several ``;``-separated statements, no parameters) in one round
         trip and return a list of ``(column_names, rows)``, one per statement that returns rows.
 
-        The query is cancelled at ``deadline`` (a ``time.monotonic()`` time), or ``timeout +
-        HUNG_AFTER`` after it was sent when that is earlier; a server that does not answer the
-        cancel has the socket shut down :data:`CANCEL_GRACE` later, so the call never blocks
-        longer, whatever the server does. A connect is waited for until ``deadline`` only.
+        The query is cancelled at ``deadline`` (a ``time.monotonic()`` time; by default the one
+        this thread set with :meth:`within`), or ``timeout + HUNG_AFTER`` after it was sent when
+        that is earlier; a server that does not answer the cancel has the socket shut down
+        :data:`CANCEL_GRACE` later, so the call never blocks longer, whatever the server does.
+        A connect is waited for until ``deadline`` only.
 
         Raises :class:`Busy` when an earlier query still holds the connection after ``wait``
         seconds, :class:`ConnectError` when the server cannot be reached,
@@ -310,7 +309,7 @@ class Connection:
         """
         now = time.monotonic()
         if deadline is None:
-            deadline = now + self.connect_timeout + timeout + HUNG_AFTER
+            deadline = getattr(self._local, "deadline", None) or now + self.connect_timeout + timeout + HUNG_AFTER
         if deadline - now <= 0:
             raise DeadlineExceeded(f"no time left to query {self.description}")
         if wait > 0:
@@ -400,7 +399,7 @@ class Connection:
     def _run(self, conn: psycopg.Connection, sql: str, timeout: float):
         timeout_ms = max(1, int(timeout * 1000))
         if timeout_ms != self._timeout_ms:
-            sql = f"SET statement_timeout = {timeout_ms}; {sql}"
+            sql = f"{mark(f'SET statement_timeout = {timeout_ms}')};\n{sql}"
         self._timeout_ms = None  # unknown until the batch succeeds
         results = self._run_plain(conn, sql)
         self._timeout_ms = timeout_ms
