@@ -17,12 +17,14 @@ import sys
 
 import requests
 
+from exporter.durations import DAY, DurationError, parse_duration as parse_seconds
+from exporter.secrets import one_line, scrub, scrub_url
+
 DEFAULT_URL = "http://127.0.0.1:9093"
 URL_ENV = "DBPERF_ALERTMANAGER_URL"
 SILENCE_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
-UNITS = (7 * 86400, 86400, 3600, 60, 1)
+MAX_FOR = 365 * DAY  # the longest acknowledgement
 # labels shown in the list, in this order, when an alert has them
 SHOWN = ("target", "instance", "datname", "handler", "pool", "pipeline", "slot_name", "mountpoint", "database")
 
@@ -36,13 +38,16 @@ class AlertmanagerError(Exception):
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """``2h``, ``90m``, ``1h30m``, ``1d``, ``1w`` (Prometheus style) -> timedelta; UsageError otherwise."""
-    m = DURATION.fullmatch(text or "")
-    if not text or not m or not any(m.groups()):
-        raise UsageError(f"--for {text!r}: not a duration (use e.g. 30m, 2h, 1h30m, 1d)")
-    seconds = sum(int(v) * unit for v, unit in zip(m.groups(), UNITS) if v)
-    if seconds <= 0:
-        raise UsageError(f"--for {text!r}: must be longer than 0s")
+    """``2h``, ``90m``, ``1h30m``, ``1d``, ``1w`` (exporter.durations) from 1s to 365d -> timedelta;
+    UsageError otherwise."""
+    shown = one_line(repr(text), 80)
+    try:
+        seconds = parse_seconds(text or "", maximum=MAX_FOR, bare_seconds=False)
+    except DurationError as exc:
+        reason = "not a duration (use e.g. 30m, 2h, 1h30m, 1d)" if exc.kind == "syntax" else str(exc)
+        raise UsageError(f"--for {shown}: {reason}") from None
+    if seconds < 1:
+        raise UsageError(f"--for {shown}: " + ("must be longer than 0s" if seconds <= 0 else "must be at least 1s"))
     return dt.timedelta(seconds=seconds)
 
 
@@ -59,21 +64,35 @@ def parse_labels(pairs: list[str]) -> dict[str, str]:
 class Alertmanager:
     def __init__(self, url: str, timeout: float = 10):
         self.url = url.rstrip("/")
+        self.shown = scrub_url(self.url)  # the URL in messages: no user:password@, no tokens
         self.timeout = timeout
 
     def _call(self, method: str, path: str, **kw):
         try:
             response = requests.request(method, self.url + "/api/v2" + path, timeout=self.timeout, **kw)
         except requests.RequestException as exc:
-            raise AlertmanagerError(f"Alertmanager at {self.url} is unreachable: {type(exc).__name__}") from None
+            raise AlertmanagerError(f"Alertmanager at {self.shown} is unreachable: {type(exc).__name__}") from None
         if response.status_code == 404 and path.startswith("/silence/"):
             raise UsageError(f"unknown silence id {path.rsplit('/', 1)[1]!r} (see `dbperf alerts list`)")
         if response.status_code >= 400:
-            detail = response.text.strip().replace("\n", " ")[:200]
+            detail = one_line(scrub(response.text.strip(), *self._secrets()), 200)
             if response.status_code in (400, 422):
                 raise UsageError(f"Alertmanager refused the request: {detail}")
-            raise AlertmanagerError(f"Alertmanager at {self.url} answered {response.status_code}: {detail}")
-        return response.json() if response.content else None
+            raise AlertmanagerError(f"Alertmanager at {self.shown} answered {response.status_code}: {detail}")
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise AlertmanagerError(f"Alertmanager at {self.shown} answered HTTP {response.status_code} with "
+                                    "something that is not the Alertmanager API (wrong URL?)") from None
+
+    def _secrets(self) -> tuple:
+        from urllib.parse import unquote, urlsplit
+
+        try:
+            password = urlsplit(self.url).password
+        except ValueError:
+            return ()
+        return (password, unquote(password)) if password else ()
 
     def alerts(self) -> list[dict]:
         return self._call("GET", "/alerts", params={"active": "true", "silenced": "true", "inhibited": "true",
@@ -170,7 +189,7 @@ def cmd_ack(args, out=sys.stdout) -> int:
     firing = [a for a in alerts if all(a["labels"].get(k) == v for k, v in matchers.items())]
     what = args.alertname + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
     if not firing and not args.force:
-        raise UsageError(f"no alert at {am.url} matches {what}, so the silence would match nothing; "
+        raise UsageError(f"no alert at {am.shown} matches {what}, so the silence would match nothing; "
                          f"{existing_alerts(alerts, args.alertname)} (--force silences it anyway, "
                          "e.g. ahead of a maintenance window)")
     ends = dt.datetime.now(dt.timezone.utc) + duration

@@ -1,14 +1,25 @@
 """YAML configuration -> typed objects. Every mistake raises :class:`ConfigError` with one line
-naming the file, the key and the reason. The configuration is parsed once and passed down."""
+naming the file, the key and the reason. The configuration is parsed once and passed down.
+
+Hostile files are refused in one line too: the file is read only when it is a regular file of at
+most :data:`MAX_CONFIG_BYTES` (a FIFO or device is an error, never a wait), it must be UTF-8,
+YAML anchors and aliases are bounded (:data:`MAX_NODES` values after expansion, no recursion),
+nesting is at most :data:`MAX_DEPTH` levels, tags other than ``!!str`` are refused, and every
+number has a range (:data:`RANGES`)."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
+
+from exporter.durations import DAY, HOUR, DurationError, format_duration, parse_duration
+from exporter.secrets import one_line
 
 DEFAULT_PORT = 9847
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
@@ -21,8 +32,9 @@ class ConfigError(ValueError):
     (``dbperf serve``) or empty, and the CLI prints it without a ``config error`` prefix."""
 
     def __init__(self, source: str, key: str, reason: str):
-        self.source, self.key, self.reason = source, key, reason
-        super().__init__(": ".join(part for part in (source, key, reason) if part))
+        # one line of bounded length whatever the file holds (a key or value may be megabytes)
+        self.source, self.key, self.reason = one_line(source, 300), one_line(key, 200), one_line(reason, 500)
+        super().__init__(": ".join(part for part in (self.source, self.key, self.reason) if part))
 
     @property
     def on_command_line(self) -> bool:
@@ -93,13 +105,46 @@ class Config:
         return [t.dsn_missing for t in self.targets if t.dsn_missing]
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+MAX_INT = 2**31 - 1  # what PostgreSQL's integer takes; no count in the config needs more
+MAX_PATTERN = 1000   # characters of a regular expression (databases.include, exclude)
+
+# The range of every number in the file: key -> (minimum, maximum); durations in seconds.
+# A number without an entry here takes 0 .. MAX_INT (integers) or 0 .. 366d (durations).
+RANGES = {
+    "scrape_timeout": (0.001, HOUR),
+    "scrape_timeout_offset": (0.0, 60.0),
+    "connect_timeout": (0.001, HOUR),
+    "max_connections": (1, 100),
+    "table_limit": (1, 100_000),
+    "collectors.timeout": (0.001, HOUR),
+    "collectors.ttl": (0.0, DAY),
+    "statements.limit": (0, 10_000),
+    "statements.sticky": (0.0, DAY),
+    "statements.query_text_length": (1, 10_000),
+    "statements.query_text_ttl": (0.0, DAY),
+    "statements.slow_threshold": (0.0, DAY),
+}
+
+
+def show(value, limit: int = 80) -> str:
+    """A value quoted for an error message: ``repr`` of at most ``limit`` characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**60:
+        return f"a number of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    if isinstance(value, (str, bytes)) and len(value) > limit * 4:
+        value = value[: limit * 4]  # no repr of megabytes
+    elif isinstance(value, (dict, list, tuple, set)):
+        return f"a {type(value).__name__}"  # nested values may be huge or shared (aliases)
+    return one_line(repr(value), limit)
+
+
+def _range_text(minimum, maximum, duration: bool) -> str:
+    fmt = format_duration if duration else str
+    return f"{fmt(minimum)} .. {fmt(maximum)}"
 
 
 class _Reader:
-    """Walks one YAML mapping, checking keys and types, and remembering the key path."""
+    """Walks one YAML mapping, checking keys, types and ranges, and remembering the key path."""
 
     def __init__(self, source: str, data, path: str):
         self.source, self.path = source, path
@@ -120,19 +165,24 @@ class _Reader:
             if key not in keys:
                 self.fail(str(key), f"unknown key (allowed: {', '.join(keys)})")
 
-    def get(self, key, kind, default=None):
+    def get(self, key, kind, default=None, minimum=None, maximum=None):
+        """The value of ``key`` checked as ``kind`` (float means a duration in seconds);
+        numbers within ``minimum`` .. ``maximum`` (default 0 .. :data:`MAX_INT` or 0 .. 366d)."""
         if key not in self.data or self.data[key] is None:
             return default
         value = self.data[key]
         if kind is float:
-            return self.duration(key, value)
+            return self.duration(key, value, 0.0 if minimum is None else minimum,
+                                 366 * DAY if maximum is None else maximum)
         if kind is int:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                self.fail(key, f"must be a non-negative integer, got {value!r}")
+            low = 0 if minimum is None else minimum
+            high = MAX_INT if maximum is None else maximum
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                self.fail(key, f"must be an integer in {_range_text(low, high, False)}, got {show(value)}")
             return value
         if kind is bool:
             if not isinstance(value, bool):
-                self.fail(key, f"must be true or false, got {value!r}")
+                self.fail(key, f"must be true or false, got {show(value)}")
             return value
         if kind is str:
             if not isinstance(value, str) or not value:
@@ -141,34 +191,84 @@ class _Reader:
         if kind is re.Pattern:
             if not isinstance(value, str):
                 self.fail(key, f"must be a regular expression string, got {type(value).__name__}")
+            if len(value) > MAX_PATTERN:
+                self.fail(key, f"regular expression longer than {MAX_PATTERN} characters")
             try:
                 return re.compile(value)
             except re.error as exc:
-                self.fail(key, f"bad regular expression {value!r}: {exc}")
+                self.fail(key, f"bad regular expression {show(value)}: {exc}")
+            except (RecursionError, OverflowError, MemoryError, ValueError) as exc:
+                self.fail(key, f"bad regular expression {show(value)}: {type(exc).__name__}, too deep or too large")
         return value
 
-    def duration(self, key, value) -> float:
-        if isinstance(value, bool):
-            self.fail(key, f"must be a duration like 500ms, 10s, 5m, got {value!r}")
-        if isinstance(value, (int, float)):
-            seconds = float(value)
-        else:
-            match = _DURATION.match(str(value))
-            if not match:
-                self.fail(key, f"must be a duration like 500ms, 10s, 5m, got {value!r}")
-            seconds = float(match.group(1)) * _UNIT[match.group(2)]
-        if seconds < 0:
-            self.fail(key, f"must not be negative, got {value!r}")
+    def ranged(self, key, kind, default, range_key: str):
+        """:meth:`get` with the range of :data:`RANGES` ``[range_key]``."""
+        minimum, maximum = RANGES[range_key]
+        return self.get(key, kind, default, minimum, maximum)
+
+    def duration(self, key, value, minimum: float = 0.0, maximum: float = 366 * DAY) -> float:
+        try:
+            seconds = parse_duration(value, minimum=minimum, maximum=maximum, bare_seconds=True)
+        except DurationError as exc:
+            self.fail(key, f"{exc}, got {show(value)}")
         return seconds
 
     def sub(self, key: str) -> "_Reader":
         return _Reader(self.source, self.data.get(key), self.key(key))
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a config file of more is refused
+MAX_DSN_BYTES = 64 * 1024       # and a dsn_file of more
+MAX_DEPTH = 32                  # levels of nesting in the YAML document
+MAX_NODES = 100_000             # values in the YAML document, aliases expanded
+
+
+class FileProblem(Exception):
+    """Why a file cannot be read; ``str()`` is a short reason (no contents)."""
+
+
+def read_text(path, limit: int) -> str:
+    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes. Opened without
+    blocking and checked before reading: a FIFO, device or directory is a :class:`FileProblem`
+    at once, never a wait; so is a file that is larger or not UTF-8 (naming the byte offset)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileProblem(exc.strerror or type(exc).__name__) from None
+    except ValueError:  # a NUL in the path
+        raise FileProblem("the path holds a NUL character") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "a device")
+            raise FileProblem(f"not a regular file ({kind})")
+        chunks, size = [], 0
+        while size <= limit:
+            try:
+                chunk = os.read(fd, min(65536, limit + 1 - size))
+            except OSError as exc:
+                raise FileProblem(exc.strerror or type(exc).__name__) from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise FileProblem(f"larger than {limit // 1024} KiB")
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise FileProblem(f"not UTF-8: byte 0x{data[exc.start]:02x} at byte offset {exc.start} (line {line})") from None
+
+
 def parse_listen(source: str, key: str, value: str) -> tuple[str, int]:
     host, sep, port = str(value).rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(source, key, f"must be HOST:PORT, got {value!r}")
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 <= int(port) < 65536:
+        raise ConfigError(source, key, f"must be HOST:PORT with a port in 0 .. 65535, got {show(value)}")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -189,14 +289,17 @@ def _dsn(source: str, reader: _Reader, name: str, env=os.environ, secrets: bool 
             path = Path(source).parent / path
         where = f"file {path}"
         try:
-            dsn = path.read_text().strip()
-        except OSError as exc:
-            dsn, missing = "", f"target {name!r}: cannot read the DSN file {path}: {exc.strerror}"
+            dsn = read_text(path, MAX_DSN_BYTES).strip()
+        except FileProblem as exc:
+            dsn, missing = "", f"target {show(name)}: cannot read the DSN file {path}: {exc}"
     elif kind == "dsn_env":
         where = f"environment variable {value}"
-        dsn = env.get(value, "").strip()
+        try:
+            dsn = env.get(value, "").strip()
+        except (ValueError, TypeError):  # a NUL in the name
+            dsn = ""
         if not dsn:
-            missing = f"target {name!r}: environment variable {value} (the target's DSN) is not set or empty"
+            missing = f"target {show(name)}: environment variable {value} (the target's DSN) is not set or empty"
     else:
         dsn = value
     if missing:
@@ -207,7 +310,7 @@ def _dsn(source: str, reader: _Reader, name: str, env=os.environ, secrets: bool 
 
     problem = validate_dsn(dsn)
     if problem:
-        reader.fail(kind, f"target {name!r}: {problem}")
+        reader.fail(kind, f"target {show(name)}: {problem}")
     return dsn, where, ""
 
 
@@ -225,11 +328,9 @@ def _collectors(source: str, reader: _Reader) -> dict:
             continue
         sub = _Reader(source, value, key)
         sub.allow("enabled", "timeout", "ttl")
-        timeout = sub.get("timeout", float)
-        if timeout is not None and timeout <= 0:
-            sub.fail("timeout", "must be greater than 0")
-        out[name] = CollectorSettings(enabled=sub.get("enabled", bool), timeout=timeout,
-                                      ttl=sub.get("ttl", float))
+        out[name] = CollectorSettings(enabled=sub.get("enabled", bool),
+                                      timeout=sub.ranged("timeout", float, None, "collectors.timeout"),
+                                      ttl=sub.ranged("ttl", float, None, "collectors.ttl"))
     return out
 
 
@@ -240,7 +341,8 @@ def _statements(reader: _Reader) -> dict:
     for key, kind in (("limit", int), ("rank_by", str), ("sticky", float), ("query_text", bool),
                       ("query_text_length", int), ("query_text_ttl", float),
                       ("slow_threshold", float), ("slowest_query_info", bool)):
-        value = reader.get(key, kind)
+        range_key = f"statements.{key}"
+        value = reader.ranged(key, kind, None, range_key) if range_key in RANGES else reader.get(key, kind)
         if value is not None:
             out[key] = value
     if out.get("rank_by") not in (None, "total_time", "calls", "mean_time", "rows", "io_time"):
@@ -261,8 +363,8 @@ def _pgbouncer_target(source: str, reader: _Reader, name: str, env=os.environ, s
 
     dbname = conninfo_to_dict(dsn).get("dbname")
     if dbname not in (None, "pgbouncer"):
-        reader.fail("dsn", f"a pgbouncer target connects to the admin console: dbname must be pgbouncer, got {dbname!r}")
-    return Target(name=name, dsn=dsn, kind="pgbouncer", connect_timeout=reader.get("connect_timeout", float, 3.0),
+        reader.fail("dsn", f"a pgbouncer target connects to the admin console: dbname must be pgbouncer, got {show(dbname)}")
+    return Target(name=name, dsn=dsn, kind="pgbouncer", connect_timeout=reader.ranged("connect_timeout", float, 3.0, "connect_timeout"),
                   dsn_from=where, dsn_missing=missing)
 
 
@@ -271,11 +373,11 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
     name = reader.get("name", str)
     if name is None:
         reader.fail("name", "is required")
-    if not NAME_RE.match(name):
-        reader.fail("name", f"must match {NAME_RE.pattern}, got {name!r}")
+    if not NAME_RE.fullmatch(name):
+        reader.fail("name", f"must match {NAME_RE.pattern}, got {show(name)}")
     kind = reader.get("kind", str, "postgres")
     if kind not in ("postgres", "pgbouncer"):
-        reader.fail("kind", f"must be postgres or pgbouncer, got {kind!r}")
+        reader.fail("kind", f"must be postgres or pgbouncer, got {show(kind)}")
     if kind == "pgbouncer":
         return _pgbouncer_target(source, reader, name, env, secrets)
     dbs = reader.sub("databases")
@@ -293,14 +395,12 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         current = collectors.get("pipelines")  # on unless switched off explicitly
         if current is None or current.enabled is None:
             collectors["pipelines"] = replace(current or CollectorSettings(enabled=True), enabled=True)
-    max_conn = reader.get("max_connections", int, 4)
-    if max_conn < 1:
-        reader.fail("max_connections", "must be at least 1")
+    max_conn = reader.ranged("max_connections", int, 4, "max_connections")
     dsn, where, missing = _dsn(source, reader, name, env, secrets)
     return Target(
         name=name, dsn=dsn, dsn_from=where, dsn_missing=missing, databases=databases, collectors=collectors,
-        max_connections=max_conn, table_limit=reader.get("table_limit", int, 1000),
-        connect_timeout=reader.get("connect_timeout", float, 3.0),
+        max_connections=max_conn, table_limit=reader.ranged("table_limit", int, 1000, "table_limit"),
+        connect_timeout=reader.ranged("connect_timeout", float, 3.0, "connect_timeout"),
         statements=_statements(reader.sub("statements")),
         pipelines=pipelines,
     )
@@ -315,13 +415,11 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
     host, port = parse_listen(source, "listen", top.get("listen", str, DEFAULT_LISTEN))
     log_level = top.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
-        top.fail("log_level", f"must be debug, info, warning or error, got {log_level!r}")
+        top.fail("log_level", f"must be debug, info, warning or error, got {show(log_level)}")
     log_format = top.get("log_format", str, "text")
     if log_format not in ("text", "json"):
-        top.fail("log_format", f"must be text or json, got {log_format!r}")
-    scrape_timeout = top.get("scrape_timeout", float, 10.0)
-    if scrape_timeout <= 0:
-        top.fail("scrape_timeout", "must be greater than 0")
+        top.fail("log_format", f"must be text or json, got {show(log_format)}")
+    scrape_timeout = top.ranged("scrape_timeout", float, 10.0, "scrape_timeout")
     defaults = _collectors(source, top.sub("collectors"))
     raw_targets = top.data.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
@@ -330,27 +428,118 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
     for i, raw in enumerate(raw_targets):
         target = _target(source, _Reader(source, raw, f"targets[{i}]"), defaults, env, secrets)
         if target.name in seen:
-            raise ConfigError(source, f"targets[{i}].name", f"duplicate target name {target.name!r}")
+            raise ConfigError(source, f"targets[{i}].name", f"duplicate target name {show(target.name)}")
         seen.add(target.name)
         targets.append(target)
     return Config(source=source, listen_host=host, listen_port=port, scrape_timeout=scrape_timeout,
-                  scrape_timeout_offset=top.get("scrape_timeout_offset", float, 0.5),
+                  scrape_timeout_offset=top.ranged("scrape_timeout_offset", float, 0.5, "scrape_timeout_offset"),
                   host_metrics=top.get("host_metrics", bool, True), log_level=log_level,
                   log_format=log_format, targets=tuple(targets))
 
 
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: 5 times faster
+_PLAIN_TAGS = {None, "!", "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+_COLLECTION_START = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_COLLECTION_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+class _Loader(_Base):
+    """The safe loader, with timestamps kept as text, over-long integers kept as text (so the
+    key's own check names them) and duplicate keys refused."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    if (key_node.tag, key_node.value) in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {show(key_node.value)}", key_node.start_mark)
+                    seen.add((key_node.tag, key_node.value))
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_long_int(self, node):
+        text = self.construct_scalar(node)
+        return text if len(text) > 40 else self.construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_str)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_long_int)
+
+
+def _where(mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+
+
+def _check_events(text: str) -> None:
+    """Refuses, before anything is built, what could make building or walking the document blow
+    up: more than :data:`MAX_DEPTH` levels, more than :data:`MAX_NODES` values once aliases are
+    expanded, an alias inside its own anchor, and explicit tags (``!!python/...``, ``!!int``...)."""
+    stack = []  # per open collection: [anchor, values inside, height]
+    sizes = {}  # anchor -> (values, height)
+    nodes = 0
+    for event in yaml.parse(text, Loader=_Base):
+        size, height = 0, 0
+        if isinstance(event, _COLLECTION_START) or isinstance(event, yaml.ScalarEvent):
+            tag = event.tag
+            if tag not in _PLAIN_TAGS:
+                raise yaml.YAMLError(f"{_where(event.start_mark)}tag {show(tag)} is not allowed "
+                                     "(dbperf reads plain YAML)")
+        if isinstance(event, _COLLECTION_START):
+            if len(stack) >= MAX_DEPTH:
+                raise yaml.YAMLError(f"{_where(event.start_mark)}nested deeper than {MAX_DEPTH} levels")
+            stack.append([event.anchor, 1, 1])
+            nodes += 1
+        elif isinstance(event, _COLLECTION_END):
+            anchor, size, height = stack.pop()
+            if anchor:
+                sizes[anchor] = (size, height)
+        elif isinstance(event, yaml.ScalarEvent):
+            size, height = 1, 0
+            nodes += 1
+            if event.anchor:
+                sizes[event.anchor] = (1, 0)
+        elif isinstance(event, yaml.AliasEvent):
+            if any(entry[0] == event.anchor for entry in stack):
+                raise yaml.YAMLError(f"{_where(event.start_mark)}alias *{one_line(event.anchor, 40)} "
+                                     "refers to a value that contains it")
+            if event.anchor not in sizes:
+                continue  # the loader says "found undefined alias"
+            size, height = sizes[event.anchor]
+            nodes += size
+            if len(stack) + height > MAX_DEPTH:
+                raise yaml.YAMLError(f"{_where(event.start_mark)}nested deeper than {MAX_DEPTH} levels "
+                                     "once aliases are expanded")
+        else:
+            continue
+        if nodes > MAX_NODES:
+            raise yaml.YAMLError(f"{_where(event.start_mark)}more than {MAX_NODES} values"
+                                 + (" once aliases are expanded" if sizes else ""))
+        if stack and not isinstance(event, _COLLECTION_START):
+            stack[-1][1] += size
+            stack[-1][2] = max(stack[-1][2], height + 1)
+
+
+def load_yaml(text: str):
+    """The YAML document ``text`` with the limits of :func:`_check_events`; ``yaml.YAMLError``
+    (or ValueError from a value) otherwise."""
+    _check_events(text)
+    return yaml.load(text, Loader=_Loader)
+
+
 def load(path: str, env=os.environ, secrets: bool = True) -> Config:
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read config file: {exc.strerror}") from None
+        text = read_text(path, MAX_CONFIG_BYTES)
+    except FileProblem as exc:
+        raise ConfigError(path, "", f"cannot read config file: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(path, "", f"invalid YAML: {where}{problem}") from None
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["?"])[0]
+        raise ConfigError(path, "", f"invalid YAML: {_where(mark)}{problem}") from None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:  # from a value's constructor
+        raise ConfigError(path, "", f"invalid YAML: a value cannot be read ({type(exc).__name__})") from None
     return parse(data, source=path, env=env, secrets=secrets)
 
 

@@ -213,6 +213,7 @@ def test_parse_duration():
     assert parse_duration("1h30m").total_seconds() == 5400
     assert parse_duration("1d").total_seconds() == 86400
     assert parse_duration("1w").total_seconds() == 7 * 86400
-    for bad in ("", "h", "1.5h", "-1h", "2 h"):
+    assert parse_duration("1.5h").total_seconds() == 5400  # exporter.durations: the config's syntax too
+    for bad in ("", "h", "-1h", "2 h", "30", "366d"):
         with pytest.raises(UsageError):
             parse_duration(bad)

@@ -87,7 +87,7 @@ def test_serve_without_the_secret_refuses_in_one_line(no_env, capsys):
     (["report", "--prometheus", "http://127.0.0.1:9", "--period", "bogus"],
      "dbperf report: --period: 'bogus' is not a duration (e.g. 24h, 7d, 90m)"),
     (["pipelines", "run", "--name", "x"],
-     "dbperf pipelines run: no command given (usage: dbperf pipelines run --name N -- CMD ...)"),
+     "dbperf pipelines run: no command given (usage: dbperf pipelines run --name N -- CMD ...); nothing was run"),
 ])
 def test_errors_have_one_prefix(no_env, capsys, argv, expected):
     code, out, err = run(capsys, *argv)
@@ -100,4 +100,4 @@ def test_serve_listen_error_names_the_option_once(no_env, capsys, tmp_path):
     path.write_text("targets:\n  - name: main\n    dsn: host=127.0.0.1 dbname=postgres\n")
     code, out, err = run(capsys, "serve", "--config", str(path), "--listen", "nowhere")
     assert code == 1
-    assert one_line(err) == "dbperf serve: --listen: must be HOST:PORT, got 'nowhere'"
+    assert one_line(err) == "dbperf serve: --listen: must be HOST:PORT with a port in 0 .. 65535, got 'nowhere'"

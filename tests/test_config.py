@@ -28,7 +28,7 @@ def write(tmp_path: Path, text: str) -> str:
     ("targets:\n" + GOOD_TARGET + "    databases: {include: '(unclosed'}\n", "targets[0].databases.include", "bad regular expression"),
     ("targets:\n  - name: main\n", "targets[0].dsn", "exactly one of dsn, dsn_file, dsn_env is required"),
     ("targets:\n" + GOOD_TARGET + "    collectors: {nosuch: true}\n", "targets[0].collectors.nosuch", "unknown collector"),
-    ("targets:\n" + GOOD_TARGET + "    max_connections: many\n", "targets[0].max_connections", "must be a non-negative integer"),
+    ("targets:\n" + GOOD_TARGET + "    max_connections: many\n", "targets[0].max_connections", "must be an integer in 1 .. 100"),
     ("targets:\n" + GOOD_TARGET + "    collectors: {tables: {ttl: soon}}\n", "targets[0].collectors.tables.ttl", "must be a duration"),
     ("targets:\n" + GOOD_TARGET + "    collectors: {tables: {enabled: 'yes'}}\n", "targets[0].collectors.tables.enabled", "must be true or false"),
     ("listen: 9847\ntargets:\n" + GOOD_TARGET, "listen", "must be a non-empty string"),
