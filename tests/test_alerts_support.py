@@ -75,7 +75,8 @@ def range_function_args(expr: str) -> list[tuple[str, str]]:
 # -- real processes (Proc and Prometheus live in conftest, shared with the other tests) ----------
 
 class Alertmanager(Proc):
-    def __init__(self, config: dict | str, workdir: Path | None = None):
+    def __init__(self, config: dict | str, workdir: Path | None = None, extra_args: tuple = (), userinfo: str = ""):
+        """``userinfo``: ``user:password@`` for the readiness check of one with basic auth."""
         owned = workdir is None
         workdir = workdir or Path(tempfile.mkdtemp(prefix="dbperf-am-"))
         path = workdir / "alertmanager.yml"
@@ -84,8 +85,8 @@ class Alertmanager(Proc):
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__([require_tool("prometheus-alertmanager"), f"--config.file={path}",
                           f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-                          "--cluster.listen-address="], workdir, self.url + "/-/ready", "alertmanager",
-                         remove_workdir=owned)
+                          "--cluster.listen-address=", *extra_args], workdir,
+                         f"http://{userinfo}127.0.0.1:{self.port}/-/ready", "alertmanager", remove_workdir=owned)
 
     def post_alerts(self, *label_sets: dict) -> None:
         body = [{"labels": labels, "annotations": {"summary": "test."}} for labels in label_sets]

@@ -81,8 +81,8 @@ def run(args) -> int:
 
 
 def _redact(url: str) -> str:
-    """Webhook URLs carry their secret in the path (Slack: /services/T../B../XXXX): keep the host only."""
-    from urllib.parse import urlsplit
+    """Webhook URLs carry their secret in the path (Slack: /services/T../B../XXXX): keep the host only,
+    without user:password@."""
+    from exporter.secrets import scrub_url
 
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/…"
+    return scrub_url(url, path=False)

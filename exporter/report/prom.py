@@ -9,6 +9,8 @@ from pathlib import Path
 
 import requests
 
+from exporter.secrets import scrub_url
+
 
 class PromError(Exception):
     """A failure talking to Prometheus; ``str()`` is a one-line message fit for the terminal."""
@@ -28,6 +30,7 @@ class Prometheus:
     def __init__(self, url: str, bearer_token_file: str | None = None, basic_auth: str | None = None,
                  timeout: float = 60.0):
         self.url = url.rstrip("/")
+        self.shown = scrub_url(self.url)  # in messages: no user:password@, no tokens
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "dbperf-report"
@@ -45,7 +48,7 @@ class Prometheus:
         try:
             response = self.session.get(self.url + path, params=params, timeout=self.timeout)
         except requests.Timeout:
-            raise PromError(f"Prometheus at {self.url} did not answer within {self.timeout:g}s") from None
+            raise PromError(f"Prometheus at {self.shown} did not answer within {self.timeout:g}s") from None
         except requests.RequestException as exc:
             reason = type(exc).__name__
             text = str(exc)
@@ -54,18 +57,18 @@ class Prometheus:
                 if marker in text:
                     reason = marker
                     break
-            raise PromError(f"Prometheus unreachable at {self.url}: {reason}") from None
+            raise PromError(f"Prometheus unreachable at {self.shown}: {reason}") from None
         if response.status_code in (401, 403):
-            raise PromError(f"Prometheus at {self.url} refused the request (HTTP {response.status_code}): "
+            raise PromError(f"Prometheus at {self.shown} refused the request (HTTP {response.status_code}): "
                             "check --bearer-token-file or --basic-auth")
         try:
             body = response.json()
         except ValueError:
-            raise PromError(f"Prometheus at {self.url}{path} answered HTTP {response.status_code} "
+            raise PromError(f"Prometheus at {self.shown}{path} answered HTTP {response.status_code} "
                             "with something that is not the Prometheus API (wrong URL?)") from None
         if body.get("status") != "success":
             error = body.get("error", "unknown error").splitlines()[0]
-            raise PromError(f"Prometheus at {self.url} rejected a query: {error} "
+            raise PromError(f"Prometheus at {self.shown} rejected a query: {error} "
                             f"(query: {params.get('query', '')[:200]})")
         return body["data"]
 

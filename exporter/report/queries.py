@@ -499,7 +499,7 @@ def build_report(prom: Prometheus, period: Period, target: str | None = None, to
     c.find_present()
     report: dict = {
         "report_version": 1,
-        "prometheus": {"url": prom.url, "version": version},
+        "prometheus": {"url": prom.shown, "version": version},
         "period": {"label": period.label, "start": iso(period.start), "end": iso(period.end),
                    "start_timestamp": period.start, "end_timestamp": period.end, "seconds": period.seconds,
                    "step_seconds": period.step},
