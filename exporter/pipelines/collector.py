@@ -30,6 +30,7 @@ from exporter.collector import DATABASE, Collector, Context
 from exporter.metrics import Family
 from exporter.pipelines.schema import FINISHED
 from exporter.pipelines.sources import Resolved, Source, SourceError, catalog_sql, in_list, literal, resolve
+from exporter.postgres.sqlmark import batch, mark
 
 BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
 LABELS = ("source", "pipeline")
@@ -123,8 +124,8 @@ def scrape_sql(resolved: Resolved, state: SourceState, late_window: float) -> st
         prev = f"{literal(state.closed_until.isoformat())}::timestamptz"
         boundary = f"greatest({trailing}, {prev})"
         slice_where = f"{fin} >= {prev} AND {fin} < {boundary}"
-    return ";\n".join([f"SELECT {boundary}", aggregate_sql(resolved, slice_where),
-                       aggregate_sql(resolved, f"{fin} >= {boundary}"), active_sql(resolved)])
+    return batch([f"SELECT {boundary}", aggregate_sql(resolved, slice_where),
+                  aggregate_sql(resolved, f"{fin} >= {boundary}"), active_sql(resolved)])
 
 
 class PipelinesCollector(Collector):
@@ -203,7 +204,7 @@ class PipelinesCollector(Collector):
 
     def _collect_source(self, conn, ctx: Context, source: Source, late_window: float, timeout: float,
                         families: list[Family]) -> None:
-        (_, found), = conn.query(catalog_sql(source), timeout)
+        (_, found), = conn.query(mark(catalog_sql(source)), timeout)
         resolved = resolve(source, dict(found), ctx.datname)
         state = self._state(conn, source.name)
         results = conn.query(scrape_sql(resolved, state, late_window), timeout)

@@ -10,6 +10,7 @@ import yaml
 
 from exporter.collector import Collector, Context
 from exporter.metrics import TYPES, Family, pairs_formatter
+from exporter.postgres.sqlmark import mark
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 
@@ -66,8 +67,7 @@ class CatalogCollector(Collector):
 
     def sql(self, ctx: Context) -> str:
         limit = int(getattr(ctx.options, "table_limit", 1000) or 1000)
-        return ";\n".join(q.sql.strip().rstrip(";").replace("{table_limit}", str(limit))
-                          for q in self.plan(ctx.server.version))
+        return ";\n".join(q.sql.replace("{table_limit}", str(limit)) for q in self.plan(ctx.server.version))
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
         queries = self.plan(ctx.server.version)
@@ -109,7 +109,8 @@ def _query(name: str, i: int, raw: dict) -> QuerySpec:
             raise CatalogError(f"{where}.metrics[{j}]: labels {mlabels} not among the query's {labels}")
         metrics.append(MetricSpec(name=m["name"], type=m["type"], help=m["help"], column=m.get("column"),
                                   value=float(m.get("value", 1)), labels=mlabels))
-    return QuerySpec(sql=raw["sql"], labels=labels, metrics=tuple(metrics),
+    # every statement dbperf sends carries its marker (exporter.postgres.sqlmark), set here once
+    return QuerySpec(sql=mark(raw["sql"]), labels=labels, metrics=tuple(metrics),
                      min_version=int(raw.get("min_version", 0)), max_version=raw.get("max_version"))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from exporter.collector import CLUSTER, Collector, Context
 from exporter.metrics import Family
+from exporter.postgres.sqlmark import batch
 
 DEFAULT_SLOW_THRESHOLD = 1.0
 
@@ -70,13 +71,14 @@ class LiveQueriesCollector(Collector):
         return (DEFAULT_SLOW_THRESHOLD if threshold is None else float(threshold),
                 bool(opts.get("slowest_query_info", False)))
 
-    def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
+    def sql(self, ctx: Context) -> str:
         threshold, slowest = self.options(ctx)
-        sql = SQL.format(threshold=repr(float(threshold)))
         with_slowest = slowest and ctx.server.version >= 140000
-        if with_slowest:
-            sql += ";\n" + SLOWEST_SQL
-        results = conn.query(sql, timeout)
+        return batch([SQL.format(threshold=repr(float(threshold)))] + ([SLOWEST_SQL] if with_slowest else []))
+
+    def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
+        with_slowest = self.options(ctx)[1] and ctx.server.version >= 140000
+        results = conn.query(self.sql(ctx), timeout)
         slow, lock_wait, info = self.describe()
         for datname, count, wait in results[0][1]:
             slow.add((datname,), count)

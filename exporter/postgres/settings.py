@@ -6,6 +6,7 @@ import re
 
 from exporter.collector import CLUSTER, Collector, Context
 from exporter.metrics import Family
+from exporter.postgres.sqlmark import mark
 
 # unit -> (suffix, factor to the base unit)
 _UNITS = {
@@ -19,8 +20,8 @@ _BLOCKS = re.compile(r"^(\d+)(B|kB|MB)$")  # "8kB", "16MB": a number of such blo
 # reset_val, not setting: dbperf's own session SETs jit, lock_timeout, statement_timeout and
 # default_transaction_read_only for itself; reset_val is what a session connecting with the DSN
 # gets (configuration files, ALTER SYSTEM/DATABASE/ROLE and the DSN's options).
-SQL = """SELECT name, reset_val AS setting, unit, vartype, short_desc FROM pg_settings
-WHERE vartype IN ('bool', 'integer', 'real')"""
+SQL = mark("""SELECT name, reset_val AS setting, unit, vartype, short_desc FROM pg_settings
+WHERE vartype IN ('bool', 'integer', 'real')""")
 
 
 def convert(setting: str, unit: str | None, vartype: str) -> tuple[str, float] | None:
