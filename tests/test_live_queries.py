@@ -40,13 +40,18 @@ def test_a_running_sleep_is_one_slow_query(pg, db, serve):
     assert samples.value("pg_stat_activity_slow_queries", datname=db) == 0
     assert samples.value("pg_stat_activity_oldest_lock_wait_seconds", datname=db) == 0
     sleeper = in_thread(lambda: pg.execute("SELECT pg_sleep(4)", dbname=db))
-    samples = wait_until(lambda: (s := served.metrics()).value("pg_stat_activity_slow_queries", datname=db) == 1 and s,
-                         timeout=3.5, message="one slow query")
-    assert samples.value("pg_stat_activity_oldest_query_age_seconds", datname=db) > 1  # from `activity`
-    (query_id,), = pg.execute("SELECT query_id::text FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(4)'")
-    assert samples.value("pg_stat_activity_slowest_query_info", datname=db, queryid=query_id) == 1
-    assert promtool_check_metrics(samples.text) == ""
-    sleeper.join()
+    try:
+        # live_queries and activity read pg_stat_activity at two moments of one scrape: wait for a
+        # scrape where both see the sleep past a second (activity may have run a moment earlier)
+        samples = wait_until(
+            lambda: (s := served.metrics()).value("pg_stat_activity_slow_queries", datname=db) == 1
+            and s.value("pg_stat_activity_oldest_query_age_seconds", datname=db) > 1 and s,  # from `activity`
+            timeout=3.5, message="one slow query")
+        (query_id,), = pg.execute("SELECT query_id::text FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(4)'")
+        assert samples.value("pg_stat_activity_slowest_query_info", datname=db, queryid=query_id) == 1
+        assert promtool_check_metrics(samples.text) == ""
+    finally:
+        sleeper.join()
     assert served.metrics().value("pg_stat_activity_slow_queries", datname=db) == 0
 
 

@@ -1,5 +1,6 @@
 """The statements collector on the real cluster: exact counters, top N + other = totals, bounded
-series under a rotating workload, the latency histogram, query text, and the missing extension.
+series under a rotating workload, the latency histogram, query text, the missing extension, and
+the pseudo rows of dbperf's own statements and of transaction control.
 
 Every test runs its workload in a database of its own and reads pg_stat_statements filtered by
 that database, so statements run by other tests never change the numbers compared."""
@@ -12,7 +13,8 @@ import uuid
 
 import pytest
 
-from conftest import make_config as _make_config, promtool_check_metrics
+from conftest import Samples, make_config as _make_config, promtool_check_metrics
+from exporter.postgres.statements import TRANSACTION_COMMANDS
 
 pytestmark = pytest.mark.pg
 
@@ -226,9 +228,11 @@ def test_missing_extension_fails_the_collector_with_a_clear_message(pg, serve, c
         assert not samples.has("pg_stat_statements_calls_total")
         lines = [r.getMessage() for r in caplog.records if "collector=statements" in r.getMessage()]
         assert len(lines) == 1, lines
-        assert "pg_stat_statements is not installed" in lines[0]
-        assert "shared_preload_libraries" in lines[0] and "CREATE EXTENSION pg_stat_statements" in lines[0]
-        assert name in lines[0]
+        # the exact hint: one sentence, the command to run as it is typed, no stray ";"
+        assert (f"failed: pg_stat_statements is not installed in database '{name}' (the database of the target's "
+                "DSN); to enable it: add pg_stat_statements to shared_preload_libraries in postgresql.conf and "
+                "restart PostgreSQL (unless it is there already), then run CREATE EXTENSION pg_stat_statements "
+                f"in database '{name}' (repeats") in lines[0], lines[0]
     finally:
         pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
@@ -324,11 +328,164 @@ def test_extension_installed_but_not_preloaded_fails_with_a_clear_message(pg, se
         assert samples.value("dbperf_collector_success", collector="statements", datname="") == 0
         lines = [r.getMessage() for r in caplog.records if "collector=statements" in r.getMessage()]
         assert len(lines) == 1, lines
-        assert "installed but not loaded" in lines[0] and "shared_preload_libraries" in lines[0]
+        # created already: the hint is only what is missing
+        assert ("failed: pg_stat_statements is installed in database 'postgres' but not loaded; to enable it: add "
+                "pg_stat_statements to shared_preload_libraries in postgresql.conf and restart PostgreSQL (repeats"
+                ) in lines[0], lines[0]
         served.close()
 
 
-def psycopg_connect(dsn: str):
+def psycopg_connect(dsn: str, **kw):
     import psycopg
 
-    return psycopg.connect(dsn, autocommit=True)
+    return psycopg.connect(dsn, autocommit=True, **kw)
+
+
+# -- pseudo rows: dbperf's own statements and transaction control ----------------------------------
+TC_WORKLOAD = (  # (statements run in one autocommit session, times, the command of each statement)
+    (["BEGIN", "SELECT 1", "COMMIT"], 3, ["begin", None, "commit"]),
+    (["START TRANSACTION ISOLATION LEVEL REPEATABLE READ", "END"], 2, ["begin", "commit"]),
+    (["BEGIN", "ROLLBACK"], 9, ["begin", "rollback"]),
+    (["begin", "abort"], 2, ["begin", "rollback"]),
+    (["BEGIN", "SAVEPOINT a", "RELEASE SAVEPOINT a", "SAVEPOINT b", "ROLLBACK TO SAVEPOINT b", "COMMIT"], 2,
+     ["begin", "savepoint", "release", "savepoint", "rollback_to_savepoint", "commit"]),
+    (["BEGIN", "PREPARE TRANSACTION 'tx_a'", "COMMIT PREPARED 'tx_a'"], 1,
+     ["begin", "prepare_transaction", "commit_prepared"]),
+    (["BEGIN", "PREPARE TRANSACTION 'tx_b'", "ROLLBACK PREPARED 'tx_b'"], 1,
+     ["begin", "prepare_transaction", "rollback_prepared"]),
+)
+
+
+@pytest.fixture(scope="module")
+def xa_cluster():
+    """A server of its own that allows PREPARE TRANSACTION (max_prepared_transactions > 0)."""
+    from exporter.pgcluster import Cluster
+
+    with Cluster(settings={"max_prepared_transactions": "4"}) as cluster:
+        with psycopg_connect(cluster.dsn("postgres")) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+            conn.execute("CREATE DATABASE tc")
+        yield cluster
+
+
+def test_transaction_control_is_counted_per_command_and_never_ranked(pg, xa_cluster, serve):
+    expected = {}
+    # prepare_threshold=None: psycopg would prepare a statement run 5 times, and pg_stat_statements
+    # does not count the later runs of a prepared utility statement (BEGIN, ROLLBACK ...)
+    with psycopg_connect(xa_cluster.dsn("tc"), prepare_threshold=None) as conn:
+        for statements, times, commands in TC_WORKLOAD:
+            for _ in range(times):
+                for sql, command in zip(statements, commands):
+                    conn.execute(sql)
+                    if command:
+                        expected[command] = expected.get(command, 0) + 1
+        conn.execute("SELECT count(*) FROM pg_class")
+    served = serve(make_config(pg, {"dsn": xa_cluster.dsn("postgres"), "name": "tc",
+                                    "statements": {"limit": 1, "rank_by": "calls", "sticky": 0}}))
+    samples = served.metrics()
+    got = {s.labels["command"]: s.value for s in
+           samples.series("pg_stat_statements_transaction_control_calls_total", datname="tc")}
+    assert got == expected
+    assert set(got) == set(TRANSACTION_COMMANDS)
+    # ranked by calls, the busiest statement of the database is the ROLLBACKs' BEGIN; it is not shown:
+    # the one statement shown is the workload's busiest real statement, SELECT 1
+    shown = [s for s in samples.series("pg_stat_statements_calls_total", datname="tc")
+             if s.labels["queryid"] not in ("other", "dbperf", "transaction_control")]
+    (select_1,) = xa_cluster_execute(xa_cluster, "SELECT s.queryid::text FROM pg_stat_statements s "
+                                     "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'tc' AND s.query = 'SELECT $1'")
+    assert [s.labels["queryid"] for s in shown] == [select_1[0]]
+    tc_row = samples.value("pg_stat_statements_calls_total", datname="tc", queryid="transaction_control", user="")
+    assert tc_row == sum(expected.values())
+    # the sums still equal pg_stat_statements' totals for the database
+    (total,), = xa_cluster_execute(xa_cluster, "SELECT sum(s.calls)::float8 FROM pg_stat_statements s "
+                                   "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'tc'")
+    assert sum(s.value for s in samples.series("pg_stat_statements_calls_total", datname="tc")) == total
+    assert promtool_check_metrics(samples.text) == ""
+
+
+def xa_cluster_execute(cluster, sql: str) -> list:
+    with psycopg_connect(cluster.dsn("postgres")) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_statements_marked_as_dbperf_fold_into_the_dbperf_row(pg, db, serve):
+    from exporter.postgres.sqlmark import mark
+
+    with pg.connect(db) as conn:
+        for _ in range(5):
+            conn.execute(mark("SELECT count(*) FROM st_t"))
+            conn.execute("SELECT count(*) FROM st_t WHERE k = 1")
+        conn.execute(mark("SELECT pg_sleep(0.05)"))
+    served = serve(make_config(pg, {"name": "own_" + db, "statements": {"limit": 5}}))
+    samples = served.metrics()
+    mine = truth(pg, db)
+    own = {queryid: v for queryid, v in mine.items()
+           if queryid in {queryid_of(pg, db, "SELECT count(*) FROM st_t /*%"),
+                          queryid_of(pg, db, "SELECT pg_sleep($1) /*%")}}
+    assert len(own) == 2
+    assert exposed(samples, db) == (set(mine) - set(own)) | {"dbperf"}
+    assert samples.value("pg_stat_statements_calls_total", datname=db, queryid="dbperf", user="") == 6
+    assert samples.value("pg_stat_statements_seconds_total", datname=db, queryid="dbperf") == pytest.approx(
+        sum(v[1] for v in own.values()), rel=1e-9)
+    assert not samples.series("pg_stat_statements_transaction_control_calls_total", datname=db)
+
+
+def test_text_is_read_once_per_new_statement_and_within_its_share_of_time(pg, db):
+    """Driven directly, with a clock the test moves: a warm read reads no text; after a classifying
+    read that took d, the next waits 49 d, and a statement first seen in between ranks as ordinary
+    until then."""
+    from exporter.collector import Context, ServerInfo
+    from exporter.config import Target
+    from exporter.postgres.connection import Connection
+    from exporter.postgres.sqlmark import mark
+    from exporter.postgres.statements import StatementsCollector
+
+    now = [1000.0]
+
+    def clock():
+        now[0] += 1.0  # every reading advances one "second": a classifying read takes 1 s
+        return now[0]
+
+    collector = StatementsCollector(clock=clock)
+    version = pg.execute("SHOW server_version_num")[0][0]
+    ctx = Context(target="direct", datname="postgres", options=Target(name="direct", dsn=pg.dsn()),
+                  server=ServerInfo(version=int(version), in_recovery=False, dbname="postgres",
+                                    extensions=frozenset({"pg_stat_statements"})))
+    conn = Connection(pg.dsn())
+    state = collector.state("direct")
+    try:
+        collector.collect(conn, ctx)
+        assert state.classify_reads == 1  # cold: every statement read once
+        reads = []
+        for _ in range(4):  # the collector's own statements of the first reads are new once
+            now[0] += 1000.0
+            collector.collect(conn, ctx)
+            reads.append(state.classify_reads)
+        assert reads[-1] == reads[-2], reads  # warm: no text read at all
+        with pg.connect(db) as other:
+            for _ in range(3):
+                other.execute(mark("SELECT k FROM st_t WHERE id = 7"))
+        families = {f.name: f for f in collector.collect(conn, ctx)}
+        assert state.classify_reads == reads[-1] + 1  # a new statement: one read
+        families = {f.name: f for f in collector.collect(conn, ctx)}
+        assert state.classify_reads == reads[-1] + 1  # within 49 s of it: none
+        with pg.connect(db) as other:
+            other.execute(mark("SELECT k FROM st_t WHERE id = 8 AND k > 0"))
+        families = {f.name: f for f in collector.collect(conn, ctx)}
+        assert state.classify_reads == reads[-1] + 1
+        queryid = queryid_of(pg, db, "SELECT k FROM st_t WHERE id = $1 AND k > $2 /*%")
+        assert queryid in ranked_ids(families, db)  # not classified yet: an ordinary statement
+        now[0] += 100.0
+        families = {f.name: f for f in collector.collect(conn, ctx)}
+        assert state.classify_reads == reads[-1] + 2
+        assert queryid not in ranked_ids(families, db)
+    finally:
+        conn.close()
+
+
+def ranked_ids(families: dict, datname: str) -> set:
+    from exporter.metrics import render_family
+
+    header, body = render_family(families["pg_stat_statements_calls_total"])
+    return {s.labels["queryid"] for s in Samples(header + body).series("pg_stat_statements_calls_total",
+                                                                         datname=datname)}

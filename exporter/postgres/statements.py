@@ -23,6 +23,34 @@ Bounded cardinality
     statement leaves, ``other`` jumps up by its value). Sticky membership keeps that rare; use
     the per-statement series, not ``other``, for rates over membership changes.
 
+Pseudo rows: dbperf's own statements and transaction control
+    Two kinds of statements never enter the top N; each is summed, like ``other``, into one
+    series per database, so the sums still equal the totals:
+
+    - ``{queryid="dbperf"}``: the monitor's own statements, those whose text carries
+      ``/*application='dbperf'*/`` (:mod:`exporter.postgres.sqlmark`; every statement dbperf sends
+      does). A monitor must not rank in the workload it watches.
+    - ``{queryid="transaction_control"}``: ``BEGIN``/``START TRANSACTION``, ``COMMIT``/``END``,
+      ``ROLLBACK``/``ABORT``, ``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO SAVEPOINT``, ``PREPARE
+      TRANSACTION``, ``COMMIT PREPARED`` and ``ROLLBACK PREPARED``: a pool's ``ROLLBACK`` on every
+      connection return would otherwise top every list by calls. Their calls are also counted per
+      database and command in ``pg_stat_statements_transaction_control_calls_total{datname,
+      command}`` (summed over users; ``command`` one of ``begin``, ``commit``, ``rollback``,
+      ``savepoint``, ``release``, ``rollback_to_savepoint``, ``prepare_transaction``,
+      ``commit_prepared``, ``rollback_prepared``).
+
+    Telling them apart needs the query text, which the counters' read leaves out. The text is read
+    on the server only for statements not classified yet (``pg_stat_statements(true)`` filtered to
+    their queryids, the matching done by ``strpos`` and an anchored regex there, so only the few
+    candidates' first 200 characters come back) and the kind is cached per ``(dbid, userid,
+    queryid)``: once warm, a scrape reads no text at all. That read costs about as much as
+    loading pg_stat_statements' text file once (it is read whole whatever the filter), so it runs at
+    most for ``CLASSIFY_SHARE`` (2%) of the time (after a read that took *d*, the next waits 49 *d*);
+    a statement first seen in between counts as an ordinary one until it is classified, and then
+    moves into its pseudo row (a drop in the series it leaves, as for top-N membership). No text is
+    exported by this. Another role's text needs ``pg_read_all_stats`` (``pg_monitor``): without it
+    such statements stay ordinary.
+
 Workload latency histogram (``pg_statement_duration_seconds{datname}``)
     pg_stat_statements has no per-call durations, only cumulative calls and time per statement.
     Between two reads, each statement's new calls (``calls`` delta) are all counted in the bucket
@@ -43,6 +71,7 @@ Metric names
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -51,6 +80,9 @@ from dataclasses import dataclass, field
 
 from exporter.collector import CLUSTER, Collector, Context
 from exporter.metrics import Family, pairs_formatter
+from exporter.postgres.sqlmark import MARK, batch, mark, sql_literal
+
+LOG = logging.getLogger("dbperf.statements")
 
 DEFAULTS = {"limit": 50, "rank_by": "total_time", "sticky": 600.0, "query_text": False,
             "query_text_length": 120, "query_text_ttl": 3600.0}
@@ -60,6 +92,19 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 LABELS = ("datname", "user", "queryid")
 
 OTHER = "other"
+OWN = "dbperf"                              # the pseudo row of dbperf's own statements
+TRANSACTION_CONTROL = "transaction_control"  # the pseudo row of BEGIN, COMMIT, ROLLBACK ...
+PSEUDO_ROWS = (OTHER, OWN, TRANSACTION_CONTROL)
+_SHOWN = object()  # a statement exposed with its own series
+
+TRANSACTION_COMMANDS = ("begin", "commit", "rollback", "savepoint", "release", "rollback_to_savepoint",
+                        "prepare_transaction", "commit_prepared", "rollback_prepared")
+
+CLASSIFY_SHARE = 0.02  # at most this share of the time goes into reading texts to classify
+CLASSIFY_RETRY = 300.0  # seconds before a failed classifying read is tried again
+TC_HELP = ("Calls of transaction-control statements (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...) per database and "
+           "command, summed over users; command is one of " + ", ".join(TRANSACTION_COMMANDS) + ". These "
+           "statements are left out of the per-statement series and summed in queryid=\"transaction_control\".")
 
 SETTINGS_SQL = """SELECT coalesce(current_setting('pg_stat_statements.track_planning', true), 'off') = 'on',
   current_setting('block_size')::int"""
@@ -79,15 +124,55 @@ GROUP BY s.dbid, s.userid, s.queryid, d.datname, r.rolname"""
 
 INFO_SQL = "SELECT dealloc, extract(epoch FROM stats_reset)::float8 FROM pg_stat_statements_info"
 
-TEXT_SQL = """SELECT DISTINCT ON (s.dbid, s.queryid) s.dbid, s.queryid::text, s.query
+TEXT_SQL = mark("""SELECT DISTINCT ON (s.dbid, s.queryid) s.dbid, s.queryid::text, s.query
 FROM pg_stat_statements(true) s
 WHERE s.queryid = ANY ('{{{ids}}}'::bigint[]) AND s.query IS NOT NULL
-ORDER BY s.dbid, s.queryid, s.toplevel DESC"""
+ORDER BY s.dbid, s.queryid, s.toplevel DESC""")
 
-TEXT_SQL_PG13 = """SELECT DISTINCT ON (s.dbid, s.queryid) s.dbid, s.queryid::text, s.query
+TEXT_SQL_PG13 = mark("""SELECT DISTINCT ON (s.dbid, s.queryid) s.dbid, s.queryid::text, s.query
 FROM pg_stat_statements(true) s
 WHERE s.queryid = ANY ('{{{ids}}}'::bigint[]) AND s.query IS NOT NULL
-ORDER BY s.dbid, s.queryid"""
+ORDER BY s.dbid, s.queryid""")
+
+# Which of the given statements are dbperf's own or transaction control. Filtered on the server to
+# the candidates (the marker anywhere, or a transaction-control keyword after leading blanks and
+# comments): only their first 200 characters come back. No backslashes, so that the patterns mean
+# the same with standard_conforming_strings off.
+_CANDIDATE = "^([[:space:]]|/[*]|--)*(begin|start|commit|end|rollback|abort|savepoint|release|prepare)"
+_MARKED = MARK.replace("*", "[*]").replace("'", "''")  # the marker as a regular expression
+CLASSIFY_SQL = mark(f"""SELECT s.dbid, s.userid, s.queryid::text, strpos(s.query, {sql_literal()}) > 0 AS own,
+  CASE WHEN s.query ~* '{_CANDIDATE}' THEN left(s.query, 200) END
+FROM pg_stat_statements(true) s
+WHERE s.queryid IN (SELECT unnest('{{{{ids}}}}'::bigint[])) AND s.query ~* '{_CANDIDATE}|{_MARKED}'""")
+
+_INTEGER = re.compile(r"-?\d+")
+_COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.S)
+_WORD = re.compile(r"[A-Za-z_]+")
+
+
+def transaction_command(text: str) -> str | None:
+    """The transaction-control command ``text`` (a pg_stat_statements text) is, as one of
+    :data:`TRANSACTION_COMMANDS`, or None for any other statement."""
+    words = [w.upper() for w in _WORD.findall(_COMMENT.sub(" ", text[:200]))[:4]]
+    if not words:
+        return None
+    first, after = words[0], words[1:2]
+    if first == "BEGIN" or (first == "START" and after == ["TRANSACTION"]):
+        return "begin"
+    if first in ("COMMIT", "END"):
+        return "commit_prepared" if first == "COMMIT" and after == ["PREPARED"] else "commit"
+    if first in ("ROLLBACK", "ABORT"):
+        if first == "ROLLBACK" and after == ["PREPARED"]:
+            return "rollback_prepared"
+        rest = words[2:] if after in (["WORK"], ["TRANSACTION"]) else words[1:]
+        return "rollback_to_savepoint" if first == "ROLLBACK" and rest[:1] == ["TO"] else "rollback"
+    if first == "SAVEPOINT":
+        return "savepoint"
+    if first == "RELEASE":
+        return "release"
+    if first == "PREPARE" and after == ["TRANSACTION"]:
+        return "prepare_transaction"
+    return None
 
 # index of each value column in a row of MAIN_SQL
 CALLS, EXEC, PLAN, ROWS, HIT, READ, TEMP, WAL, BLK_READ, BLK_WRITE = range(5, 15)
@@ -114,14 +199,27 @@ COUNTERS = (
 )
 
 
+def _help(name: str) -> str:
+    return next(f.help for f in StatementsCollector.describe() if f.name == name)
+
+
 class StatementsUnavailable(RuntimeError):
     """pg_stat_statements cannot be read on the target; the message says how to fix it."""
 
 
-def how_to_enable(dbname: str) -> str:
-    return ("to enable it: add pg_stat_statements to shared_preload_libraries in postgresql.conf, "
-            f"restart PostgreSQL, then run CREATE EXTENSION pg_stat_statements; in database {dbname!r} "
-            "(the database of the target's DSN)")
+ENABLE = "add pg_stat_statements to shared_preload_libraries in postgresql.conf and restart PostgreSQL"
+
+
+def not_installed(dbname: str) -> str:
+    """The message of a target whose own database has no ``CREATE EXTENSION pg_stat_statements``."""
+    return (f"pg_stat_statements is not installed in database {dbname!r} (the database of the target's DSN); "
+            f"to enable it: {ENABLE} (unless it is there already), "
+            f"then run CREATE EXTENSION pg_stat_statements in database {dbname!r}")
+
+
+def not_loaded(dbname: str) -> str:
+    """The message of a target where the extension is created but the library is not preloaded."""
+    return f"pg_stat_statements is installed in database {dbname!r} but not loaded; to enable it: {ENABLE}"
 
 
 def normalise_text(text: str, length: int) -> str:
@@ -176,6 +274,10 @@ class TargetState:
     textless: set = field(default_factory=set)      # asked for since texts_at, but no text came back
     texts_at: float = -math.inf
     chosen: set = field(default_factory=set)        # (dbid, userid, queryid) shown in the last read
+    excluded: dict = field(default_factory=dict)    # key -> OWN or a transaction command: never ranked
+    pending: set = field(default_factory=set)       # keys not classified yet (new since the last read)
+    classify_next: float = -math.inf                # monotonic time the next classifying read may run
+    classify_reads: int = 0                         # classifying reads so far (for tests and benchmarks)
 
 
 class StatementsCollector(Collector):
@@ -183,7 +285,9 @@ class StatementsCollector(Collector):
         super().__init__(
             name="statements", scope=CLUSTER, min_version=130000, default_timeout=5.0, own_session=True,
             help="pg_stat_statements per statement (top N per database by statements.rank_by, sticky, "
-                 "plus an `other` remainder per database so sums equal totals), a workload latency "
+                 "plus an `other` remainder per database so sums equal totals; dbperf's own statements "
+                 "and transaction control (BEGIN, COMMIT, ROLLBACK, ...) never rank: they are summed in "
+                 "`queryid=\"dbperf\"` and `queryid=\"transaction_control\"` per database), a workload latency "
                  "histogram from every statement, and opt-in query text. Needs the pg_stat_statements "
                  "extension (shared_preload_libraries and CREATE EXTENSION): without it the collector "
                  "fails with a message saying how to enable it.",
@@ -196,6 +300,8 @@ class StatementsCollector(Collector):
     @staticmethod
     def describe() -> list[Family]:
         out = [Family(name, "counter", help_, LABELS) for name, _, _, help_ in COUNTERS]
+        out.append(Family("pg_stat_statements_transaction_control_calls_total", "counter", TC_HELP,
+                          ("datname", "command")))
         out.append(Family("pg_stat_statements_query_info", "gauge",
                           "Normalised, truncated text of an exposed statement (only with statements.query_text).",
                           ("datname", "queryid", "query")))
@@ -231,19 +337,17 @@ class StatementsCollector(Collector):
         parts = [SETTINGS_SQL, main]
         if version >= 140000:
             parts.append(INFO_SQL)
-        return ";\n".join(parts)
+        return batch(parts)
 
     def collect(self, conn, ctx: Context, timeout: float = 5.0) -> list[Family]:
         dbname = ctx.server.dbname or ctx.datname
         if "pg_stat_statements" not in ctx.server.extensions:
-            raise StatementsUnavailable(
-                f"pg_stat_statements is not installed in database {dbname!r}; " + how_to_enable(dbname))
+            raise StatementsUnavailable(not_installed(dbname))
         try:
             results = conn.query(self.sql(ctx.server.version), timeout)
         except Exception as exc:
             if "shared_preload_libraries" in str(exc):
-                raise StatementsUnavailable(
-                    "pg_stat_statements is installed but not loaded; " + how_to_enable(dbname)) from None
+                raise StatementsUnavailable(not_loaded(dbname)) from None
             raise
         (_, settings), (_, rows) = results[0], results[1]
         track_planning, block_size = settings[0]
@@ -256,14 +360,16 @@ class StatementsCollector(Collector):
             previous = state.previous or {}
             befores = [previous.get(key) for key in keys]
             first = state.previous is None
-            families = self._families(rows, keys, befores, opts, state, track_planning, block_size)
+            current = dict(zip(keys, rows))
+            self._classify_new(conn, timeout, state, keys, befores, current)
+            families = self._families(rows, keys, befores, current, opts, state, track_planning, block_size)
             self._histograms(rows, befores, state, first)
             families.append(self._histogram_family(state))
             if opts["query_text"]:
                 families.append(self._texts(conn, ctx, timeout, state, families[0], rows, opts))
             else:
                 state.texts.clear()
-            state.previous = dict(zip(keys, rows))
+            state.previous = current
         if info:
             dealloc, reset = info[0]
             families.append(Family("pg_stat_statements_dealloc_total", "counter",
@@ -274,10 +380,12 @@ class StatementsCollector(Collector):
                                    samples=[("", (), reset or 0)]))
         return families
 
-    def select(self, rows: list, keys: list, befores: list, opts: dict, state: TargetState) -> set:
-        """Keys of the statements to expose: per database, the top N and the sticky ones."""
+    def select(self, rows: list, keys: list, befores: list, present, opts: dict, state: TargetState) -> set:
+        """Keys of the statements to expose: per database, the top N and the sticky ones, among the
+        ordinary statements (those in ``state.excluded`` go to the pseudo rows)."""
         now = self.clock()
         limit, sticky, rank_by = int(opts["limit"]), float(opts["sticky"]), opts["rank_by"]
+        excluded, members = state.excluded, state.members
         by_db: dict = {}
         zero = [0] * len(rows[0]) if rows else []
         for row, key, before in zip(rows, keys, befores):
@@ -287,47 +395,114 @@ class StatementsCollector(Collector):
         chosen = set()
         for dbid, ranked in by_db.items():
             ranked.sort(key=lambda item: item[0], reverse=True)
-            top = [key for _, key in ranked[:limit]]
+            top, i = [], 0
+            while len(top) < limit and i < len(ranked):  # the excluded are few: skip them here only
+                key = ranked[i][1]
+                i += 1
+                if key not in excluded:
+                    top.append(key)
             for key in top:
-                state.members[key] = now
-            top_set = set(top)
-            held = [(state.members[key], key) for _, key in ranked[limit:]
-                    if key in state.members and now - state.members[key] < sticky]
+                members[key] = now
+            held = [(members[key], key) for _, key in ranked[i:]
+                    if key in members and now - members[key] < sticky and key not in excluded]
             held.sort(reverse=True)  # most recently in the top N first
-            chosen |= top_set
+            chosen.update(top)
             chosen.update(key for _, key in held[:limit])
-        present = set(keys)
-        for key in [k for k, at in state.members.items() if k not in present or now - at >= sticky]:
+        for key in [k for k, at in members.items() if k not in present or now - at >= sticky]:
             if key not in chosen:
-                del state.members[key]
+                del members[key]
         return chosen
 
-    def _families(self, rows, keys, befores, opts, state, track_planning, block_size) -> list[Family]:
-        chosen = state.chosen = self.select(rows, keys, befores, opts, state)
+    def _families(self, rows, keys, befores, present, opts, state, track_planning, block_size) -> list[Family]:
+        chosen = state.chosen = self.select(rows, keys, befores, present, opts, state)
         counters = [(name, col, factor, help_) for name, col, factor, help_ in COUNTERS
                     if col != PLAN or track_planning]
         families = [Family(name, "counter", help_, LABELS) for name, _, _, help_ in counters]
         scale = {"ms": 0.001, "block": float(block_size), 1: 1}
         factors = [(col, scale[factor]) for _, col, factor, _ in counters]
-        shown, rest = [], {}
+        # where each statement goes, for the few that do not go to ``other``: one lookup per row
+        place = dict.fromkeys(chosen, _SHOWN)
+        place.update(state.excluded)
+        get = place.get
+        shown, rest, pseudo_rows, commands = [], {}, {}, {}
         for row, key in zip(rows, keys):
-            if key in chosen:
-                shown.append(row)
-            else:
+            kind = get(key)
+            if kind is None:
                 rest.setdefault(row[3], []).append(row)
-        other = {}  # datname -> sums of the statements not shown, per counter
-        for datname, group in rest.items():
-            columns = list(zip(*group))
-            other[datname] = [sum(filter(None, columns[col])) for col, _ in factors]
+            elif kind is _SHOWN:
+                shown.append(row)
+            elif kind == OWN:
+                pseudo_rows.setdefault((row[3], OWN), []).append(row)
+            else:
+                pseudo_rows.setdefault((row[3], TRANSACTION_CONTROL), []).append(row)
+                commands[(row[3], kind)] = commands.get((row[3], kind), 0) + (row[CALLS] or 0)
+        pseudo = {}  # (datname, pseudo queryid) -> sums of its statements, per counter
+        for group, members in [((datname, OTHER), members) for datname, members in rest.items()] + list(
+                pseudo_rows.items()):
+            columns = list(zip(*members))
+            pseudo[group] = [sum(filter(None, columns[col])) for col, _ in factors]
         # column-wise (see exporter.metrics.Family.columns): labels rendered once per statement
         render = pairs_formatter(LABELS)
         pairs = [render((row[3], row[4], row[2])) for row in shown]
-        pairs += [render((datname, "", OTHER)) for datname in other]
+        pairs += [render((datname, "", queryid)) for datname, queryid in pseudo]
         for i, (family, (col, f)) in enumerate(zip(families, factors)):
             values = [(row[col] or 0) * f for row in shown] if f != 1 else [row[col] or 0 for row in shown]
-            values += [sums[i] * f for sums in other.values()]
+            values += [sums[i] * f for sums in pseudo.values()]
             family.columns.append((pairs, values))
+        tc = Family("pg_stat_statements_transaction_control_calls_total", "counter", TC_HELP, ("datname", "command"))
+        for labels in sorted(commands):
+            tc.add(labels, commands[labels])
+        families.append(tc)
         return families
+
+    # -- dbperf's own statements and transaction control ---------------------------------
+    def _classify_new(self, conn, timeout: float, state: TargetState, keys: list, befores: list, current: dict):
+        """Classify the statements not seen in the last read (and those left pending), reading text
+        at most for CLASSIFY_SHARE of the time. A statement seen in the last read was classified
+        then or is pending, so a warm read costs one scan of ``befores`` and nothing else."""
+        pending = state.pending
+        if None in befores:
+            pending.update(key for key, before in zip(keys, befores) if before is None)
+        if pending:
+            if self.clock() >= state.classify_next:
+                unknown = [key for key in pending if key in current]
+                if self._classify(conn, timeout, state, unknown):
+                    pending.clear()
+            elif len(pending) > len(keys):  # statements gone while waiting
+                state.pending = {key for key in pending if key in current}
+        excluded = state.excluded
+        if any(key not in current for key in excluded):
+            state.excluded = {key: kind for key, kind in excluded.items() if key in current}
+
+    def _classify(self, conn, timeout: float, state: TargetState, unknown: list) -> bool:
+        ids = ",".join(sorted({queryid for _, _, queryid in unknown if _INTEGER.fullmatch(queryid)}))
+        start = self.clock()
+        try:
+            (_, found), = conn.query(CLASSIFY_SQL.replace("{ids}", ids), timeout)
+        except Exception as exc:
+            state.classify_next = self.clock() + CLASSIFY_RETRY
+            LOG.warning("statements: reading the text of %d new statements to tell dbperf's own and "
+                        "transaction control apart failed (%s); they rank as ordinary statements, next try "
+                        "in %.0fs", len(unknown), conn.scrub(" ".join(str(exc).split())), CLASSIFY_RETRY)
+            return False
+        end = self.clock()
+        state.classify_next = end + (end - start) * (1 / CLASSIFY_SHARE - 1)
+        state.classify_reads += 1
+        matched = {}
+        for dbid, userid, queryid, own, text in found:
+            key = (dbid, userid, queryid)
+            if own:
+                matched[key] = OWN
+            elif key not in matched and text is not None:
+                matched[key] = transaction_command(text)
+        excluded = state.excluded
+        for key in unknown:
+            kind = matched.get(key)
+            if kind:
+                excluded[key] = kind
+            else:
+                excluded.pop(key, None)
+        return True
 
     # -- histogram -----------------------------------------------------------------------
     def _histograms(self, rows, befores, state: TargetState, first: bool) -> None:
@@ -348,7 +523,8 @@ class StatementsCollector(Collector):
             histogram.observe(seconds / calls, calls, seconds)
 
     def _histogram_family(self, state: TargetState) -> Family:
-        family = Family("pg_statement_duration_seconds", "histogram", self.describe()[-1].help, ("datname",))
+        family = Family("pg_statement_duration_seconds", "histogram", _help("pg_statement_duration_seconds"),
+                        ("datname",))
         for datname in sorted(state.histograms):
             histogram = state.histograms[datname]
             family.add_histogram((datname,), histogram.cumulative(), histogram.total)
@@ -369,7 +545,7 @@ class StatementsCollector(Collector):
         missing = {key for key in wanted if key not in state.texts and key not in state.textless}
         fetch = wanted if stale else missing
         if fetch:
-            ids = ",".join(sorted({queryid for _, queryid in fetch if re.fullmatch(r"-?\d+", queryid)}))
+            ids = ",".join(sorted({queryid for _, queryid in fetch if _INTEGER.fullmatch(queryid)}))
             sql = (TEXT_SQL if ctx.server.version >= 140000 else TEXT_SQL_PG13).format(ids=ids)
             (_, text_rows), = conn.query(sql, timeout)
             length = int(opts["query_text_length"])
@@ -384,7 +560,7 @@ class StatementsCollector(Collector):
             del state.texts[key]
         state.textless &= wanted
         names = {dbid: datname for datname, dbid in dbids.items()}
-        family = Family("pg_stat_statements_query_info", "gauge", self.describe()[len(COUNTERS)].help,
+        family = Family("pg_stat_statements_query_info", "gauge", _help("pg_stat_statements_query_info"),
                         ("datname", "queryid", "query"))
         for (dbid, queryid), text in sorted(state.texts.items(), key=lambda item: (item[0][0], item[0][1])):
             family.add((names.get(dbid, ""), queryid, text), 1)
