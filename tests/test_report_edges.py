@@ -129,3 +129,29 @@ def test_transaction_control_and_dbperf_rows_left_out_but_counted(edge):
         assert f"transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT ...): {num(tc['calls'])} calls" in text
         assert f"dbperf's own statements: {num(own['calls'])} calls" in text
     assert "Left out of the lists, counted in the totals and shares: " in md
+
+
+def test_rollbacks_of_a_pool_are_no_failed_work(edge):
+    """A healthy app behind a pool: 44% of fresh's transactions are the pool's ROLLBACK; and main: 30%
+    of shop's roll back by the pool's ROLLBACK, billing's fail without one."""
+    healthy = run(edge, "--target", "fresh", period="10m")  # a pool's ROLLBACK on every return, nothing failed
+    assert [r for r in healthy["sections"]["recommendations"] if r["area"] == "transactions"] == []
+    assert healthy["sections"]["summary"]["rollback_ratio"] == pytest.approx(40 / 90, rel=1e-6)
+    assert healthy["sections"]["summary"]["failed_rollbacks"] == 0
+    report = run(edge, "--target", "main")
+    s = report["sections"]["summary"]
+    period = 12 * 3600
+    xact = edge["truth"]["xact"]
+    commits = sum(c for c, _, _ in xact.values()) * period
+    rollbacks = sum(r for _, r, _ in xact.values()) * period
+    failed = sum(r - client for _, r, client in xact.values()) * period
+    assert s["transactions"] == pytest.approx(commits + rollbacks, rel=1e-9)
+    assert s["rollback_ratio"] == pytest.approx(40 / 120, rel=1e-9)
+    assert s["failed_rollbacks"] == pytest.approx(failed, rel=1e-9)
+    assert s["failed_rollback_ratio"] == pytest.approx(11 / 120, rel=1e-9)
+    (rec,) = [r for r in report["sections"]["recommendations"] if r["area"] == "transactions"]
+    assert rec["text"].startswith("Look at why transactions fail")
+    assert rec["evidence"] == (f"9.2% of {commits + rollbacks:.0f} transactions rolled back without a ROLLBACK from the "
+                               f"client ({rollbacks:.0f} rollbacks in all)")
+    md = run(edge, "--target", "main", fmt="markdown")
+    assert f"({num(rollbacks)} rollbacks, 33.33%; {num(failed)} without a client ROLLBACK, 9.17%)" in md

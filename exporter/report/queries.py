@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 
+from exporter.postgres.sqlmark import is_own
 from exporter.report import anomalies as anom
 from exporter.report import projection
 from exporter.report.period import Period, choose_step, iso
@@ -18,7 +19,7 @@ PG_METRICS = [
     "pg_statement_duration_seconds_bucket", "pg_stat_database_xact_commit_total",
     "pg_stat_database_xact_rollback_total", "pg_stat_database_deadlocks_total", "pg_stat_database_blks_hit_total",
     "pg_stat_database_blks_read_total", "pg_connections_used", "pg_connections_limit", "pg_database_size_bytes",
-    "pg_postmaster_start_time_seconds", "dbperf_advisor_findings",
+    "pg_postmaster_start_time_seconds", "dbperf_advisor_findings", "pg_stat_statements_transaction_control_calls_total",
 ]
 OTHER_METRICS = [
     "http_requests_total", "http_request_duration_seconds_bucket", "db_client_n_plus_one_total",
@@ -39,7 +40,6 @@ LEFT_OUT = {
     "dbperf": "dbperf's own statements",
     "other": "other (statements outside the top N of each database)",
 }
-DBPERF_MARKER = "/*application='dbperf'*/"
 TRANSACTION_CONTROL = re.compile(
     r"(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|PREPARE\s+TRANSACTION)\b", re.I)
 LEADING_COMMENTS = re.compile(r"\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*", re.S)
@@ -53,7 +53,7 @@ def left_out_kind(queryid: str, text: str | None) -> str | None:
     if queryid in LEFT_OUT:
         return queryid
     if text:
-        if DBPERF_MARKER in text:
+        if is_own(text):  # carries /*application='dbperf'*/
             return "dbperf"
         if TRANSACTION_CONTROL.match(text, LEADING_COMMENTS.match(text).end()):
             return "transaction_control"
@@ -156,6 +156,8 @@ class Collector:
         out["rollbacks"] = rollbacks
         out["transactions"] = (commits or 0) + (rollbacks or 0) if commits is not None or rollbacks is not None else None
         out["rollback_ratio"] = _ratio(rollbacks, out["transactions"])
+        out["failed_rollbacks"] = self.failed_rollbacks() if rollbacks is not None else None
+        out["failed_rollback_ratio"] = _ratio(out["failed_rollbacks"], out["transactions"])
         out["deadlocks"] = self.scalar(self.inc("pg_stat_database_deadlocks_total")) if "pg_stat_database_deadlocks_total" in self.present else None
         out["availability"] = sorted(
             ({"target": m.get("target") or m.get("instance", ""), "ratio": v}
@@ -186,6 +188,21 @@ class Collector:
         read = self.scalar(self.inc("pg_stat_database_blks_read_total")) if "pg_stat_database_blks_read_total" in self.present else None
         out["cache_hit_ratio"] = _ratio(hit, (hit or 0) + (read or 0)) if hit is not None and read is not None else None
         return out
+
+    def failed_rollbacks(self) -> float | None:
+        """Rollbacks without a ROLLBACK from the client (failed statements, COMMITs of failed
+        transactions, killed sessions), per (target, datname) where the statements collector counts
+        the ROLLBACK statements; None when no target does. A pool's ROLLBACK on every connection
+        return is no failed work (the alert PostgreSQLHighRollbackRatio reads the same figure)."""
+        metric = "pg_stat_statements_transaction_control_calls_total"
+        if metric not in self.present:
+            return None
+        covered = {m.get("target", "") for m, _ in self.q(f"group by (target) (last_over_time({self.sel(metric)}{self.p.window}))")}
+        client = {(m.get("target", ""), m.get("datname", "")): v or 0
+                  for m, v in self.q(self.inc(metric, 'command="rollback"', by="target, datname"))}
+        return sum(max(0.0, (v or 0) - client.get((m.get("target", ""), m.get("datname", "")), 0.0))
+                   for m, v in self.q(self.inc("pg_stat_database_xact_rollback_total", by="target, datname"))
+                   if m.get("target", "") in covered)
 
     def statements(self) -> dict:
         out: dict = {"missing": self.missing("pg_stat_statements_calls_total", "pg_stat_statements_seconds_total")}

@@ -40,7 +40,13 @@ def recommendations(s: dict) -> list[dict]:
             "Raise shared_buffers (if memory allows) or find the statements reading from disk "
             "(pg_stat_statements_shared_read_bytes_total).",
             f"cache hit ratio {pct(ratio, 2)} (goal {pct(CACHE_HIT_MIN, 0)})")
-    if summary.get("rollback_ratio") is not None and summary["rollback_ratio"] > ROLLBACK_RATIO_MAX:
+    if summary.get("failed_rollback_ratio") is not None:
+        if summary["failed_rollback_ratio"] > ROLLBACK_RATIO_MAX:
+            add("warning", "transactions", "Look at why transactions fail (application errors, serialization failures, "
+                "killed sessions).",
+                f"{pct(summary['failed_rollback_ratio'])} of {summary['transactions']:.0f} transactions rolled back without "
+                f"a ROLLBACK from the client ({summary['rollbacks']:.0f} rollbacks in all)")
+    elif summary.get("rollback_ratio") is not None and summary["rollback_ratio"] > ROLLBACK_RATIO_MAX:
         add("warning", "transactions", "Look at why transactions roll back (application errors, serialization failures).",
             f"{pct(summary['rollback_ratio'])} of {summary['transactions']:.0f} transactions rolled back")
     for row in s["statements"].get("by_total_time", [])[:3]:

@@ -21,7 +21,9 @@ def summary_lines(r: dict) -> list[str]:
     s = r["sections"]["summary"]
     lines = [f"- Queries: **{num(s['queries'])}**, statement time {dur(s['statement_seconds'])}, "
              f"mean {dur(s['mean_latency_seconds'])}, p95 {dur(s['p95_latency_seconds'])}, p99 {dur(s['p99_latency_seconds'])}",
-             f"- Transactions: {num(s['transactions'])} ({num(s['rollbacks'])} rollbacks, {pct(s['rollback_ratio'], 2)}); "
+             f"- Transactions: {num(s['transactions'])} ({num(s['rollbacks'])} rollbacks, {pct(s['rollback_ratio'], 2)}"
+             + (f"; {num(s['failed_rollbacks'])} without a client ROLLBACK, {pct(s['failed_rollback_ratio'], 2)}"
+                if s.get("failed_rollbacks") is not None else "") + "); "
              f"deadlocks {num(s['deadlocks'])}; cache hit ratio {pct(s['cache_hit_ratio'], 2)}"]
     if s["availability"]:
         lines.append("- Availability: " + ", ".join(f"{a['target']} {pct(a['ratio'], 2)}" for a in s["availability"]))
