@@ -58,7 +58,8 @@ def test_flask_n_plus_one_server_timing_and_slow_log(flask_server):
     assert s.value("http_slow_requests_total", handler="/sleep") == 1
     assert s.value("http_request_duration_seconds_bucket", handler="/sleep", method="GET", le="0.5") == 0
     assert server.get("/debug/slowlog").status_code == 401
-    data = server.get("/debug/slowlog", params={"token": TOKEN}).json()
+    assert server.get("/debug/slowlog", params={"token": TOKEN}).status_code == 400  # never in the URL
+    data = server.get("/debug/slowlog", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert [r["handler"] for r in data["requests"]] == ["/sleep"]
     assert [r["statement"] for r in data["statements"]] == ["SELECT pg_sleep(?)"]
     text = server.get("/metrics").text

@@ -299,13 +299,16 @@ class Instrumentation:
         from .pool import instrument_psycopg_pool
         return instrument_psycopg_pool(self, pg_pool, name=name)
 
-    def metrics_asgi_app(self):
+    def metrics_asgi_app(self, **options):
+        """The ASGI /metrics app; ``bearer_token=``, ``basic_auth=(user, password)`` or
+        ``{user: password}``, ``gzip_level=`` (0 = never compress), see :mod:`.exposition`."""
         from .exposition import metrics_asgi_app
-        return metrics_asgi_app(self)
+        return metrics_asgi_app(self, **options)
 
-    def metrics_wsgi_app(self):
+    def metrics_wsgi_app(self, **options):
+        """The WSGI /metrics app; the options of ``metrics_asgi_app``."""
         from .exposition import metrics_wsgi_app
-        return metrics_wsgi_app(self)
+        return metrics_wsgi_app(self, **options)
 
     def slowlog_asgi_app(self, token: str):
         from .slowlog import slowlog_asgi_app

@@ -1,31 +1,29 @@
 """The slow log endpoint: the last slow requests and slow statements (normalised SQL, literals
-removed) as JSON. It needs a token (``Authorization: Bearer <token>`` or ``?token=<token>``) and
-must not be exposed publicly: handlers, timings and statement shapes describe the application."""
+removed) as JSON. It needs a token, sent as ``Authorization: Bearer <token>`` only, and must not be
+exposed publicly: handlers, timings and statement shapes describe the application.
+
+The token is checked when the app is made (at least 16 printable characters, not blank) and
+compared in constant time. A request with a token in its query string (``?token=...``) gets a 400
+whatever the token: URLs end up in access logs, so the token is refused there even when right."""
 
 from __future__ import annotations
 
-import hmac
 import json
-from urllib.parse import parse_qs
+import logging
 
+from .auth import Credentials, token_in_query
 from .core import Instrumentation
 
+log = logging.getLogger("exporter.instrument")
 
-def _check_token(token) -> bytes:
-    if not isinstance(token, str) or len(token) < 8:
-        raise ValueError("the slow log needs a token of at least 8 characters (it must not be public)")
-    return token.encode()
+_JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+_DENIED = json.dumps({"error": "a valid token is required (Authorization: Bearer <token>)"}).encode()
+_IN_URL = json.dumps({"error": "the slow log token must be sent in the Authorization header, never in "
+                               "the URL (URLs end up in access logs): rotate it"}).encode()
 
 
-def _authorised(expected: bytes, authorization: str | None, query: str) -> bool:
-    given = None
-    if authorization and authorization[:7].lower() == "bearer ":
-        given = authorization[7:].strip()
-    else:
-        values = parse_qs(query).get("token")
-        if values:
-            given = values[0]
-    return given is not None and hmac.compare_digest(given.encode(), expected)
+def _credentials(token) -> Credentials:
+    return Credentials(bearer_token=token, what="slow log", realm="slowlog")
 
 
 def _body(inst: Instrumentation) -> bytes:
@@ -35,23 +33,33 @@ def _body(inst: Instrumentation) -> bytes:
     return json.dumps(data).encode()
 
 
-_DENIED = json.dumps({"error": "a valid token is required (Authorization: Bearer or ?token=)"}).encode()
+def _answer(inst: Instrumentation, creds: Credentials, authorization: str | None, query: str):
+    """(status, reason, extra headers, body)."""
+    if token_in_query(query):
+        log.warning("slow log: refused a request with a credential in its URL query string (send it in "
+                    "the Authorization header; the URL may be in access logs, rotate the token)")
+        return 400, "Bad Request", [], _IN_URL
+    if not creds.allows(authorization):
+        return 401, "Unauthorized", [("WWW-Authenticate", creds.challenge)], _DENIED
+    return 200, "OK", [], _body(inst)
 
 
 def slowlog_asgi_app(inst: Instrumentation, token: str):
-    """An ASGI app serving the slow log; mount it, e.g. ``app.mount("/debug/slowlog", ...)``."""
-    expected = _check_token(token)
+    """An ASGI app serving the slow log; mount it, e.g. ``app.add_route("/debug/slowlog", ...)``."""
+    creds = _credentials(token)
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
-        headers = dict(scope.get("headers") or ())
-        auth = headers.get(b"authorization", b"").decode("latin-1") or None
-        ok = _authorised(expected, auth, scope.get("query_string", b"").decode("latin-1"))
-        body = _body(inst) if ok else _DENIED
-        extra = [] if ok else [(b"www-authenticate", b'Bearer realm="slowlog"')]
-        await send({"type": "http.response.start", "status": 200 if ok else 401,
-                    "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store"), *extra]})
+        auth = None
+        for name, value in scope.get("headers") or ():
+            if name.lower() == b"authorization":
+                auth = value.decode("latin-1")
+                break
+        status, _, extra, body = _answer(inst, creds, auth, scope.get("query_string", b"").decode("latin-1"))
+        headers = [(k.lower().encode(), v.encode()) for k, v in _JSON + extra]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     from .exposition import ASGIApp
@@ -60,13 +68,11 @@ def slowlog_asgi_app(inst: Instrumentation, token: str):
 
 def slowlog_wsgi_app(inst: Instrumentation, token: str):
     """A WSGI app serving the slow log (mount with werkzeug's DispatcherMiddleware or route to it)."""
-    expected = _check_token(token)
+    creds = _credentials(token)
 
     def app(environ, start_response):
-        ok = _authorised(expected, environ.get("HTTP_AUTHORIZATION"), environ.get("QUERY_STRING", ""))
-        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
-        if not ok:
-            headers.append(("WWW-Authenticate", 'Bearer realm="slowlog"'))
-        start_response("200 OK" if ok else "401 Unauthorized", headers)
-        return [_body(inst) if ok else _DENIED]
+        status, reason, extra, body = _answer(inst, creds, environ.get("HTTP_AUTHORIZATION"),
+                                              environ.get("QUERY_STRING", ""))
+        start_response(f"{status} {reason}", _JSON + extra + [("Content-Length", str(len(body)))])
+        return [body]
     return app
