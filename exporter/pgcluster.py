@@ -91,18 +91,41 @@ class Cluster:
                                f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
         return proc
 
-    def init(self) -> "Cluster":
+    def _make_dirs(self) -> None:
         self.sockdir.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
             os.chmod(self.root, 0o755)
             for path in (self.root, self.sockdir):
                 os.chown(path, self._user.pw_uid, self._user.pw_gid)
-        self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-                   "-A", "trust", "-E", "UTF8", "--no-sync"])
+
+    def _configure(self) -> None:
         with open(self.datadir / "postgresql.conf", "a") as conf:
             conf.write(f"\nport = {self.port}\nunix_socket_directories = '{self.sockdir}'\n")
             for key, value in self.settings.items():
                 conf.write(f"{key} = {value}\n")
+
+    def init(self) -> "Cluster":
+        self._make_dirs()
+        self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+                   "-A", "trust", "-E", "UTF8", "--no-sync"])
+        self._configure()
+        return self
+
+    def init_standby(self, primary: "Cluster", slot: str | None = None) -> "Cluster":
+        """Instead of ``init()``: a streaming standby of the running ``primary``, copied by
+        ``pg_basebackup -R`` (standby.signal and primary_conninfo written), replicating through the
+        physical ``slot`` (pg_basebackup creates it when missing), with this cluster's port and
+        settings (``cluster_name`` is its application_name on the primary). Then ``start()``."""
+        if slot is not None and not slot.replace("_", "").isalnum():
+            raise ClusterError(f"slot name {slot!r}: only letters, digits and _")
+        self._make_dirs()
+        args = [str(self.bindir / "pg_basebackup"), "-D", str(self.datadir), "-d", primary.dsn(), "-R",
+                "-X", "stream", "-c", "fast", "--no-sync"]
+        if slot is not None:
+            exists = primary.psql(f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}'").strip()
+            args += ["-S", slot] + ([] if exists else ["-C"])
+        self._run(args)
+        self._configure()
         return self
 
     def start(self) -> "Cluster":

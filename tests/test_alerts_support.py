@@ -161,3 +161,21 @@ def alertmanager_test_config(receiver_url: str, group_wait="1s", group_interval=
 
     shorten(config["route"])
     return config
+
+
+def alerting_stack(dbperf_url: str, rules: Path, workdir: Path, started: list) -> tuple[Webhook, Alertmanager, object]:
+    """A webhook receiver, the real Alertmanager (alerts/alertmanager.yml's routes, second-scale
+    timers) sending to it, and the real Prometheus scraping dbperf at ``dbperf_url`` with the rule
+    files in ``rules``; each one's stop is appended to ``started``. Firing alerts are re-sent every
+    second, not every minute: the first ones go out before Prometheus has discovered the Alertmanager."""
+    from conftest import Prometheus
+
+    hook = Webhook()
+    started.append(hook.close)
+    am = Alertmanager(alertmanager_test_config(hook.url), workdir)
+    started.append(am.stop)
+    prom = Prometheus([{"job_name": "dbperf", "static_configs": [{"targets": [dbperf_url.removeprefix("http://")]}]}],
+                      [str(p) for p in sorted(rules.glob("*.yml"))], am.url, workdir,
+                      extra_args=("--rules.alert.resend-delay=1s",))
+    started.append(prom.stop)
+    return hook, am, prom
