@@ -1,25 +1,42 @@
-"""Overhead of exporter.instrument.
+"""Overhead of exporter.instrument, next to its peers, in one run.
 
-1. HTTP: a FastAPI app called directly through ASGI (no sockets: the transport cost would hide the
-   middleware), bare vs our PrometheusMiddleware vs prometheus-fastapi-instrumentator. Rounds
-   alternate between the variants; the fastest and the median round are reported in µs per request.
-2. SQL: the hook cost measured directly (``record_statement`` with a warm fingerprint cache, and the
-   SQLAlchemy before/after pair), then timed vs untimed ``SELECT 1`` over real connections
-   (psycopg and SQLAlchemy) against PostgreSQL, alternating rounds.
+1. HTTP: a FastAPI app with a templated route (``GET /items/{item_id}``, 1,000 distinct paths)
+   called directly through ASGI (no sockets: the transport would hide the middleware): bare, our
+   PrometheusMiddleware (with and without Server-Timing), prometheus-fastapi-instrumentator
+   (``Instrumentator().instrument(app)``) and starlette_exporter (``app.add_middleware(
+   PrometheusMiddleware)``), each in its default setup.
+2. SQL: the hook cost measured directly (``record_statement`` with a warm cache, the SQLAlchemy
+   listener pair), then timed vs untimed ``SELECT 1`` round trips over real connections (psycopg,
+   SQLAlchemy with hooks='driver' and hooks='events') against PostgreSQL.
 
-    python bench/instrument.py [--dsn DSN] [--requests 20000] [--statements 5000] [--write]
+Every figure is CPU time of this process (``time.process_time``): other jobs share the machine, and
+what instrumentation adds is CPU work in the application process (SQL round trips count the client
+side only, where the hooks run). Rounds alternate between the variants; an overhead is the median,
+over the rounds, of (variant - bare) within one round, and its noise the spread (25th-75th
+percentile) of those differences.
 
-Without --dsn a throwaway cluster is started (exporter.pgcluster). --write rewrites
-bench/INSTRUMENT_RESULTS.md.
+``--before REF`` loads exporter/instrument as it was at git REF (``git archive``) beside the current
+one and adds ``dbperf (REF)`` rows to the same run.
+
+    python bench/instrument.py [--dsn DSN] [--requests 24000] [--statements 8000] [--before REF] [--write]
+
+Needs prometheus-fastapi-instrumentator and starlette_exporter (``pip install
+prometheus-fastapi-instrumentator starlette_exporter``). Without --dsn a throwaway cluster is started
+(exporter.pgcluster). --write rewrites bench/INSTRUMENT_RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import io
 import platform
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,16 +45,32 @@ sys.path.insert(0, str(ROOT))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from exporter.instrument import Instrumentation, PrometheusMiddleware  # noqa: E402
+import exporter.instrument as current  # noqa: E402
 
-ROUNDS = 15
-# CPU time of this process, not wall time: other jobs share this machine, and what the
-# instrumentation adds is CPU work in the application process. (For SQL round trips this counts the
-# client side only, which is where the hooks run.)
+HTTP_ROUND = 200  # requests per variant per round
+SQL_ROUND = 25  # statements per client per round
+MIN_ROUNDS = 20
 CLOCK = time.process_time
+PATHS = 1000
 
 
-def make_app(variant: str):
+def load_before(ref: str):
+    """exporter/instrument at git ``ref``, imported as the package ``dbperf_before``."""
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "exporter/instrument"], check=True,
+                          capture_output=True).stdout
+    target = Path(tempfile.mkdtemp(prefix="dbperf-before-"))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(target, filter="data")
+    package = target / "exporter" / "instrument"
+    spec = importlib.util.spec_from_file_location("dbperf_before", package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["dbperf_before"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_app(variant: str, lib=current):
     from fastapi import FastAPI
 
     app = FastAPI()
@@ -46,19 +79,22 @@ def make_app(variant: str):
     async def item(item_id: int):
         return {"id": item_id}
 
-    if variant == "dbperf":
-        app.add_middleware(PrometheusMiddleware, instrumentation=Instrumentation(registry=CollectorRegistry()))
-    elif variant == "dbperf+timing":
-        app.add_middleware(PrometheusMiddleware,
-                           instrumentation=Instrumentation(registry=CollectorRegistry(), server_timing=True))
+    if variant.startswith("dbperf"):
+        inst = lib.Instrumentation(registry=CollectorRegistry(), server_timing="timing" in variant)
+        app.add_middleware(lib.PrometheusMiddleware, instrumentation=inst)
     elif variant == "instrumentator":
         from prometheus_fastapi_instrumentator import Instrumentator
 
         Instrumentator(registry=CollectorRegistry()).instrument(app)
+    elif variant == "starlette_exporter":
+        from starlette_exporter import PrometheusMiddleware as StarletteExporter
+
+        app.add_middleware(StarletteExporter)  # its default setup (group_paths=True, the global registry)
     return app
 
 
 async def drive(app, n: int, offset: int) -> float:
+    """CPU µs per request for ``n`` GET /items/{i} through ``app``."""
     async def receive():
         return {"type": "http.request", "body": b"", "more_body": False}
 
@@ -67,7 +103,7 @@ async def drive(app, n: int, offset: int) -> float:
 
     start = CLOCK()
     for i in range(n):
-        path = f"/items/{(offset + i) % 1000}"
+        path = f"/items/{(offset + i) % PATHS}"
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
                  "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
                  "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
@@ -75,65 +111,98 @@ async def drive(app, n: int, offset: int) -> float:
     return (CLOCK() - start) / n * 1e6
 
 
-def bench_http(requests: int) -> dict:
-    variants = ["bare", "dbperf", "dbperf+timing", "instrumentator"]
-    apps = {v: make_app(v) for v in variants}
-    per_round = max(1, requests // ROUNDS)
-    results = {v: [] for v in variants}
-
-    async def run():
-        for v in variants:  # warm-up: build middleware stacks, fill caches
-            await drive(apps[v], 500, 0)
-        for r in range(ROUNDS):
-            for v in variants:
-                results[v].append(await drive(apps[v], per_round, r * per_round))
-    asyncio.run(run())
-    return {v: (min(x), statistics.median(x)) for v, x in results.items()}
+def quiet(values) -> float:
+    """The 10th percentile of the rounds: a quiet round. Other jobs only ever add CPU time (cache
+    and core sharing), so the low rounds are the least disturbed."""
+    return statistics.quantiles(values, n=10)[0]
 
 
-def bench_hooks(n: int) -> dict:
-    inst = Instrumentation(registry=CollectorRegistry())
-    sql = "SELECT id, name, price FROM products WHERE id = %(id)s"
-    inst.record_statement(sql, 0.001, "shop", "main")
+def summarise(rounds: dict, base: str) -> dict:
+    """variant -> (quiet µs, quiet overhead, median µs, median of the paired overheads, their IQR)."""
     out = {}
-    start = CLOCK()
-    for _ in range(n):
-        inst.record_statement(sql, 0.001, "shop", "main")
-    out["record_statement (warm cache)"] = (CLOCK() - start) / n * 1e6
-    state, token = inst.start_request("GET", "/x")
-    start = CLOCK()
-    for _ in range(n):
-        inst.record_statement(sql, 0.001, "shop", "main")
-    out["record_statement inside a request"] = (CLOCK() - start) / n * 1e6
-    inst.end_context(token)
-    start = CLOCK()
-    for i in range(n // 10):
-        inst.fingerprints._cache.clear()
-        inst.statement(f"SELECT * FROM t WHERE a = {i} AND b IN (1, 2, 3) AND c = 'x'")
-    out["fingerprint, cold (normalise + hash)"] = (CLOCK() - start) / (n // 10) * 1e6
+    for name, values in rounds.items():
+        diffs = [v - b for v, b in zip(values, rounds[base])]
+        q = statistics.quantiles(diffs, n=4) if name != base else [0.0, 0.0, 0.0]
+        out[name] = (quiet(values), quiet(values) - quiet(rounds[base]), statistics.median(values),
+                     statistics.median(diffs), q[2] - q[0])
     return out
 
 
-def bench_sql(dsn: str, n: int) -> dict:
+def bench_http(requests: int, before=None) -> dict:
+    variants = {"bare": make_app("bare"), "dbperf": make_app("dbperf"),
+                "dbperf+timing": make_app("dbperf+timing")}
+    if before is not None:
+        variants[f"dbperf ({before[0]})"] = make_app("dbperf", before[1])
+        variants[f"dbperf+timing ({before[0]})"] = make_app("dbperf+timing", before[1])
+    variants["instrumentator"] = make_app("instrumentator")
+    variants["starlette_exporter"] = make_app("starlette_exporter")
+    per_round = HTTP_ROUND
+    rounds = max(MIN_ROUNDS, requests // HTTP_ROUND)
+    results = {v: [] for v in variants}
+
+    async def run():
+        for app in variants.values():  # warm-up: build middleware stacks, fill caches
+            await drive(app, 1000, 0)
+        for r in range(rounds):
+            for name, app in variants.items():
+                results[name].append(await drive(app, per_round, r * per_round))
+    asyncio.run(run())
+    return summarise(results, "bare")
+
+
+def bench_hooks(n: int, libs: dict) -> dict:
+    out = {}
+    sql = "SELECT id, name, price FROM products WHERE id = %(id)s"
+    for label, lib in libs.items():
+        inst = lib.Instrumentation(registry=CollectorRegistry())
+        inst.record_statement(sql, 0.001, "shop", "main")
+        best = []
+        for _ in range(5):
+            start = CLOCK()
+            for _ in range(n):
+                inst.record_statement(sql, 0.001, "shop", "main")
+            best.append((CLOCK() - start) / n * 1e6)
+        out[f"record_statement, warm cache{label}"] = statistics.median(best)
+        state, token = inst.start_request("GET", "/x")
+        start = CLOCK()
+        for _ in range(n):
+            inst.record_statement(sql, 0.001, "shop", "main")
+        out[f"record_statement inside a request{label}"] = (CLOCK() - start) / n * 1e6
+        inst.end_context(token)
+    inst = current.Instrumentation(registry=CollectorRegistry())
+    m = max(1, n // 10)
+    start = CLOCK()
+    for i in range(m):
+        inst.fingerprints._cache.clear()
+        inst._statements.clear()
+        inst.statement(f"SELECT * FROM t WHERE a = {i} AND b IN (1, 2, 3) AND c = 'x'")
+    out["fingerprint, cold (normalise + hash)"] = (CLOCK() - start) / m * 1e6
+    return out
+
+
+def bench_sql(dsn: str, n: int, libs: dict) -> dict:
     import psycopg
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine, event, text
 
     from examples.shop_app.app import sqlalchemy_url
 
-    inst = Instrumentation(registry=CollectorRegistry())
-    plain = psycopg.connect(dsn, autocommit=True)
-    timed = inst.instrument_psycopg(psycopg.connect(dsn, autocommit=True), pool="bench")
-    e_plain = create_engine(sqlalchemy_url(dsn), pool_size=1)
-    e_timed = inst.instrument_sqlalchemy(create_engine(sqlalchemy_url(dsn), pool_size=1), pool="bench-sa",
-                                         hooks="events")
-    # the default for psycopg 3 engines (hooks="auto" picks "driver")
-    e_driver = inst.instrument_sqlalchemy(create_engine(sqlalchemy_url(dsn), pool_size=1), pool="bench-sa-driver")
-    from sqlalchemy import event
-
-    e_empty = create_engine(sqlalchemy_url(dsn), pool_size=1)  # what SQLAlchemy's dispatch alone costs
+    url = sqlalchemy_url(dsn)
+    conns = {"psycopg untimed": psycopg.connect(dsn, autocommit=True)}
+    engines = {"SQLAlchemy untimed": create_engine(url, pool_size=1)}
+    for label, lib in libs.items():
+        inst = lib.Instrumentation(registry=CollectorRegistry())
+        conns[f"psycopg timed{label}"] = inst.instrument_psycopg(psycopg.connect(dsn, autocommit=True), pool="bench")
+        engines[f"SQLAlchemy hooks='driver'{label}"] = inst.instrument_sqlalchemy(
+            create_engine(url, pool_size=1), pool="bench-driver", hooks="driver")
+        engines[f"SQLAlchemy hooks='events'{label}"] = inst.instrument_sqlalchemy(
+            create_engine(url, pool_size=1), pool="bench-events", hooks="events")
+    empty = engines["SQLAlchemy, three empty listeners"] = create_engine(url, pool_size=1)
     for name in ("before_cursor_execute", "after_cursor_execute", "handle_error"):
-        event.listen(e_empty, name, lambda *a, **k: None)
-    per_round = max(1, n // ROUNDS)
+        event.listen(empty, name, lambda *a, **k: None)
+    per_round = SQL_ROUND
+    sql_rounds = max(MIN_ROUNDS, n // SQL_ROUND)
+    held = {name: engine.connect() for name, engine in engines.items()}
+    stmt = text("SELECT 1")
 
     def run_psycopg(conn):
         start = CLOCK()
@@ -141,135 +210,104 @@ def bench_sql(dsn: str, n: int) -> dict:
             conn.execute("SELECT 1").fetchall()
         return (CLOCK() - start) / per_round * 1e6
 
-    def run_sa(engine):
-        with engine.connect() as conn:
-            stmt = text("SELECT 1")
-            start = CLOCK()
-            for _ in range(per_round):
-                conn.execute(stmt).fetchall()
-            return (CLOCK() - start) / per_round * 1e6
-
-    # The SQLAlchemy listener pair called directly on a real connection and cursor.
-    hooks = inst.sqlalchemy_hooks["bench-sa"]
-    with e_timed.connect() as conn:
-        cursor = conn.connection.driver_connection.cursor()
-        statement = "SELECT id FROM products WHERE id = %(id)s"
-        hooks.before(conn, cursor, statement, {}, None, False)
-        hooks.after(conn, cursor, statement, {}, None, False)
-        m = n * 4
+    def run_sa(conn):
         start = CLOCK()
-        for _ in range(m):
-            hooks.before(conn, cursor, statement, {}, None, False)
-            hooks.after(conn, cursor, statement, {}, None, False)
-        direct = (CLOCK() - start) / m * 1e6
-    rows = {"psycopg untimed": [], "psycopg timed": [], "SQLAlchemy untimed": [], "SQLAlchemy timed": [],
-            "SQLAlchemy timed (hooks='driver')": [], "SQLAlchemy, three empty listeners": []}
-    run_psycopg(plain), run_psycopg(timed), run_sa(e_plain), run_sa(e_timed), run_sa(e_driver), run_sa(e_empty)
-    for _ in range(ROUNDS):
-        rows["psycopg untimed"].append(run_psycopg(plain))
-        rows["psycopg timed"].append(run_psycopg(timed))
-        rows["SQLAlchemy untimed"].append(run_sa(e_plain))
-        rows["SQLAlchemy timed"].append(run_sa(e_timed))
-        rows["SQLAlchemy timed (hooks='driver')"].append(run_sa(e_driver))
-        rows["SQLAlchemy, three empty listeners"].append(run_sa(e_empty))
-    plain.close(), timed.close(), e_plain.dispose(), e_timed.dispose(), e_driver.dispose(), e_empty.dispose()
-    result = {k: (min(v), statistics.median(v)) for k, v in rows.items()}
-    result["SQLAlchemy before+after listeners, called directly"] = (direct, direct)
-    return result
+        for _ in range(per_round):
+            conn.execute(stmt).fetchall()
+        return (CLOCK() - start) / per_round * 1e6
+
+    runs = {**{k: (run_psycopg, c) for k, c in conns.items()}, **{k: (run_sa, c) for k, c in held.items()}}
+    rows = {k: [] for k in runs}
+    for fn, c in runs.values():
+        fn(c)
+    for _ in range(sql_rounds):
+        for name, (fn, c) in runs.items():
+            rows[name].append(fn(c))
+    for c in (*conns.values(), *held.values()):
+        c.close()
+    for engine in engines.values():
+        engine.dispose()
+    psy = summarise({k: v for k, v in rows.items() if k.startswith("psycopg")}, "psycopg untimed")
+    sa = summarise({k: v for k, v in rows.items() if k.startswith("SQLAlchemy")}, "SQLAlchemy untimed")
+    return {**psy, **sa}
+
+
+def _table(rows: dict, unit: str) -> list:
+    lines = [f"| variant | {unit}, quiet rounds | overhead | {unit}, median round | overhead, median of paired rounds | noise (IQR of paired) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, (low, low_over, median, over, iqr) in rows.items():
+        lines.append(f"| {name} | {low:.1f} | {low_over:+.1f} | {median:.1f} | {over:+.1f} | {iqr:.1f} |")
+    return lines
 
 
 def render(http: dict, hooks: dict, sql: dict, args) -> str:
-    bare_min, bare_med = http["bare"]
     lines = [
         "# exporter.instrument overhead",
         "",
-        f"`python bench/instrument.py --requests {args.requests} --statements {args.statements}` on "
-        f"{platform.python_implementation()} {platform.python_version()}, {platform.machine()}; "
-        f"{ROUNDS} alternating rounds.",
-        "Times are CPU time of the benchmark process (`time.process_time`), which other jobs on this",
-        "shared machine disturb less than wall time; figures are still noisy, compare differences within",
-        "one run rather than absolute values across runs. SQL round trips count client CPU only.",
+        f"`python bench/instrument.py --requests {args.requests} --statements {args.statements}"
+        f"{' --before ' + args.before if args.before else ''}` on {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.machine()}; alternating rounds of {HTTP_ROUND} requests / "
+        f"{SQL_ROUND} statements per variant{'; ' + args.label if args.label else ''}.",
+        "CPU time of the benchmark process (`time.process_time`). \"Quiet rounds\" is the 10th percentile",
+        "of the rounds (other jobs only add CPU time, so the low rounds are the least disturbed), its",
+        "overhead the difference to bare's; the median columns take the median over the rounds of",
+        "(variant - bare) within one round, and the noise is the interquartile range of those differences.",
+        "The machine is shared: compare rows within one run, not absolute figures across runs.",
         "",
-        "## HTTP middleware (FastAPI, direct ASGI calls, `GET /items/{item_id}`)",
+        "## HTTP middleware (FastAPI, direct ASGI calls, `GET /items/{item_id}`, 1,000 distinct paths)",
         "",
-        "| variant | µs/request (fastest round) | overhead | µs/request (median round) | overhead |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for v, (us_min, us_med) in http.items():
-        lines.append(f"| {v} | {us_min:.1f} | {us_min - bare_min:+.1f} | {us_med:.1f} | {us_med - bare_med:+.1f} |")
-    ours, theirs = http["dbperf"], http["instrumentator"]
-    lines += [
+        *_table(http, "µs/request"),
         "",
-        "`dbperf+timing` adds the Server-Timing header. Targets: dbperf overhead < 50 µs/request and lower",
-        "than prometheus-fastapi-instrumentator (default setup: `Instrumentator().instrument(app)`).",
-        f"Result (median rounds): dbperf {ours[1] - bare_med:+.1f} µs, instrumentator {theirs[1] - bare_med:+.1f} µs.",
+        "`+timing` adds the Server-Timing header. Peers in their default setup:",
+        "prometheus-fastapi-instrumentator (`Instrumentator().instrument(app)`) and starlette_exporter",
+        "(`app.add_middleware(PrometheusMiddleware)`).",
         "",
         "## SQL hooks",
         "",
-        "Hook cost measured directly:",
+        "Hook work measured directly (µs per statement):",
         "",
         "| operation | µs/statement |",
         "|---|---:|",
+        *[f"| {k} | {v:.2f} |" for k, v in hooks.items()],
     ]
-    for k, us in hooks.items():
-        lines.append(f"| {k} | {us:.2f} |")
     if sql:
         lines += [
             "",
-            "Real `SELECT 1` round trips to PostgreSQL (one connection, loopback). `SQLAlchemy timed` uses",
-            "SQLAlchemy's cursor events (hooks='events'); hooks='driver' is the default for psycopg 3 engines:",
+            "Real `SELECT 1` round trips to PostgreSQL (one connection each, loopback; client CPU only).",
+            "hooks='driver' (the default for psycopg 3 engines) times statements in the psycopg cursor;",
+            "hooks='events' uses SQLAlchemy's cursor events (the fallback for other drivers):",
             "",
-            "| client | µs/statement (fastest round) | µs/statement (median round) |",
-            "|---|---:|---:|",
+            *_table(sql, "µs/statement"),
         ]
-        for k, (us_min, us_med) in sql.items():
-            lines.append(f"| {k} | {us_min:.1f} | {us_med:.1f} |")
-        d = {k: (sql[f"{k} timed"][0] - sql[f"{k} untimed"][0], sql[f"{k} timed"][1] - sql[f"{k} untimed"][1])
-             for k in ("psycopg", "SQLAlchemy")}
-        drv = sql["SQLAlchemy timed (hooks='driver')"]
-        d["driver"] = (drv[0] - sql["SQLAlchemy untimed"][0], drv[1] - sql["SQLAlchemy untimed"][1])
-        lines += [
-            "",
-            f"Timed minus untimed: psycopg {d['psycopg'][0]:+.1f} µs (fastest) / {d['psycopg'][1]:+.1f} µs "
-            f"(median), SQLAlchemy events {d['SQLAlchemy'][0]:+.1f} / {d['SQLAlchemy'][1]:+.1f} µs, SQLAlchemy "
-            f"hooks='driver' {d['driver'][0]:+.1f} / {d['driver'][1]:+.1f} µs per statement.",
-            f"With cursor events, SQLAlchemy's own event dispatch (three empty listeners: "
-            f"{sql['SQLAlchemy, three empty listeners'][1] - sql['SQLAlchemy untimed'][1]:+.1f} µs, median) adds to",
-            "the hook work; hooks='driver' avoids it for psycopg 3. A round",
-            "trip varies by more than that between rounds on a busy machine; the directly measured hook costs",
-            "are the steadier figures.",
-        ]
-    lines += ["", "Target: < 20 µs per statement. Met by the hook work itself (`record_statement`, the listener",
-              "pair called directly), by psycopg connections and by SQLAlchemy engines on psycopg 3, which are",
-              "timed in the driver by default (hooks='auto' picks 'driver'). Not met end to end by SQLAlchemy's",
-              "cursor events (hooks='events', the fallback for other drivers): SQLAlchemy's event dispatch",
-              "alone costs about as much as the timing.",
-              "The cold fingerprint cost is paid once per distinct statement text (a bounded cache of 4096",
-              "texts); statements with inlined literals pay it every time.", ""]
+    lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dsn", help="PostgreSQL DSN (default: a throwaway cluster)")
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--statements", type=int, default=5000)
+    parser.add_argument("--requests", type=int, default=24000, help="per variant, over all rounds")
+    parser.add_argument("--statements", type=int, default=8000, help="per client, over all rounds")
+    parser.add_argument("--before", help="also measure exporter/instrument at this git ref")
+    parser.add_argument("--label", default="", help="a note for the title line")
     parser.add_argument("--no-db", action="store_true", help="skip the round-trip SQL measurement")
     parser.add_argument("--write", action="store_true", help="write bench/INSTRUMENT_RESULTS.md")
     args = parser.parse_args(argv)
-    if args.requests < ROUNDS or args.statements < ROUNDS:
-        parser.error(f"--requests and --statements must be at least {ROUNDS}")
-    http = bench_http(args.requests)
-    hooks = bench_hooks(args.statements * 10)
+    if args.requests < HTTP_ROUND or args.statements < SQL_ROUND:
+        parser.error(f"--requests must be at least {HTTP_ROUND} and --statements at least {SQL_ROUND}")
+    before = (args.before, load_before(args.before)) if args.before else None
+    libs = {"": current, **({f" ({before[0]})": before[1]} if before else {})}
+    http = bench_http(args.requests, before)
+    hooks = bench_hooks(args.statements * 10, libs)
     sql = {}
     if not args.no_db:
         if args.dsn:
-            sql = bench_sql(args.dsn, args.statements)
+            sql = bench_sql(args.dsn, args.statements, libs)
         else:
             from exporter.pgcluster import Cluster
 
             with Cluster() as cluster:
-                sql = bench_sql(cluster.dsn("postgres"), args.statements)
+                sql = bench_sql(cluster.dsn("postgres"), args.statements, libs)
     report = render(http, hooks, sql, args)
     print(report)
     if args.write:

@@ -119,3 +119,129 @@ def test_three_real_deadlocks_warn(stack):
     assert [a["labels"]["severity"] for a in firing] == ["warning"]  # three is not the critical bar
     assert firing[0]["labels"]["target"] == "main"
     assert f"deadlocks in {DEADLOCKS} on main in the last 1m." in firing[0]["annotations"]["description"]
+
+
+# -- rollbacks -------------------------------------------------------------------------------------
+
+ROLLBACK_RATIO = "dbperf:pg_stat_database_xact:rollback_ratio_rate5m"                 # every rollback
+IMPLICIT_RATIO = "dbperf:pg_stat_database_xact:implicit_rollback_ratio_rate5m"        # without a ROLLBACK
+TPS = "dbperf:pg_stat_database_xact:rate5m"
+
+
+class Repeat:
+    """Runs ``step`` over and over in a thread until stopped; re-raises what it raised."""
+
+    def __init__(self, step):
+        self.stop_event, self.error, self.rounds = threading.Event(), None, 0
+
+        def loop():
+            try:
+                while not self.stop_event.is_set():
+                    step()
+                    self.rounds += 1
+            except BaseException as exc:  # noqa: BLE001 - handed to the test in stop()
+                self.error = exc
+
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive(), "the workload did not stop"
+        if self.error:
+            raise self.error
+
+
+@pytest.fixture
+def shop_app(stack, tmp_path):
+    """examples/shop_app as users run it, on its own database. Its log (a traceback per /fail
+    request) goes to a file: a pipe nobody reads would fill and stall the app."""
+    port, log = free_port(), tmp_path / "shop_app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "examples.shop_app", "--dsn", stack["cluster"].dsn(SHOP),
+                                 "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            return httpx.get(url + "/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, timeout=30, message="the shop app to serve")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:  # requests still open: uvicorn waits for them
+            proc.kill()
+            proc.wait()
+
+
+def test_the_example_app_under_load_stays_quiet(stack, shop_app):
+    """Its pool sends ROLLBACK for every connection it gets back: most of its transactions roll back,
+    none of them is failed work (its /fail requests roll back with the pool's ROLLBACK too)."""
+    prom = stack["prom"]
+    shop = f'{{datname="{SHOP}"}}'
+    # one long run of the load generator, stopped by the test: steady traffic while it looks
+    load = subprocess.Popen([sys.executable, "-m", "examples.shop_app.load", "--url", shop_app,
+                             "--requests", "1000000", "--concurrency", "4"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # the database's transaction-control series are there once dbperf has classified them
+        wait_until(lambda: value(prom, IMPLICIT_RATIO + shop) is not None and value(
+            prom, f'pg_stat_statements_transaction_control_calls_total{{datname="{SHOP}",command="rollback"}}'),
+            timeout=60, message="the shop's ROLLBACK statements counted")
+        # what the rule used to read: most of the transactions roll back, at a real rate
+        wait_until(lambda: (value(prom, ROLLBACK_RATIO + shop) or 0) > 0.5 and (value(prom, TPS + shop) or 0) > 1,
+                   timeout=60, message="most of the shop's transactions rolling back at more than 1/s")
+        # for twice the alert's `for:` and more, the alert is not even pending
+        rollback_for = generate.seconds(generate.load_profile("test")["rollback_for"])
+        seen, deadline = [], time.monotonic() + 2 * rollback_for + 5
+        while time.monotonic() < deadline:
+            assert load.poll() is None, load.stderr.read()
+            pending = alerts(prom, "PostgreSQLHighRollbackRatio", datname=SHOP)
+            seen.append((value(prom, ROLLBACK_RATIO + shop), value(prom, IMPLICIT_RATIO + shop)))
+            assert not pending, (pending, seen)
+            time.sleep(1)
+        assert all(raw > 0.5 and implicit is not None and implicit < 0.1 for raw, implicit in seen), seen
+    finally:
+        load.kill()
+        load.wait()
+
+
+def test_failing_work_fires(stack):
+    """Autocommit INSERTs hitting a unique key and COMMITs of transactions an error aborted: the
+    server rolls them back, the client never sent ROLLBACK."""
+    cluster, prom = stack["cluster"], stack["prom"]
+    cluster.psql("CREATE TABLE u (id bigint PRIMARY KEY)", dbname=FAILING)
+    conn = psycopg.connect(cluster.dsn(FAILING), autocommit=True)
+    next_id = iter(range(1, 10**9))
+
+    def step():
+        conn.execute("INSERT INTO u VALUES (%s)", (next(next_id),))          # succeeds: a commit
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO u VALUES (1)")                          # fails: a rollback
+        conn.execute("BEGIN")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO u VALUES (1)")
+        conn.execute("COMMIT")                                                # answered with ROLLBACK
+        time.sleep(0.01)
+
+    work = Repeat(step)
+    try:
+        firing = wait_until(lambda: [a for a in alerts(prom, "PostgreSQLHighRollbackRatio", datname=FAILING)
+                                     if a["state"] == "firing"], timeout=90,
+                            message="PostgreSQLHighRollbackRatio firing")
+    finally:
+        work.stop()
+        conn.close()
+    assert firing[0]["labels"]["severity"] == "warning" and firing[0]["labels"]["target"] == "main"
+    assert (f"of the transactions in {FAILING} on main rolled back without a ROLLBACK from the client"
+            in firing[0]["annotations"]["description"])
+    # two of every three transactions failed
+    assert 0.4 < value(prom, f'{IMPLICIT_RATIO}{{datname="{FAILING}"}}') <= 0.7

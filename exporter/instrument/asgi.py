@@ -4,13 +4,14 @@ tasks excluded, and streaming responses are timed to their end.
 
 The ``handler`` label is the route template the framework matched, read from ``scope["route"]``
 after dispatch (Starlette's router writes it into the shared scope). Requests no route matched are
-``<unmatched>``. The in-progress gauge needs a handler before dispatch: it is resolved by matching
-the application's top-level routes (a mounted sub-application counts under its mount path), cached
-per (method, path) in a bounded table."""
+``<unmatched>``. The in-progress gauge is counted when scraped: a request already routed counts under
+its template, one not routed yet under a match of the application's top-level routes (a mounted
+sub-application under its mount path). In multi-process mode the gauge is updated per request, with
+that match made before dispatch and cached per (method, path) in a bounded table."""
 
 from __future__ import annotations
 
-from .core import UNMATCHED, Instrumentation
+from .core import UNMATCHED, Instrumentation, _current
 
 _PREMATCH_CACHE = 4096
 
@@ -38,6 +39,7 @@ class PrometheusMiddleware:
             raise TypeError("PrometheusMiddleware needs instrumentation=Instrumentation(...)")
         self.app = app
         self.inst = instrumentation
+        self.excluded_paths = instrumentation.excluded_paths
         self._prematch: dict = {}
 
     def _pre_handler(self, scope) -> str:
@@ -61,47 +63,61 @@ class PrometheusMiddleware:
         self._prematch[key] = handler
         return handler
 
+    def handler_of(self, state) -> str:
+        """The handler of a request being served (``RequestState.resolver`` protocol): the
+        template of the matched route once routing is done, else a match of the top-level routes."""
+        scope = state.source
+        return route_template(scope) if scope.get("route") is not None else self._pre_handler(scope)
+
+    def _finish(self, state, status: int, exception: BaseException | None = None) -> None:
+        state.handler = route_template(state.source)
+        state.resolver = None
+        self.inst.finish_request(state, status, exception)
+
+    # The per-request path below is kept short on purpose (bench/instrument.py): bound methods
+    # taken once, the route template read once at the end, nothing resolved before dispatch.
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in self.inst.excluded_paths:
+        if scope["type"] != "http" or scope["path"] in self.excluded_paths:
             await self.app(scope, receive, send)
             return
         inst = self.inst
-        pre = self._pre_handler(scope)
-        state, token = inst.start_request(scope["method"], pre)
+        state, token = inst.start_request(scope["method"], UNMATCHED, self, scope)
+        finish = inst.finish_request
         status = 500
         done = False
 
         async def wrapped_send(message):
             nonlocal status, done
             kind = message["type"]
-            if kind == "http.response.start":
+            if kind == "http.response.body":
+                if not done and not message.get("more_body", False):
+                    await send(message)
+                    done = True
+                    state.handler = route_template(scope)
+                    state.resolver = None
+                    finish(state, status)
+                    return
+            elif kind == "http.response.start":
                 status = message["status"]
                 if inst.server_timing:
                     headers = list(message.get("headers", ()))
                     headers.append((b"server-timing", inst.server_timing_value(state).encode()))
                     message = {**message, "headers": headers}
-            elif kind == "http.response.body" and not message.get("more_body", False) and not done:
-                await send(message)
-                done = True
-                state.handler = route_template(scope)
-                inst.finish_request(state, status, in_progress_handler=pre)
-                return
             await send(message)
 
         try:
             await self.app(scope, receive, wrapped_send)
         except BaseException as exc:
-            inst.end_context(token)
+            _current.reset(token)
             if not done:
                 done = True
-                state.handler = route_template(scope)
-                inst.finish_request(state, 500, exc, in_progress_handler=pre)
+                self._finish(state, 500, exc)
             else:
                 # The response went out already (e.g. ServerErrorMiddleware sent a 500, or a
                 # background task failed): count the exception only.
                 inst.http_exceptions.labels(state.handler, type(exc).__name__).inc()
             raise
-        inst.end_context(token)
+        _current.reset(token)
         if not done:  # the app returned without finishing its response
-            state.handler = route_template(scope)
-            inst.finish_request(state, status, in_progress_handler=pre)
+            done = True
+            self._finish(state, status)

@@ -9,17 +9,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
+from . import httpstore
 from .fingerprint import Fingerprints
+from .httpstore import HELP, UNMATCHED, ClientRoute, InProgress, Observe, OwnRoute, OwnStore
 
 log = logging.getLogger("exporter.instrument")
 
-UNMATCHED = "<unmatched>"
 DEFAULT_EXCLUDED = ("/metrics", "/health", "/healthz", "/readyz", "/livez", "/ping")
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)  # OpenTelemetry's advice
@@ -37,18 +39,30 @@ def _with_threshold(buckets: tuple, threshold: float) -> tuple:
     return tuple(sorted(set(buckets) | {float(threshold)}))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: states are kept in a set while served
 class RequestState:
-    """What one HTTP request did so far; lives in a contextvar for the request's duration."""
+    """What one HTTP request did so far; lives in a contextvar for the request's duration.
+
+    ``resolver`` (an object with ``handler_of(state)``, the middleware) is set while the route
+    template is not known yet; ``source`` is the ASGI scope or WSGI environ it reads."""
     method: str
     start: float
     handler: str = UNMATCHED
     queries: int = 0
     db_seconds: float = 0.0
-    by_fingerprint: dict = field(default_factory=dict)
+    by_fingerprint: dict | None = None  # fingerprint -> executions, made at the first statement
     exception: BaseException | None = None  # set by framework hooks that swallow exceptions
+    resolver: object = None
+    source: object = None
+    gauge: tuple | None = None  # multi-process mode: (inc of the in-progress child, its handler)
+
+    def handler_now(self) -> str:
+        """The handler as far as known now (the route template once routing is done)."""
+        resolver = self.resolver
+        return resolver.handler_of(self) if resolver is not None else self.handler
 
 
+_perf = time.perf_counter
 _current: ContextVar[RequestState | None] = ContextVar("dbperf_instrument_request", default=None)
 
 
@@ -76,22 +90,6 @@ class SlowLog:
     def snapshot(self) -> dict:
         with self._lock:
             return {"requests": list(self.requests), "statements": list(self.statements)}
-
-
-class _Children:
-    """labels() is the costly part of a prometheus_client update; keep the children by key."""
-
-    __slots__ = ("metric", "cache")
-
-    def __init__(self, metric):
-        self.metric = metric
-        self.cache: dict = {}
-
-    def __call__(self, *key):
-        child = self.cache.get(key)
-        if child is None:
-            child = self.cache[key] = self.metric.labels(*key)
-        return child
 
 
 class Instrumentation:
@@ -128,23 +126,33 @@ class Instrumentation:
         http_b = _with_threshold(http_buckets, self.slow_request_seconds)
         db_b = _with_threshold(db_buckets, self.slow_statement_seconds)
 
-        self.http_requests = Counter(
-            "http_requests_total", "HTTP requests served, by route template, method and status code.",
-            ["handler", "method", "status"], registry=reg)
-        self.http_duration = Histogram(
-            "http_request_duration_seconds",
-            "Time from receiving an HTTP request to sending the last byte of its response.",
-            ["handler", "method"], buckets=http_b, registry=reg)
-        self.http_in_progress = Gauge(
-            "http_requests_in_progress", "HTTP requests being served now (handler resolved before dispatch).",
-            ["handler", "method"], registry=reg, multiprocess_mode="livesum")
+        # Single process: the HTTP families live in OwnStore (plain numbers, one lock per request)
+        # and "in progress" is counted when scraped. Multi-process mode needs prometheus_client's
+        # shared files: its metric objects, updated per request (ClientRoute).
+        self.multiprocess = values.ValueClass is not values.MutexValue
+        if self.multiprocess:
+            self._http = None
+            self.http_requests = Counter("http_requests_total", HELP["http_requests_total"],
+                                         ["handler", "method", "status"], registry=reg)
+            self.http_duration = Histogram("http_request_duration_seconds", HELP["http_request_duration_seconds"],
+                                           ["handler", "method"], buckets=http_b, registry=reg)
+            self.http_in_progress = Gauge("http_requests_in_progress", HELP["http_requests_in_progress"],
+                                          ["handler", "method"], registry=reg, multiprocess_mode="livesum")
+            self._routes: dict = {}
+            self._active = None
+        else:
+            self._http = OwnStore(http_b, db_b, QUERY_COUNT_BUCKETS, self.slow_request_seconds)
+            reg.register(self._http)
+            self._routes = self._http.routes
+            self.http_in_progress = InProgress(self._routes)
+            reg.register(self.http_in_progress)
+            self._active = self.http_in_progress.active
         self.http_exceptions = Counter(
             "http_request_exceptions_total", "Unhandled exceptions raised while serving HTTP requests, by type.",
             ["handler", "exception"], registry=reg)
-        self.http_slow = Counter(
-            "http_slow_requests_total",
-            f"HTTP requests slower than the slow threshold ({self.slow_request_seconds} s).",
-            ["handler"], registry=reg)
+        if self.multiprocess:
+            self.http_slow = Counter("http_slow_requests_total", httpstore.slow_help(self.slow_request_seconds),
+                                     ["handler"], registry=reg)
         self.db_duration = Histogram(
             "db_client_operation_duration_seconds", "Duration of database client operations (statements).",
             ["db_system", "db_namespace", "db_operation", "pool", "fingerprint"], buckets=db_b, registry=reg)
@@ -163,12 +171,13 @@ class Instrumentation:
             "db_client_n_plus_one_total",
             f"Requests that ran one statement fingerprint at least {self.n_plus_one_threshold} times.",
             ["handler", "fingerprint"], registry=reg)
-        self.queries_per_request = Histogram(
-            "db_client_queries_per_request", "Statements executed per HTTP request.",
-            ["handler"], buckets=QUERY_COUNT_BUCKETS, registry=reg)
-        self.db_time_per_request = Histogram(
-            "db_client_request_operation_duration_seconds", "Total statement time per HTTP request.",
-            ["handler"], buckets=db_b, registry=reg)
+        if self.multiprocess:
+            self.queries_per_request = Histogram(
+                "db_client_queries_per_request", HELP["db_client_queries_per_request"],
+                ["handler"], buckets=QUERY_COUNT_BUCKETS, registry=reg)
+            self.db_time_per_request = Histogram(
+                "db_client_request_operation_duration_seconds", HELP["db_client_request_operation_duration_seconds"],
+                ["handler"], buckets=db_b, registry=reg)
         self.pool_wait = Histogram(
             "db_client_connection_wait_time_seconds", "Time spent waiting to check a connection out of a pool.",
             ["pool"], buckets=POOL_WAIT_BUCKETS, registry=reg)
@@ -178,45 +187,57 @@ class Instrumentation:
         self.pool_timeouts = Counter(
             "db_client_connection_timeouts_total", "Pool checkouts that timed out.", ["pool"], registry=reg)
 
-        self._requests = _Children(self.http_requests)
-        self._duration = _Children(self.http_duration)
-        self._in_progress = _Children(self.http_in_progress)
-        self._slow = _Children(self.http_slow)
-        self._db_duration = _Children(self.db_duration)
-        self._qpr = _Children(self.queries_per_request)
-        self._dbpr = _Children(self.db_time_per_request)
+        self._statements: dict = {}  # (sql, namespace, pool) -> (op, fp, text, Observe)
         self._pool_collector = None
         self.sqlalchemy_hooks: dict = {}  # pool name -> StatementHooks (for tests and benchmarks)
 
     # -- requests --------------------------------------------------------------------------------
 
-    def start_request(self, method: str, handler: str) -> tuple[RequestState, object]:
+    def start_request(self, method: str, handler: str = UNMATCHED, resolver=None,
+                      source=None) -> tuple[RequestState, object]:
+        """Open a request: ``handler`` if known, else ``resolver.handler_of(state)`` tells it
+        (``source``: what the resolver reads). Returns (state, context token)."""
         if method not in HTTP_METHODS:
             method = "_OTHER"
-        state = RequestState(method, time.perf_counter(), handler)
-        self._in_progress(handler, method).inc()
+        state = RequestState(method, _perf(), handler, 0, 0.0, None, None, resolver, source)
+        active = self._active
+        if active is not None:
+            active.add(state)
+        else:
+            inc = httpstore.inc_of(self.http_in_progress.labels(state.handler_now(), method))
+            inc(1)
+            state.gauge = inc
         return state, _current.set(state)
 
-    def finish_request(self, state: RequestState, status: int, exception: BaseException | None = None,
-                       in_progress_handler: str | None = None) -> float:
-        """Record one finished request; returns its duration in seconds. The caller resets the
-        context with ``end_context(token)`` in the context that started it."""
-        duration = time.perf_counter() - state.start
-        handler, method = state.handler, state.method
-        self._in_progress(in_progress_handler or handler, method).dec()
-        self._requests(handler, method, str(status)).inc()
-        self._duration(handler, method).observe(duration)
+    def _route(self, handler: str, method: str):
+        route = self._routes.get((handler, method))
+        if route is None:
+            route = self._routes[(handler, method)] = (
+                ClientRoute(self, handler, method) if self._http is None else OwnRoute(self._http, handler, method))
+        return route
+
+    def finish_request(self, state: RequestState, status: int, exception: BaseException | None = None) -> float:
+        """Record one finished request (``state.handler`` final); returns its duration in seconds.
+        The caller resets the context with ``end_context(token)`` in the context that started it."""
+        duration = _perf() - state.start
+        handler = state.handler
+        if self._active is not None:
+            self._active.discard(state)
+        elif state.gauge is not None:
+            state.gauge(-1)
+            state.gauge = None
+        route = self._routes.get((handler, state.method)) or self._route(handler, state.method)
+        queries = state.queries
+        route.record(status, duration, queries, state.db_seconds)
+        if queries:
+            self._check_n_plus_one(state)
         exception = exception if exception is not None else state.exception
         if exception is not None:
             self.http_exceptions.labels(handler, type(exception).__name__).inc()
-        self._qpr(handler).observe(state.queries)
-        if state.queries:
-            self._dbpr(handler).observe(state.db_seconds)
-            self._check_n_plus_one(state)
         if duration >= self.slow_request_seconds:
-            self._slow(handler).inc()
+            route.count_slow()
             self.slowlog.add_request({
-                "time": time.time(), "handler": handler, "method": method, "status": status,
+                "time": time.time(), "handler": handler, "method": state.method, "status": status,
                 "duration_seconds": round(duration, 6), "queries": state.queries,
                 "db_seconds": round(state.db_seconds, 6)})
         return duration
@@ -227,7 +248,7 @@ class Instrumentation:
 
     def _check_n_plus_one(self, state: RequestState) -> None:
         threshold = self.n_plus_one_threshold
-        for fp, count in state.by_fingerprint.items():
+        for fp, count in (state.by_fingerprint or {}).items():
             if count >= threshold:
                 self.n_plus_one.labels(state.handler, fp).inc()
                 log.warning("N+1 queries: %s ran %d times in one request to %s %s: %s", fp, count,
@@ -249,26 +270,43 @@ class Instrumentation:
             sql = sql.decode(errors="replace") if isinstance(sql, (bytes, bytearray)) else str(sql)
         return self.fingerprints.lookup(sql)
 
+    def _statement_entry(self, key: tuple) -> tuple:
+        sql, namespace, pool = key
+        op, fp, text = self.statement(sql)
+        entry = (op, fp, text, Observe(self.db_duration.labels(DB_SYSTEM, namespace, op, pool, fp)))
+        if type(sql) is str:  # texts only: bytes and composed statements are not cached here
+            if len(self._statements) >= self.fingerprints.cache_size:
+                self._statements.clear()
+            self._statements[key] = entry
+        return entry
+
     def record_statement(self, sql, duration: float, namespace: str, pool: str,
                          error: BaseException | None = None, rows: int | None = None) -> None:
         """Record one executed statement (called by the SQLAlchemy and psycopg hooks)."""
-        found = self.fingerprints._cache.get(sql) if type(sql) is str else None
-        op, fp, text = found if found is not None else self.statement(sql)
-        self._db_duration(DB_SYSTEM, namespace, op, pool, fp).observe(duration)
+        key = (sql, namespace, pool)
+        entry = self._statements.get(key) if type(sql) is str else None
+        if entry is None:
+            entry = self._statement_entry(key)
+        op, fp, text, observe = entry
+        observe.total(duration)
+        if observe.buckets is not None:
+            observe.buckets[bisect_left(observe.bounds, duration)](1)
         if error is not None:
             self.db_errors.labels(DB_SYSTEM, namespace, op, pool, fp, type(error).__name__).inc()
-        elif rows is not None and rows >= 0 and self.db_rows is not None and op == "SELECT":
+        elif rows is not None and self.db_rows is not None and rows >= 0 and op == "SELECT":
             self.db_rows.labels(DB_SYSTEM, namespace, op, pool).observe(rows)
         state = _current.get()
         if state is not None:
             state.queries += 1
             state.db_seconds += duration
             counts = state.by_fingerprint
+            if counts is None:
+                counts = state.by_fingerprint = {}
             counts[fp] = counts.get(fp, 0) + 1
         if duration >= self.slow_statement_seconds:
             self.db_slow.labels(namespace, pool, fp).inc()
             self.slowlog.add_statement({
-                "time": time.time(), "handler": state.handler if state else None, "db_namespace": namespace,
+                "time": time.time(), "handler": state.handler_now() if state else None, "db_namespace": namespace,
                 "pool": pool, "operation": op, "fingerprint": fp, "statement": text,
                 "duration_seconds": round(duration, 6),
                 "error_type": type(error).__name__ if error is not None else None})

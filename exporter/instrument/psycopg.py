@@ -48,52 +48,61 @@ def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type
 
     record = inst.record_statement
     perf = time.perf_counter
+    rows_wanted = inst.db_rows is not None
+    sync_execute, sync_many = psycopg.Cursor.execute, psycopg.Cursor.executemany
+    async_execute, async_many = psycopg.AsyncCursor.execute, psycopg.AsyncCursor.executemany
 
-    def rows_of(cur):
-        return cur.rowcount if inst.db_rows is not None else None
+    # The per-statement path is kept short (bench/instrument.py): the base methods called
+    # directly, no keyword arguments into record_statement, a plain str passed through untouched.
+    def done(cursor, query, seconds, error=None, many=False):
+        conn = cursor.connection
+        try:
+            namespace = conn._dbperf_namespace
+        except AttributeError:
+            namespace = _namespace(conn)
+        record(query if type(query) is str else _text(query, conn), seconds, namespace, pool, error,
+               cursor.rowcount if rows_wanted and error is None and not many else None)
 
     class TimedCursor(psycopg.Cursor):
         def execute(self, query, params=None, **kw):
             start = perf()
             try:
-                result = super().execute(query, params, **kw)
+                result = sync_execute(self, query, params, **kw)
             except Exception as exc:
-                record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool, error=exc)
+                done(self, query, perf() - start, exc)
                 raise
-            record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool,
-                   rows=rows_of(self))
+            done(self, query, perf() - start)
             return result
 
         def executemany(self, query, params_seq, **kw):
             start = perf()
             try:
-                result = super().executemany(query, params_seq, **kw)
+                result = sync_many(self, query, params_seq, **kw)
             except Exception as exc:
-                record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool, error=exc)
+                done(self, query, perf() - start, exc)
                 raise
-            record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool)
+            done(self, query, perf() - start, None, True)
             return result
 
     class AsyncTimedCursor(psycopg.AsyncCursor):
         async def execute(self, query, params=None, **kw):
             start = perf()
             try:
-                result = await super().execute(query, params, **kw)
+                result = await async_execute(self, query, params, **kw)
             except Exception as exc:
-                record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool, error=exc)
+                done(self, query, perf() - start, exc)
                 raise
-            record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool,
-                   rows=rows_of(self))
+            done(self, query, perf() - start)
             return result
 
         async def executemany(self, query, params_seq, **kw):
             start = perf()
             try:
-                result = await super().executemany(query, params_seq, **kw)
+                result = await async_many(self, query, params_seq, **kw)
             except Exception as exc:
-                record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool, error=exc)
+                done(self, query, perf() - start, exc)
                 raise
-            record(_text(query, self.connection), perf() - start, _namespace(self.connection), pool)
+            done(self, query, perf() - start, None, True)
             return result
 
     _classes[key] = (inst, TimedCursor, AsyncTimedCursor)

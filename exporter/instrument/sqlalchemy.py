@@ -13,40 +13,49 @@ _CHECKOUT = "dbperf_checkout_start"
 
 
 class StatementHooks:
-    """The engine event listeners. Start times go on a stack in ``conn.info`` (nested executions
-    are possible), the recipe of SQLAlchemy's own slow-query FAQ."""
+    """The engine event listeners. The start time goes on the statement's execution context (one
+    per execution, so nested executions need nothing more); executions without a context use a
+    stack in ``conn.info``, the recipe of SQLAlchemy's own slow-query FAQ."""
 
-    __slots__ = ("inst", "namespace", "pool")
+    __slots__ = ("inst", "namespace", "pool", "rows")
 
     def __init__(self, inst: Instrumentation, namespace: str, pool: str):
         self.inst = inst
         self.namespace = namespace
         self.pool = pool
+        self.rows = inst.db_rows is not None
 
     def before(self, conn, cursor, statement, parameters, context, executemany):
+        if context is not None:
+            context._dbperf_start = time.perf_counter()
+            return
         info = conn.info
         stack = info.get(_START)
         if stack is None:
             stack = info[_START] = []
         stack.append(time.perf_counter())
 
+    def _start(self, conn, context):
+        if context is not None:  # set by before() for this very execution (or batch of it)
+            return getattr(context, "_dbperf_start", None)
+        stack = conn.info.get(_START) if conn is not None else None
+        return stack.pop() if stack else None
+
     def after(self, conn, cursor, statement, parameters, context, executemany):
         end = time.perf_counter()
-        stack = conn.info.get(_START)
-        if not stack:
+        start = self._start(conn, context)
+        if start is None:
             return
-        inst = self.inst
-        rows = cursor.rowcount if inst.db_rows is not None else None
-        inst.record_statement(statement, end - stack.pop(), self.namespace, self.pool, rows=rows)
+        self.inst.record_statement(statement, end - start, self.namespace, self.pool, None,
+                                   cursor.rowcount if self.rows else None)
 
     def on_error(self, context):
         end = time.perf_counter()
-        conn = context.connection
-        stack = conn.info.get(_START) if conn is not None else None
-        if not stack or context.statement is None:
+        start = self._start(context.connection, context.execution_context)
+        if start is None or context.statement is None:
             return
-        self.inst.record_statement(context.statement, end - stack.pop(), self.namespace, self.pool,
-                                   error=context.original_exception)
+        self.inst.record_statement(context.statement, end - start, self.namespace, self.pool,
+                                   context.original_exception)
 
 
 def instrument_engine(inst: Instrumentation, engine, pool: str | None = None, max_overflow: int | None = None,

@@ -2,8 +2,9 @@
 
 The clock stops when the server closes the response iterable (after the last chunk went out).
 ``handler`` comes from, in order: a framework hook that sets it during the request (Flask:
-``request.url_rule.rule``), else ``resolve(environ)`` if given, else ``<unmatched>``. The
-in-progress gauge uses ``resolve(environ)`` before dispatch (Flask: the URL map is matched)."""
+``request.url_rule.rule``), else ``resolve(environ)`` if given (cached per method and path), else
+``<unmatched>``. The in-progress gauge, counted when scraped, asks ``resolve(environ)`` for requests
+whose handler is not known yet (multi-process mode: before dispatch, per request)."""
 
 from __future__ import annotations
 
@@ -58,12 +59,15 @@ class WSGIMiddleware:
             self._prematch[key] = found
         return found
 
+    def handler_of(self, state) -> str:
+        """The handler of a request being served (``RequestState.resolver`` protocol)."""
+        return self._pre_handler(state.source)
+
     def __call__(self, environ, start_response):
         inst = self.inst
         if environ.get("PATH_INFO", "") in inst.excluded_paths:
             return self.app(environ, start_response)
-        pre = self._pre_handler(environ)
-        state, token = inst.start_request(environ.get("REQUEST_METHOD", "GET"), pre)
+        state, token = inst.start_request(environ.get("REQUEST_METHOD", "GET"), UNMATCHED, self, environ)
         status = [500]
 
         def wrapped_start_response(status_line, headers, exc_info=None):
@@ -79,7 +83,10 @@ class WSGIMiddleware:
             if finished:
                 return
             finished.append(True)
-            inst.finish_request(state, 500 if exc is not None else status[0], exc, in_progress_handler=pre)
+            if state.resolver is not None:  # no framework hook named the route: ask resolve()
+                state.handler = self._pre_handler(environ)
+                state.resolver = None
+            inst.finish_request(state, 500 if exc is not None else status[0], exc)
             try:
                 inst.end_context(token)
             except ValueError:  # closed from another context/thread: nothing to restore there
@@ -116,6 +123,7 @@ def instrument_flask(flask_app, instrumentation: Instrumentation):
         if state is not None:
             rule = flask.request.url_rule
             state.handler = rule.rule if rule is not None else UNMATCHED
+            state.resolver = None  # known now: no resolve() needed
 
     def on_exception(sender, exception, **extra):
         state = current_request()
