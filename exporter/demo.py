@@ -1,6 +1,7 @@
 """``dbperf demo``: the whole stack on one machine, without Docker, until Ctrl-C.
 
-A throwaway PostgreSQL with a shop workload and pipeline runs, the example application
+A throwaway PostgreSQL with a shop workload and pipeline runs, a streaming standby of it (through a
+physical replication slot), the example application
 (examples/shop_app, FastAPI) with a load generator, PgBouncer in front of it, dbperf, and, where the
 ``prometheus`` and ``prometheus-alertmanager`` binaries are installed, both of them with the shipped
 rules (alerts/rules) and a demo Alertmanager configuration whose receivers send nothing. Every
@@ -45,6 +46,7 @@ PIPELINES = {  # name: (expected interval, chance of success, typical duration)
     "daily_sales": ("2m", 1.0, 0.5),
     "flaky_import": ("2m", 0.6, 1.5),
 }
+STANDBY_SLOT = "demo_standby"  # the standby's physical replication slot on the demo PostgreSQL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-app", action="store_true", help="do not start the example application and its load")
     parser.add_argument("--no-pgbouncer", action="store_true", help="do not put PgBouncer in front of the application")
     parser.add_argument("--no-prometheus", action="store_true", help="start neither Prometheus nor Alertmanager")
+    parser.add_argument("--no-standby", action="store_true",
+                        help="do not start a streaming standby of the demo PostgreSQL (nor scrape it)")
     parser.add_argument("--any-ports", action="store_true",
                         help="free ports for the other parts instead of 8000, 6432, 9090, 9093 (tests, several demos)")
 
@@ -259,6 +263,20 @@ stats_period = 5
     return proc, port
 
 
+def start_standby(primary, workdir: Path):
+    """A streaming standby of the demo PostgreSQL: ``pg_basebackup -R`` through the physical slot
+    STANDBY_SLOT, in a directory under ``workdir``, application_name ``standby``."""
+    from exporter.pgcluster import Cluster, ClusterError
+
+    standby = Cluster(settings={"cluster_name": "'standby'", "hot_standby_feedback": "on"}, base_dir=str(workdir))
+    try:
+        standby.init_standby(primary, slot=STANDBY_SLOT).start()
+    except ClusterError as exc:
+        standby.cleanup()
+        raise DemoError(str(exc)) from None
+    return standby
+
+
 def start_app(workdir: Path, dsn: str, stop: threading.Event) -> tuple[Process, int]:
     if not (ROOT / "examples" / "shop_app" / "app.py").exists():
         raise DemoError(f"examples/shop_app not found under {ROOT} (run the demo from a checkout)")
@@ -431,6 +449,7 @@ def run_demo(args) -> int:
     with_app = not getattr(args, "no_app", False)
     with_bouncer = with_app and not getattr(args, "no_pgbouncer", False)
     with_prometheus = not getattr(args, "no_prometheus", False)
+    with_standby = not getattr(args, "no_standby", False)
     global ANY_PORTS
     ANY_PORTS = bool(getattr(args, "any_ports", False))
     reason = _port_free(host, port)
@@ -458,7 +477,7 @@ def run_demo(args) -> int:
         signals.append(signal.SIGHUP)
         _watch_parent(stop, lambda: request_stop(128 + signal.SIGHUP, "its parent process exited"))
     previous = {sig: signal.signal(sig, on_signal) for sig in signals}
-    cluster = workload = exporter = server = workdir = None
+    cluster = standby = workload = exporter = server = workdir = None
     processes: list[Process] = []
     threads: list = []
 
@@ -500,6 +519,10 @@ def run_demo(args) -> int:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         setup_schema(cluster.dsn("shop"))
         check()
+        if with_standby:
+            _say(f"dbperf demo: starting a streaming standby of it (replication slot {STANDBY_SLOT}) under {workdir}")
+            standby = optional("standby", lambda: start_standby(cluster, workdir))
+            check()
         workload = Workload(cluster.dsn("shop")).start()
         pipeline_runs = PipelineRuns(cluster.dsn("shop"), stop).start()
         threads.append(pipeline_runs)
@@ -519,6 +542,9 @@ def run_demo(args) -> int:
                                    "pipelines": {"ttl": "5s"}},
                     "pipelines": {"sources": [{"type": "table", "database": "shop",
                                                "expected_intervals": {k: v[0] for k, v in PIPELINES.items()}}]}}]
+        if standby is not None:
+            targets.append({"name": "standby", "dsn": standby.dsn("postgres"),
+                            "collectors": {"tables": {"ttl": "10s"}, "indexes": {"ttl": "10s"}}})
         if bouncer_port:
             targets.append({"name": "bouncer", "kind": "pgbouncer", "connect_timeout": "2s",
                             "dsn": f"host=127.0.0.1 port={bouncer_port} dbname=pgbouncer user=dbperf_stats"})
@@ -536,9 +562,13 @@ def run_demo(args) -> int:
         check()  # from here on a stop is the demo's normal end: parts not started yet are skipped
         say("metrics", f"{base}/metrics")
         say("probe", f"{base}/probe?target=demo")
+        if standby is not None:
+            say("probe", f"{base}/probe?target=standby")
         if bouncer_port:
             say("probe", f"{base}/probe?target=bouncer")
         say("psql", f"psql \"{cluster.dsn('shop')}\"")
+        if standby is not None:
+            say("standby", f"psql \"{standby.dsn('shop')}\"  (read-only, streaming from the one above)")
         if bouncer_port:
             say("pgbouncer", f'psql "host=127.0.0.1 port={bouncer_port} dbname=shopapp user=postgres"')
 
@@ -608,6 +638,8 @@ def run_demo(args) -> int:
             _quietly(exporter.close)
         if workload is not None:
             _quietly(workload.stop)
+        if standby is not None:              # inside workdir: before it is removed
+            _quietly(standby.cleanup)
         if cluster is not None:
             _quietly(cluster.cleanup)
             _say(f"dbperf demo: removed {cluster.root}")
