@@ -6,27 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The monitor never advises on itself: every statement dbperf sends ends with OWN_MARK (the mark
+# that mark() appends and is_own() looks for), and OWN_APPLICATIONS are the application_name of
+# its own sessions (serve, advise, the pipelines recorder).
+from exporter.postgres.sqlmark import MARK as OWN_MARK, is_own, mark  # noqa: F401 (the advisor's names for them)
+
 SEVERITIES = ("high", "medium", "low", "info")
 KINDS = ("statement", "index", "maintenance", "connection", "explain")
 
-# The monitor never advises on itself: every statement dbperf sends ends with OWN_MARK (the
-# exporter's exporter.postgres.sqlmark.MARK), and these are the application_name of its own
-# sessions (serve, advise, the pipelines recorder).
-OWN_MARK = "/*application='dbperf'*/"
 OWN_APPLICATIONS = ("dbperf", "dbperf-advise", "dbperf-recorder")
-
-
-def is_own(text: str | None) -> bool:
-    """Whether ``text`` (a statement as pg_stat_statements keeps it) was sent by dbperf."""
-    return bool(text) and OWN_MARK in text
-
-
-def mark(sql: str) -> str:
-    """``sql`` (one statement) ending with dbperf's mark, on a line of its own after a ``--`` comment."""
-    body = sql.strip().rstrip(";").rstrip()
-    if body.endswith(OWN_MARK):
-        return body
-    return body + ("\n" if "--" in body.rsplit("\n", 1)[-1] else " ") + OWN_MARK
 
 
 class AdviseError(RuntimeError):
