@@ -136,18 +136,19 @@ def test_each_finding_once_per_queryid(advisor_self, capsys, tmp_path):
 
 def test_explain_sent_by_advise_is_its_own_and_hides_no_application_statement(advisor_self, capsys, tmp_path):
     sql = "SELECT id FROM items WHERE id NOT IN (SELECT v FROM gone) AND v < 4"
-    # dbperf's EXPLAIN first: the statement nested in it, which shares the application's queryid,
-    # is kept with the EXPLAIN's (marked) text
+    # dbperf's EXPLAIN first: the statement nested in it (EXPLAIN ... EXECUTE of the prepared
+    # statement), which shares the application's queryid, is kept with the prepared text, marked
     advise(advisor_self, capsys, tmp_path, "--database", DB, "--analyze", "--explain", sql)
     with advisor_self.connect(DB, user=APP_A) as conn:
         conn.execute(sql).fetchall()
     rows = advisor_self.execute("SELECT queryid, toplevel, query FROM pg_stat_statements WHERE query LIKE %s",
                                 params=("%NOT IN (SELECT v FROM gone) AND v < %",))
-    assert any(q.startswith("EXPLAIN") for _, _, q in rows), rows
+    assert any(not toplevel and q.endswith(OWN_MARK) for _, toplevel, q in rows), rows
     (app,) = {queryid for queryid, toplevel, q in rows if q.startswith("SELECT id")}
     assert any(not toplevel and queryid == app for queryid, toplevel, _ in rows), rows
     report = advise(advisor_self, capsys, tmp_path)
     statements = [f for f in report["findings"] if f["kind"] == "statement"]
-    assert [f for f in statements if f["details"]["query"].startswith("EXPLAIN")] == []
+    assert [f for f in statements
+            if f["details"]["query"].startswith("EXPLAIN") or OWN_MARK in f["details"]["query"]] == []
     (judged,) = [f for f in statements if f["subject"] == f"queryid {app}"]
     assert judged["check"] == "not_in_subquery" and judged["details"]["query"].startswith("SELECT id FROM items")

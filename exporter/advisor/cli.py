@@ -1,8 +1,11 @@
 """``dbperf advise --config FILE --target NAME [--format table|json] [--explain SQL [--analyze]]``.
 
 Exit codes: 0 advice printed (with or without findings); 2 bad input (config error, unknown
-target, SQL that does not parse, a statement the role may not explain or run) and 1 when the
-server cannot be reached. Every error is one line on stderr and never shows the password."""
+target, SQL that does not parse or is over the advisor's bounds, a statement --explain does not
+take, a call --analyze refuses, a statement the role may not explain or run) and 1 when the server
+cannot be reached. Every error is one line on stderr and never shows the password, nor the text of
+a statement that carries a secret. Every session is set up by :func:`session_settings`, whatever
+the DSN's ``options`` say."""
 
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--explain", metavar="SQL", help="EXPLAIN this one statement and warn about its plan")
     parser.add_argument("--analyze", action="store_true",
-                        help="with --explain: EXPLAIN ANALYZE, BUFFERS (runs it in a read-only transaction, "
-                             "rolled back)")
+                        help="with --explain: EXPLAIN ANALYZE, BUFFERS: runs the statement, in a read-only "
+                             "transaction that is rolled back; data modifications and functions with side "
+                             "effects are refused")
     parser.add_argument("--database", help="with --explain: the database to run it in (default: the target's)")
     parser.add_argument("--top", type=int, default=50, help="how many top statements to examine (default 50)")
     parser.add_argument("--timeout", type=float, default=30.0, help="statement_timeout in seconds (default 30)")
@@ -86,6 +90,16 @@ def _target(args):
     return target
 
 
+def session_settings(timeout: float) -> tuple[str, ...]:
+    """What every advise session sets after connecting, whatever the DSN's ``options``, the
+    role's or the database's settings say: SQL is read as pglast reads it (standard strings),
+    nothing writes, and nothing waits long."""
+    ms = max(1, int(timeout * 1000))
+    return ("standard_conforming_strings = on", "client_encoding = 'UTF8'", "default_transaction_read_only = on",
+            f"statement_timeout = {ms}", f"lock_timeout = {min(ms, 1000)}",
+            f"idle_in_transaction_session_timeout = {ms + 5000}")
+
+
 def connect(target, dbname: str | None, timeout: float, autocommit: bool = True):
     import psycopg
     from psycopg.conninfo import make_conninfo
@@ -98,8 +112,7 @@ def connect(target, dbname: str | None, timeout: float, autocommit: bool = True)
     conninfo = make_conninfo(target.dsn, **extra)
     try:
         conn = Marked(psycopg.connect(conninfo, autocommit=True, prepare_threshold=None))
-        for setting in ("default_transaction_read_only = on", f"statement_timeout = {int(timeout * 1000)}",
-                        "lock_timeout = 1000"):
+        for setting in session_settings(timeout):
             conn.execute(f"SET {setting}")
         conn.autocommit = autocommit
     except psycopg.Error as exc:
@@ -137,7 +150,7 @@ def _explain(args, target):
     from exporter.advisor import dedupe
     from exporter.advisor.explain import plan_findings, run_explain, validate
 
-    validate(args.explain)  # before connecting: bad SQL touches nothing
+    validate(args.explain, args.analyze)  # before connecting: bad SQL touches nothing
     conn = connect(target, args.database, args.timeout, autocommit=False)
     try:
         server, dbname = _server(conn)
@@ -146,8 +159,10 @@ def _explain(args, target):
         findings = plan_findings(conn, dbname, plan, args.analyze)
     finally:
         conn.close()
+    from exporter.advisor.guard import carries_secret
+
     meta = {"target": target.name, "server": server, "database": dbname, "analyze": bool(args.analyze),
-            "sql": " ".join(args.explain.split())}
+            "sql": carries_secret(args.explain) or " ".join(args.explain.split())}
     return meta, dedupe(findings)
 
 
@@ -178,10 +193,10 @@ def _advise(args, target):
                 stmt_meta = {"checked": False, "reason": f"statement checks skipped: {exc}"}
                 statements = []
             else:
-                found, unparsable = statement_findings(statements)
+                found, not_checked = statement_findings(statements)
                 findings += found
-                stmt_meta = {"checked": True, "examined": len(statements), "unparsable": unparsable,
-                             "dbperf_own_skipped": own_statements}
+                stmt_meta = {"checked": True, "examined": len(statements), "unparsable": not_checked["unparsable"],
+                             "too_long": not_checked["too_long"], "dbperf_own_skipped": own_statements}
             findings += connection_findings(main)
             findings += [f for f in cluster_wraparound(main) if f.database in wanted]
             findings += _database_findings(main, own, statements, index_findings, maintenance_findings)

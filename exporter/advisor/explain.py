@@ -1,7 +1,13 @@
 """``--explain "SQL"``: EXPLAIN (FORMAT JSON) one statement and warn about its plan.
 
-The SQL is parsed with pglast first and must be exactly one statement. ``--analyze`` runs it
-(EXPLAIN ANALYZE, BUFFERS) inside a read-only transaction that is always rolled back."""
+The SQL is bounded and parsed with pglast first (:mod:`exporter.advisor.guard`): exactly one
+SELECT, INSERT, UPDATE, DELETE, VALUES or WITH statement, without parameters. It reaches the
+server on its own, never inside a string dbperf builds: a protocol-level Parse (a prepared
+statement, which PostgreSQL refuses to make of several statements), in a session dbperf set up
+(standard_conforming_strings on, as pglast reads SQL; a READ ONLY transaction; statement, lock
+and idle-in-transaction timeouts), then ``EXPLAIN (...) EXECUTE`` of it. ``--analyze`` runs it
+(EXPLAIN ANALYZE, BUFFERS) in that read-only transaction, always rolled back, after refusing data
+modifications and calls with side effects (:func:`exporter.advisor.guard.refused_call`)."""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ from pglast import ast
 from pglast.enums import A_Expr_Kind, BoolExprType
 
 from exporter.advisor import AdviseError, Finding, mark, qualified, quote_ident
-from exporter.advisor.statements import COMPARISONS, Unparsable, parse, walk
+from exporter.advisor import guard
+from exporter.advisor.statements import COMPARISONS, TooLong, Unparsable, parse, walk
 
 BIG_RELATION = 10_000
 MISESTIMATE = 10.0
@@ -19,39 +26,112 @@ MIN_MISESTIMATE_ROWS = 100
 HOT_SHARE = 0.5
 MIN_HOT_COST = 1000.0
 MAX_INDEX_COLUMNS = 3
+PREPARED = "dbperf_explain"
 
 
-def validate(sql: str) -> None:
+def validate(sql: str, analyze: bool = False) -> None:
+    """Refuse (:class:`AdviseError`, one line) what ``--explain`` does not send: before connecting."""
+    if "\x00" in sql:  # C strings end there: the parser and the server would read less than was given
+        raise AdviseError("--explain: the SQL contains a NUL character")
+    secret = guard.carries_secret(sql) if len(sql) <= guard.MAX_CHARS else None
     try:
         statements = parse(sql)
+    except TooLong as exc:
+        raise AdviseError(f"--explain: {exc}") from None
     except Unparsable as exc:
+        if secret:  # the parser's message may quote the statement
+            raise AdviseError("--explain: SQL does not parse (the parser's message is not shown: the statement "
+                              "carries a secret)") from None
         raise AdviseError(f"--explain: SQL does not parse: {exc}") from None
     if len(statements) != 1:
         raise AdviseError(f"--explain: give exactly one SQL statement (got {len(statements)})")
+    problem = guard.statement_problem(statements[0], sql, analyze)
+    if problem:
+        raise AdviseError(problem)
+
+
+def _server_error(exc: psycopg.Error, secret: bool) -> AdviseError:
+    label = "permission denied" if isinstance(exc, psycopg.errors.InsufficientPrivilege) else None
+    if secret:  # the server's message may quote the statement's literals
+        return AdviseError(f"--explain: {label or 'the server refused the statement'} (SQLSTATE {exc.sqlstate}; "
+                           "the message is not shown: the statement carries a secret)")
+    message = exc.diag.message_primary or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return AdviseError(f"--explain: {label}: {message}" if label else f"--explain: {message}")
+
+
+def _prepare(conn, sql: str) -> None:
+    """``sql`` as the prepared statement :data:`PREPARED`: one Parse message of the extended query
+    protocol, which carries one statement (PostgreSQL: "cannot insert multiple commands into a
+    prepared statement"); dbperf's mark is a comment at its end (sqlmark.mark)."""
+    from psycopg import pq
+
+    encoding = conn.info.encoding
+    result = conn.pgconn.prepare(PREPARED.encode(), mark(sql).encode(encoding))
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        raise psycopg.errors.error_from_result(result, encoding=encoding)
+
+
+def _plan(conn, options: str):
+    with conn.cursor() as cur:
+        cur.execute(mark(f"EXPLAIN ({options}) EXECUTE {PREPARED}"))
+        (plan,) = cur.fetchone()
+    return plan
 
 
 def run_explain(conn: psycopg.Connection, sql: str, analyze: bool) -> dict:
-    """The JSON plan of ``sql`` on ``conn`` (a non-autocommit, read-only connection)."""
-    options = "ANALYZE, BUFFERS, VERBOSE, FORMAT JSON" if analyze else "VERBOSE, FORMAT JSON"
+    """The JSON plan of ``sql`` on ``conn`` (a non-autocommit connection from
+    :func:`exporter.advisor.cli.connect`), in a READ ONLY transaction that is rolled back.
+    ``sql`` has passed :func:`validate`. A statement that carries a secret gets a plan with every
+    literal masked, and errors without the server's message."""
+    secret = guard.carries_secret(sql) is not None
     try:
-        with conn.cursor() as cur:
-            # marked: the EXPLAIN is dbperf's own statement (pg_stat_statements keeps it, literals and all)
-            cur.execute(mark(f"EXPLAIN ({options}) {sql.strip().rstrip(';')}"))
-            (plan,) = cur.fetchone()
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise AdviseError(f"--explain: permission denied: {exc.diag.message_primary or exc}") from None
+        conn.read_only = True
+        state = conn.execute("SELECT current_setting('transaction_read_only'), "
+                             "current_setting('standard_conforming_strings')").fetchone()
+        if tuple(state) != ("on", "on"):  # connect() set both: never expected
+            raise AdviseError(f"--explain: the session is not read-only with standard strings ({state})")
+        # under --analyze the calls are checked twice: those the statement names, before the
+        # server sees it; then those of its plan (views, rules and policies expanded)
+        refused = guard.refused_call(conn, sql) if analyze else None
+        if refused:
+            raise AdviseError(refused)
+        _prepare(conn, sql)
+        plan = _plan(conn, "VERBOSE, FORMAT JSON")  # plans, runs nothing
+        if analyze:
+            refused = guard.refused_call(conn, "", plan)
+            if refused:
+                raise AdviseError(refused)
+            plan = _plan(conn, "ANALYZE, BUFFERS, VERBOSE, FORMAT JSON")
     except psycopg.Error as exc:
-        raise AdviseError(f"--explain: {exc.diag.message_primary or str(exc).splitlines()[0]}") from None
+        raise _server_error(exc, secret) from None
+    except RecursionError:
+        raise AdviseError("--explain: the plan is nested too deep to read") from None
     finally:
+        _close(conn)
+    plan = plan[0] if isinstance(plan, list) else plan
+    return guard.mask_plan(plan) if secret else plan
+
+
+def _close(conn) -> None:
+    """Roll back, and drop the prepared statement (it outlives transactions)."""
+    try:
         conn.rollback()
-    return plan[0] if isinstance(plan, list) else plan
+        try:
+            conn.execute(f"DEALLOCATE {PREPARED}")
+        finally:
+            conn.rollback()
+    except psycopg.Error:
+        pass  # never prepared, or a broken session (closed by the caller)
 
 
 def _nodes(node, parents=()):
-    """Every plan node with its ancestors (nearest last), depth first."""
-    yield node, parents
-    for child in node.get("Plans", ()):
-        yield from _nodes(child, parents + (node,))
+    """Every plan node with its ancestors (nearest last), depth first (without recursion: a plan
+    can be deep)."""
+    stack = [(node, parents)]
+    while stack:
+        current, above = stack.pop()
+        yield current, above
+        stack.extend((child, above + (current,)) for child in reversed(current.get("Plans", ())))
 
 
 def _label(node) -> str:

@@ -52,8 +52,9 @@ def _meta_line(key: str, value) -> str:
     if key == "statements" and isinstance(value, dict):
         if not value.get("checked", True):
             return value["reason"]  # one line: why the statement checks did not run, how to enable them
+        too_long = f"{value['too_long']} not checked (statement too long), " if value.get("too_long") else ""
         return (f"statements: {value.get('examined', 0)} examined, {value.get('unparsable', 0)} unparsable, "
-                f"{value.get('dbperf_own_skipped', 0)} of dbperf's own left out")
+                f"{too_long}{value.get('dbperf_own_skipped', 0)} of dbperf's own left out")
     if isinstance(value, dict):
         value = ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
     elif isinstance(value, list):

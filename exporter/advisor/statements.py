@@ -42,10 +42,20 @@ class Unparsable(ValueError):
     pass
 
 
+class TooLong(Unparsable):
+    """Over the advisor's bounds (exporter.advisor.guard.bound): never given to the parser."""
+
+
 def parse(sql: str) -> tuple:
-    """The statements of ``sql`` (pglast RawStmt nodes), or :class:`Unparsable`."""
+    """The statements of ``sql`` (pglast RawStmt nodes), or :class:`Unparsable` (:class:`TooLong`
+    for a text over the bounds: a tree too deep would crash the process inside the parser)."""
+    from exporter.advisor.guard import TooLong as OverBound, bound
+
     try:
+        bound(sql)
         return parse_sql(sql)
+    except OverBound as exc:
+        raise TooLong(str(exc)) from None
     except Exception as exc:  # pglast.parser.ParseError and friends
         raise Unparsable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
@@ -143,17 +153,19 @@ def _one_per_check(issues: list[Issue]) -> list[Issue]:
 
 def _select_lists(stmt):
     """The target lists of the SELECTs whose rows are returned (set operations and CTEs included,
-    EXISTS subqueries excluded: ``EXISTS (SELECT * ...)`` is fine)."""
-    if isinstance(stmt, ast.SelectStmt):
-        if stmt.op is not None and int(stmt.op) != 0:  # UNION / INTERSECT / EXCEPT
-            yield from _select_lists(stmt.larg)
-            yield from _select_lists(stmt.rarg)
-        elif stmt.targetList:
-            yield stmt.targetList
-    with_clause = getattr(stmt, "withClause", None)
-    if with_clause is not None:
-        for cte in with_clause.ctes or ():
-            yield from _select_lists(cte.ctequery)
+    EXISTS subqueries excluded: ``EXISTS (SELECT * ...)`` is fine). Without recursion: a chain of
+    thousands of UNIONs is a tree that deep."""
+    stack = [stmt]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ast.SelectStmt):
+            if current.op is not None and int(current.op) != 0:  # UNION / INTERSECT / EXCEPT
+                stack.extend((current.rarg, current.larg))
+            elif current.targetList:
+                yield current.targetList
+        with_clause = getattr(current, "withClause", None)
+        if with_clause is not None:
+            stack.extend(cte.ctequery for cte in reversed(with_clause.ctes or ()))
 
 
 def _select_star(stmt) -> list[Issue]:
@@ -259,12 +271,27 @@ def _function_on_column(expr: ast.A_Expr) -> list[Issue]:
 
 # -- columns compared with constants, per table, for index proposals -----------------------------
 def _relations(stmt) -> dict:
-    """alias or name -> (schema or None, relname) for the tables a statement reads."""
-    out = {}
-    for node in walk(stmt):
+    """id(node) -> {alias or name: (schema or None, relname)} of the tables read under each node
+    of ``stmt`` (the last one seen wins a name), computed once, bottom up, without recursion: a
+    per-clause walk would be quadratic in a chain of joins."""
+    out: dict = {}
+    stack = [(stmt, False)]
+    while stack:
+        node, done = stack.pop()
+        if not done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children(node))
+            continue
+        own = {}
         if isinstance(node, ast.RangeVar):
-            key = node.alias.aliasname if node.alias is not None else node.relname
-            out[key] = (node.schemaname, node.relname)
+            own[node.alias.aliasname if node.alias is not None else node.relname] = (node.schemaname, node.relname)
+        parts = [out[id(child)] for child in children(node) if out.get(id(child))]
+        if not own and len(parts) <= 1:
+            out[id(node)] = parts[0] if parts else {}
+        else:
+            for part in parts:
+                own.update(part)
+            out[id(node)] = own
     return out
 
 
@@ -277,8 +304,10 @@ def predicate_columns(sql: str) -> dict:
         return {}
     out: dict = {}
     for raw in statements:
+        scopes = None
         for owner, where in _where_clauses(raw.stmt):
-            rels = _relations(owner)
+            scopes = scopes if scopes is not None else _relations(raw.stmt)
+            rels = scopes[id(owner)]
             for node in walk(where):
                 if not isinstance(node, ast.A_Expr):
                     continue
@@ -363,18 +392,31 @@ def top_statements(conn, databases: list[str], limit: int = TOP_STATEMENTS) -> t
     return statements, int(rows[0][0])
 
 
-def statement_findings(statements: list[dict], wanted=lambda datname: True) -> tuple[list[Finding], int]:
-    """Findings for ``statements`` (from :func:`top_statements`) and how many did not parse."""
-    findings, unparsable = [], 0
+def statement_findings(statements: list[dict], wanted=lambda datname: True) -> tuple[list[Finding], dict]:
+    """Findings for ``statements`` (from :func:`top_statements`) and the counts of those not
+    checked: ``{"unparsable": n, "too_long": n}`` (too long: over exporter.advisor.guard's bounds,
+    never given to the parser).
+
+    A statement that carries a secret (exporter.instrument.redact: a password, server or user
+    mapping options, pgcrypto calls ...) is shown in its redacted form, and checked with every
+    literal masked, so no finding quotes a piece of it."""
+    from exporter.advisor.guard import MAX_CHARS, carries_secret, mask_literals
+
+    findings, skipped = [], {"unparsable": 0, "too_long": 0}
     for st in statements:
         if not wanted(st["datname"]):
             continue
+        query = st["query"]
+        redacted = carries_secret(query) if len(query) <= MAX_CHARS else None
         try:
-            issues = check_sql(st["query"])
-        except Unparsable:
-            unparsable += 1
+            issues = check_sql(mask_literals(query) if redacted else query)
+        except TooLong:
+            skipped["too_long"] += 1
             continue
-        text = " ".join(st["query"].split())
+        except Unparsable:
+            skipped["unparsable"] += 1
+            continue
+        text = redacted or " ".join(query.split())
         for issue in issues:
             findings.append(Finding(
                 kind="statement", check=issue.check, severity=issue.severity, database=st["datname"],
@@ -382,4 +424,4 @@ def statement_findings(statements: list[dict], wanted=lambda datname: True) -> t
                 time_ms=st["total_ms"],
                 details={"query": text[:300], "calls": st["calls"],
                          "mean_ms": round(st["total_ms"] / st["calls"], 3) if st["calls"] else 0.0}))
-    return findings, unparsable
+    return findings, skipped
