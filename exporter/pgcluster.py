@@ -49,8 +49,15 @@ class Cluster:
     """``with Cluster() as c: c.dsn("postgres")``; ``stop()``/``start()`` simulate an outage."""
 
     def __init__(self, settings: dict[str, str] | None = None, port: int | None = None,
-                 base_dir: str | None = None):
-        self.bindir = find_bindir()
+                 base_dir: str | None = None, bindir: str | Path | None = None, initdb_args: tuple = ()):
+        # ``bindir``: the server binaries to use (another major's, e.g. tests/pgdist.py's);
+        # default the machine's newest (find_bindir)
+        self.bindir = Path(bindir) if bindir is not None else find_bindir()
+        if not (self.bindir / "postgres").exists():
+            raise ClusterError(f"no PostgreSQL server binaries in {self.bindir} (postgres missing)")
+        self.initdb_args = tuple(initdb_args)  # extra initdb options, e.g. ("--data-checksums",)
+        self._free_port = port is None  # chosen here: may be chosen again when taken meanwhile
+        self._started = False
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="dbperf-pg-", dir=base_dir))
         self.datadir = self.root / "data"
@@ -107,7 +114,7 @@ class Cluster:
     def init(self) -> "Cluster":
         self._make_dirs()
         self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-                   "-A", "trust", "-E", "UTF8", "--no-sync"])
+                   "-A", "trust", "-E", "UTF8", "--no-sync", *self.initdb_args])
         self._configure()
         return self
 
@@ -129,8 +136,24 @@ class Cluster:
         return self
 
     def start(self) -> "Cluster":
-        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
-                   "-w", "-t", "60", "start"])
+        for attempt in range(3):
+            seen = self.logfile.stat().st_size if self.logfile.exists() else 0
+            try:
+                self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
+                           "-w", "-t", "60", "start"])
+                self._started = True
+                return self
+            except ClusterError as exc:  # pg_ctl says "examine the log output": the log's last lines
+                log = self.logfile.read_bytes()[seen:].decode(errors="replace") if self.logfile.exists() else ""
+                if self._free_port and not self._started and "already in use" in log and attempt < 2:
+                    # another process took the free port between free_port() and the first start
+                    # (no DSN handed out yet: a restart keeps its port)
+                    self.port = free_port()
+                    with open(self.datadir / "postgresql.conf", "a") as conf:
+                        conf.write(f"port = {self.port}\n")
+                    continue
+                tail = log.strip().splitlines()[-5:]
+                raise ClusterError(f"{exc}; {self.logfile}: {' | '.join(tail) or 'empty'}") from None
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -168,8 +191,16 @@ class Cluster:
     def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}"
 
+    def psql_path(self) -> str:
+        """The cluster's own ``psql``, else the machine's (server-only builds ship none)."""
+        own = self.bindir / "psql"
+        found = str(own) if own.exists() else shutil.which("psql")
+        if found is None:
+            raise ClusterError(f"psql not found in {self.bindir} or PATH: apt-get install postgresql-client")
+        return found
+
     def psql(self, sql: str, dbname: str = "postgres") -> str:
-        proc = subprocess.run([str(self.bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+        proc = subprocess.run([self.psql_path(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
                                "-d", self.dsn(dbname), "-c", sql], capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise ClusterError(f"psql failed: {proc.stderr.strip()}")
