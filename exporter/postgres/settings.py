@@ -45,20 +45,32 @@ def convert(setting: str, unit: str | None, vartype: str) -> tuple[str, float] |
     return None
 
 
-RESERVED_SUFFIXES = ("_count", "_sum", "_bucket", "_total", "_info")
+# Prometheus reserves these endings for the series of other types (histogram and summary
+# `_count`/`_sum`/`_bucket`, counter `_total` and OpenMetrics' `_created`, `_info` for info
+# metrics), and promtool rejects a name holding a type word as a whole word (`_summary_`).
+RESERVED_SUFFIXES = ("_count", "_sum", "_bucket", "_total", "_info", "_created")
+TYPE_WORDS = {"counter": "counters", "gauge": "gauges", "histogram": "histograms", "summary": "summaries"}
+
+NAMING_RULE = ("a setting's name becomes pg_settings_<name> (characters other than letters, digits and _ "
+               "become _), then its unit suffix (_seconds, _bytes); a word that names a Prometheus type "
+               "(counter, gauge, histogram, summary) is written in the plural "
+               "(wal_summary_keep_time: pg_settings_wal_summaries_keep_time_seconds), and a name that would "
+               "end in _count, _sum, _bucket, _total, _info or _created gets _value appended "
+               "(tcp_keepalives_count: pg_settings_tcp_keepalives_count_value)")
 
 
 def metric_name(name: str, suffix: str) -> str:
-    """``pg_settings_<name><suffix>``; a name that would end in a suffix Prometheus reserves for
-    other types (``tcp_keepalives_count``) gets ``_value`` appended."""
-    metric = "pg_settings_" + re.sub(r"[^a-zA-Z0-9_]", "_", name) + suffix
+    """``pg_settings_<name><suffix>`` by :data:`NAMING_RULE`: every name passes ``promtool check
+    metrics`` and the names that already did are unchanged."""
+    words = re.sub(r"[^a-zA-Z0-9_]", "_", name).split("_")
+    metric = "pg_settings_" + "_".join(TYPE_WORDS.get(w.lower(), w) for w in words) + suffix
     return metric + "_value" if metric.endswith(RESERVED_SUFFIXES) else metric
 
 
 class SettingsCollector(Collector):
     def __init__(self):
         super().__init__(name="settings", scope=CLUSTER, default_ttl=60.0,
-                         help="every numeric and boolean setting (pg_settings_*), in seconds and bytes",
+                         help="every numeric and boolean setting (pg_settings_*), in seconds and bytes; names: " + NAMING_RULE,
                          families=("pg_settings_*",))
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
