@@ -7,7 +7,7 @@ from exporter.config import Config
 from exporter.registry import all_collectors
 from exporter.secrets import describe_dsn
 
-VERSIONS = (130000, 140000, 150000, 160000, 170000)
+VERSIONS = (130000, 140000, 150000, 160000, 170000, 180000)  # the majors the version matrix runs
 
 
 def versions_supported(collector) -> str:

@@ -10,12 +10,11 @@ import sys
 import pytest
 
 from conftest import ROOT, SECOND_DB
+from exporter.plan import VERSIONS
 from exporter.postgres import catalog
 from exporter.registry import all_collectors
 
 pytestmark = pytest.mark.fast
-
-VERSIONS = (130000, 140000, 150000, 160000, 170000)
 NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -30,7 +29,8 @@ def metric_names(queries) -> set:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_catalog_collector_plans_a_query_for_each_supported_version(version):
-    empty = [name for name, c in collectors().items() if not c.plan(version)]
+    # a collector of newer servers only (io: pg_stat_io, 16+) is unsupported below its min_version
+    empty = [name for name, c in collectors().items() if not c.plan(version) and version >= c.min_version]
     assert not empty, f"no query for {version}: {empty}"
 
 
@@ -41,25 +41,46 @@ def test_checkpointer_reads_pg_stat_checkpointer_from_17_with_the_same_names():
         assert "pg_stat_bgwriter" in query.sql and "pg_stat_checkpointer" not in query.sql, version
     (new,) = c.plan(170000)
     assert "pg_stat_checkpointer" in new.sql and "pg_stat_bgwriter" not in new.sql
-    assert metric_names(c.plan(160000)) == metric_names(c.plan(170000))
-    assert "pg_stat_checkpointer_num_requested_total" in metric_names(c.plan(170000))
+    # 17 keeps every older name and adds the restartpoints (16 has no such data: no family)
+    restartpoints = {f"pg_stat_checkpointer_restartpoints_{k}_total" for k in ("timed", "req", "done")}
+    assert metric_names(c.plan(170000)) == metric_names(c.plan(160000)) | restartpoints
+    assert not restartpoints & set(c.families_for(160000))
+    # 18: checkpoints completed and SLRU writes
+    assert set(c.families_for(180000)) - set(c.families_for(170000)) == {
+        "pg_stat_checkpointer_num_done_total", "pg_stat_checkpointer_slru_written_bytes_total"}
 
 
-def test_bgwriter_keeps_its_names_across_17():
+def test_bgwriter_keeps_its_names_across_17_and_drops_the_backend_ones():
     c = collectors()["bgwriter"]
     (old,), (new,) = c.plan(160000), c.plan(170000)
-    # pg_stat_bgwriter lost its backend columns in 17: only the older query reads them
-    assert "buffers_backend *" in old.sql and "buffers_backend *" not in new.sql
-    assert metric_names([old]) == metric_names([new])
+    # pg_stat_bgwriter lost its backend columns in 17: only the older query reads or names them
+    assert "buffers_backend *" in old.sql and "buffers_backend" not in new.sql
+    backend = {"pg_stat_bgwriter_buffers_backend_bytes_total", "pg_stat_bgwriter_buffers_backend_fsync_total"}
+    assert metric_names([old]) == metric_names([new]) | backend
+    assert not backend & set(c.families_for(180000))
 
 
-def test_pg_stat_wal_only_from_14():
+def test_pg_stat_wal_from_14_and_its_write_and_sync_from_pg_stat_io_on_18():
     c = collectors()["wal"]
     assert not any("pg_stat_wal" in q.sql for q in c.plan(130000))
-    for version in (140000, 150000, 160000, 170000):
+    for version in (140000, 150000, 160000, 170000, 180000):
         assert any("FROM pg_stat_wal" in q.sql for q in c.plan(version)), version
     assert "pg_stat_wal_bytes_total" not in metric_names(c.plan(130000))
     assert "pg_wal_lsn_bytes_total" in metric_names(c.plan(130000))
+    # 18 removed wal_write, wal_sync and their times from pg_stat_wal: the same families, from pg_stat_io
+    assert c.families_for(180000) == c.families_for(170000)
+    (new,) = [q for q in c.plan(180000) if "pg_stat_wal" in q.sql]
+    assert "FROM pg_stat_io WHERE object = 'wal'" in new.sql and "wal_write_time" not in new.sql
+
+
+def test_columns_new_in_18_are_planned_from_18_only():
+    cases = {"stat_database": {"pg_stat_database_parallel_workers_to_launch_total",
+                               "pg_stat_database_parallel_workers_launched_total"},
+             "tables": {f"pg_stat_user_tables_{k}_time_seconds_total"
+                        for k in ("vacuum", "autovacuum", "analyze", "autoanalyze")}}
+    for name, families in cases.items():
+        c = collectors()[name]
+        assert set(c.families_for(180000)) - set(c.families_for(170000)) == families, name
 
 
 def test_session_statistics_only_from_14_and_reserved_connections_from_16():
@@ -137,7 +158,7 @@ def test_check_config_lists_every_collector(tmp_path):
     for c in all_collectors():
         assert c.name in lines, f"{c.name} missing from check-config output:\n{proc.stdout}"
     assert "disabled" in lines["database_size"]
-    assert lines["checkpointer"].rstrip().endswith("13,14,15,16,17")
+    assert lines["checkpointer"].rstrip().endswith("13,14,15,16,17,18")
     assert re.search(r"\b300s\b", lines["table_sizes"])
 
 

@@ -59,6 +59,11 @@ class CatalogCollector(Collector):
     def plan(self, version: int) -> list[QuerySpec]:
         return [q for q in self.queries if q.applies(version)]
 
+    def families_for(self, version: int) -> tuple[str, ...]:
+        """The families this collector's SQL for ``version`` reads (each served when PostgreSQL
+        has the data: a NULL gives no sample)."""
+        return tuple(sorted({m.name for q in self.plan(version) for m in q.metrics}))
+
     def applies(self, server) -> str | None:
         reason = super().applies(server)
         if reason is None and not self.plan(server.version):
@@ -97,11 +102,19 @@ class CatalogCollector(Collector):
         return list(out.values())
 
 
+def _flat(items) -> list:
+    """A metrics list may hold an alias of another (``[*common, {...}]``): spliced in place."""
+    out = []
+    for item in items:
+        out.extend(_flat(item) if isinstance(item, list) else [item])
+    return out
+
+
 def _query(name: str, i: int, raw: dict) -> QuerySpec:
     where = f"{CATALOG.name}: collectors.{name}.queries[{i}]"
     labels = tuple(raw.get("labels", ()))
     metrics = []
-    for j, m in enumerate(raw.get("metrics", ())):
+    for j, m in enumerate(_flat(raw.get("metrics", ()))):
         if m.get("type") not in TYPES:
             raise CatalogError(f"{where}.metrics[{j}]: bad type {m.get('type')!r}")
         mlabels = tuple(m.get("labels", labels))
