@@ -385,7 +385,7 @@ def floor_sql(dsn, table_limit):
     from exporter.scrape import PROBE_SQL
 
     with psycopg.connect(dsn, autocommit=True) as c:
-        version, rec, dbname, dbs, exts = c.execute(PROBE_SQL).fetchone()
+        version, rec, dbname, dbs, exts = c.execute(PROBE_SQL).fetchone()[:5]
     server = ServerInfo(version=version, in_recovery=rec, databases=tuple(dbs), extensions=frozenset(exts),
                         dbname=dbname)
     target = Target(name="bench", dsn=dsn, table_limit=table_limit)

@@ -52,8 +52,15 @@ def _successes(text: str) -> dict[tuple[str, str], bool]:
     return out
 
 
-def _scrape(target: Target, budget: float) -> tuple[object, dict, dict]:
-    """``(server, successes, reasons)`` of one scrape; ``server`` is None when it was not reached."""
+def _served(text: str) -> set[str]:
+    """The families a scrape served (their exposition names: ``x_total`` for counters)."""
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
+def _scrape(target: Target, budget: float) -> tuple[object, dict, dict, dict, set]:
+    """``(server, successes, reasons, unsupported, served)`` of one scrape: ``server`` is None when
+    it was not reached; ``unsupported`` says why a collector cannot run on the server, by
+    ``(collector, datname)``; ``served`` has the names of the families served."""
     from exporter.pgbouncer import PgBouncerScraper
     from exporter.scrape import TargetScraper
 
@@ -65,21 +72,22 @@ def _scrape(target: Target, budget: float) -> tuple[object, dict, dict]:
     logger.propagate = False  # the reasons are printed below, not logged as well
     try:
         text = scraper.scrape(budget).encode().decode()
-        return scraper.server, _successes(text), handler.reasons
+        return (scraper.server, _successes(text), handler.reasons, dict(getattr(scraper, "unsupported", {})),
+                _served(text))
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
         scraper.close()
 
 
-def _collector_lines(target: Target, server, successes: dict, reasons: dict) -> list[str]:
+def _collector_lines(target: Target, server, successes: dict, reasons: dict, unsupported: dict) -> list[str]:
     lines = []
     for c in all_collectors():
         settings = target.collector(c.name, c.enabled_by_default)
         if not settings.enabled:
             lines.append(f"  {c.name}: disabled")
             continue
-        why_not = c.applies(server)
+        why_not = c.applies(server) or next((why for (name, _), why in unsupported.items() if name == c.name), None)
         if why_not:
             lines.append(f"  {c.name}: not available: {why_not}")
             continue
@@ -100,11 +108,35 @@ def _collector_lines(target: Target, server, successes: dict, reasons: dict) -> 
     return lines
 
 
+def _not_served(target: Target, server, unsupported: dict, served: set) -> list[str]:
+    """What the collectors that run document but this server did not serve in the scrape (its
+    version or role lacks the data, or there is none yet): what its dashboards will miss."""
+    from exporter.docs import documented
+
+    missing, total, absent_count = [], 0, 0
+    for c in all_collectors():
+        if not target.collector(c.name, c.enabled_by_default).enabled or c.applies(server):
+            continue
+        if any(name == c.name for name, _ in unsupported):
+            continue
+        names = [name for name, *_ in documented(c) if not name.endswith("*")]
+        total += len(names)
+        absent = [name for name in names if name not in served]
+        if absent:
+            absent_count += len(absent)
+            missing.append(f"- {c.name}: {', '.join(absent)}")
+    if not missing:
+        return [f"families served: all {total} the running collectors document"]
+    return [f"families served: {total - absent_count} of the {total} the running collectors document; not served by "
+            f"this server now (not in PostgreSQL {server.version // 10000}, not on a "
+            f"{'replica' if server.in_recovery else 'primary'}, or no such data yet):", *missing]
+
+
 def check_target(target: Target, budget: float) -> tuple[list[str], str]:
     """``(lines for stdout, failure)``: failure is "" when the target was reached."""
     if target.dsn_missing:
         return [f"\ntarget {target.name}: not connected: its DSN is missing"], f"--connect: {target.dsn_missing}"
-    server, successes, reasons = _scrape(target, budget)
+    server, successes, reasons, unsupported, served = _scrape(target, budget)
     where = describe_dsn(target.dsn)
     if server is None:
         reason = reasons.get(("up", ""), reasons.get(("pgbouncer", ""), "no answer"))
@@ -120,7 +152,8 @@ def check_target(target: Target, budget: float) -> tuple[list[str], str]:
     head = (f"\ntarget {target.name}: connected to PostgreSQL {server_version(server.version)} "
             f"({'replica' if server.in_recovery else 'primary'}) at {where}; "
             f"databases covered: {', '.join(databases)}")
-    return [head, *_collector_lines(target, server, successes, reasons)], ""
+    return [head, *_collector_lines(target, server, successes, reasons, unsupported),
+            *_not_served(target, server, unsupported, served)], ""
 
 
 def check_targets(config: Config, out=None) -> list[str]:

@@ -20,6 +20,11 @@ class ServerInfo:
     databases: tuple = ()       # connectable, non-template databases
     extensions: frozenset = frozenset()  # extensions installed in the target's own database
     dbname: str = ""            # the target's own database
+    extension_versions: tuple = ()  # ((name, extversion), ...) of those extensions
+
+    def extension_version(self, name: str) -> str | None:
+        """The installed version of extension ``name`` (``"1.10"``), None when unknown."""
+        return dict(self.extension_versions).get(name)
 
 
 @dataclass(frozen=True)

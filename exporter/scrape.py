@@ -32,9 +32,16 @@ LOG = logging.getLogger("dbperf.scrape")
 PROBE_SQL = """SELECT current_setting('server_version_num')::int, pg_is_in_recovery(), current_database(),
   array(SELECT datname::text FROM pg_database
         WHERE datallowconn AND NOT datistemplate AND has_database_privilege(oid, 'CONNECT') ORDER BY 1),
-  array(SELECT extname::text FROM pg_extension) /*application='dbperf'*/"""
+  array(SELECT extname::text FROM pg_extension ORDER BY oid), array(SELECT extversion FROM pg_extension ORDER BY oid)
+  /*application='dbperf'*/"""
 
 MIN_TIME_LEFT = 0.05  # seconds: below this a collector is not started
+
+# errors that say the server lacks what a collector reads (not that the collector failed): the
+# view or table does not exist (undefined_table), or the server does not offer the feature
+# (feature_not_supported, as managed services answer for some functions). A missing column is a
+# failure: the collector's SQL does not match the server's version, a bug to see.
+UNSUPPORTED_SQLSTATES = frozenset({"42P01", "0A000"})
 
 # what a scrape does with one collector (plan_run)
 CACHED, RUN, SKIP, STALE = "cached", "run", "skip", "stale"
@@ -66,6 +73,7 @@ class Outcome:
     error: str = ""
     rendered: Rendered | None = None
     skipped: bool = False
+    supported: bool = True  # False: the collector cannot run on this server (``error`` says why)
 
 
 @dataclass
@@ -107,6 +115,9 @@ class TargetScraper:
                                         thread_name_prefix=f"dbperf-{target.name}")
         self._flight = SingleFlight(f"dbperf-scrape-{target.name}")
         self._log_limit = RateLimiter(60.0)
+        # (collector, datname) -> why it cannot run on this server, as of the last scrape
+        self.unsupported: dict[tuple[str, str], str] = {}
+        self._unsupported_logged: set[tuple[str, str]] = set()  # (collector, reason) logged once
 
     # -- public ----------------------------------------------------------------------------
     def begin(self, budget: float) -> Pending:
@@ -150,6 +161,8 @@ class TargetScraper:
             jobs = self._plan(server, enabled)
             outcomes = self._run_jobs(jobs, server, {c.name: (ttl, timeout) for c, ttl, timeout in enabled},
                                       deadline)
+            outcomes += self._not_applicable(server, enabled)
+            self._note_unsupported(server, outcomes)
         else:
             outcomes = self._unreachable(enabled, failure)
         rendered = Rendered()
@@ -158,6 +171,30 @@ class TargetScraper:
                 rendered.merge(outcome.rendered)
         rendered.add_families(self._self_metrics(server, outcomes, self.clock() - start), self.const)
         return rendered
+
+    def _not_applicable(self, server: ServerInfo, enabled) -> list[Outcome]:
+        """The enabled collectors that do not apply to ``server`` (version, role, extension): not
+        run, reported unsupported, per database for database collectors."""
+        out = []
+        for c, _, _ in enabled:
+            reason = c.applies(server)
+            if reason is not None:
+                for datname in (self.databases if c.scope == DATABASE else [""]):
+                    out.append(Outcome(c.name, datname, False, error=reason, supported=False))
+        return out
+
+    def _note_unsupported(self, server: ServerInfo, outcomes: list[Outcome]) -> None:
+        """Keep why each collector is unsupported, and log it once per collector and reason."""
+        self.unsupported = {(o.collector, o.datname): o.error for o in outcomes if not o.supported}
+        working = {o.collector for o in outcomes if o.supported and o.success}
+        self._unsupported_logged = {key for key in self._unsupported_logged if key[0] not in working}
+        for (name, _), reason in sorted(self.unsupported.items()):
+            if (name, reason) in self._unsupported_logged:
+                continue
+            self._unsupported_logged.add((name, reason))
+            LOG.info("target=%s collector=%s unsupported on this server (PostgreSQL %s): %s; its metrics are "
+                     "not served (dbperf_collector_supported 0)", self.target.name, name,
+                     server.version // 10000, reason, extra={"target": self.target.name, "collector": name})
 
     def _unreachable(self, enabled, error: str) -> list[Outcome]:
         return [Outcome(c.name, "", False, error=error) for c, _, _ in enabled if c.scope == CLUSTER]
@@ -186,9 +223,10 @@ class TargetScraper:
         remaining = max(0.0, deadline - time.monotonic())
         (_, rows), = self.main.query(PROBE_SQL, timeout=max(0.1, min(2.0, remaining)), wait=min(1.0, remaining / 2),
                                      deadline=deadline)
-        version, in_recovery, dbname, databases, extensions = rows[0]
+        version, in_recovery, dbname, databases, extensions, versions = rows[0]
         return ServerInfo(version=version, in_recovery=in_recovery, databases=tuple(databases),
-                          extensions=frozenset(extensions), dbname=dbname)
+                          extensions=frozenset(extensions), dbname=dbname,
+                          extension_versions=tuple(zip(extensions, versions)))
 
     def _probe(self, deadline: float) -> tuple[ServerInfo | None, str]:
         """``(server, "")``, or ``(None, why not)`` when it did not answer before the deadline."""
@@ -298,6 +336,9 @@ class TargetScraper:
                 families = collector.collect(job.conn, ctx, timeout)
         except Exception as exc:
             duration = self.durations[key] = self.clock() - now
+            if getattr(exc, "sqlstate", None) in UNSUPPORTED_SQLSTATES:  # the server lacks the view
+                return Outcome(collector.name, datname, False, duration, supported=False,
+                               error="the server lacks what it reads: " + job.conn.scrub(" ".join(str(exc).split())))
             self.errors[key] = self.errors.get(key, 0) + 1
             self._log_failure(collector.name, datname, exc)
             return Outcome(collector.name, datname, False, duration, error=job.conn.scrub(str(exc)))
@@ -332,8 +373,13 @@ class TargetScraper:
         last = Family("dbperf_collector_last_success_timestamp_seconds", "gauge", "Unix time of the collector's last successful run.", labels)
         errors = Family("dbperf_collector_errors_total", "counter", "Failed runs of the collector since dbperf started.", labels)
         skipped = Family("dbperf_collector_skipped", "gauge", "1 when the collector was not run in this scrape because its last duration did not fit in the time left before the deadline (its last result, if any, is served with its cache age).", labels)
+        supported = Family("dbperf_collector_supported", "gauge", "1 when the collector can run on this server; 0 when it cannot (PostgreSQL version, primary/replica role, a missing extension or view; the reason is logged once): then it has no other dbperf_collector_* series, neither success nor failure.", labels)
         for o in outcomes:
             key = (o.collector, o.datname)
+            if server is not None:  # unknown while the server does not answer
+                supported.add(key, 1 if o.supported else 0)
+            if not o.supported:
+                continue
             success.add(key, 1 if o.success else 0)
             durations.add(key, o.duration)
             ages.add(key, o.cache_age)
@@ -350,4 +396,4 @@ class TargetScraper:
         conns.add((), sum(1 for c in [self.main, *self.conns.values()] if c.connected))
         dbs = Family("dbperf_target_databases", "gauge", "Databases of the target that database-scoped collectors cover.")
         dbs.add((), len(self.databases) if server is not None else 0)
-        return [up, success, durations, ages, last, errors, skipped, scrape, scrapes, conns, dbs]
+        return [up, success, supported, durations, ages, last, errors, skipped, scrape, scrapes, conns, dbs]

@@ -110,13 +110,15 @@ SETTINGS_SQL = """SELECT coalesce(current_setting('pg_stat_statements.track_plan
   current_setting('block_size')::int"""
 
 # columns, in this order: calls, exec ms, plan ms, rows, shared hit, shared read, temp written,
-# wal bytes, block read ms, block write ms
+# wal bytes, block read ms, block write ms, JIT ms, parallel workers planned and launched (the
+# last three NULL where the extension's version has no such column)
 MAIN_SQL = """SELECT s.dbid, s.userid, s.queryid::text, coalesce(d.datname, '') AS datname,
   coalesce(r.rolname, '') AS rolname,
   sum(s.calls)::float8, sum(s.total_exec_time)::float8, sum(s.total_plan_time)::float8,
   sum(s.rows)::float8, sum(s.shared_blks_hit)::float8, sum(s.shared_blks_read)::float8,
   sum(s.temp_blks_written)::float8, sum(s.wal_bytes)::float8,
-  sum(s.{blk_read_time})::float8, sum(s.{blk_write_time})::float8
+  sum(s.{blk_read_time})::float8, sum(s.{blk_write_time})::float8,
+  {jit}, {parallel}
 FROM pg_stat_statements(false) s
 LEFT JOIN pg_database d ON d.oid = s.dbid
 LEFT JOIN pg_roles r ON r.oid = s.userid
@@ -175,7 +177,15 @@ def transaction_command(text: str) -> str | None:
     return None
 
 # index of each value column in a row of MAIN_SQL
-CALLS, EXEC, PLAN, ROWS, HIT, READ, TEMP, WAL, BLK_READ, BLK_WRITE = range(5, 15)
+CALLS, EXEC, PLAN, ROWS, HIT, READ, TEMP, WAL, BLK_READ, BLK_WRITE, JIT, PAR_PLANNED, PAR_LAUNCHED = range(5, 18)
+
+# The columns follow the extension's version (pg_extension.extversion), not the server's: after
+# pg_upgrade the extension keeps its old version, and its columns, until ALTER EXTENSION UPDATE.
+# 1.8 ships with PostgreSQL 13, 1.9 with 14, 1.10 with 15 and 16, 1.11 with 17, 1.12 with 18.
+MIN_API = (1, 8)           # total_exec_time, total_plan_time, wal_bytes
+BUNDLED = {13: (1, 8), 14: (1, 9), 15: (1, 10), 16: (1, 10), 17: (1, 11), 18: (1, 12)}
+SINCE = {JIT: (1, 10), PAR_PLANNED: (1, 12), PAR_LAUNCHED: (1, 12)}  # columns newer than MIN_API
+_JIT_MS = "s.jit_generation_time + s.jit_inlining_time + s.jit_optimization_time + s.jit_emission_time"
 
 # (family, column, factor: "ms" to seconds, "block" to bytes, 1 as is, help)
 COUNTERS = (
@@ -196,7 +206,31 @@ COUNTERS = (
      "Time the statement spent reading data file blocks (needs track_io_timing)."),
     ("pg_stat_statements_block_write_seconds_total", BLK_WRITE, "ms",
      "Time the statement spent writing data file blocks (needs track_io_timing)."),
+    ("pg_stat_statements_jit_seconds_total", JIT, "ms",
+     "Time JIT compilation took for the statement: generation, inlining, optimization, emission and "
+     "(pg_stat_statements 1.11+, PostgreSQL 17) tuple deforming (pg_stat_statements 1.10+, PostgreSQL 15+)."),
+    ("pg_stat_statements_parallel_workers_to_launch_total", PAR_PLANNED, 1,
+     "Parallel workers the statement's plans asked for (pg_stat_statements 1.12+, PostgreSQL 18+)."),
+    ("pg_stat_statements_parallel_workers_launched_total", PAR_LAUNCHED, 1,
+     "Parallel workers launched for the statement; fewer than asked for: max_parallel_workers or "
+     "max_worker_processes ran out (pg_stat_statements 1.12+, PostgreSQL 18+)."),
 )
+
+
+def bundled(version: int) -> tuple:
+    """The pg_stat_statements version a server of ``version`` ships (the newest known above)."""
+    major = version // 10000
+    return BUNDLED.get(major, BUNDLED[max(BUNDLED)] if major > max(BUNDLED) else MIN_API)
+
+
+def api_version(server) -> tuple:
+    """The installed pg_stat_statements' version as a tuple (``(1, 10)``); the bundled one when the
+    server did not say (a ServerInfo built without extension versions)."""
+    text = server.extension_version("pg_stat_statements")
+    try:
+        return tuple(int(part) for part in text.split(".")) if text else bundled(server.version)
+    except ValueError:
+        return bundled(server.version)
 
 
 def _help(name: str) -> str:
@@ -329,13 +363,19 @@ class StatementsCollector(Collector):
         return out
 
     # -- collecting ----------------------------------------------------------------------
-    def sql(self, version: int) -> str:
-        if version >= 170000:
-            main = MAIN_SQL.format(blk_read_time="shared_blk_read_time", blk_write_time="shared_blk_write_time")
-        else:
-            main = MAIN_SQL.format(blk_read_time="blk_read_time", blk_write_time="blk_write_time")
+    def sql(self, version: int, api: tuple | None = None) -> str:
+        """The batch for a server of ``version`` with pg_stat_statements ``api`` (default: the
+        version bundled with that server)."""
+        api = bundled(version) if api is None else api
+        blk = "shared_blk" if api >= (1, 11) else "blk"
+        jit = _JIT_MS + (" + s.jit_deform_time" if api >= (1, 11) else "")
+        main = MAIN_SQL.format(
+            blk_read_time=f"{blk}_read_time", blk_write_time=f"{blk}_write_time",
+            jit=f"sum({jit})::float8" if api >= SINCE[JIT] else "NULL::float8",
+            parallel=("sum(s.parallel_workers_to_launch)::float8, sum(s.parallel_workers_launched)::float8"
+                      if api >= SINCE[PAR_PLANNED] else "NULL::float8, NULL::float8"))
         parts = [SETTINGS_SQL, main]
-        if version >= 140000:
+        if api >= (1, 9):
             parts.append(INFO_SQL)
         return batch(parts)
 
@@ -343,8 +383,13 @@ class StatementsCollector(Collector):
         dbname = ctx.server.dbname or ctx.datname
         if "pg_stat_statements" not in ctx.server.extensions:
             raise StatementsUnavailable(not_installed(dbname))
+        api = api_version(ctx.server)
+        if api < MIN_API:
+            raise StatementsUnavailable(
+                f"pg_stat_statements {'.'.join(map(str, api))} in database {dbname!r} is older than "
+                f"{'.'.join(map(str, MIN_API))}: run ALTER EXTENSION pg_stat_statements UPDATE there")
         try:
-            results = conn.query(self.sql(ctx.server.version), timeout)
+            results = conn.query(self.sql(ctx.server.version, api), timeout)
         except Exception as exc:
             if "shared_preload_libraries" in str(exc):
                 raise StatementsUnavailable(not_loaded(dbname)) from None
@@ -362,7 +407,7 @@ class StatementsCollector(Collector):
             first = state.previous is None
             current = dict(zip(keys, rows))
             self._classify_new(conn, timeout, state, keys, befores, current)
-            families = self._families(rows, keys, befores, current, opts, state, track_planning, block_size)
+            families = self._families(rows, keys, befores, current, opts, state, track_planning, block_size, api)
             self._histograms(rows, befores, state, first)
             families.append(self._histogram_family(state))
             if opts["query_text"]:
@@ -413,10 +458,11 @@ class StatementsCollector(Collector):
                 del members[key]
         return chosen
 
-    def _families(self, rows, keys, befores, present, opts, state, track_planning, block_size) -> list[Family]:
+    def _families(self, rows, keys, befores, present, opts, state, track_planning, block_size,
+                  api: tuple = BUNDLED[max(BUNDLED)]) -> list[Family]:
         chosen = state.chosen = self.select(rows, keys, befores, present, opts, state)
         counters = [(name, col, factor, help_) for name, col, factor, help_ in COUNTERS
-                    if col != PLAN or track_planning]
+                    if (col != PLAN or track_planning) and api >= SINCE.get(col, MIN_API)]
         families = [Family(name, "counter", help_, LABELS) for name, _, _, help_ in counters]
         scale = {"ms": 0.001, "block": float(block_size), 1: 1}
         factors = [(col, scale[factor]) for _, col, factor, _ in counters]
@@ -546,7 +592,7 @@ class StatementsCollector(Collector):
         fetch = wanted if stale else missing
         if fetch:
             ids = ",".join(sorted({queryid for _, queryid in fetch if _INTEGER.fullmatch(queryid)}))
-            sql = (TEXT_SQL if ctx.server.version >= 140000 else TEXT_SQL_PG13).format(ids=ids)
+            sql = (TEXT_SQL if api_version(ctx.server) >= (1, 9) else TEXT_SQL_PG13).format(ids=ids)
             (_, text_rows), = conn.query(sql, timeout)
             length = int(opts["query_text_length"])
             if stale:
