@@ -1,4 +1,4 @@
-"""``dbperf serve | check-config | demo | advise | report | pipelines | alerts | version``."""
+"""``dbperf serve | check-config | demo | advise | report | pipelines | alerts | setup-sql | version``."""
 
 from __future__ import annotations
 
@@ -35,14 +35,21 @@ def cmd_serve(args) -> int:
     host, port = config.listen_host, config.listen_port
     if args.listen:
         host, port = parse_listen("", "--listen", args.listen)
+    web_config = args.web_config_file or config.web_config
+    if web_config:
+        from exporter import webconfig
+
+        webconfig.load(web_config)  # a bad file: one line and exit 1, before anything starts
     exporter = Exporter(config)
     try:
-        server = make_server(exporter, host, port)
+        server = make_server(exporter, host, port, web_config)
     except OSError as exc:
+        exporter.close()
         print(f"dbperf: --listen {host}:{port}: cannot listen: {exc.strerror}", file=sys.stderr)
         return 1
-    LOG.info("dbperf %s listening on http://%s:%d/metrics (%d targets: %s)", __version__, host,
-             server.server_address[1], len(config.targets), ", ".join(t.name for t in config.targets))
+    LOG.info("dbperf %s listening on %s://%s:%d/metrics (%d targets: %s)%s", __version__, server.scheme, host,
+             server.server_address[1], len(config.targets), ", ".join(t.name for t in config.targets),
+             f"; web config {web_config}" + (" with basic auth" if server.web.auth else "") if web_config else "")
     stop = threading.Event()
 
     def shutdown(signum, _frame):
@@ -50,8 +57,12 @@ def cmd_serve(args) -> int:
         stop.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
+    def reload(_signum, _frame):  # the web config only; a bad file keeps the old one (one log line)
+        threading.Thread(target=server.reload_web_config, name="dbperf-reload", daemon=True).start()
+
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGHUP, reload)
     try:
         server.serve_forever()
     finally:
@@ -95,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT to listen on (overrides the config's listen)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", choices=["text", "json"])
+    serve.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                       help="web configuration file: TLS, client certificates, basic auth, headers (the "
+                            "Prometheus exporter-toolkit format; overrides the config's web_config; "
+                            "reloaded on SIGHUP)")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a config file and print the planned collectors "
@@ -128,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_arguments(sub.add_parser("report", help="performance report of a period from Prometheus "
                                         "(markdown, html, json)"))
+
+    from exporter.setupsql import add_arguments as add_setup_sql_arguments
+
+    add_setup_sql_arguments(sub.add_parser("setup-sql", help="print the SQL that creates the monitoring role "
+                                           "(pg_monitor, CONNECT) and pg_stat_statements"))
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"dbperf {__version__}") or 0)

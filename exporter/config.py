@@ -95,6 +95,10 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"
     targets: tuple = ()
+    # the HTTP layer (exporter.server, exporter.webconfig): see _web below
+    max_scrape_timeout: float = 120.0  # a longer X-Prometheus-Scrape-Timeout-Seconds is clamped to it
+    web_config: str = ""               # web configuration file (TLS, basic auth), resolved beside the config
+    web_unauthenticated_paths: tuple = ()  # paths served without basic auth: only /healthz may be here
 
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
@@ -114,6 +118,7 @@ MAX_PATTERN = 1000   # characters of a regular expression (databases.include, ex
 RANGES = {
     "scrape_timeout": (0.001, HOUR),
     "scrape_timeout_offset": (0.0, 60.0),
+    "max_scrape_timeout": (1.0, HOUR),
     "connect_timeout": (0.001, HOUR),
     "max_connections": (1, 100),
     "table_limit": (1, 100_000),
@@ -406,11 +411,31 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
     )
 
 
+WEB_KEYS = ("max_scrape_timeout", "web_config", "web_unauthenticated_paths")
+UNAUTHENTICATED_PATHS = ("/healthz",)
+
+
+def _web(source: str, top: _Reader, scrape_timeout: float) -> dict:
+    """The HTTP layer's keys: ``max_scrape_timeout`` (at least ``scrape_timeout``), ``web_config``
+    (a path beside the config file) and ``web_unauthenticated_paths``."""
+    maximum = top.ranged("max_scrape_timeout", float, 120.0, "max_scrape_timeout")
+    if scrape_timeout > maximum:
+        top.fail("scrape_timeout", f"must be at most max_scrape_timeout ({format_duration(maximum)})")
+    web_config = top.get("web_config", str, "")
+    if web_config and not Path(web_config).is_absolute():
+        web_config = str(Path(source).parent / web_config)
+    paths = top.data.get("web_unauthenticated_paths") or []
+    if not isinstance(paths, list) or any(p not in UNAUTHENTICATED_PATHS for p in paths):
+        top.fail("web_unauthenticated_paths", f"must be a list of {', '.join(UNAUTHENTICATED_PATHS)} "
+                 f"(the only path that may skip basic auth), got {show(paths)}")
+    return {"max_scrape_timeout": maximum, "web_config": web_config, "web_unauthenticated_paths": tuple(paths)}
+
+
 def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) -> Config:
     """``secrets=False``: an unset ``dsn_env`` or unreadable ``dsn_file`` is no error (the target's
     ``dsn_missing`` says what is missing); ``dbperf check-config`` checks a file that way."""
     top = _Reader(source, data, "")
-    top.allow("listen", "scrape_timeout", "scrape_timeout_offset", "host_metrics", "log_level",
+    top.allow("listen", "scrape_timeout", "scrape_timeout_offset", "host_metrics", "log_level", *WEB_KEYS,
               "log_format", "collectors", "targets")
     host, port = parse_listen(source, "listen", top.get("listen", str, DEFAULT_LISTEN))
     log_level = top.get("log_level", str, "info").lower()
@@ -431,7 +456,8 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
             raise ConfigError(source, f"targets[{i}].name", f"duplicate target name {show(target.name)}")
         seen.add(target.name)
         targets.append(target)
-    return Config(source=source, listen_host=host, listen_port=port, scrape_timeout=scrape_timeout,
+    web = _web(source, top, scrape_timeout)
+    return Config(source=source, listen_host=host, listen_port=port, scrape_timeout=scrape_timeout, **web,
                   scrape_timeout_offset=top.ranged("scrape_timeout_offset", float, 0.5, "scrape_timeout_offset"),
                   host_metrics=top.get("host_metrics", bool, True), log_level=log_level,
                   log_format=log_format, targets=tuple(targets))
@@ -527,20 +553,27 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-def load(path: str, env=os.environ, secrets: bool = True) -> Config:
+def read_yaml_file(path, limit: int = MAX_CONFIG_BYTES, what: str = "config file"):
+    """The YAML document of the file ``path`` (at most ``limit`` bytes, the limits of
+    :func:`load_yaml`); :class:`ConfigError` naming the file otherwise. The web config file
+    (exporter.webconfig) is read with it too."""
+    path = str(path)
     try:
-        text = read_text(path, MAX_CONFIG_BYTES)
+        text = read_text(path, limit)
     except FileProblem as exc:
-        raise ConfigError(path, "", f"cannot read config file: {exc}") from None
+        raise ConfigError(path, "", f"cannot read {what}: {exc}") from None
     try:
-        data = load_yaml(text)
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["?"])[0]
         raise ConfigError(path, "", f"invalid YAML: {_where(mark)}{problem}") from None
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:  # from a value's constructor
         raise ConfigError(path, "", f"invalid YAML: a value cannot be read ({type(exc).__name__})") from None
-    return parse(data, source=path, env=env, secrets=secrets)
+
+
+def load(path: str, env=os.environ, secrets: bool = True) -> Config:
+    return parse(read_yaml_file(path), source=path, env=env, secrets=secrets)
 
 
 def from_env(env=os.environ) -> Config:

@@ -147,6 +147,15 @@ def const_label_prefix(labels: dict[str, str]) -> str:
     return ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
 
 
+GZIP_MEMBER_MIN = 32 * 1024  # bytes: a body this large is compressed on its own (exporter.compress)
+
+
+class Chunk(bytes):
+    """A large body of exposition text; :mod:`exporter.compress` keeps its gzip member on it
+    (attribute ``gz``), so a cached collector's text is compressed once, not on every scrape, and
+    the member is freed with the text."""
+
+
 @dataclass(slots=True)
 class Rendered:
     """Exposition text of a set of families, keyed by family name so that several sources
@@ -162,7 +171,9 @@ class Rendered:
     def add_families(self, families, const_labels: str = "") -> None:
         for family in families:
             header, body = render_family(family, const_labels)
-            self.add_text(family.name, header.encode(), body.encode())
+            encoded = body.encode()
+            self.add_text(family.name, header.encode(),
+                          Chunk(encoded) if len(encoded) >= GZIP_MEMBER_MIN else encoded)
 
     def add_text(self, name: str, header: bytes, body: bytes) -> None:
         if name not in self.headers:
