@@ -53,8 +53,9 @@ def _successes(text: str) -> dict[tuple[str, str], bool]:
 
 
 def _served(text: str) -> set[str]:
-    """The families a scrape served (their exposition names: ``x_total`` for counters)."""
-    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    """The families a scrape served samples of (``x_total`` for counters, as documented)."""
+    return {f.name + "_total" if f.type == "counter" else f.name
+            for f in text_string_to_metric_families(text) if f.samples}
 
 
 def _scrape(target: Target, budget: float) -> tuple[object, dict, dict, dict, set]:
