@@ -53,6 +53,18 @@ def load_versions(path: Path = VERSIONS_FILE) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def dump_versions(data: dict) -> str:
+    """The matrix result as JSON, one family per line (reviewable diffs)."""
+    parts = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            parts.append(f" {json.dumps(key)}: {{\n{body}\n }}")
+        else:
+            parts.append(f" {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def majors_text(majors, all_majors) -> str:
     """``[14, 15, 16, 17, 18]`` of 13..18 -> ``14+``; ``[13, 14, 15, 16]`` -> ``13-16``."""
     majors, all_majors = sorted(majors), sorted(all_majors)

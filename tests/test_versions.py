@@ -25,8 +25,8 @@ import pgdist
 from conftest import ROOT, Samples, Served, promtool_check_metrics
 from exporter.collector import ServerInfo
 from exporter.config import parse
-from exporter.docs import README, SETTINGS, VERSIONS_FILE, documented, load_versions, readme_versions_section, \
-    versions_table
+from exporter.docs import README, SETTINGS, VERSIONS_FILE, documented, dump_versions, load_versions, \
+    readme_versions_section, versions_table
 from exporter.pgcluster import Cluster
 from exporter.postgres.catalog import CatalogCollector
 from exporter.postgres.statements import StatementsCollector
@@ -359,7 +359,7 @@ def test_the_committed_version_table_is_what_the_servers_served(matrix):
     live = matrix_result(matrix)
     committed = load_versions()
     if live != committed:
-        RESULT.write_text(json.dumps(live, indent=1) + "\n")
+        RESULT.write_text(dump_versions(live))
         changed = sorted(n for n in set(live["families"]) | set(committed.get("families", {}))
                          if live["families"].get(n) != committed.get("families", {}).get(n))
         pytest.fail(f"the servers served another table than {VERSIONS_FILE.name} ({len(changed)} families "
