@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -24,6 +25,7 @@ from exporter.collector import CLUSTER, DATABASE, Collector, Context, ServerInfo
 from exporter.config import Target
 from exporter.log import RateLimiter
 from exporter.metrics import Family, Rendered, const_label_prefix
+from exporter.metrics import _escape_label as escape_label
 from exporter.postgres.connection import Busy, Connection, DeadlineExceeded, Watchdog
 from exporter.singleflight import FINISH_MARGIN, Pending, SingleFlight
 
@@ -92,6 +94,7 @@ class Job:
     collectors: list
     outcomes: list = field(default_factory=list)
     running: str | None = None
+    release: str | None = None  # the session's key: closed when its last job ends (TargetScraper._release)
 
 
 class TargetScraper:
@@ -103,6 +106,8 @@ class TargetScraper:
         self._watchdog = Watchdog(f"dbperf-watchdog-{target.name}")
         self.main = Connection(target.dsn, None, target.connect_timeout, self._watchdog)
         self.conns: dict[str, Connection] = {}
+        self._users: dict[str, int] = {}  # per-database session -> jobs using it now (closed at 0)
+        self._sessions_lock = threading.Lock()
         self.cache: dict[tuple[str, str], CacheEntry] = {}  # collectors with a ttl only
         self.durations: dict[tuple[str, str], float] = {}   # last run of every collector, for the budget
         self.last_success: dict[tuple[str, str], float] = {}
@@ -255,6 +260,7 @@ class TargetScraper:
         databases = [server.dbname]
         if self.target.databases.discover:
             databases += [d for d in server.databases if d != server.dbname and self.target.databases.wanted(d)]
+        gone = set(self.databases) - set(databases)
         self.databases = databases
         jobs, keep = [], set(databases)
         # a slow cluster collector (statements) gets a second session to the target's own database
@@ -266,17 +272,60 @@ class TargetScraper:
         shared = sorted((c for c in cluster if not c.own_session), key=lambda c: c.optional)
         jobs.append(Job(server.dbname, self.main, shared + per_db))
         if per_db:
+            # the other databases' sessions live for one refresh only (see _release)
             for datname in databases[1:]:
-                jobs.append(Job(datname, self._session(datname, datname), list(per_db)))
-        for gone in set(self.conns) - keep:  # dropped databases: let their sessions go
-            self.conns.pop(gone).close()
+                jobs.append(Job(datname, self._session(datname, datname, release=True), list(per_db),
+                                release=datname))
+        with self._sessions_lock:
+            for key in set(self.conns) - keep:  # dropped databases: let their sessions go
+                self._users.pop(key, None)
+                self.conns.pop(key).close()
+        if gone:
+            self._forget(keep, gone)
         return jobs
 
-    def _session(self, key: str, dbname: str | None) -> Connection:
-        conn = self.conns.get(key)
-        if conn is None:
-            conn = self.conns[key] = Connection(self.target.dsn, dbname, self.target.connect_timeout, self._watchdog)
-        return conn
+    def _session(self, key: str, dbname: str | None, release: bool = False) -> Connection:
+        """The session ``key`` (the same object every time: collectors keep state per connection;
+        closed, it reconnects on its next query); ``release``: one more job uses it until
+        :meth:`_release`."""
+        with self._sessions_lock:
+            conn = self.conns.get(key)
+            if conn is None:
+                conn = self.conns[key] = Connection(self.target.dsn, dbname, self.target.connect_timeout,
+                                                    self._watchdog)
+            if release:
+                self._users[key] = self._users.get(key, 0) + 1
+            return conn
+
+    def _release(self, key: str, conn: Connection) -> None:
+        """A job on the session of another database than the target's own ended: close the session
+        when no other job uses it. A session in a database makes ``DROP DATABASE`` (also ``ALTER
+        DATABASE ... RENAME``, ``CREATE DATABASE ... TEMPLATE``) wait for it, 5 s, then fail with
+        "being accessed by other users": dbperf holds one there only while it refreshes that
+        database's collectors. The cost is one connect per refresh (a collector without a TTL
+        refreshes every scrape); the target's own database keeps its long-lived sessions."""
+        with self._sessions_lock:
+            if self.conns.get(key) is not conn:  # the database went away meanwhile: closed then
+                return
+            users = self._users.get(key, 0) - 1
+            if users > 0:
+                self._users[key] = users
+                return
+            self._users.pop(key, None)
+            conn.close()  # no query runs on it (its jobs ended): closes at once
+
+    def _forget(self, keep: set, gone: set) -> None:
+        """Forget what the scraper kept of the databases ``gone`` since the last scrape (dropped,
+        renamed, excluded), so that no series of theirs stays: their collectors' cached results,
+        durations and error counters, and the cached results of cluster collectors that name them
+        (database_size's 5-minute cache, for one: refreshed in this scrape instead)."""
+        for table in (self.cache, self.durations, self.last_success, self.errors):
+            for key in [k for k in table if k[1] and k[1] not in keep]:
+                del table[key]
+        needles = [f'datname="{escape_label(d)}"'.encode() for d in gone]
+        for key in [k for k, entry in self.cache.items() if not k[1] and any(
+                needle in body for bodies in entry.rendered.bodies.values() for body in bodies for needle in needles)]:
+            del self.cache[key]
 
     def _run_jobs(self, jobs: list[Job], server: ServerInfo, settings: dict, deadline: float) -> list[Outcome]:
         futures = [self._pool.submit(self._run_job, job, server, settings, deadline) for job in jobs]
@@ -304,12 +353,16 @@ class TargetScraper:
         return job.datname if collector.scope == DATABASE else ""
 
     def _run_job(self, job: Job, server: ServerInfo, settings: dict, deadline: float) -> None:
-        for collector in job.collectors:
-            ttl, timeout = settings[collector.name]
-            job.running = collector.name
-            outcome = self._run_collector(collector, job, server, ttl, timeout, deadline)
-            job.running = None
-            job.outcomes.append(outcome)
+        try:
+            for collector in job.collectors:
+                ttl, timeout = settings[collector.name]
+                job.running = collector.name
+                outcome = self._run_collector(collector, job, server, ttl, timeout, deadline)
+                job.running = None
+                job.outcomes.append(outcome)
+        finally:
+            if job.release is not None:
+                self._release(job.release, job.conn)
 
     def _run_collector(self, collector: Collector, job: Job, server: ServerInfo, ttl: float, timeout: float,
                        deadline: float) -> Outcome:

@@ -78,8 +78,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from exporter.advisor import quote_ident
 from exporter.collector import CLUSTER, Collector, Context
+from exporter.instrument.redact import redact
 from exporter.metrics import Family, pairs_formatter
+from exporter.postgres.privileges import role_of
 from exporter.postgres.sqlmark import MARK, batch, mark, sql_literal
 
 LOG = logging.getLogger("dbperf.statements")
@@ -120,7 +123,7 @@ MAIN_SQL = """SELECT s.dbid, s.userid, s.queryid::text, coalesce(d.datname, '') 
   sum(s.{blk_read_time})::float8, sum(s.{blk_write_time})::float8,
   {jit}, {parallel}
 FROM pg_stat_statements(false) s
-LEFT JOIN pg_database d ON d.oid = s.dbid
+JOIN pg_database d ON d.oid = s.dbid
 LEFT JOIN pg_roles r ON r.oid = s.userid
 GROUP BY s.dbid, s.userid, s.queryid, d.datname, r.rolname"""
 
@@ -312,6 +315,7 @@ class TargetState:
     pending: set = field(default_factory=set)       # keys not classified yet (new since the last read)
     classify_next: float = -math.inf                # monotonic time the next classifying read may run
     classify_reads: int = 0                         # classifying reads so far (for tests and benchmarks)
+    hidden_said: bool = False                       # the missing pg_read_all_stats was logged
 
 
 class StatementsCollector(Collector):
@@ -406,9 +410,11 @@ class StatementsCollector(Collector):
             befores = [previous.get(key) for key in keys]
             first = state.previous is None
             current = dict(zip(keys, rows))
+            self._say_hidden(ctx, state, keys)
             self._classify_new(conn, timeout, state, keys, befores, current)
             families = self._families(rows, keys, befores, current, opts, state, track_planning, block_size, api)
             self._histograms(rows, befores, state, first)
+            self._forget_databases(state, rows, ctx.server.databases)
             families.append(self._histogram_family(state))
             if opts["query_text"]:
                 families.append(self._texts(conn, ctx, timeout, state, families[0], rows, opts))
@@ -444,7 +450,7 @@ class StatementsCollector(Collector):
             while len(top) < limit and i < len(ranked):  # the excluded are few: skip them here only
                 key = ranked[i][1]
                 i += 1
-                if key not in excluded:
+                if key not in excluded and key[2] is not None:  # hidden statements (no queryid) stay in other
                     top.append(key)
             for key in top:
                 members[key] = now
@@ -508,7 +514,7 @@ class StatementsCollector(Collector):
         then or is pending, so a warm read costs one scan of ``befores`` and nothing else."""
         pending = state.pending
         if None in befores:
-            pending.update(key for key, before in zip(keys, befores) if before is None)
+            pending.update(key for key, before in zip(keys, befores) if before is None and key[2] is not None)
         if pending:
             if self.clock() >= state.classify_next:
                 unknown = [key for key in pending if key in current]
@@ -562,11 +568,43 @@ class StatementsCollector(Collector):
             calls, ms = row[CALLS] or 0, row[EXEC] or 0
             if before is not None and before[CALLS] <= calls and (before[EXEC] or 0) <= ms:
                 calls, ms = calls - before[CALLS], ms - (before[EXEC] or 0)
+            elif before is not None and row[2] is None:
+                continue  # hidden statements summed: one of them left, the others' increase is unknown
             calls = int(round(calls))
             if calls <= 0:
                 continue
             seconds = ms / 1000.0
             histogram.observe(seconds / calls, calls, seconds)
+
+    @staticmethod
+    def _forget_databases(state: TargetState, rows, databases) -> None:
+        """Forget the histograms of databases that are gone: neither in this read (which joins
+        pg_database, so a dropped database's statements, kept by pg_stat_statements until they are
+        deallocated, are left out) nor among the server's databases (one without statements now
+        keeps its counts). Every other state is per statement and goes with the statement."""
+        histograms = state.histograms
+        known = set(databases)
+        gone = [datname for datname in histograms if datname not in known]
+        if gone:
+            present = {row[3] for row in rows}
+            for datname in gone:
+                if datname not in present:
+                    del histograms[datname]
+
+    def _say_hidden(self, ctx: Context, state: TargetState, keys: list) -> None:
+        """Once per target (again after the grant came and went): other roles' statements have no
+        queryid without pg_read_all_stats; they are summed in ``other`` (see ``select``)."""
+        hidden = sum(1 for key in keys if key[2] is None)
+        if not hidden:
+            state.hidden_said = False
+        elif not state.hidden_said:
+            state.hidden_said = True
+            role = quote_ident(role_of(ctx.options.dsn)) if getattr(ctx.options, "dsn", None) else "..."
+            LOG.warning("target=%s statements: the monitoring role lacks pg_read_all_stats, so pg_stat_statements "
+                        "hides the queryid of other roles' statements (%d user and database pairs now); they are "
+                        "summed in queryid=\"other\" of their database (the sums stay exact) and never ranked: "
+                        "GRANT pg_read_all_stats TO %s (or GRANT pg_monitor TO %s)", ctx.target, hidden, role, role,
+                        extra={"target": ctx.target, "collector": "statements"})
 
     def _histogram_family(self, state: TargetState) -> Family:
         family = Family("pg_statement_duration_seconds", "histogram", _help("pg_statement_duration_seconds"),
@@ -600,7 +638,7 @@ class StatementsCollector(Collector):
                 state.texts_at = now
             for dbid, queryid, text in text_rows:
                 if (dbid, queryid) in fetch:
-                    state.texts[(dbid, queryid)] = normalise_text(text, length)
+                    state.texts[(dbid, queryid)] = normalise_text(redact(text), length)
             state.textless |= {key for key in fetch if key not in state.texts}
         for key in [k for k in state.texts if k not in wanted]:
             del state.texts[key]

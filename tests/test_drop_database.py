@@ -1,0 +1,137 @@
+"""dbperf never stands in the way of a user's DROP DATABASE, and forgets a dropped database.
+
+A session in a database makes a plain ``DROP DATABASE`` wait 5 s for it and then fail ("being
+accessed by other users"): dbperf holds a session in a database other than the target's own only
+while it refreshes that database's collectors. Once the database is gone, no series of it stays:
+not the per-database collectors', not a cluster collector's cached rows (database_size), not the
+statements collector's latency histogram, per-statement series or sticky members (whose rows
+pg_stat_statements keeps after the drop, under a dbid that no longer exists)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import Samples, make_config, wait_until
+
+pytestmark = pytest.mark.pg
+
+
+@pytest.fixture
+def victim(pg):
+    """A database of its own with a table and a few statements in pg_stat_statements."""
+    name = "dropme_" + uuid.uuid4().hex[:8]
+    pg.execute(f"CREATE DATABASE {name}")
+    with pg.connect(name) as conn:
+        conn.execute("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g")
+        for i in range(5):
+            conn.execute(f"SELECT count(*) FROM t WHERE id > {i}")
+    yield name
+    pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def config(pg, name: str, target: str, **statements):
+    # the target covers its own database (postgres) and the victim only
+    return make_config(pg, {"name": target, "databases": {"include": name},
+                            "statements": {"limit": 50, "sticky": 600, **statements}})
+
+
+def mentions(samples: Samples, name: str) -> list:
+    return [s for s in samples.samples if name in s.labels.values()]
+
+
+def dbperf_sessions_in(pg, name: str) -> list:
+    return pg.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'dbperf'",
+                      params=(name,))
+
+
+def statements_state(served, target: str):
+    scraper = served.exporter.scrapers[target]
+    collector = next(c for c in scraper.collectors if c.name == "statements")
+    return collector.state(target)
+
+
+def test_plain_drop_database_right_after_a_scrape_succeeds(pg, victim, serve):
+    target = "drop_" + victim
+    served = serve(config(pg, victim, target))
+    samples = served.metrics()
+    # the victim was covered: its per-database collectors ran there, its statements are ranked
+    assert samples.value("dbperf_collector_success", collector="tables", datname=victim) == 1
+    assert samples.series("pg_stat_user_tables_seq_scan_total", datname=victim, relname="t")
+    assert samples.series("pg_statement_duration_seconds_count", datname=victim)
+    assert samples.value("pg_database_size_bytes", datname=victim) > 0
+    # between scrapes dbperf holds no session there (its backend exits just after the close)
+    wait_until(lambda: not dbperf_sessions_in(pg, victim), timeout=3, message="dbperf's session in the victim closed")
+    start = time.monotonic()
+    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {victim}")  # plain: no FORCE
+    took = time.monotonic() - start
+    assert took < 4.0, f"DROP DATABASE waited {took:.1f}s for other sessions"
+    after = served.metrics()
+    assert after.value("pg_up", target=target) == 1
+    assert mentions(after, victim) == [], mentions(after, victim)[:5]
+    # the scrape after that still serves the target's own database
+    assert after.value("dbperf_collector_success", collector="tables", datname="postgres") == 1
+
+
+def test_drop_database_also_succeeds_during_many_scrapes(pg, victim, serve):
+    """Scrapes back to back while DROP DATABASE waits: a refresh that starts then cannot connect
+    (the drop holds the database's lock), and the one running ends within DROP's 5 s."""
+    import threading
+
+    target = "dropbusy_" + victim
+    served = serve(config(pg, victim, target))
+    served.metrics()
+    stop = threading.Event()
+    statuses = []
+
+    def scrape_loop():
+        while not stop.is_set():
+            statuses.append(served.get("/metrics")[0])
+
+    thread = threading.Thread(target=scrape_loop)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {victim}")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert statuses and set(statuses) == {200}
+    wait_for = time.monotonic() + 10
+    while mentions(served.metrics(), victim) and time.monotonic() < wait_for:
+        time.sleep(0.2)
+    assert mentions(served.metrics(), victim) == []
+
+
+def test_statements_forget_a_dropped_database(pg, victim, serve):
+    """Dropped WITH (FORCE), so that this test is about the statements collector's state only."""
+    target = "forget_" + victim
+    served = serve(config(pg, victim, target))
+    served.metrics()
+    with pg.connect(victim) as conn:
+        for _ in range(3):
+            conn.execute("SELECT pg_sleep(0.01)")
+    samples = served.metrics()
+    assert samples.value("pg_statement_duration_seconds_count", datname=victim) >= 3
+    (dbid,), = pg.execute("SELECT oid FROM pg_database WHERE datname = %s", params=(victim,))
+    state = statements_state(served, target)
+    assert any(key[0] == dbid for key in state.members)
+    pg.execute(f"DROP DATABASE {victim} WITH (FORCE)")
+    # pg_stat_statements keeps the dropped database's statements, under a dbid without a database
+    assert pg.execute("SELECT count(*) FROM pg_stat_statements WHERE dbid = %s", params=(dbid,))[0][0] > 0
+    after = served.metrics()
+    assert after.value("dbperf_collector_success", collector="statements", datname="") == 1
+    assert mentions(after, victim) == [], mentions(after, victim)[:5]
+    statement_families = [name for name in after.families if name.startswith("pg_stat_statements_")]
+    orphans = [s for name in statement_families for s in after.families[name].samples
+               if s.labels.get("datname") == ""]
+    assert orphans == [], orphans[:5]
+    assert victim not in state.histograms
+    for name, keys in (("members", state.members), ("previous", state.previous), ("excluded", state.excluded),
+                       ("chosen", state.chosen)):
+        assert not [key for key in keys if key[0] == dbid], name
