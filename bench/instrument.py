@@ -111,6 +111,13 @@ async def drive(app, n: int, offset: int) -> float:
     return (CLOCK() - start) / n * 1e6
 
 
+def rotated(names: list, r: int) -> list:
+    """The variants in round ``r``'s order: each takes every position in turn (the first of a
+    round measured slower on this machine, whichever it was)."""
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
 def quiet(values) -> float:
     """The 10th percentile of the rounds: a quiet round. Other jobs only ever add CPU time (cache
     and core sharing), so the low rounds are the least disturbed."""
@@ -143,9 +150,10 @@ def bench_http(requests: int, before=None) -> dict:
     async def run():
         for app in variants.values():  # warm-up: build middleware stacks, fill caches
             await drive(app, 1000, 0)
+        names = list(variants)
         for r in range(rounds):
-            for name, app in variants.items():
-                results[name].append(await drive(app, per_round, r * per_round))
+            for name in rotated(names, r):
+                results[name].append(await drive(variants[name], per_round, r * per_round))
     asyncio.run(run())
     return summarise(results, "bare")
 
@@ -220,8 +228,9 @@ def bench_sql(dsn: str, n: int, libs: dict) -> dict:
     rows = {k: [] for k in runs}
     for fn, c in runs.values():
         fn(c)
-    for _ in range(sql_rounds):
-        for name, (fn, c) in runs.items():
+    for r in range(sql_rounds):
+        for name in rotated(list(runs), r):
+            fn, c = runs[name]
             rows[name].append(fn(c))
     for c in (*conns.values(), *held.values()):
         c.close()

@@ -10,8 +10,12 @@ import gzip
 import http.client
 import logging
 
+import secrets
+
 import httpx
 import pytest
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -180,4 +184,73 @@ def test_prometheus_scrapes_protected_metrics():
     finally:
         if prom is not None:
             prom.stop()
+        server.close()
+
+
+def _fastapi_behind_own_auth(inst):
+    app = FastAPI()
+    app.add_middleware(PrometheusMiddleware, instrumentation=inst)
+    basic_auth = HTTPBasic()
+
+    def require_ops(credentials: HTTPBasicCredentials = Depends(basic_auth)):
+        if not (secrets.compare_digest(credentials.username, "ops")
+                and secrets.compare_digest(credentials.password, USERS["ops"])):
+            raise HTTPException(401, headers={"WWW-Authenticate": "Basic"})
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int):
+        return {"id": item_id}
+
+    @app.get("/metrics", dependencies=[Depends(require_ops)], include_in_schema=False)
+    def metrics(request: Request):
+        status, headers, body = inst.metrics_response(request.headers, request.url.query)
+        return Response(body, status_code=status, headers=dict(headers))
+    return ASGIServer(app, inst)
+
+
+def _flask_behind_own_auth(inst):
+    from flask import Flask, abort, request
+
+    from exporter.instrument import instrument_flask
+
+    app = Flask("own_auth")
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id):
+        return {"id": item_id}
+
+    @app.get("/metrics")
+    def metrics():
+        status, headers, body = inst.metrics_response(request.headers, request.query_string.decode())
+        return body, status, headers
+
+    @app.before_request
+    def only_ops():
+        auth = request.authorization
+        if request.path == "/metrics" and not (auth and auth.username == "ops" and auth.password == USERS["ops"]):
+            abort(401)
+    instrument_flask(app, inst)
+    return WSGIThreadServer(app, inst)
+
+
+@pytest.mark.parametrize("make", [_fastapi_behind_own_auth, _flask_behind_own_auth], ids=["fastapi", "flask"])
+def test_metrics_behind_the_applications_own_auth(make):
+    inst = Instrumentation()
+    server = make(inst)
+    try:
+        for i in range(4):
+            assert server.get(f"/items/{i}").status_code == 200
+        good = "Basic " + base64.b64encode(f"ops:{USERS['ops']}".encode()).decode()
+        assert raw(server, "/metrics")[0] == 401
+        wrong = "Basic " + base64.b64encode(f"ops:x{USERS['ops']}".encode()).decode()
+        assert raw(server, "/metrics", Authorization=wrong)[0] == 401
+        status, headers, body = raw(server, "/metrics", Authorization=good, **{"Accept-Encoding": "gzip"})
+        assert status == 200 and headers["content-encoding"] == "gzip" and int(headers["content-length"]) == len(body)
+        text = gzip.decompress(body).decode()
+        assert promtool_check_metrics(text) == ""
+        handler = "/items/{item_id}" if make is _fastapi_behind_own_auth else "/items/<int:item_id>"
+        assert Samples(text).value("http_requests_total", handler=handler, method="GET", status="200") == 4
+        status, headers, body = raw(server, "/metrics", Authorization=good)
+        assert "content-encoding" not in headers and body.startswith(b"# HELP")
+    finally:
         server.close()

@@ -348,6 +348,12 @@ class Instrumentation:
         from .exposition import metrics_wsgi_app
         return metrics_wsgi_app(self, **options)
 
+    def metrics_response(self, headers, query: str = "", method: str = "GET"):
+        """/metrics behind the application's own authentication: (status, headers, body), see
+        :func:`.exposition.metrics_response`."""
+        from .exposition import metrics_response
+        return metrics_response(self, headers, query, method)
+
     def slowlog_asgi_app(self, token: str):
         from .slowlog import slowlog_asgi_app
         return slowlog_asgi_app(self, token)

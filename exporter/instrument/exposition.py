@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from .auth import Credentials
 from .core import Instrumentation
 
-GZIP_LEVEL = 5  # a 50 kB exposition: ≈ 1/9 of its size in ≈ 0.5 ms; level 9 saves a few % more, 3x slower
+GZIP_LEVEL = 1  # a 290 kB exposition: 1/21 of its size in 0.4 ms; level 5: 1/23 in 1.1 ms, level 9: 1/25 in 4.6 ms
 _ALLOW = "GET, HEAD, OPTIONS"
 
 
@@ -138,6 +138,17 @@ def metrics_asgi_app(inst: Instrumentation, *, bearer_token: str | None = None, 
         await send({"type": "http.response.body", "body": body})
 
     return ASGIApp(app)
+
+
+def metrics_response(inst: Instrumentation, headers, query: str = "", method: str = "GET"):
+    """(status, [(header, value)], body) of /metrics for a request the application has already
+    authorised itself (a FastAPI dependency, a Flask ``before_request``): ``headers`` is any
+    mapping with a case-insensitive ``get`` (Starlette's ``request.headers``, Flask's); gzip and
+    the format are negotiated as by the apps."""
+    expo = getattr(inst, "_open_exposition", None)
+    if expo is None:
+        expo = inst._open_exposition = _exposition(inst, None, None, GZIP_LEVEL)
+    return expo.respond(method, query or "", None, headers.get("accept"), headers.get("accept-encoding"))
 
 
 def metrics_wsgi_app(inst: Instrumentation, *, bearer_token: str | None = None, basic_auth=None,
