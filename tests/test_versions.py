@@ -340,7 +340,7 @@ def matrix_result(matrix) -> dict:
             documented_names[name] = help_
     why = {name: reason for name, help_ in documented_names.items()
            if name != SETTINGS and (reason := not_in_matrix(name, help_))}
-    why.update({name: "opt-in: pipelines sources (docs/pipelines.md)"
+    why.update({name: "opt-in: needs pipelines sources, see docs/pipelines.md"
                 for c in all_collectors() if c.name in DISABLED for name, *_ in documented(c)})
     for major, server in matrix.items():
         served = served_families(server.need().text)
