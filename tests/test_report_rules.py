@@ -91,3 +91,18 @@ def test_host_named_by_its_target():
 ])
 def test_rows_left_out_of_the_top_lists(queryid, text, kind):
     assert left_out_kind(queryid, text) == kind
+
+
+def test_the_watchdog_heartbeat_is_never_a_likely_cause():
+    """Watchdog fires all the time by design (alerts/rules/monitoring.yml): it overlaps every anomaly."""
+    from exporter.report.anomalies import attribute_causes
+
+    found = [{"series": "pipeline_duration", "title": "pipeline run duration (orders_export)", "start": END - 600,
+              "end": END - 540, "size": "2x the median", "causes": []}]
+    alerts = [{"alertname": "Watchdog", "start": END - 3600, "end": END},
+              {"alertname": "PipelineSlow", "start": END - 660, "end": END - 500}]
+    attribute_causes(found, {"alerts": alerts}, 60)
+    assert found[0]["causes"] == ["alert PipelineSlow firing (01-15 07:49-01-15 07:51)"]
+    alone = [dict(found[0], causes=[])]
+    attribute_causes(alone, {"alerts": alerts[:1]}, 60)
+    assert alone[0]["causes"] == ["no concurrent event found (no restart, connection spike, pipeline run or alert)"]

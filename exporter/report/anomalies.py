@@ -150,6 +150,10 @@ def describe_size(spec: SeriesSpec, value: float, median: float, factor: float |
     return f"{factor:.0f}x the median ({base})" if factor >= 2 else f"{factor:.1f}x the median ({base})"
 
 
+# alerts that fire all the time on purpose (alerts/rules/monitoring.yml): never a likely cause
+HEARTBEAT_ALERTS = frozenset({"Watchdog"})
+
+
 def overlaps(a_start: float, a_end: float, b_start: float, b_end: float, slack: float) -> bool:
     return a_start - slack <= b_end and b_start <= a_end + slack
 
@@ -170,6 +174,8 @@ def attribute_causes(anomalies: list[dict], context: dict, step: float) -> None:
             if anomaly["series"] != "pipeline_duration" and overlaps(s, e, run_start, run_end, 0):
                 causes.append(f"pipeline {pipeline} was running ({_hm(run_start)}-{_hm(run_end)})")
         for alert in context.get("alerts", []):
+            if alert["alertname"] in HEARTBEAT_ALERTS:
+                continue  # always firing by design: it overlaps everything and explains nothing
             if overlaps(s, e, alert["start"], alert["end"], step):
                 causes.append(f"alert {alert['alertname']} firing ({_hm(alert['start'])}-{_hm(alert['end'])})")
         if not causes:

@@ -115,9 +115,8 @@ def render_html(r: dict) -> str:
 
     cards = [("queries", num(s["queries"])), ("mean latency", dur(s["mean_latency_seconds"])),
              ("p95 / p99", f"{dur(s['p95_latency_seconds'])} / {dur(s['p99_latency_seconds'])}"),
-             ("transactions", num(s["transactions"])), ("rollbacks", f"{num(s['rollbacks'])} ({pct(s['rollback_ratio'], 2)})"),
-             *([("rollbacks without a client ROLLBACK", f"{num(s['failed_rollbacks'])} ({pct(s['failed_rollback_ratio'], 2)})")]
-               if s.get("failed_rollbacks") is not None else []),
+             ("transactions", num(s["transactions"])), ("rollbacks" + (f", {num(s['failed_rollbacks'])} without a client ROLLBACK" if s.get("failed_rollbacks") is not None
+                           else ""), f"{num(s['rollbacks'])} ({pct(s['rollback_ratio'], 2)})"),
              ("cache hit ratio", pct(s["cache_hit_ratio"], 2))]
     if app["requests"] is not None:
         cards += [("HTTP requests", num(app["requests"])), ("HTTP error ratio", pct(app["error_ratio"], 2))]
