@@ -94,9 +94,11 @@ def test_an_unreachable_database_never_fails_the_job(capsys):
 
 
 def test_recorder_does_not_import_the_daemon():
+    """Only the SQL mark (standard library only) is shared with the daemon."""
     code = ("import sys; from exporter.pipelines import record_run; record_run; "
             "bad = [m for m in sys.modules if m.startswith('exporter.') and m not in "
-            "('exporter.pipelines', 'exporter.pipelines.recorder')]; print(bad); assert not bad, bad; "
+            "('exporter.pipelines', 'exporter.pipelines.recorder', 'exporter.postgres', "
+            "'exporter.postgres.sqlmark')]; print(bad); assert not bad, bad; "
             "assert 'yaml' not in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -345,3 +347,13 @@ def test_record_run_refuses_bad_names_and_timeouts_before_the_job():
                             ({"pipeline": "ok", "start_wait": -1}, "start_wait must be")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             record_run(**kwargs)
+
+
+@pytest.mark.fast
+def test_recorders_statements_carry_dbperfs_mark():
+    """The recorder's INSERTs are dbperf's own: the report and advisor must not list them."""
+    from exporter.pipelines import recorder
+    from exporter.postgres.sqlmark import is_own
+
+    for sql in (recorder.START_SQL, recorder.END_SQL, recorder.TIMEOUTS_SQL):
+        assert is_own(sql), sql

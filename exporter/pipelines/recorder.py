@@ -33,6 +33,8 @@ import time
 import uuid
 
 DSN_ENV = "DBPERF_PIPELINES_DSN"
+from exporter.postgres.sqlmark import mark  # standard library only: no daemon module
+
 TABLE = ("dbperf", "pipeline_runs")
 MAX_MESSAGE = 2000
 MAX_NAME = 200
@@ -44,7 +46,7 @@ VALUES (%(pipeline)s, %(run_id)s, 'running', now(), %(trigger)s)
 ON CONFLICT (pipeline, run_id) DO UPDATE
 SET status = 'running', started_at = now(), finished_at = NULL, trigger = EXCLUDED.trigger
 WHERE {table}.finished_at IS NULL OR {table}.finished_at < now()"""
-TIMEOUTS_SQL = "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)"
+TIMEOUTS_SQL = mark("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)")
 
 END_SQL = """INSERT INTO {table} (pipeline, run_id, status, started_at, finished_at, rows_processed, errors,
                      trigger, error_message)
@@ -53,6 +55,8 @@ VALUES (%(pipeline)s, %(run_id)s, %(status)s, now() - make_interval(secs => %(el
 ON CONFLICT (pipeline, run_id) DO UPDATE
 SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at, rows_processed = EXCLUDED.rows_processed,
     errors = EXCLUDED.errors, error_message = EXCLUDED.error_message"""
+# the recorder's statements are dbperf's own: pg_stat_statements, the advisor and the report know them
+START_SQL, END_SQL = mark(START_SQL), mark(END_SQL)
 
 
 def _warn(message: str) -> None:
