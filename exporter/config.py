@@ -48,6 +48,11 @@ class CollectorSettings:
     ttl: float | None = None      # seconds; None = the collector's default
 
 
+# the admin databases of managed services (RDS/Aurora, Cloud SQL, Azure), which refuse connections:
+# never discovered unless databases.include names them (docs/managed-services.md)
+MANAGED_ADMIN_DATABASES = frozenset({"rdsadmin", "cloudsqladmin", "azure_maintenance", "azure_sys"})
+
+
 @dataclass(frozen=True)
 class Databases:
     discover: bool = True
@@ -55,6 +60,8 @@ class Databases:
     exclude: re.Pattern = re.compile("^$")
 
     def wanted(self, datname: str) -> bool:
+        if datname in MANAGED_ADMIN_DATABASES and self.include.pattern == ".*":
+            return False
         return bool(self.include.fullmatch(datname)) and not self.exclude.fullmatch(datname)
 
 

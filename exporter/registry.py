@@ -17,6 +17,9 @@ def all_collectors() -> tuple[Collector, ...]:
     from exporter.postgres.statements import StatementsCollector
 
     collectors = list(catalog.load()) + [SettingsCollector(), StatementsCollector(), LiveQueriesCollector()]
+    from exporter.postgres.privileges import PrivilegesCollector
+
+    collectors.append(PrivilegesCollector())  # fails naming the grant when the role lacks what pg_monitor grants
     from exporter.advisor.collector import AdvisorCollector
 
     collectors.append(AdvisorCollector())  # opt-in: dbperf_advisor_findings

@@ -26,7 +26,8 @@ from exporter.config import Target
 from exporter.log import RateLimiter
 from exporter.metrics import Family, Rendered, const_label_prefix
 from exporter.metrics import _escape_label as escape_label
-from exporter.postgres.connection import Busy, Connection, DeadlineExceeded, Watchdog
+from exporter.postgres.connection import Busy, ConnectError, Connection, DeadlineExceeded, Watchdog
+from exporter.postgres.privileges import grant_hint
 from exporter.singleflight import FINISH_MARGIN, Pending, SingleFlight
 
 LOG = logging.getLogger("dbperf.scrape")
@@ -405,9 +406,11 @@ class TargetScraper:
         return Outcome(collector.name, datname, True, duration, rendered=rendered)
 
     def _log_failure(self, collector: str, datname: str, exc: BaseException) -> None:
-        if not self._log_limit.allow((collector, datname)):
+        # a database that refuses connections fails each of its collectors: one line for them all
+        key = ("connect", datname) if datname and isinstance(exc, ConnectError) else (collector, datname)
+        if not self._log_limit.allow(key):
             return
-        message = self.main.scrub(" ".join(str(exc).split())) or type(exc).__name__
+        message = (self.main.scrub(" ".join(str(exc).split())) or type(exc).__name__) + grant_hint(exc, self.target.dsn)
         if isinstance(exc, Busy):
             message = "skipped: " + message
         where = f" database={datname}" if datname else ""
