@@ -144,6 +144,14 @@ def overview() -> dict:
 
 
 # -- PostgreSQL server ------------------------------------------------------------------------
+def with_progress_info(expr: str) -> str:
+    """``expr`` (one series per running operation) with pg_stat_progress_info's command, phase,
+    kind and index as labels."""
+    return (f"{expr} * on ({BY}, datname, pid) group_left (command, phase, kind, indexrelname) "
+            f"pg_stat_progress_info{{{PGD}}}")
+
+
+
 SETTINGS = [("shared_buffers", "pg_settings_shared_buffers_bytes", "bytes"),
             ("effective_cache_size", "pg_settings_effective_cache_size_bytes", "bytes"),
             ("work_mem", "pg_settings_work_mem_bytes", "bytes"),
@@ -224,6 +232,22 @@ def postgres() -> dict:
                    "seconds per second (needs track_io_timing).",
                    [target(f"sum(rate(pg_stat_database_blk_read_seconds_total{{{PGD}}}[{RI}]))", "read"),
                     target(f"sum(rate(pg_stat_database_blk_write_seconds_total{{{PGD}}}[{RI}]))", "write")], "s"),
+        row("I/O by backend type (pg_stat_io, PostgreSQL 16+)"),
+        timeseries("I/O bytes by backend type", "Bytes read, written and extended per second by backend type "
+                   "(client backends, autovacuum, checkpointer, background writer...), from pg_stat_io.",
+                   [target(f"sum by (backend_type) (rate(pg_stat_io_{op}_bytes_total{{{PG}}}[{RI}]))",
+                           f"{op} {{{{backend_type}}}}") for op in ("read", "write", "extend")], "Bps"),
+        timeseries("I/O time by backend type", "Seconds per second spent reading and writing (data files and, "
+                   "on 18, WAL) by backend type; needs track_io_timing (track_wal_io_timing for WAL).",
+                   [target(f"sum by (backend_type) (rate(pg_stat_io_{op}_seconds_total{{{PG}}}[{RI}]))",
+                           f"{op} {{{{backend_type}}}}") for op in ("read", "write")], "s"),
+        timeseries("Evictions and client backend writes", "Buffers evicted per second by backend type, and "
+                   "buffers client backends had to write themselves: the background writer and checkpointer "
+                   "do not keep up (pg_stat_bgwriter's buffers_backend before 17).",
+                   [target(f"sum by (backend_type) (rate(pg_stat_io_evictions_total{{{PG}}}[{RI}]))",
+                           "evicted {{backend_type}}"),
+                    target(f'sum by (context) (rate(pg_stat_io_writes_total{{{PG}, backend_type="client backend"}}'
+                           f"[{RI}]))", "client writes {{context}}")], "ops", w=24),
         row("Locks and deadlocks"),
         timeseries("Locks granted by mode", "Heavyweight locks held, by mode.",
                    [target(f"sum by (mode) (pg_locks_granted{{{PGD}}})", "{{mode}}")], "short", stack=True),
@@ -273,6 +297,27 @@ def postgres() -> dict:
         timeseries("Dead rows (top 10 tables)", "Estimated dead rows of the 10 tables with the most.",
                    [target(f"topk(10, pg_stat_user_tables_n_dead_tup{{{PGD}}})", "{{datname}}.{{relname}}")],
                    "short"),
+        table("Maintenance running now", "Every VACUUM, ANALYZE, CREATE INDEX / REINDEX and CLUSTER / VACUUM "
+              "FULL running (pg_stat_progress_*): its phase, how long it runs, its progress through the blocks "
+              "to scan and their size. Empty when nothing runs.",
+              [target(with_progress_info(f"pg_stat_progress_elapsed_seconds{{{PGD}}}")),
+               target(with_progress_info(f"pg_stat_progress_done_bytes{{{PGD}}} / "
+                                         f"(pg_stat_progress_size_bytes{{{PGD}}} > 0)")),
+               target(with_progress_info(f"pg_stat_progress_size_bytes{{{PGD}}}"))], "none", h=7,
+              columns={"datname": "Database", "schemaname": "Schema", "relname": "Relation", "pid": "PID",
+                       "command": "Command", "phase": "Phase", "kind": "Kind", "indexrelname": "Index",
+                       "Value #A": "Running for", "Value #B": "Progress", "Value #C": "Size"},
+              hide=("Time", "job", "instance", "target"),
+              units={"Running for": "dtdurations", "Progress": "percentunit", "Size": "bytes"}, sort="Running for"),
+        timeseries("Maintenance progress", "Share of the blocks each running operation has scanned so far, "
+                   "and a vacuum's dead item memory over its limit: a large table's vacuum that reaches 1 must "
+                   "vacuum its indexes before it scans on (index_vacuum_cycles counts them; raise "
+                   "maintenance_work_mem / autovacuum_work_mem).",
+                   [target(f"pg_stat_progress_done_bytes{{{PGD}}} / (pg_stat_progress_size_bytes{{{PGD}}} > 0)",
+                           "{{datname}}.{{relname}} ({{pid}})"),
+                    target(f"pg_stat_progress_vacuum_dead_tuple_bytes{{{PGD}}} / "
+                           f"(pg_stat_progress_vacuum_max_dead_tuple_bytes{{{PGD}}} > 0)",
+                           "dead item memory {{datname}}.{{relname}} ({{pid}})")], "percentunit", max_=1, w=24),
         row("Replication"),
         timeseries("Replica lag", "On a replica: time since the last replayed transaction (0 when all "
                    "received WAL is replayed).",
