@@ -30,7 +30,7 @@ def test_own_store_matches_prometheus_client_for_the_same_requests():
                          buckets=sorted(set(HTTP_BUCKETS) | {0.5}), registry=ref)
     queries = Histogram("db_client_queries_per_request", "x", ["handler"], buckets=QUERY_COUNT_BUCKETS, registry=ref)
     db_time = Histogram("db_client_request_operation_duration_seconds", "x", ["handler"],
-                        buckets=sorted(set(inst.db_duration._upper_bounds[:-1])), registry=ref)
+                        buckets=inst._db_store.bounds[:-1], registry=ref)
     slow = Counter("http_slow_requests_total", "x", ["handler"], registry=ref)
     rng = random.Random(7)
     edges = [0.0, 0.005, 0.01, 0.5, 0.5000001, 10.0, 11.0]  # on a bound: that bucket, as le says
@@ -70,6 +70,29 @@ def test_own_store_matches_prometheus_client_for_the_same_requests():
                        ("http_requests_in_progress", "gauge"), ("db_client_queries_per_request", "histogram")):
         assert f"# TYPE {name} {kind}" in text
     assert ours.series("http_requests_created") and ours.series("http_request_duration_seconds_created")
+
+
+def test_statement_store_matches_prometheus_client():
+    inst = Instrumentation()
+    ref = CollectorRegistry()
+    bounds = inst._db_store.bounds[:-1]
+    duration = Histogram("db_client_operation_duration_seconds", "x",
+                         ["db_system", "db_namespace", "db_operation", "pool", "fingerprint"], buckets=bounds, registry=ref)
+    rng = random.Random(3)
+    texts = ["SELECT 1", "SELECT a FROM t WHERE id = %s", "select a from t where id = 5", "UPDATE t SET a = 1"]
+    for i in range(2000):
+        sql, namespace, pool = rng.choice(texts), rng.choice(["shop", "audit"]), rng.choice(["main", "ro"])
+        seconds = rng.choice(bounds + [0.0, 20.0]) if i % 4 == 0 else rng.expovariate(50)
+        inst.record_statement(sql, seconds, namespace, pool)
+        op, fp, _ = inst.statement(sql)
+        duration.labels("postgresql", namespace, op, pool, fp).observe(seconds)
+    ours, theirs = samples(inst), Samples(generate_latest(ref).decode())
+    for name in ("db_client_operation_duration_seconds_bucket", "db_client_operation_duration_seconds_count",
+                 "db_client_operation_duration_seconds_sum"):
+        got = {tuple(sorted(x.labels.items())): x.value for x in ours.series(name)}
+        want = {tuple(sorted(x.labels.items())): x.value for x in theirs.series(name)}
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), name
+    assert ours.series("db_client_operation_duration_seconds_created")
 
 
 def _counting_app(inst, calls):

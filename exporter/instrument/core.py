@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, valu
 
 from . import httpstore
 from .fingerprint import Fingerprints
-from .httpstore import HELP, UNMATCHED, ClientRoute, InProgress, Observe, OwnRoute, OwnStore
+from .httpstore import HELP, UNMATCHED, ClientRoute, InProgress, Observe, OwnRoute, OwnStore, StatementStore
 
 log = logging.getLogger("exporter.instrument")
 
@@ -153,9 +153,14 @@ class Instrumentation:
         if self.multiprocess:
             self.http_slow = Counter("http_slow_requests_total", httpstore.slow_help(self.slow_request_seconds),
                                      ["handler"], registry=reg)
-        self.db_duration = Histogram(
-            "db_client_operation_duration_seconds", "Duration of database client operations (statements).",
-            ["db_system", "db_namespace", "db_operation", "pool", "fingerprint"], buckets=db_b, registry=reg)
+        if self.multiprocess:
+            self._db_store = None
+            self.db_duration = Histogram(
+                "db_client_operation_duration_seconds", HELP["db_client_operation_duration_seconds"],
+                httpstore.DB_LABELS, buckets=db_b, registry=reg)
+        else:
+            self._db_store = StatementStore(db_b)
+            reg.register(self._db_store)
         self.db_errors = Counter(
             "db_client_operation_errors_total", "Database client operations that failed, by error type.",
             ["db_system", "db_namespace", "db_operation", "pool", "fingerprint", "error_type"], registry=reg)
@@ -187,7 +192,7 @@ class Instrumentation:
         self.pool_timeouts = Counter(
             "db_client_connection_timeouts_total", "Pool checkouts that timed out.", ["pool"], registry=reg)
 
-        self._statements: dict = {}  # (sql, namespace, pool) -> (op, fp, text, Observe)
+        self._statements: dict = {}  # (sql, namespace, pool) -> (op, fp, text, histogram)
         self._pool_collector = None
         self.sqlalchemy_hooks: dict = {}  # pool name -> StatementHooks (for tests and benchmarks)
 
@@ -273,7 +278,9 @@ class Instrumentation:
     def _statement_entry(self, key: tuple) -> tuple:
         sql, namespace, pool = key
         op, fp, text = self.statement(sql)
-        entry = (op, fp, text, Observe(self.db_duration.labels(DB_SYSTEM, namespace, op, pool, fp)))
+        labels = (DB_SYSTEM, namespace, op, pool, fp)
+        store = self._db_store
+        entry = (op, fp, text, store.histogram(labels) if store is not None else Observe(self.db_duration.labels(*labels)))
         if type(sql) is str:  # texts only: bytes and composed statements are not cached here
             if len(self._statements) >= self.fingerprints.cache_size:
                 self._statements.clear()
@@ -287,10 +294,15 @@ class Instrumentation:
         entry = self._statements.get(key) if type(sql) is str else None
         if entry is None:
             entry = self._statement_entry(key)
-        op, fp, text, observe = entry
-        observe.total(duration)
-        if observe.buckets is not None:
-            observe.buckets[bisect_left(observe.bounds, duration)](1)
+        op, fp, text, histogram = entry
+        store = self._db_store
+        if store is not None:  # single process: one lock, plain numbers
+            slot = bisect_left(store.bounds, duration)
+            with store.lock:
+                histogram.counts[slot] += 1
+                histogram.sum += duration
+        else:
+            histogram(duration)
         if error is not None:
             self.db_errors.labels(DB_SYSTEM, namespace, op, pool, fp, type(error).__name__).inc()
         elif rows is not None and self.db_rows is not None and rows >= 0 and op == "SELECT":

@@ -32,7 +32,9 @@ HELP = {
     "http_requests_in_progress": "HTTP requests being served now (handler resolved before dispatch).",
     "db_client_queries_per_request": "Statements executed per HTTP request.",
     "db_client_request_operation_duration_seconds": "Total statement time per HTTP request.",
+    "db_client_operation_duration_seconds": "Duration of database client operations (statements).",
 }
+DB_LABELS = ["db_system", "db_namespace", "db_operation", "pool", "fingerprint"]
 
 
 def slow_help(threshold: float) -> str:
@@ -110,6 +112,11 @@ class _Histogram:
         self.counts = [0] * size
         self.sum = 0.0
         self.created = time.time()
+
+    def copy(self) -> "_Histogram":
+        twin = _Histogram.__new__(_Histogram)
+        twin.counts, twin.sum, twin.created = list(self.counts), self.sum, self.created
+        return twin
 
 
 class _Handler:
@@ -221,10 +228,7 @@ class OwnStore:
 
     def _copy(self):
         """A consistent copy of every number, taken under the lock."""
-        def hist(h):
-            copy = _Histogram.__new__(_Histogram)
-            copy.counts, copy.sum, copy.created = list(h.counts), h.sum, h.created
-            return copy
+        hist = _Histogram.copy
         with self.lock:
             routes = [(r.handler, r.method, dict(r.statuses), dict(r.created), hist(r.duration))
                       for r in list(self.routes.values())]
@@ -253,6 +257,33 @@ class OwnStore:
                                 [([name], q) for name, q, _, _, _ in handlers])
         yield _histogram_family("db_client_request_operation_duration_seconds", ["handler"], self.db_bounds,
                                 [([name], d) for name, _, d, _, _ in handlers if d is not None])
+
+
+class StatementStore:
+    """Single-process mode: ``db_client_operation_duration_seconds`` as plain numbers, one
+    histogram per label set, updated under one lock per statement (see
+    ``Instrumentation.record_statement``)."""
+
+    def __init__(self, db_buckets: tuple):
+        self.bounds = _bounds(db_buckets)
+        self.lock = threading.Lock()
+        self.series: dict = {}  # label values -> _Histogram
+
+    def histogram(self, labels: tuple) -> _Histogram:
+        with self.lock:
+            found = self.series.get(labels)
+            if found is None:
+                found = self.series[labels] = _Histogram(len(self.bounds))
+        return found
+
+    def describe(self):
+        name = "db_client_operation_duration_seconds"
+        return [HistogramMetricFamily(name, HELP[name], labels=DB_LABELS)]
+
+    def collect(self):
+        with self.lock:
+            rows = [(list(labels), h.copy()) for labels, h in list(self.series.items())]
+        yield _histogram_family("db_client_operation_duration_seconds", DB_LABELS, self.bounds, rows)
 
 
 class InProgress:
