@@ -31,6 +31,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from exporter.log import RateLimiter
+
 LOG = logging.getLogger("dbperf.http")
 
 
@@ -41,7 +43,7 @@ class Limits:
     write_timeout: float = 60.0      # seconds to write one response in total
     max_connections: int = 1024      # open connections at most (lowered to fit the file limit)
     max_header_bytes: int = 64 * 1024
-    workers: int = 32                # threads answering requests at most
+    workers: int = 128               # threads answering requests at most (started when needed)
     queue: int = 256                 # requests waiting for a worker at most; more: 503
 
     def fitted(self) -> "Limits":
@@ -185,6 +187,7 @@ class SelectorServer:
         self._stopped = threading.Event()
         self._stopped.set()
         self._accept_paused_until = 0.0
+        self._log_limit = RateLimiter(60.0)
         # figures for tests and logs
         self.closed_idle = self.closed_slow = self.evicted = self.rejected = 0
 
@@ -210,12 +213,17 @@ class SelectorServer:
                     wake_at = min(wake_at, self._accept_paused_until)
                 timeout = min(poll_interval, max(0.0, wake_at - now))
                 for key, mask in sel.select(timeout):
-                    if key.data == "accept":
-                        self._accept()
-                    elif key.data == "wake":
-                        self._drain_wake()
-                    else:
-                        self._on_ready(key.data)
+                    try:
+                        if key.data == "accept":
+                            self._accept()
+                        elif key.data == "wake":
+                            self._drain_wake()
+                        else:
+                            self._on_ready(key.data)
+                    except Exception:  # noqa: BLE001 - one connection's trouble never stops the server
+                        LOG.exception("error handling a connection")
+                        if isinstance(key.data, Conn):
+                            self._drop(key.data)
                 self._take_returned()
                 self._expire(time.monotonic())
         finally:
@@ -259,15 +267,18 @@ class SelectorServer:
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # out of descriptors: free the longest waiting and pause accepting briefly
-                    LOG.warning("cannot accept a connection: %s (%d open); closing the longest idle",
-                                exc.strerror, self.open_connections)
+                    if self._log_limit.allow("accept"):
+                        LOG.warning("cannot accept a connection: %s (%d open); closing the longest waiting "
+                                    "(repeats are logged at most once a minute)", exc.strerror, self.open_connections)
                     self._evict_one()
                     self._accept_paused_until = time.monotonic() + 0.05
                     self._selector.unregister(self.socket)
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue
-                raise
+                if self._log_limit.allow("accept"):
+                    LOG.warning("cannot accept a connection: %s", exc)
+                return
             if self.open_connections >= limits.max_connections and not self._evict_one():
                 self.rejected += 1
                 _close(sock)

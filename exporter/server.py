@@ -261,7 +261,7 @@ class Handler(BaseHTTPRequestHandler):
                         f'<ul><li><a href="/metrics">/metrics</a></li>{links}'
                         '<li><a href="/healthz">/healthz</a></li><li><a href="/readyz">/readyz</a></li></ul></body></html>')
                 self._send(200, page.encode(), "text/html; charset=utf-8")
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        except OSError:  # the client went away or did not read in time (TLS errors too)
             self.close_connection = True
         except Exception as exc:  # pragma: no cover - last resort, keep serving
             LOG.exception("error serving %s: %s", url.path, exc)

@@ -209,3 +209,71 @@ def test_oversized_request_head_is_431(running):
     status, body, _ = r.get("/healthz", headers={"X-Big": "a" * 8000})
     assert status == 431
     assert r.get("/healthz")[0] == 200
+
+
+@pytest.mark.fast
+def test_a_low_open_file_limit_lowers_the_connection_bound_and_scrapes_still_get_in(tmp_path):
+    """``dbperf serve`` with ``ulimit -n 64`` and 100 idle sockets: the bound is fitted below the
+    limit (the longest waiting sockets are closed), so the process never runs out of descriptors
+    and /healthz still answers (the thread-per-socket server stopped accepting)."""
+    import resource
+    import subprocess
+    import sys
+    import urllib.request
+
+    from exporter.pgcluster import free_port
+
+    port = free_port()
+    config = tmp_path / "dbperf.yml"
+    config.write_text(f"listen: 127.0.0.1:{port}\nhost_metrics: false\n"
+                      "targets: [{name: main, dsn: 'host=127.0.0.1 port=1 dbname=x'}]\n")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    log = tmp_path / "dbperf.log"
+    proc = subprocess.Popen([sys.executable, "-m", "exporter.cli", "serve", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)))
+
+    def healthz() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return response.status
+
+    try:
+        wait_until(lambda: proc.poll() is None and _ok(healthz), timeout=20, message=f"dbperf up ({log})")
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(100)]
+        for _ in range(3):
+            assert healthz() == 200
+        closed = sum(closed_by_peer(s, wait=0.5) for s in idle[:50])
+        assert closed >= 40, f"only {closed} of the 50 oldest idle sockets were closed"
+        assert proc.poll() is None
+        assert "Too many open files" not in log.read_text()
+        for s in idle:
+            s.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def _ok(call) -> bool:
+    try:
+        return call() == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.fast
+def test_a_client_that_does_not_read_is_dropped_by_the_write_deadline():
+    from exporter.httpconn import DeadlineWriter
+
+    server_end, client_end = socket.socketpair()
+    try:
+        writer = DeadlineWriter(server_end, 0.5)
+        time.sleep(0.6)  # the deadline counts from the first write, not from the writer's making
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            for _ in range(200):  # 50 MB into a socket nobody reads
+                writer.write(b"x" * 256 * 1024)
+        took = time.monotonic() - start
+        assert 0.4 < took < 3.0, took
+    finally:
+        server_end.close()
+        client_end.close()
