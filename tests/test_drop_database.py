@@ -135,3 +135,29 @@ def test_statements_forget_a_dropped_database(pg, victim, serve):
     for name, keys in (("members", state.members), ("previous", state.previous), ("excluded", state.excluded),
                        ("chosen", state.chosen)):
         assert not [key for key in keys if key[0] == dbid], name
+
+
+def test_a_session_per_refresh_not_per_scrape(pg, victim):
+    """The session in another database is opened by a refresh that queries it, not by a scrape
+    that serves its collectors from their cache: every database collector cached 30 s and a
+    scrape every 15 s (a clock the test moves) connect there every other scrape; the target's own
+    database keeps its one session."""
+    from exporter.collector import DATABASE
+    from exporter.registry import all_collectors
+    from exporter.scrape import TargetScraper
+
+    collectors = all_collectors()
+    per_db = [c.name for c in collectors if c.scope == DATABASE and c.enabled_by_default]
+    config = make_config(pg, {"name": "refresh_" + victim, "databases": {"include": victim},
+                              "collectors": {name: {"ttl": "30s"} for name in per_db}})
+    offset = [0.0]
+    scraper = TargetScraper(config.targets[0], collectors, clock=lambda: time.monotonic() + offset[0])
+    try:
+        for _ in range(8):  # two simulated minutes
+            scraper.scrape(10)
+            assert not scraper.conns[victim].connected
+            offset[0] += 15
+        assert scraper.conns[victim].connects == 4
+        assert scraper.main.connects == 1
+    finally:
+        scraper.close()

@@ -7,7 +7,13 @@ What is read
     same statement and both are kept, summed (postgres_exporter drops one of them). Query text is
     read with ``pg_stat_statements(true)`` only when ``statements.query_text`` is on, only for the
     statements exposed, and at most once per ``statements.query_text_ttl`` (plus once for a
-    statement that has no text yet).
+    statement that has no text yet). A text that carries a secret (``ALTER ROLE ... PASSWORD``,
+    ``CREATE SERVER``/``USER MAPPING ... OPTIONS``, ``pgp_sym_encrypt(...)``, a secret setting ...:
+    :mod:`exporter.instrument.redact`'s rules; pg_stat_statements keeps utility statements'
+    literals as typed) is served as its leading keywords and ``<redacted: statement carries a
+    secret>``. Only statements of databases that exist are read: pg_stat_statements keeps a
+    dropped database's statements until they are deallocated, and they leave no series (nor
+    histogram, nor sticky membership).
 
 Bounded cardinality
     Per database, the ``statements.limit`` statements (default 50) ranked by ``statements.rank_by``
@@ -50,6 +56,13 @@ Pseudo rows: dbperf's own statements and transaction control
     moves into its pseudo row (a drop in the series it leaves, as for top-N membership). No text is
     exported by this. Another role's text needs ``pg_read_all_stats`` (``pg_monitor``): without it
     such statements stay ordinary.
+
+Without ``pg_read_all_stats``
+    pg_stat_statements hides the queryid (and text) of other roles' statements: their counters
+    arrive summed per database and role with a NULL queryid. They are never ranked and go to
+    ``other``, so the sums stay exact, and one warning per target names the grant. In the
+    histogram such a group counts like one statement (its new calls at the group's mean); when
+    its calls go down (one of them was deallocated) that interval counts nothing for it.
 
 Workload latency histogram (``pg_statement_duration_seconds{datname}``)
     pg_stat_statements has no per-call durations, only cumulative calls and time per statement.
