@@ -100,7 +100,10 @@ def _collector_lines(target: Target, server, successes: dict, reasons: dict, uns
             where = f" (on {len(runs)} databases)" if c.scope == DATABASE and len(runs) > 1 else ""
             lines.append(f"  {c.name}: runs{where}")
         for datname in failed:
-            reason = reasons.get((c.name, datname), "failed")
+            # a database that refuses connections is logged once for all its collectors
+            reason = reasons.get((c.name, datname)) or next(
+                (why for (_, d), why in reasons.items() if datname and d == datname and why.startswith("cannot connect")),
+                "failed")
             where = f" on database {datname}" if datname else ""
             if c.name == "statements" and "pg_stat_statements" in reason:
                 lines.append(f"  {c.name}: not available{where}: {reason}")

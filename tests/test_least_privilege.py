@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import re
 import subprocess
@@ -22,12 +23,13 @@ import sys
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 import requests
 import yaml
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from conftest import PG, Proc, Samples, make_config, require_tool, wait_until
+from exporter.checkconnect import check_targets
 from exporter.config import parse
 from exporter.log import RateLimiter
 from exporter.pgcluster import Cluster, free_port
@@ -167,6 +169,11 @@ def test_a_refused_database_logs_one_line_a_minute_and_the_others_keep_working(c
             wait_until(lambda: len(scrape()[0]) == 2, timeout=20, interval=0.5, message="the next minute's line")
         finally:
             scraper.close()
+        # check-config --connect names the cause for each of its collectors, logged once for them all
+        out = io.StringIO()
+        assert check_targets(make_config(PG(cluster, None)), out=out) == []  # the target itself is reachable
+        lines = [line for line in out.getvalue().splitlines() if "on database refused" in line]
+        assert len(lines) == 4 and all("pg_hba.conf rejects connection" in line for line in lines), out.getvalue()
 
 
 @pytest.mark.parametrize("password", ["pencil", "pässwörd", "ＰＡＳＳ", "a\u00a0b\u00adc", "\u0007bell"])
