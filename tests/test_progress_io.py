@@ -114,7 +114,8 @@ def test_io_and_the_progress_of_running_operations(major, serve):
         # read before the operations start (CLUSTER's lock would hold pg_relation_size up); no write follows
         sizes = dict(row.split("|") for row in cluster.psql(
             "SELECT relname, pg_relation_size(oid) FROM pg_class WHERE relname IN ('vac', 'ana', 'idx')").split())
-        served = serve(make_config(_pg(cluster), {"databases": {"discover": False}}))
+        served = serve(make_config(_pg(cluster), {"databases": {"discover": False},
+                                                "collectors": {"progress": {"ttl": 0}}}))  # every scrape fresh
         running = Running(cluster, version)
         try:
             running.wait_visible()
@@ -226,7 +227,8 @@ def test_autovacuum_and_wraparound_autovacuum_are_told_apart(serve):
             DELETE FROM regular WHERE a % 2 = 0;
             CREATE TABLE frozen (a int) WITH (autovacuum_enabled = false, {slow});
             INSERT INTO frozen SELECT g FROM generate_series(1, 50000) g;""")
-        served = serve(make_config(_pg(cluster), {"databases": {"discover": False}}))
+        served = serve(make_config(_pg(cluster), {"databases": {"discover": False},
+                                                "collectors": {"progress": {"ttl": 0}}}))  # every scrape fresh
 
         def kind_of(relname):
             found = served.metrics().series("pg_stat_progress_info", relname=relname)
