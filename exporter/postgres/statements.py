@@ -354,7 +354,7 @@ class StatementsCollector(Collector):
         out.append(Family("pg_stat_statements_transaction_control_calls_total", "counter", TC_HELP,
                           ("datname", "command")))
         out.append(Family("pg_stat_statements_query_info", "gauge",
-                          "Normalised, truncated text of an exposed statement (only with statements.query_text).",
+                          "Normalised, truncated text of an exposed statement (only with statements.query_text); a statement that carries a secret shows only its leading keywords and <redacted: statement carries a secret>.",
                           ("datname", "queryid", "query")))
         out.append(Family("pg_stat_statements_dealloc_total", "counter",
                           "Times pg_stat_statements deallocated the least-executed statements (PostgreSQL 14+)."))
