@@ -29,6 +29,7 @@ README_BEGIN, README_END = "<!-- alerts:begin -->", "<!-- alerts:end -->"
 BY = "job, instance, target"          # the labels that identify one monitored server
 BY_DB = "job, instance, target, datname"
 APP_BY = "job, handler"
+SENDER = "job, instance, target, application_name, client_addr, slot_name"  # one standby seen by its primary
 
 
 # -- definitions ---------------------------------------------------------------------------------
@@ -88,6 +89,11 @@ def postgres():
                f" + sum by ({BY}) (increase(pg_stat_checkpointer_num_timed_total[${{checkpoints_window}}])))"),
     ]
     down_excl = f"and on ({BY}) pg_up == 1"
+    sender_lag = (f"max by ({SENDER}) (\n  pg_stat_replication_replay_lag_seconds\n"
+                  f"  and pg_stat_replication_lag_bytes\n)")
+    sender_desc = ("Standby {{ $labels.application_name }} ({{ $labels.client_addr }}{{ if $labels.slot_name }}, slot "
+                   "{{ $labels.slot_name }}{{ end }}) of {{ $labels.target }} replays {{ $value | humanizeDuration }} "
+                   "behind it.")
     alerts = [
         Alert("PostgreSQLDown", "critical", "pg_up == 0", "${pg_down_for}",
               "PostgreSQL cannot be reached by dbperf.",
@@ -254,6 +260,9 @@ def postgres():
               "${dead_tuples_autovacuum_age}, for ${dead_tuples_for}",
               "Autovacuum should run long before 20% of a table is dead (its default scale factor); a large table "
               "with no autovacuum for a day is blocked (long transaction, slot, lock) or disabled."),
+        # the standby an alert is about, on both sides (the alertmanager.yml inhibition mutes the
+        # primary's view of a standby while the standby's own alert fires): a replica's dbperf target
+        # name, a sender's application_name
         Alert("PostgreSQLReplicationLag", "warning",
               f"pg_replication_lag_seconds > ${{replication_lag_warning_seconds}}\nand on ({BY}) pg_replication_is_replica == 1",
               "${replication_lag_for}",
@@ -261,13 +270,41 @@ def postgres():
               "Replica {{ $labels.target }} is {{ $value | humanizeDuration }} behind.",
               "> ${replication_lag_warning} for ${replication_lag_for}",
               "Reads from the replica are stale and a failover would lose that much; dbperf reports 0 when all "
-              "received WAL is replayed, so an idle primary does not count as lag."),
+              "received WAL is replayed, so an idle primary does not count as lag (and a standby that receives "
+              "nothing reads 0: PostgreSQLReplicationStandbyLag and PostgreSQLReplicationSlotLost cover it).",
+              labels={"standby": "{{ $labels.target }}"}),
         Alert("PostgreSQLReplicationLag", "critical",
               f"pg_replication_lag_seconds > ${{replication_lag_critical_seconds}}\nand on ({BY}) pg_replication_is_replica == 1",
               "${replication_lag_for}",
               "A PostgreSQL replica lags behind its primary.",
               "Replica {{ $labels.target }} is {{ $value | humanizeDuration }} behind.",
-              "> ${replication_lag_critical}"),
+              "> ${replication_lag_critical}",
+              labels={"standby": "{{ $labels.target }}"}),
+        # the same lag from the primary's pg_stat_replication: also for a standby dbperf does not
+        # read. One series per standby connection; pid and state change on a reconnect, so they are
+        # aggregated away (a standby that reconnects keeps its `for:`). Only senders whose client
+        # reports a replay position (lag_bytes is there): pg_receivewal, pg_recvlogical and
+        # pg_basebackup's WAL stream (Barman, backups) never replay, and PostgreSQL shows them a
+        # replay_lag that grows with the clock.
+        Alert("PostgreSQLReplicationStandbyLag", "warning",
+              f"{sender_lag} > ${{replication_lag_warning_seconds}}",
+              "${replication_lag_for}",
+              "A standby lags behind its primary, as the primary sees it.",
+              sender_desc,
+              "primary's replay_lag > ${replication_lag_warning} for ${replication_lag_for}",
+              "The same thresholds as PostgreSQLReplicationLag, measured by the primary from the standby's "
+              "replies (pg_stat_replication.replay_lag): it also covers a standby dbperf does not read and one "
+              "that receives slowly (the replica's own figure counts only WAL it received). Only senders that "
+              "report a replay position: pg_receivewal and backups never replay and show a replay_lag growing "
+              "with the clock. Muted while the standby's own PostgreSQLReplicationLag fires (same `standby` label).",
+              labels={"standby": "{{ $labels.application_name }}"}),
+        Alert("PostgreSQLReplicationStandbyLag", "critical",
+              f"{sender_lag} > ${{replication_lag_critical_seconds}}",
+              "${replication_lag_for}",
+              "A standby lags behind its primary, as the primary sees it.",
+              sender_desc,
+              "> ${replication_lag_critical}",
+              labels={"standby": "{{ $labels.application_name }}"}),
         Alert("PostgreSQLReplicationSlotInactive", "warning",
               "pg_replication_slots_retained_wal_bytes > ${slot_retained_warning_bytes}\n"
               "and on (job, instance, target, slot_name) pg_replication_slots_active == 0",
@@ -286,6 +323,23 @@ def postgres():
               "Slot {{ $labels.slot_name }} on {{ $labels.target }} has no consumer and retains "
               "{{ $value | humanize1024 }}B of WAL.",
               "> ${slot_retained_critical_bytes_h} for ${slot_inactive_critical_for}"),
+        # a lost slot has no retained WAL (the series above disappears): this one takes over
+        Alert("PostgreSQLReplicationSlotLost", "warning",
+              'pg_replication_slots_wal_status{wal_status="unreserved"} == 1', "${slot_unreserved_for}",
+              "A replication slot has lost or is about to lose WAL its consumer needs.",
+              "Slot {{ $labels.slot_name }} on {{ $labels.target }} is past max_slot_wal_keep_size: the next "
+              "checkpoint removes WAL its consumer has not received, unless it catches up first.",
+              "wal_status unreserved, for ${slot_unreserved_for}",
+              "Unreserved lasts until the next checkpoint at most, then the slot is lost for good: a warning "
+              "after a minute, while letting the consumer catch up or raising max_slot_wal_keep_size still saves "
+              "it (it returns to reserved by itself). Lost cannot be undone: the standby or CDC consumer can no "
+              "longer catch up from the slot and has to be rebuilt, so it pages."),
+        Alert("PostgreSQLReplicationSlotLost", "critical",
+              'pg_replication_slots_wal_status{wal_status="lost"} == 1', "${slot_lost_for}",
+              "A replication slot has lost or is about to lose WAL its consumer needs.",
+              "Slot {{ $labels.slot_name }} on {{ $labels.target }} is lost: the WAL its consumer needs is gone, "
+              "the standby or logical consumer using it cannot catch up and must be rebuilt.",
+              "wal_status lost, for ${slot_lost_for}"),
         Alert("PostgreSQLWalArchivingFailing", "critical",
               "increase(pg_stat_archiver_failed_total[${archiving_window}]) > 0\n"
               "and pg_stat_archiver_last_failure_timestamp_seconds > pg_stat_archiver_last_archive_timestamp_seconds",
