@@ -1,0 +1,170 @@
+"""End to end, the replication alerts seen from the primary: a primary, two streaming standbys
+copied from it with ``pg_basebackup -R`` through physical slots, and a real ``pg_receivewal``
+(a WAL archiver, as Barman runs it) -> dbperf -> the real Prometheus (rules of the `test` profile,
+1 s scrapes and evaluations) -> the real Alertmanager (alerts/alertmanager.yml's routes and
+inhibitions, every receiver a webhook into this test).
+
+dbperf reads the primary and the standby ``replica`` (its target named as its application_name);
+nobody reads the standby ``hidden``. Replay paused on both fires PostgreSQLReplicationStandbyLag
+for each from the primary's pg_stat_replication: ``hidden``'s is sent, ``replica``'s is muted by
+its own PostgreSQLReplicationLag; ``pg_receivewal``, whose replay_lag grows with the clock, never
+fires. Then ``hidden`` stops while its slot is capped by max_slot_wal_keep_size: WAL written past
+the cap fires PostgreSQLReplicationSlotLost's warning (unreserved), a checkpoint its critical
+(lost: no retained-WAL series any more, so PostgreSQLReplicationSlotInactive cannot see it), and
+dropping the slot resolves it. Bounded: every wait polls with a deadline; about 35 s."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import Served, wait_until
+from exporter.config import parse
+from exporter.pgcluster import Cluster
+from exporter.registry import all_collectors
+from exporter.server import Exporter
+from test_alerts_support import alerting_stack, generate
+
+pytestmark = pytest.mark.e2e
+
+STANDBYS = ("replica", "hidden")  # each one's cluster_name (application_name) and slot
+
+
+@pytest.fixture(scope="module")
+def stack():
+    workdir = Path(tempfile.mkdtemp(prefix="dbperf-standby-e2e-"))
+    rules = workdir / "rules"
+    assert generate.main(["--profile", "test", "--out", str(rules)]) == 0
+    started = [lambda: shutil.rmtree(workdir, ignore_errors=True)]  # runs last
+    try:
+        # no timed checkpoint during the module: an unreserved slot stays unreserved until the test's CHECKPOINT
+        primary = Cluster(settings={"checkpoint_timeout": "1h"})
+        primary.__enter__()
+        started.append(primary.cleanup)
+        standbys = {}
+        for name in STANDBYS:
+            standbys[name] = Cluster(settings={"cluster_name": f"'{name}'", "wal_receiver_status_interval": "1s"})
+            started.append(standbys[name].cleanup)
+            standbys[name].init_standby(primary, slot=name).start()
+        (workdir / "wal").mkdir()
+        receivewal = subprocess.Popen([str(primary.bindir / "pg_receivewal"), "-d", primary.dsn(), "-D",
+                                       str(workdir / "wal"), "-s", "1", "--no-sync"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(lambda: stop_process(receivewal))
+        collectors = {c.name: c.name in ("server", "replication") for c in all_collectors()}
+        config = parse({"listen": "127.0.0.1:0", "targets": [
+            {"name": "main", "dsn": primary.dsn(), "collectors": collectors},
+            {"name": "replica", "dsn": standbys["replica"].dsn(), "collectors": collectors}]}, source="e2e-config")
+        served = Served(Exporter(config))
+        started.append(served.close)
+        hook, am, prom = alerting_stack(served.url, rules, workdir, started)
+        wait_until(lambda: len(prom.query("pg_up == 1")) == 2, timeout=30, message="Prometheus scraping both servers")
+        yield {"primary": primary, "standbys": standbys, "prom": prom, "hook": hook, "am": am}
+    finally:
+        for stop in reversed(started):
+            stop()
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def am_status(am, alertname: str, **labels) -> dict | None:
+    for alert in am.alerts():
+        if alert["labels"]["alertname"] == alertname and all(alert["labels"].get(k) == v for k, v in labels.items()):
+            return alert["status"]
+    return None
+
+
+def test_standby_lag_from_the_primary_fires_for_an_unread_standby_and_is_muted_for_a_read_one(stack):
+    hook, am, prom, primary, standbys = stack["hook"], stack["am"], stack["prom"], stack["primary"], stack["standbys"]
+    for name in STANDBYS:
+        wait_until(lambda: prom.query(f'pg_stat_replication_replay_lag_seconds{{target="main", application_name="{name}"}}'
+                                      f' and pg_stat_replication_lag_bytes == 0'),
+                   timeout=30, message=f"the primary seeing {name} caught up")
+    for name in STANDBYS:
+        standbys[name].psql("SELECT pg_wal_replay_pause()")
+    try:
+        primary.psql("CREATE TABLE lagging AS SELECT g FROM generate_series(1, 100000) g")
+        alert = wait_until(lambda: [a for a in hook.notifications("PostgreSQLReplicationStandbyLag", "firing", path="/warning")
+                                    if a["labels"]["standby"] == "hidden"], timeout=45,
+                           message="hidden's PostgreSQLReplicationStandbyLag at the webhook")[0]
+        assert alert["labels"]["target"] == "main" and alert["labels"]["application_name"] == "hidden"
+        assert alert["labels"]["slot_name"] == "hidden"
+        assert alert["annotations"]["description"].startswith("Standby hidden (127.0.0.1, slot hidden) of main replays ")
+        # the standby dbperf reads: its own alert is sent, the primary's view of it is muted by it
+        wait_until(lambda: hook.notifications("PostgreSQLReplicationLag", "firing", path="/warning"), timeout=45,
+                   message="PostgreSQLReplicationLag of replica at the webhook")
+        muted = wait_until(lambda: (am_status(am, "PostgreSQLReplicationStandbyLag", standby="replica") or {})
+                           .get("inhibitedBy"), timeout=45, message="replica's PostgreSQLReplicationStandbyLag inhibited")
+        assert len(muted) == 1
+        assert am_status(am, "PostgreSQLReplicationLag", standby="replica")["inhibitedBy"] == []
+        assert am_status(am, "PostgreSQLReplicationStandbyLag", standby="hidden")["inhibitedBy"] == []
+        # a WAL archiver never replays: PostgreSQL shows it a replay_lag growing with the clock, long
+        # past the test threshold (3s for 2s) by now, and no replay position; it is no standby
+        wait_until(lambda: prom.query('pg_stat_replication_replay_lag_seconds{application_name="pg_receivewal"} > 10'),
+                   timeout=45, message="pg_receivewal's replay_lag past 10s")
+        assert not prom.query('pg_stat_replication_lag_bytes{application_name="pg_receivewal"}')
+        assert not prom.query('ALERTS{alertname="PostgreSQLReplicationStandbyLag", application_name="pg_receivewal"}')
+        assert not hook.notifications("PostgreSQLReplicationStandbyLag", "firing", path="/critical")
+    finally:
+        for name in STANDBYS:
+            standbys[name].psql("SELECT pg_wal_replay_resume()")
+    wait_until(lambda: [a for a in hook.notifications("PostgreSQLReplicationStandbyLag", "resolved", path="/warning")
+                        if a["labels"]["standby"] == "hidden"], timeout=45,
+               message="hidden's PostgreSQLReplicationStandbyLag resolved")
+    assert not [a for a in hook.notifications("PostgreSQLReplicationStandbyLag")
+                if a["labels"].get("application_name") == "pg_receivewal"]
+
+
+def test_slot_past_max_slot_wal_keep_size_warns_and_lost_pages_until_dropped(stack):
+    hook, prom, primary, hidden = stack["hook"], stack["prom"], stack["primary"], stack["standbys"]["hidden"]
+
+    def wal_status() -> str:
+        return primary.psql("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'hidden'").strip()
+
+    def slot_alerts(status: str, path: str) -> list[dict]:
+        return [a for a in hook.notifications("PostgreSQLReplicationSlotLost", status, path=path)
+                if a["labels"]["slot_name"] == "hidden"]
+
+    primary.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'")
+    primary.psql("SELECT pg_reload_conf()")
+    try:
+        hidden.stop()
+        wait_until(lambda: prom.query('pg_replication_slots_active{target="main", slot_name="hidden"} == 0'),
+                   timeout=30, message="hidden's slot inactive")
+        # 4 WAL segments (64 MiB) past the slot, more than the 32 MB cap, and no checkpoint yet
+        for _ in range(4):
+            primary.psql("SELECT pg_logical_emit_message(false, 'e2e', 'x'), pg_switch_wal()")
+        assert wal_status() == "unreserved"
+        warning = wait_until(lambda: slot_alerts("firing", "/warning"), timeout=45,
+                             message="PostgreSQLReplicationSlotLost's warning at the webhook")[0]
+        assert warning["labels"]["wal_status"] == "unreserved" and warning["labels"]["target"] == "main"
+        assert "past max_slot_wal_keep_size" in warning["annotations"]["description"]
+
+        primary.psql("CHECKPOINT")
+        wait_until(lambda: wal_status() == "lost", timeout=30, message="hidden's slot lost")
+        critical = wait_until(lambda: slot_alerts("firing", "/critical"), timeout=45,
+                              message="PostgreSQLReplicationSlotLost's critical at the webhook")[0]
+        assert critical["labels"]["wal_status"] == "lost"
+        assert critical["annotations"]["description"].startswith("Slot hidden on main is lost: ")
+        # what PostgreSQLReplicationSlotInactive reads is gone with the WAL
+        wait_until(lambda: not prom.query('pg_replication_slots_retained_wal_bytes{slot_name="hidden"}'), timeout=30,
+                   message="the lost slot's retained-WAL series gone")
+
+        primary.psql("SELECT pg_drop_replication_slot('hidden')")
+        wait_until(lambda: slot_alerts("resolved", "/critical"), timeout=45,
+                   message="PostgreSQLReplicationSlotLost resolved after the slot was dropped")
+    finally:
+        primary.psql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'hidden'")
+        primary.psql("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        primary.psql("SELECT pg_reload_conf()")
