@@ -26,7 +26,8 @@ SILENCE_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 MAX_FOR = 365 * DAY  # the longest acknowledgement
 # labels shown in the list, in this order, when an alert has them
-SHOWN = ("target", "instance", "datname", "handler", "pool", "pipeline", "slot_name", "mountpoint", "database")
+SHOWN = ("target", "instance", "datname", "standby", "handler", "pool", "pipeline", "slot_name", "mountpoint",
+         "database")
 
 
 class UsageError(Exception):
