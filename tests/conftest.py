@@ -230,11 +230,14 @@ class Prometheus(Proc):
     """The real Debian ``prometheus`` with the given scrape configs and rule files."""
 
     def __init__(self, scrape_configs: list[dict], rule_files: list[str] = (), alertmanager_url: str | None = None,
-                 workdir: Path | None = None, interval: str = "1s", extra_args: tuple = (), timeout: float = 30):
+                 workdir: Path | None = None, interval: str = "1s", extra_args: tuple = (), timeout: float = 30,
+                 remote_write: list[dict] = ()):
         owned = workdir is None
         workdir = workdir or Path(tempfile.mkdtemp(prefix="dbperf-prom-"))
         config = {"global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
                   "rule_files": list(rule_files), "scrape_configs": scrape_configs}
+        if remote_write:
+            config["remote_write"] = list(remote_write)
         if alertmanager_url:
             config["alerting"] = {"alertmanagers": [{"static_configs": [
                 {"targets": [alertmanager_url.removeprefix("http://")]}]}]}
