@@ -124,7 +124,8 @@ def target(**settings) -> dict:
 
 # (config, key, a value at each end of the range, the first value out on each side)
 RANGES = [
-    ({}, "scrape_timeout", ("1ms", "1h"), ("0s", "1h1ms")),
+    ({"top": {"max_scrape_timeout": "1h"}}, "scrape_timeout", ("1ms", "1h"), ("0s", "1h1ms")),
+    ({"top": {"scrape_timeout": "1s"}}, "max_scrape_timeout", ("1s", "1h"), ("999ms", "1h1ms")),
     ({}, "scrape_timeout_offset", ("0s", "1m"), ("-1s", "61s")),
     ({"targets": 1}, "connect_timeout", ("1ms", "1h"), (0, "3601s")),
     ({"targets": 1}, "max_connections", (1, 100), (0, 101)),
@@ -147,7 +148,7 @@ def _config(where: dict, key: str, value) -> tuple[dict, str]:
         path = f"{part}.{path}"
     if where.get("targets"):
         return target(**inner), f"targets[0].{path}"
-    return {**inner, **target()}, path
+    return {**where.get("top", {}), **inner, **target()}, path
 
 
 @pytest.mark.parametrize("where, key, inside, outside", RANGES, ids=[r[1] for r in RANGES])
