@@ -59,7 +59,9 @@ def pg():
         _prepare(handle)
         yield handle
         return
-    with Cluster() as cluster:
+    # room for every statement the whole suite runs: a test that counts its own statements in
+    # pg_stat_statements must not see them evicted by the statements of the tests before it
+    with Cluster(settings={"pg_stat_statements.max": "50000"}) as cluster:
         handle = PG(cluster, None)
         _prepare(handle)
         yield handle
