@@ -1,5 +1,6 @@
 """The version matrix: one real PostgreSQL of every major (13..18, tests/pgdist.py's binaries),
-started together, each scraped by dbperf over HTTP as a user would, and checked against what that
+started together, each scraped by dbperf over HTTP as a user would (as a role with pg_monitor only,
+never a superuser), and checked against what that
 server really has: every collector runs or says it is unsupported, every family a collector
 documents is served where PostgreSQL has the data, promtool accepts the output, and the committed
 per-version family table (docs/postgres-versions.json, README) is what the servers served.
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 import pytest
 
 import pgdist
@@ -117,6 +119,9 @@ def settings_for(major: int, root: Path) -> dict:
     return settings
 
 
+MONITOR_ROLE = "dbperf_monitor"  # LOGIN, pg_monitor, nothing else
+
+
 def prepare(server: Server) -> None:
     """Install, start and give the server the data each family needs."""
     start = time.monotonic()
@@ -130,6 +135,9 @@ def prepare(server: Server) -> None:
         if server.major >= 16:
             run("SELECT pg_stat_reset_shared('io')")
         run("CREATE EXTENSION pg_stat_statements")
+        # dbperf reads every major as a least-privilege role: pg_monitor, not a superuser
+        run(f"CREATE ROLE {MONITOR_ROLE} LOGIN")
+        run(f"GRANT pg_monitor TO {MONITOR_ROLE}")
         run("CREATE TABLE matrix_t (id int PRIMARY KEY, v text)")
         run("CREATE INDEX matrix_t_v ON matrix_t (v)")
         run("CREATE INDEX matrix_t_v_again ON matrix_t (v)")  # a duplicate index: an advisor finding
@@ -165,7 +173,7 @@ def prepare(server: Server) -> None:
 
 
 def config_for(servers: list[Server]):
-    targets = [{"name": f"pg{s.major}", "dsn": s.cluster.dsn(),
+    targets = [{"name": f"pg{s.major}", "dsn": make_conninfo(s.cluster.dsn(), user=MONITOR_ROLE),
                 "collectors": {"advisor": True},
                 "statements": {"query_text": True, "slowest_query_info": True}}
                for s in servers if not s.error]
