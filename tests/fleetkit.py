@@ -54,8 +54,48 @@ class VictoriaMetrics(Proc):
         """VictoriaMetrics' /metrics, summed by name and ``type`` label: ``vm_rows{type="storage/small"}``."""
         return exposition_sums(self.url + "/metrics", by="type")
 
+    def stored(self) -> tuple[float, float, float]:
+        """(samples in parts, their bytes, index bytes), from VictoriaMetrics's own /metrics."""
+        own = self.own_metrics()
+        rows = sum(v for k, v in own.items() if k.startswith("vm_rows{") and "storage/" in k)
+        data = sum(v for k, v in own.items() if k.startswith("vm_data_size_bytes{") and "storage/" in k)
+        index = sum(v for k, v in own.items() if k.startswith("vm_data_size_bytes{") and "indexdb" in k)
+        return rows, data, index
+
+    def force_merge(self, timeout: float = 600) -> None:
+        """Merge this month's parts as VictoriaMetrics eventually does with data a few hours old
+        (/internal/force_merge), and wait until no merge runs."""
+        requests.get(self.url + "/internal/force_merge", params={"partition_prefix": time.strftime("%Y_%m", time.gmtime())},
+                     timeout=timeout).raise_for_status()
+        deadline, idle = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline and idle < 3:  # the merge runs in the background: idle 3 polls in a row
+            time.sleep(1)
+            own = self.own_metrics()
+            busy = own.get("vm_active_force_merges", 0) + sum(v for k, v in own.items() if k.startswith("vm_active_merges{"))
+            idle = 0 if busy else idle + 1
+
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.data.rglob("*") if p.is_file())
+
+
+class VMAlert(Proc):
+    """vmalert evaluating ``rule_files`` against VictoriaMetrics every ``interval``, writing the recorded
+    series back into it with ``ruler="vmalert"`` and sending alerts to ``alertmanager_url``."""
+
+    def __init__(self, vm: VictoriaMetrics, rule_files: list, alertmanager_url: str, interval: str = "2s"):
+        workdir = Path(tempfile.mkdtemp(prefix="dbperf-vmalert-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([require_tool("vmalert"), *[f"-rule={path}" for path in rule_files],
+                          f"-datasource.url={vm.url}", f"-remoteWrite.url={vm.url}", "-remoteWrite.flushInterval=1s",
+                          f"-notifier.url={alertmanager_url}", f"-evaluationInterval={interval}",
+                          "-external.label=ruler=vmalert", f"-httpListenAddr=127.0.0.1:{self.port}", "-loggerLevel=WARN"],
+                         workdir, self.url + "/health", "vmalert", remove_workdir=True)
+
+    def rules(self) -> list[dict]:
+        """Every rule with its group name, health, lastError and lastEvaluation (Prometheus's /api/v1/rules)."""
+        groups = requests.get(self.url + "/api/v1/rules", timeout=30).json()["data"]["groups"]
+        return [dict(rule, group=g["name"]) for g in groups for rule in g["rules"]]
 
 
 def exposition_sums(url: str, by: str | None = None) -> dict[str, float]:
@@ -193,6 +233,8 @@ class ScrapeHealth:
     max_duration: float     # slowest scrape in the window, seconds (Prometheus's scrape_duration_seconds)
     p50_duration: float
     samples: float          # average samples per scrape and target (scrape_samples_scraped)
+    dbperf_max: float       # the slowest scrape as dbperf timed it (dbperf_scrape_duration_seconds): the rest of
+                            # Prometheus's figure is the network, Prometheus's own work and waiting for a CPU
 
 
 def scrape_health(url: str, job: str, window: int, timeout: float) -> ScrapeHealth:
@@ -207,7 +249,8 @@ def scrape_health(url: str, job: str, window: int, timeout: float) -> ScrapeHeal
         over_timeout=int(scalar(url, f"count(max_over_time(scrape_duration_seconds{sel}{w}) >= {timeout})")),
         max_duration=scalar(url, f"max(max_over_time(scrape_duration_seconds{sel}{w}))"),
         p50_duration=scalar(url, f"quantile(0.5, quantile_over_time(0.5, scrape_duration_seconds{sel}{w}))"),
-        samples=scalar(url, f"avg(avg_over_time(scrape_samples_scraped{sel}{w}))"))
+        samples=scalar(url, f"avg(avg_over_time(scrape_samples_scraped{sel}{w}))"),
+        dbperf_max=scalar(url, f"max(max_over_time(dbperf_scrape_duration_seconds{sel}{w}))"))
 
 
 def machine_busy() -> tuple[float, float]:
@@ -242,9 +285,10 @@ class FleetFigures:
         h = self.health
         return (f"{self.targets} targets, {self.scrapes} scrapes in {self.window:.0f} s: dbperf "
                 f"{self.cpu_per_scrape * 1000:.1f} ms CPU per target scrape ({self.cpu_cores:.3f} cores, "
-                f"{self.targets_per_core:.0f} targets per core), RSS {self.rss / 1e6:.0f} MB "
+                f"{self.targets_per_core:.0f} targets per core at this interval), RSS {self.rss / 1e6:.0f} MB "
                 f"(+{self.rss_per_target / 1e6:.2f} MB per target over {self.rss_base / 1e6:.0f} MB), "
-                f"scrape p50 {h.p50_duration * 1000:.0f} ms max {h.max_duration * 1000:.0f} ms, "
+                f"scrape p50 {h.p50_duration * 1000:.0f} ms max {h.max_duration * 1000:.0f} ms "
+                f"(dbperf's own max {h.dbperf_max * 1000:.0f} ms), "
                 f"{h.samples:.0f} samples per scrape; rest of the machine {self.other_cores:.2f} cores busy")
 
 
