@@ -34,14 +34,16 @@ QUOTED = "quoted"        # "identifier", U&"identifier"
 OTHER = "other"          # any other single character or '::'
 LITERALS = frozenset((STRING, ESTRING, DOLLAR, NUMBER))
 
-_STD_BODY = r"(?:[^']|'')*+(?:'|\Z)"
-_BSQ_BODY = r"(?:[^'\\]|\\.|'')*+(?:'|\\?\Z)"  # backslash escapes; a trailing lone backslash too
+# plain greedy loops, not possessive ones (*+, ++): Python before 3.11.5 matches possessive
+# quantifiers over alternations wrongly; these loops never need to give anything back anyway
+_STD_BODY = r"(?:[^']|'')*(?:'|\Z)"
+_BSQ_BODY = r"(?:[^'\\]|\\.|'')*(?:'|\\?\Z)"  # backslash escapes; a trailing lone backslash too
 
 
 def _pattern(std_body: str) -> re.Pattern:
     return re.compile(
         # identifiers (not a string prefix right before its quote), whitespace, safe punctuation
-        r"(?P<code>(?:\s+|(?![EeBbXxNn]'|[Uu]&['\"])[^\W\d][\w$]*|[(),;\[\]*=<>+|&^~!@#?]|\.(?!\d))++)"
+        r"(?P<code>(?:\s+|(?![EeBbXxNn]'|[Uu]&['\"])[^\W\d][\w$]*|[(),;\[\]*=<>+|&^~!@#?]|\.(?!\d))+)"
         rf"|(?P<string>(?:[BbXxNn]|[Uu]&)?'{std_body})"
         rf"|(?P<estring>[Ee]'{_BSQ_BODY})"
         r"|(?P<dollar>\$(?P<tag>(?:[^\W\d]\w*)?)\$(?:.*?\$(?P=tag)\$|.*))"
@@ -50,7 +52,7 @@ def _pattern(std_body: str) -> re.Pattern:
         r"|(?P<line>--[^\n]*)"
         r"|(?P<block>/\*)"
         r"|(?P<param>\$\d+|%\([^)]*\)s|%s(?!\w)|:[^\W\d]\w*)"
-        r"|(?P<quoted>(?:[Uu]&)?\"(?:[^\"]|\"\")*+(?:\"|\Z))"
+        r"|(?P<quoted>(?:[Uu]&)?\"(?:[^\"]|\"\")*(?:\"|\Z))"
         r"|(?P<other>::|.)",
         re.S)
 
