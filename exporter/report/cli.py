@@ -1,51 +1,107 @@
-"""``dbperf report``: a performance report of a period, read from Prometheus's HTTP API."""
+"""``dbperf report``: a performance report of a period, read from Prometheus's HTTP API.
+
+Every failure is one line on stderr: exit code 2 when the arguments are refused (before anything
+is asked of Prometheus), 1 when Prometheus is unreachable, refuses, or gives replies the report
+cannot use, when the period holds no data, or when the report cannot be delivered."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import requests
 
-from exporter.report.period import PeriodError, parse_period
-from exporter.report.prom import PromError, Prometheus
+from exporter.durations import DurationError, parse_duration
+from exporter.report.period import PeriodError, parse_period, shown
+from exporter.report.prom import TIMEOUT_MAX, TIMEOUT_MIN, OptionError, PromError, Prometheus
 from exporter.report.queries import ReportError, build_report
+from exporter.secrets import one_line
 
-EXIT_ERROR = 2
+EXIT_USAGE = 2   # bad arguments
+EXIT_FAILED = 1  # Prometheus (or the webhook) failed, or the period holds no data
+TOP_MAX = 1000
+
+
+class UsageError(ValueError):
+    """A refused argument; ``str()`` is the one line to print."""
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL, e.g. http://prometheus:9090")
     parser.add_argument("--period", default="24h",
-                        help="24h, 7d (any N s/m/h/d/w, ending --end or now), or START..END (ISO 8601 or Unix seconds)")
+                        help="24h, 7d, 1h30m (a duration, 10m to 366d, ending --end or now), "
+                             "or START..END (ISO 8601 or Unix seconds)")
     parser.add_argument("--end", help="end of a relative --period (ISO 8601 or Unix seconds; default now)")
     parser.add_argument("--target", metavar="NAME", help="only this dbperf target (the `target` label)")
     parser.add_argument("--format", choices=["markdown", "html", "json"], default="markdown")
     parser.add_argument("--out", metavar="FILE", help="write the report here (default: stdout)")
-    parser.add_argument("--top", type=int, default=10, help="statements per top list (default 10)")
+    parser.add_argument("--top", default="10", help=f"statements per top list, 1 to {TOP_MAX} (default 10)")
     parser.add_argument("--bearer-token-file", metavar="FILE", help="send 'Authorization: Bearer <file content>'")
     parser.add_argument("--basic-auth", metavar="USER:PASSWORD_FILE", help="HTTP basic auth, the password read from a file")
-    parser.add_argument("--timeout", type=float, default=60, help="seconds per Prometheus query (default 60)")
+    parser.add_argument("--timeout", default="60s",
+                        help="the most one Prometheus query may take, all included: 30s, 2m or seconds "
+                             "(1s to 1h; default 60s)")
     parser.add_argument("--webhook", metavar="URL", help='also POST the Markdown summary to a Slack-compatible webhook ({"text": ...})')
     parser.add_argument("--progress", action="store_true", help="show progress on stderr (default: only when stderr is a terminal)")
     parser.set_defaults(func=run)
+    parser.error = _argparse_error  # argparse's usage errors in one line too
 
 
-def _fail(message: str) -> int:
+def _argparse_error(message: str):
+    print(f"dbperf report: {one_line(message, 300)}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> int:
     print(f"dbperf report: {message}", file=sys.stderr)
-    return EXIT_ERROR
+    return code
+
+
+def parse_timeout(text: str) -> float:
+    try:
+        return parse_duration(text, minimum=TIMEOUT_MIN, maximum=TIMEOUT_MAX, bare_seconds=True)
+    except DurationError as exc:
+        raise UsageError(f"--timeout {shown(text)}: {exc}") from None
+
+
+def parse_top(text: str) -> int:
+    stripped = text.strip()
+    if not (stripped.isascii() and stripped.isdigit() and len(stripped) <= 7 and 1 <= int(stripped) <= TOP_MAX):
+        raise UsageError(f"--top {shown(text)}: must be a whole number from 1 to {TOP_MAX}")
+    return int(stripped)
+
+
+def check_arguments(args) -> None:
+    """Everything refused before Prometheus is asked anything."""
+    if args.target is not None and (not args.target or len(args.target) > 200 or not args.target.isprintable()):
+        raise UsageError(f"--target {shown(args.target)}: must be a target name (printable, 1 to 200 characters)")
+    if args.out:
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if os.path.isdir(args.out) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            why = "is a directory" if os.path.isdir(args.out) else f"cannot write in {one_line(folder, 200)}"
+            raise UsageError(f"--out {one_line(args.out, 200)}: {why}")
+    if args.webhook:
+        scheme = args.webhook.split("://", 1)[0].lower() if "://" in args.webhook else ""
+        if scheme not in ("http", "https"):
+            raise UsageError(f"--webhook {_redact(args.webhook)}: must be an http:// or https:// URL")
 
 
 def run(args) -> int:
     try:
         period = parse_period(args.period, args.end)
     except PeriodError as exc:
-        return _fail(f"--period: {exc}")
+        return _fail(f"{exc.option}: {exc}", EXIT_USAGE)
+    try:
+        timeout, top = parse_timeout(args.timeout), parse_top(args.top)
+        check_arguments(args)
+        prom = Prometheus(args.prometheus, args.bearer_token_file, args.basic_auth, timeout=timeout)
+    except (UsageError, OptionError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
     show = args.progress or sys.stderr.isatty()
     progress = (lambda message: print(f"dbperf report: {message}", file=sys.stderr, flush=True)) if show else None
     try:
-        prom = Prometheus(args.prometheus, args.bearer_token_file, args.basic_auth, timeout=args.timeout)
-        report = build_report(prom, period, target=args.target, top=args.top, progress=progress)
+        report = build_report(prom, period, target=args.target, top=top, progress=progress)
     except (PromError, ReportError) as exc:
         return _fail(str(exc))
     if args.format == "json":
@@ -63,18 +119,20 @@ def run(args) -> int:
             with open(args.out, "w", encoding="utf-8") as handle:
                 handle.write(text)
         except OSError as exc:
-            return _fail(f"--out {args.out}: cannot write: {exc.strerror}")
+            return _fail(f"--out {one_line(args.out, 200)}: cannot write: {exc.strerror}")
     else:
         sys.stdout.write(text)
     if args.webhook:
         from exporter.report.render_markdown import summary_markdown
 
         try:
-            response = requests.post(args.webhook, json={"text": summary_markdown(report)}, timeout=30)
-        except requests.RequestException as exc:
+            # the reply is not read: only its status (a webhook of 10 GB stays on the wire)
+            with requests.post(args.webhook, json={"text": summary_markdown(report)}, timeout=30, stream=True) as response:
+                status = response.status_code
+        except (requests.RequestException, ValueError) as exc:
             return _fail(f"--webhook: cannot post to {_redact(args.webhook)}: {type(exc).__name__}")
-        if response.status_code >= 300:
-            return _fail(f"--webhook: {_redact(args.webhook)} answered HTTP {response.status_code}")
+        if status >= 300:
+            return _fail(f"--webhook: {_redact(args.webhook)} answered HTTP {status}")
         if progress:
             progress("summary posted to the webhook")
     return 0

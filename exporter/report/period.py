@@ -1,40 +1,74 @@
-"""``--period 24h|7d|START..END`` and ``--end``: the report's time window and its query step."""
+"""``--period 24h|7d|START..END`` and ``--end``: the report's time window and its query step.
+
+A relative period is a duration of exporter/durations.py, dbperf's one duration syntax (``24h``,
+``7d``, ``1h30m``, ``2w``; a unit is required), ending ``--end`` or now. Times are Unix seconds or
+ISO 8601. Every period lies between 1970-01-01 and a day after now and lasts from 10 minutes to 366
+days; anything else is a :class:`PeriodError`, one line that quotes the value at most 80 characters
+long."""
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+from exporter.durations import DAY, DurationError, parse_duration
+from exporter.secrets import one_line
+
+MIN_SECONDS = 600                # a shorter period is refused
+MAX_SECONDS = 366 * DAY          # and a longer one
+FUTURE_SECONDS = DAY             # the latest end: now + a day (clocks and time zones differ)
+TIME_TEXT = "Unix seconds or ISO 8601, e.g. 2026-11-20T00:00:00Z"
+DURATION_TEXT = "e.g. 24h, 7d, 90m"
+
+_UNIX = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 
 
 class PeriodError(ValueError):
-    pass
+    """A refused ``--period`` or ``--end``: ``option`` names it, ``str()`` says why in one line."""
+
+    def __init__(self, reason: str, option: str = "--period"):
+        super().__init__(reason)
+        self.option = option
 
 
-def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
-    if not match:
-        raise PeriodError(f"{text!r} is not a duration (e.g. 24h, 7d, 90m)")
-    return float(match.group(1)) * UNITS[match.group(2)]
+def shown(text: str) -> str:
+    return one_line(repr(text[:400]), 80)
 
 
-def parse_time(text: str) -> float:
-    text = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise PeriodError(f"{text!r} is not a time (Unix seconds or ISO 8601, e.g. 2026-11-20T00:00:00Z)") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+def parse_time(text: str, option: str = "--period", now: float | None = None) -> float:
+    """Unix seconds of ``text`` (Unix seconds or ISO 8601; UTC unless it says otherwise), from
+    1970-01-01 to a day after ``now``."""
+    stripped = text.strip()
+    if _UNIX.fullmatch(stripped):
+        ts = float(stripped)  # any length: 400 digits are too late, not "no time"
+    else:
+        try:
+            if len(stripped) > 64:
+                raise ValueError(stripped)
+            parsed = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", stripped))
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            ts = parsed.timestamp()
+        except (ValueError, OverflowError):
+            raise PeriodError(f"{shown(text)} is not a time ({TIME_TEXT})", option) from None
+    latest = (time.time() if now is None else now) + FUTURE_SECONDS
+    if ts < 0:
+        raise PeriodError(f"{shown(text)} is before 1970-01-01", option)
+    if ts > latest:
+        raise PeriodError(f"{shown(text)} is more than a day after now ({iso(latest - FUTURE_SECONDS)}): "
+                          "a report covers the past", option)
+    return ts
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``2026-11-20T00:00:00Z``; ``n/a`` for what is no time (NaN, infinite, beyond year 9999)."""
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return "n/a"
 
 
 def choose_step(seconds: float) -> int:
@@ -70,21 +104,37 @@ class Period:
         return f"[{max(self.step, 300)}s]"
 
 
+def period_seconds(text: str) -> float:
+    """The length of a relative ``--period`` (``24h``, ``1h30m``), not checked against 10m .. 366d."""
+    try:
+        return parse_duration(text, minimum=0.0, maximum=math.inf, bare_seconds=False)
+    except DurationError as exc:
+        if exc.kind == "range":  # negative
+            raise PeriodError(f"{shown(text)} {exc}") from None
+        raise PeriodError(f"{shown(text)} is not a duration ({DURATION_TEXT})") from None
+
+
 def parse_period(text: str, end: str | None = None, now: float | None = None) -> Period:
+    now = time.time() if now is None else now
     if ".." in text:
         if end:
-            raise PeriodError("--end goes with a relative --period (24h, 7d), not with START..END")
+            raise PeriodError("--end goes with a relative --period (24h, 7d), not with START..END", "--end")
         first, _, last = text.partition("..")
-        start_ts, end_ts = parse_time(first), parse_time(last)
+        start_ts, end_ts = parse_time(first, now=now), parse_time(last, now=now)
         label = f"{iso(start_ts)} .. {iso(end_ts)}"
     else:
-        seconds = parse_duration(text)
-        end_ts = parse_time(end) if end else (now if now is not None else datetime.now(timezone.utc).timestamp())
-        end_ts = float(int(end_ts))
+        seconds = period_seconds(text)
+        end_ts = float(int(parse_time(end, "--end", now) if end else now))
+        if seconds > MAX_SECONDS:  # before the subtraction: 1e400 weeks is too long, not "before 1970"
+            raise PeriodError(f"the period is longer than {MAX_SECONDS // DAY:.0f} days")
         start_ts = end_ts - seconds
+        if start_ts < 0:
+            raise PeriodError(f"the period starts before 1970-01-01 ({shown(text)} before {iso(end_ts)})")
         label = f"{text.strip()} ending {iso(end_ts)}"
     if end_ts <= start_ts:
         raise PeriodError(f"the period ends before it starts ({iso(start_ts)} .. {iso(end_ts)})")
-    if end_ts - start_ts < 600:
+    if end_ts - start_ts < MIN_SECONDS:
         raise PeriodError("the period is shorter than 10 minutes")
+    if end_ts - start_ts > MAX_SECONDS:
+        raise PeriodError(f"the period is longer than {MAX_SECONDS // DAY:.0f} days")
     return Period(start_ts, end_ts, label)

@@ -14,12 +14,15 @@ A projection is made when all of these hold; otherwise the report says why and r
 
 from __future__ import annotations
 
+import math
+
 from exporter.report.render_common import bytes_h, dur
 
 MIN_HISTORY_SECONDS = 6 * 3600
 WINDOW_SECONDS = 86400          # the fit uses at least the last day before the end of the report
 HALF_SLOPE_TOLERANCE = 0.5
 MIN_R2 = 0.5
+LAST_DATE = 253402300799.0      # 9999-12-31T23:59:59Z: a disk full later is a disk not filling
 
 
 def linear_fit(values: list[tuple[float, float]]) -> tuple[float, float]:
@@ -27,7 +30,7 @@ def linear_fit(values: list[tuple[float, float]]) -> tuple[float, float]:
     n = len(values)
     mt = sum(t for t, _ in values) / n
     mv = sum(v for _, v in values) / n
-    var = sum((t - mt) ** 2 for t, _ in values)
+    var = sum((t - mt) * (t - mt) for t, _ in values)  # products, not ** 2: huge values give inf, no OverflowError
     slope = sum((t - mt) * (v - mv) for t, v in values) / var if var else 0.0
     return slope, mv - slope * mt
 
@@ -35,8 +38,8 @@ def linear_fit(values: list[tuple[float, float]]) -> tuple[float, float]:
 def r_squared(values: list[tuple[float, float]], slope: float, intercept: float) -> float:
     """The share of the points' variance the line explains (1 for a constant series on its line)."""
     mv = sum(v for _, v in values) / len(values)
-    total = sum((v - mv) ** 2 for _, v in values)
-    residual = sum((v - (slope * t + intercept)) ** 2 for t, v in values)
+    total = sum((v - mv) * (v - mv) for _, v in values)
+    residual = sum((v - (slope * t + intercept)) * (v - (slope * t + intercept)) for t, v in values)
     return 1.0 - residual / total if total else 1.0
 
 
@@ -57,6 +60,9 @@ def project(values: list[tuple[float, float]], end: float) -> dict:
     halves = [linear_fit(part)[0] for part in ([p for p in values if p[0] <= middle], [p for p in values if p[0] > middle])]
     r2 = r_squared(values, slope, intercept)
     out.update(slope_bytes_per_second=slope, half_slopes_bytes_per_second=halves, r2=r2)
+    if not all(math.isfinite(x) for x in (slope, r2, *halves)):  # values beyond any disk (a broken exporter)
+        out["status"], out["reason"] = "unstable", "no stable trend (free space out of range)"
+        return out
     if slope >= 0:
         out["status"], out["reason"] = "not_filling", "not filling"
         return out
@@ -67,8 +73,12 @@ def project(values: list[tuple[float, float]], end: float) -> dict:
                          f"halves {_per_day(halves[0])} and {_per_day(halves[1])}/day, R² {r2:.2f})")
         return out
     last = values[-1][1]
+    full = end + last / -slope
+    if not full <= LAST_DATE:
+        out["status"], out["reason"] = "not_filling", "not filling"
+        return out
     out["status"] = "projected"
-    out["full_timestamp"] = end + last / -slope
+    out["full_timestamp"] = full
     return out
 
 

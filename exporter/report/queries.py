@@ -4,6 +4,7 @@ tooling reads them (docs/reports.md)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -11,7 +12,8 @@ from exporter.postgres.sqlmark import is_own
 from exporter.report import anomalies as anom
 from exporter.report import projection
 from exporter.report.period import Period, choose_step, iso
-from exporter.report.prom import PromError, Prometheus
+from exporter.report.prom import MAX_TIME, PromError, Prometheus
+from exporter.secrets import one_line
 
 # every metric the report reads, and whether the --target filter applies to it
 PG_METRICS = [
@@ -70,6 +72,28 @@ def _f(value):
     return value
 
 
+def _time(value):
+    """A value read as a Unix time (a last success, a run's finish): None unless within 1970 .. 9999."""
+    return value if value is not None and 0 <= value <= MAX_TIME else None
+
+
+def _seconds(value):
+    """A value read as a duration (a run's): None unless from 0 to 100 years."""
+    return value if value is not None and 0 <= value <= 100 * 365 * 86400 else None
+
+
+def finite(value):
+    """``value`` with every NaN and infinity (nested in dicts, lists, tuples) made None: the JSON
+    report says null for a figure without data, never NaN or Infinity (not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def _ratio(a, b):
     return a / b if a is not None and b else None
 
@@ -95,7 +119,7 @@ class Collector:
         """``name{target="x",extra}``; the target filter applies to PostgreSQL metrics only."""
         parts = []
         if self.target and name in PG_METRICS:
-            parts.append(f'target="{self.target}"')
+            parts.append(f"target={json.dumps(self.target)}")  # a PromQL string: quotes and backslashes escaped
         if extra:
             parts.append(extra)
         return f"{name}{{{','.join(parts)}}}"
@@ -129,7 +153,7 @@ class Collector:
                               f"(none of the {len(names)} metrics the report reads)")
         lacking = self.missing(*REQUIRED)
         if lacking:
-            where = f' for target "{self.target}"' if self.target else ""
+            where = f" for target {one_line(json.dumps(self.target, ensure_ascii=False), 200)}" if self.target else ""
             raise ReportError(f"the metrics needed are missing between {iso(self.p.start)} and {iso(self.p.end)}{where}: "
                               f"{', '.join(lacking)} (is Prometheus scraping dbperf?)")
 
@@ -275,7 +299,8 @@ class Collector:
         if "db_client_n_plus_one_total" in self.present:
             rows = self.q(self.inc("db_client_n_plus_one_total", by="handler, fingerprint") + " > 0")
             out["n_plus_one"] = sorted(({"handler": m.get("handler", ""), "fingerprint": m.get("fingerprint", ""),
-                                         "requests": v} for m, v in rows), key=lambda r: (-r["requests"], r["handler"]))
+                                         "requests": v} for m, v in rows if v is not None),
+                                       key=lambda r: (-r["requests"], r["handler"]))
         return out
 
     def pipelines(self) -> dict:
@@ -286,14 +311,15 @@ class Collector:
             return out
         runs: dict[str, dict] = {}
         for m, v in self.q(self.inc("pipeline_runs_total", by="pipeline, status")):
-            runs.setdefault(m.get("pipeline", ""), {})[m.get("status", "")] = round(v or 0)
+            runs.setdefault(m.get("pipeline", ""), {})[m.get("status", "")] = round(v) if v and v > 0 else 0
         mean_now, mean_prev = {}, {}
         if "pipeline_run_duration_seconds_count" in self.present:
             for target, offset in ((mean_now, False), (mean_prev, True)):
                 expr = (f"{self.inc('pipeline_run_duration_seconds_sum', by='pipeline', offset=offset)} / "
                         f"{self.inc('pipeline_run_duration_seconds_count', by='pipeline', offset=offset)}")
                 target.update({m.get("pipeline", ""): v for m, v in self.q(expr)})
-        last_success = {m.get("pipeline", ""): v for m, v in self.q(f"max by (pipeline) ({self.sel('pipeline_last_success_timestamp_seconds')})")}
+        last_success = {m.get("pipeline", ""): _time(v)
+                        for m, v in self.q(f"max by (pipeline) ({self.sel('pipeline_last_success_timestamp_seconds')})")}
         expected = {m.get("pipeline", ""): v for m, v in self.q(f"max by (pipeline) ({self.sel('pipeline_expected_interval_seconds')})")}
         for name in sorted(set(runs) | set(expected)):
             counts = runs.get(name, {})
@@ -402,7 +428,7 @@ class Collector:
             rows = self.q(f"max by (target, datname, kind, check, severity) "
                           f"(last_over_time({self.sel('dbperf_advisor_findings')}{self.p.window})) > 0")
             out["findings"] = sorted(({**{k: m.get(k, "") for k in ("target", "datname", "kind", "check", "severity")},
-                                       "count": v} for m, v in rows), key=lambda r: (-r["count"], r["check"]))
+                                       "count": v} for m, v in rows if v is not None), key=lambda r: (-r["count"], r["check"]))
         return out
 
     # -- key series and anomalies ------------------------------------------------------------------
@@ -438,7 +464,7 @@ class Collector:
         if "pg_postmaster_start_time_seconds" in self.present:
             for m, values in self.prom.range(self.sel("pg_postmaster_start_time_seconds"), start, self.p.end, step):
                 for (_, a), (_, b) in zip(values, values[1:]):
-                    if a == a and b == b and b > a:
+                    if a == a and _time(b) is not None and b > a:
                         context["restarts"].append((m.get("target", ""), b))
         if not self.missing("pipeline_last_run_timestamp_seconds", "pipeline_last_run_duration_seconds"):
             context["runs"] = self.pipeline_runs(start - 86400)
@@ -455,8 +481,8 @@ class Collector:
         for m, values in finish:
             name = m.get("pipeline", "")
             for t, ts in values:
-                d = duration.get(name, {}).get(t)
-                if ts == ts and d is not None and d == d:
+                d = _seconds(duration.get(name, {}).get(t))
+                if _time(ts) is not None and d is not None and ts - d >= 0:
                     runs.add((ts, d, name))
         return sorted(runs)
 
@@ -537,7 +563,7 @@ def build_report(prom: Prometheus, period: Period, target: str | None = None, to
     report["sections"] = sections
     report["series"] = {k: [[t, v] for t, v in pts if t >= period.start] for k, pts in series.items()}
     report["queries"] = prom.queries
-    return report
+    return finite(report)
 
 
 __all__ = ["build_report", "ReportError", "PromError"]

@@ -33,7 +33,7 @@ def recommendations(s: dict) -> list[dict]:
             add("warning", "connections",
                 f"Put a connection pooler (PgBouncer, transaction mode) in front of {row['target']} or lower the "
                 "applications' pool sizes before raising max_connections.",
-                f"connections peaked at {row['peak']:.0f} of {row['limit']:.0f} ({pct(row['peak_ratio'])})")
+                f"connections peaked at {_count(row['peak'])} of {_count(row['limit'])} ({pct(row['peak_ratio'])})")
     ratio = summary.get("cache_hit_ratio")
     if ratio is not None and ratio < CACHE_HIT_MIN:
         add("warning", "memory",
@@ -44,16 +44,16 @@ def recommendations(s: dict) -> list[dict]:
         if summary["failed_rollback_ratio"] > ROLLBACK_RATIO_MAX:
             add("warning", "transactions", "Look at why transactions fail (application errors, serialization failures, "
                 "killed sessions).",
-                f"{pct(summary['failed_rollback_ratio'])} of {summary['transactions']:.0f} transactions rolled back without "
-                f"a ROLLBACK from the client ({summary['rollbacks']:.0f} rollbacks in all)")
+                f"{pct(summary['failed_rollback_ratio'])} of {_count(summary['transactions'])} transactions rolled back without "
+                f"a ROLLBACK from the client ({_count(summary['rollbacks'])} rollbacks in all)")
     elif summary.get("rollback_ratio") is not None and summary["rollback_ratio"] > ROLLBACK_RATIO_MAX:
         add("warning", "transactions", "Look at why transactions roll back (application errors, serialization failures).",
-            f"{pct(summary['rollback_ratio'])} of {summary['transactions']:.0f} transactions rolled back")
+            f"{pct(summary['rollback_ratio'])} of {_count(summary['transactions'])} transactions rolled back")
     for row in s["statements"].get("by_total_time", [])[:3]:
         label = _stmt(row)
         if row["share_of_time"] is not None and row["share_of_time"] >= STATEMENT_SHARE_MAX:
             add("warning", "statements", f"Optimise {label} first (EXPLAIN ANALYZE; `dbperf advise`): it dominates statement time.",
-                f"{pct(row['share_of_time'])} of all statement time, {row['calls']:.0f} calls at {dur(row['mean_seconds'])} mean")
+                f"{pct(row['share_of_time'])} of all statement time, {_count(row['calls'])} calls at {dur(row['mean_seconds'])} mean")
     for row in s["statements"].get("by_total_time", []):
         change = row["mean_seconds_change"]
         if change is not None and change >= REGRESSION_MIN and (row["share_of_time"] or 0) >= 0.01:
@@ -63,11 +63,11 @@ def recommendations(s: dict) -> list[dict]:
     for row in app.get("endpoints", []):
         if row["error_ratio"] is not None and row["error_ratio"] > ERROR_RATIO_MAX and row["requests"] >= 100:
             add("warning", "application", f"Fix the server errors of {row['handler']}.",
-                f"{pct(row['error_ratio'], 2)} of {row['requests']:.0f} requests answered 5xx")
+                f"{pct(row['error_ratio'], 2)} of {_count(row['requests'])} requests answered 5xx")
     for row in app.get("n_plus_one", [])[:5]:
         add("info", "application",
             f"Load the rows of {row['handler']} in one statement (a join or an IN list / eager loading) instead of one per item.",
-            f"{row['requests']:.0f} requests ran statement {row['fingerprint']} repeatedly (N+1)")
+            f"{_count(row['requests'])} requests ran statement {row['fingerprint']} repeatedly (N+1)")
     pipes = s["pipelines"]
     for row in pipes.get("pipelines", []):
         if row["failures"]:
@@ -98,12 +98,17 @@ def recommendations(s: dict) -> list[dict]:
     findings = s["advisor"].get("findings", [])
     if findings:
         total = sum(f["count"] for f in findings)
-        top = ", ".join(f"{f['check']} ({f['count']:.0f}, {f['severity']})" for f in findings[:3])
+        top = ", ".join(f"{f['check']} ({_count(f['count'])}, {f['severity']})" for f in findings[:3])
         add("info", "advisor", "Run `dbperf advise` for the details and the suggested DDL.",
-            f"{total:.0f} advisor findings: {top}")
+            f"{_count(total)} advisor findings: {top}")
     order = {"critical": 0, "warning": 1, "info": 2}
     out.sort(key=lambda r: order.get(r["severity"], 3))
     return out
+
+
+def _count(value) -> str:
+    """A count as a whole number; ``n/a`` when Prometheus had none (a series of one target only)."""
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def _host(row: dict) -> str:

@@ -57,9 +57,11 @@ def change(value) -> str:
 
 
 def when(ts) -> str:
-    if ts is None:
+    """``2026-11-20 07:30``; ``n/a`` for no time (None, NaN, beyond year 9999)."""
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, OverflowError, OSError, ValueError):
         return "n/a"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def no_data(missing: list[str]) -> str:
