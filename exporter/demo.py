@@ -35,7 +35,8 @@ import psycopg
 import yaml
 
 from exporter import log
-from exporter.config import ConfigError, parse, parse_listen
+from exporter.config import ConfigError, parse, parse_listen, show
+from exporter.durations import DAY, DurationError, parse_duration
 
 LOG = logging.getLogger("dbperf.demo")
 ROOT = Path(__file__).resolve().parent.parent          # a checkout: examples/, alerts/, dashboards/
@@ -51,8 +52,8 @@ STANDBY_SLOT = "demo_standby"  # the standby's physical replication slot on the 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="127.0.0.1:9847", help="HOST:PORT for dbperf (default 127.0.0.1:9847)")
-    parser.add_argument("--duration", type=float, default=0,
-                        help="stop after this many seconds (default: run until Ctrl-C)")
+    parser.add_argument("--duration", default="0",
+                        help="stop after this long: 90 (seconds), 10m, 1h (default: run until Ctrl-C)")
     parser.add_argument("--scrape-interval", default="5s",
                         help="Prometheus scrape and rule evaluation interval (default 5s)")
     parser.add_argument("--no-app", action="store_true", help="do not start the example application and its load")
@@ -96,13 +97,12 @@ def _pick_port(preferred: int) -> int:
     return free_port()
 
 
-def _seconds(text: str) -> float | None:
-    units = {"s": 1, "m": 60}
-    text = str(text).strip()
-    number, unit = (text[:-1], units.get(text[-1:])) if text[-1:] in units else (text, 1)
+def _seconds(text) -> float | None:
+    """Seconds of ``90``, ``5s``, ``10m``, ``1h30m`` (dbperf's one duration syntax, exporter/durations.py;
+    a bare number is seconds), from 0 to 366 days; None otherwise."""
     try:
-        return float(number) * unit
-    except ValueError:
+        return parse_duration(str(text), maximum=366 * DAY)
+    except DurationError:
         return None
 
 
@@ -438,9 +438,10 @@ def run_demo(args) -> int:
 
     log.setup("info", "text")
     host, port = parse_listen("dbperf demo", "--listen", args.listen)
-    duration = float(getattr(args, "duration", 0) or 0)
-    if duration < 0:
-        raise ConfigError("dbperf demo", "--duration", f"must be >= 0 seconds, got {duration:g}")
+    duration = _seconds(getattr(args, "duration", 0) or 0)
+    if duration is None:
+        raise ConfigError("dbperf demo", "--duration", "must be a duration from 0 to 366d (90 for seconds, 10m, 1h), "
+                          f"got {show(args.duration)}")
     interval = getattr(args, "scrape_interval", "5s") or "5s"
     seconds = _seconds(interval)
     if seconds is None or seconds < 1 or seconds != int(seconds):

@@ -30,8 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "effects are refused")
     parser.add_argument("--database", help="with --explain: the database to run it in (default: the target's)")
     parser.add_argument("--top", type=int, default=50, help="how many top statements to examine (default 50)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="statement_timeout in seconds (default 30)")
+    parser.add_argument("--timeout", default="30s", help="statement_timeout: 30s, 2m or seconds, 1ms to 1d (default 30s)")
     parser.set_defaults(func=run)
+
+
+def _timeout(value) -> float:
+    """Seconds of ``--timeout`` (dbperf's one duration syntax, exporter/durations.py), 1ms to 1d."""
+    from exporter.advisor import AdviseError
+    from exporter.durations import DAY, DurationError, parse_duration
+    from exporter.secrets import one_line
+
+    try:
+        return parse_duration(value, minimum=0.001, maximum=DAY, bare_seconds=True)
+    except DurationError as exc:
+        raise AdviseError(f"--timeout {one_line(repr(value), 80)}: {exc}") from None
 
 
 class _Fail(Exception):
@@ -52,8 +64,9 @@ def run(args) -> int:
         password = password_of(target.dsn)
         if args.analyze and not args.explain:
             raise AdviseError("--analyze needs --explain SQL")
-        if args.top < 1 or args.timeout <= 0:
-            raise AdviseError("--top and --timeout must be positive")
+        if args.top < 1:
+            raise AdviseError("--top must be positive")
+        args.timeout = _timeout(args.timeout)
         meta, findings = _explain(args, target) if args.explain else _advise(args, target)
     except ConfigError as exc:
         return _error(f"config error: {exc}", 2, password)
