@@ -80,9 +80,9 @@ class Credentials:
             return True
         if not authorization:
             return False
-        scheme, _, value = authorization.strip().partition(" ")
+        scheme, _, text = authorization.strip().partition(" ")
         scheme = scheme.lower()
-        value = value.strip().encode("latin-1", errors="replace")
+        value = text.strip().encode("latin-1", errors="replace")
         if scheme == "bearer" and self.token is not None:
             return hmac.compare_digest(value, self.token)
         if scheme == "basic" and self.users:

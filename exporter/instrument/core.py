@@ -11,14 +11,19 @@ import threading
 import time
 from bisect import bisect_left
 from collections import deque
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
 from . import httpstore
 from .fingerprint import Fingerprints
 from .httpstore import HELP, UNMATCHED, ClientRoute, InProgress, Observe, OwnRoute, OwnStore, StatementStore
+
+if TYPE_CHECKING:
+    from .exposition import Exposition
+    from .pool import PoolCollector
 
 log = logging.getLogger("exporter.instrument")
 
@@ -39,6 +44,12 @@ def _with_threshold(buckets: tuple, threshold: float) -> tuple:
     return tuple(sorted(set(buckets) | {float(threshold)}))
 
 
+class Resolver(Protocol):
+    """What names the route of a request not routed yet (the HTTP middlewares)."""
+
+    def handler_of(self, state: RequestState) -> str: ...
+
+
 @dataclass(slots=True, eq=False)  # identity: states are kept in a set while served
 class RequestState:
     """What one HTTP request did so far; lives in a contextvar for the request's duration.
@@ -52,9 +63,9 @@ class RequestState:
     db_seconds: float = 0.0
     by_fingerprint: dict | None = None  # fingerprint -> executions, made at the first statement
     exception: BaseException | None = None  # set by framework hooks that swallow exceptions
-    resolver: object = None
+    resolver: Resolver | None = None
     source: object = None
-    gauge: tuple | None = None  # multi-process mode: (inc of the in-progress child, its handler)
+    gauge: Callable[[float], None] | None = None  # multi-process mode: inc of the in-progress child
 
     def handler_now(self) -> str:
         """The handler as far as known now (the route template once routing is done)."""
@@ -136,17 +147,18 @@ class Instrumentation:
                                          ["handler", "method", "status"], registry=reg)
             self.http_duration = Histogram("http_request_duration_seconds", HELP["http_request_duration_seconds"],
                                            ["handler", "method"], buckets=http_b, registry=reg)
-            self.http_in_progress = Gauge("http_requests_in_progress", HELP["http_requests_in_progress"],
-                                          ["handler", "method"], registry=reg, multiprocess_mode="livesum")
+            self.http_in_progress: Gauge | InProgress = Gauge(
+                "http_requests_in_progress", HELP["http_requests_in_progress"], ["handler", "method"], registry=reg,
+                multiprocess_mode="livesum")
             self._routes: dict = {}
             self._active = None
         else:
             self._http = OwnStore(http_b, db_b, QUERY_COUNT_BUCKETS, self.slow_request_seconds)
             reg.register(self._http)
             self._routes = self._http.routes
-            self.http_in_progress = InProgress(self._routes)
-            reg.register(self.http_in_progress)
-            self._active = self.http_in_progress.active
+            in_progress = self.http_in_progress = InProgress(self._routes)
+            reg.register(in_progress)
+            self._active = in_progress.active
         self.http_exceptions = Counter(
             "http_request_exceptions_total", "Unhandled exceptions raised while serving HTTP requests, by type.",
             ["handler", "exception"], registry=reg)
@@ -193,13 +205,14 @@ class Instrumentation:
             "db_client_connection_timeouts_total", "Pool checkouts that timed out.", ["pool"], registry=reg)
 
         self._statements: dict = {}  # (sql, namespace, pool) -> (op, fp, text, histogram)
-        self._pool_collector = None
+        self._pool_collector: PoolCollector | None = None
+        self._open_exposition: Exposition | None = None  # /metrics of metrics_response()
         self.sqlalchemy_hooks: dict = {}  # pool name -> StatementHooks (for tests and benchmarks)
 
     # -- requests --------------------------------------------------------------------------------
 
     def start_request(self, method: str, handler: str = UNMATCHED, resolver=None,
-                      source=None) -> tuple[RequestState, object]:
+                      source=None) -> tuple[RequestState, Token[RequestState | None]]:
         """Open a request: ``handler`` if known, else ``resolver.handler_of(state)`` tells it
         (``source``: what the resolver reads). Returns (state, context token)."""
         if method not in HTTP_METHODS:
@@ -209,7 +222,8 @@ class Instrumentation:
         if active is not None:
             active.add(state)
         else:
-            inc = httpstore.inc_of(self.http_in_progress.labels(state.handler_now(), method))
+            # multi-process mode (no _active): http_in_progress is the Gauge
+            inc = httpstore.inc_of(self.http_in_progress.labels(state.handler_now(), method))  # type: ignore[union-attr]
             inc(1)
             state.gauge = inc
         return state, _current.set(state)
@@ -248,7 +262,7 @@ class Instrumentation:
         return duration
 
     @staticmethod
-    def end_context(token) -> None:
+    def end_context(token: Token[RequestState | None]) -> None:
         _current.reset(token)
 
     def _check_n_plus_one(self, state: RequestState) -> None:

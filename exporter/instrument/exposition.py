@@ -56,8 +56,8 @@ def gzip_accepted(accept_encoding: str | None) -> bool:
             explicit = q if explicit is None else max(explicit, q)
         elif coding == "*":
             star = q
-    q = explicit if explicit is not None else star
-    return q is not None and q > 0  # NaN compares false: not accepted
+    chosen = explicit if explicit is not None else star
+    return chosen is not None and chosen > 0  # NaN compares false: not accepted
 
 
 class Exposition:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
+from typing import Callable
 
 from prometheus_client import metrics as _client_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -83,7 +84,8 @@ class ClientRoute:
         self.statuses: dict = {}  # status code -> inc
         self.duration = Observe(inst.http_duration.labels(handler, method))
         self.queries = Observe(inst.queries_per_request.labels(handler))
-        self.db_time = self.slow = None  # made when first needed: no series before that
+        self.db_time: Observe | None = None  # made when first needed: no series before that
+        self.slow: Callable[[float], None] | None = None
 
     def record(self, status: int, duration: float, queries: int, db_seconds: float) -> None:
         inc = self.statuses.get(status)
@@ -126,7 +128,7 @@ class _Handler:
 
     def __init__(self, store: "OwnStore"):
         self.queries = _Histogram(len(store.query_bounds))
-        self.db_time = None  # made at the first request with statements
+        self.db_time: _Histogram | None = None  # made at the first request with statements
         self.slow = 0
         self.slow_created = None
 
@@ -165,11 +167,11 @@ class OwnRoute:
                 histogram = per_handler.queries
                 histogram.counts[bisect_left(store.query_bounds, queries)] += 1
                 histogram.sum += queries
-                histogram = per_handler.db_time
-                if histogram is None:
-                    histogram = per_handler.db_time = _Histogram(len(store.db_bounds))
-                histogram.counts[bisect_left(store.db_bounds, db_seconds)] += 1
-                histogram.sum += db_seconds
+                db_time = per_handler.db_time
+                if db_time is None:
+                    db_time = per_handler.db_time = _Histogram(len(store.db_bounds))
+                db_time.counts[bisect_left(store.db_bounds, db_seconds)] += 1
+                db_time.sum += db_seconds
             else:
                 per_handler.queries.counts[store.zero_queries] += 1
 

@@ -140,8 +140,8 @@ def instrument_psycopg_pool(inst: Instrumentation, pg_pool, name: str | None = N
             if start is not None:
                 use.observe(perf() - start)
             await putconn(conn)
-    else:
-        def timed_getconn(timeout=None):
+    else:  # the same two, synchronous (mypy: a conditional variant with another return type)
+        def timed_getconn(timeout=None):  # type: ignore[misc]
             start = perf()
             try:
                 conn = getconn(timeout)
@@ -154,7 +154,7 @@ def instrument_psycopg_pool(inst: Instrumentation, pg_pool, name: str | None = N
             checked_out[id(conn)] = perf()
             return conn
 
-        def timed_putconn(conn):
+        def timed_putconn(conn):  # type: ignore[misc]
             start = checked_out.pop(id(conn), None)
             if start is not None:
                 use.observe(perf() - start)

@@ -166,7 +166,8 @@ def _statement_reason(items: list[tuple], depth: int) -> str | None:
 
 
 def _split(items: list[tuple]) -> list[list[tuple]]:
-    statements, current = [], []
+    statements: list[list[tuple]] = []
+    current: list[tuple] = []
     for item in items:
         if item == ("p", ";"):
             statements.append(current)
@@ -213,7 +214,7 @@ def redact_secrets(text: str) -> str | None:
     _check(text)
     if _reason(text, 0) is None:
         return None
-    head = []
+    head: list[str] = []
     for item in _items(text, False):
         if item[0] != "w" or item[1] not in _HEAD_WORDS or len(head) == _MAX_HEAD:
             break

@@ -84,6 +84,7 @@ def tokens(sql: str, backslash_quotes: bool = False):
     pos, n = 0, len(sql)
     while pos < n:
         m = match(sql, pos)
+        assert m is not None  # the token pattern matches at every position (its last branch: any character)
         kind, end = m.lastgroup, m.end()
         if kind == "line":
             kind = COMMENT
