@@ -78,6 +78,17 @@ def test_every_mounted_and_copied_file_exists(compose):
     assert "exporter" not in ignored and "examples" not in ignored
 
 
+@pytest.mark.fast
+def test_the_dbperf_image_installs_the_daemon_and_the_app_image_the_library():
+    """``pip install .`` is the application library alone: the dbperf stage needs the server extra
+    (else ``dbperf serve`` exits 2 in the container), the app stage needs none of the daemon's."""
+    stages = re.split(r"^FROM ", (ROOT / "docker" / "Dockerfile").read_text(), flags=re.M)
+    installs = {stage.split()[2]: re.findall(r"^RUN pip install (.+)$", stage, re.M)
+                for stage in stages if " AS " in stage.split("\n")[0]}
+    assert installs["dbperf"] == ["'.[server]'"], installs
+    assert installs["app"] == ["'.[app]'"], installs
+
+
 def test_postgres_preloads_pg_stat_statements(compose):
     command = compose["services"]["postgres"]["command"]
     assert "shared_preload_libraries=pg_stat_statements" in command
