@@ -2,8 +2,10 @@
 v2 API. An acknowledgement is a silence on the alert's name and labels: notifications stop until it
 ends, and the alert still resolves by itself when its condition clears.
 
-Exit codes: 0 done, 1 Alertmanager unreachable or refusing, 2 bad input (a bad ``--for``, label or
-silence id, or an ack that matches no alert at the Alertmanager, unless ``--force``)."""
+Exit codes (docs/exit-codes.md): 0 done, 1 Alertmanager unreachable or refusing
+(:class:`AlertmanagerError`), 2 bad input (:class:`UsageError`: a bad ``--for``, label or silence
+id, or an ack that matches no alert at the Alertmanager, unless ``--force``). ``exporter.cli.main``
+prints them, one line."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import sys
 
 import requests
 
+from exporter import errors
 from exporter.durations import DAY, DurationError, parse_duration as parse_seconds
 from exporter.secrets import one_line, scrub, scrub_url
 
@@ -30,11 +33,11 @@ SHOWN = ("target", "instance", "datname", "standby", "handler", "pool", "pipelin
          "database")
 
 
-class UsageError(Exception):
+class UsageError(errors.UsageError):
     """Bad input: exit code 2."""
 
 
-class AlertmanagerError(Exception):
+class AlertmanagerError(errors.UnavailableError):
     """Alertmanager unreachable or answering with an error: exit code 1."""
 
 
@@ -242,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
     lst = sub.add_parser("list", help="alerts firing now, acknowledged ones marked")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    lst.set_defaults(func=_run(cmd_list))
+    lst.set_defaults(func=cmd_list)
     ack = sub.add_parser("ack", help="acknowledge an alert: silence its notifications for a while",
                          description="Creates a silence on ALERTNAME and the given labels. The alert keeps its "
                                      "state and resolves by itself when its condition clears.")
@@ -255,10 +258,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ack.add_argument("--force", action="store_true",
                      help="silence even when no alert at the Alertmanager matches now (e.g. ahead of maintenance); "
                           "without it such an ack is refused, listing the alerts there")
-    ack.set_defaults(func=_run(cmd_ack))
+    ack.set_defaults(func=cmd_ack)
     unack = sub.add_parser("unack", help="end an acknowledgement (expire its silence)")
     unack.add_argument("id", help="the silence id printed by ack and list")
-    unack.set_defaults(func=_run(cmd_unack))
+    unack.set_defaults(func=cmd_unack)
     for p in (lst, ack, unack):  # also accepted after the subcommand
         p.add_argument("--alertmanager", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -268,16 +271,3 @@ def _default_author() -> str:
         return getpass.getuser()
     except Exception:  # no login name in some containers
         return "dbperf"
-
-
-def _run(command):
-    def run(args) -> int:
-        try:
-            return command(args)
-        except UsageError as exc:
-            print(f"dbperf alerts: {exc}", file=sys.stderr)
-            return 2
-        except AlertmanagerError as exc:
-            print(f"dbperf alerts: {exc}", file=sys.stderr)
-            return 1
-    return run

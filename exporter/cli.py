@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
 
 from exporter import __version__
-from exporter.config import ConfigError, Config, from_env, load, parse_listen
+from exporter.config import parse_listen, resolve
+from exporter.errors import EXIT_INTERRUPTED, DbperfError, OneLineParser, RuntimeFailure
 
 LOG = logging.getLogger("dbperf")
-
-
-def _load_config(path: str | None, secrets: bool = True) -> Config:
-    """The config of ``--config``, ``$DBPERF_CONFIG`` or ``$DBPERF_DSN``. ``secrets=False``: a DSN
-    whose environment variable or file is missing is no error (see :func:`exporter.config.parse`)."""
-    path = path or os.environ.get("DBPERF_CONFIG")
-    if path:
-        return load(path, secrets=secrets)
-    if os.environ.get("DBPERF_DSN"):
-        return from_env()
-    raise ConfigError("", "--config", "no configuration given: pass --config FILE, or set DBPERF_CONFIG or DBPERF_DSN")
 
 
 def cmd_serve(args) -> int:
     from exporter import log
     from exporter.server import Exporter, make_server
 
-    config = _load_config(args.config)
+    config = resolve(args.config)
     log.setup(args.log_level or config.log_level, args.log_format or config.log_format)
     host, port = config.listen_host, config.listen_port
     if args.listen:
@@ -39,14 +28,13 @@ def cmd_serve(args) -> int:
     if web_config:
         from exporter import webconfig
 
-        webconfig.load(web_config)  # a bad file: one line and exit 1, before anything starts
+        webconfig.load(web_config)  # a bad file: one line and exit 2, before anything starts
     exporter = Exporter(config)
     try:
         server = make_server(exporter, host, port, web_config)
     except OSError as exc:
         exporter.close()
-        print(f"dbperf: --listen {host}:{port}: cannot listen: {exc.strerror}", file=sys.stderr)
-        return 1
+        raise RuntimeFailure(f"--listen {host}:{port}: cannot listen: {exc.strerror}") from None
     LOG.info("dbperf %s listening on %s://%s:%d/metrics (%d targets: %s)%s", __version__, server.scheme, host,
              server.server_address[1], len(config.targets), ", ".join(t.name for t in config.targets),
              f"; web config {web_config}" + (" with basic auth" if server.web.auth else "") if web_config else "")
@@ -76,7 +64,7 @@ def cmd_check_config(args) -> int:
     warning); ``--connect`` also connects to every target and fails when one cannot be reached."""
     from exporter.plan import describe_plan
 
-    config = _load_config(args.file, secrets=False)
+    config = resolve(args.file, secrets=False)
     print(describe_plan(config), flush=True)
     if not args.connect:
         for line in config.missing_secrets:
@@ -98,7 +86,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dbperf", description="PostgreSQL performance monitoring for Prometheus.")
+    parser = OneLineParser(prog="dbperf", description="PostgreSQL performance monitoring for Prometheus.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the exporter (/metrics, /probe, /healthz, /readyz)")
@@ -155,17 +143,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Runs one command; every :class:`~exporter.errors.DbperfError` (bad arguments, config, an
+    unreachable server ...) is one line ``dbperf COMMAND: message`` on stderr and its exit code
+    (docs/exit-codes.md)."""
+    command = "dbperf"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"dbperf {args.command}"
         return args.func(args)
-    except ConfigError as exc:
-        if exc.on_command_line:  # an option of this command, not a file
-            print(f"{exc.source or 'dbperf ' + args.command}: {exc.key}: {exc.reason}", file=sys.stderr)
-        else:
-            print(f"dbperf: config error: {exc}", file=sys.stderr)
-        return 1
+    except DbperfError as exc:
+        report(exc, command)
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def report(exc: DbperfError, command: str) -> None:
+    """``exc`` as one line on stderr: ``dbperf COMMAND: message``, its secrets hidden."""
+    from exporter.secrets import one_line, scrub
+
+    text = exc.describe()
+    if exc.secrets:
+        text = scrub(text, *exc.secrets)
+    print(f"{exc.command or command}: {one_line(text, 2000)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

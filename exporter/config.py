@@ -19,17 +19,19 @@ from pathlib import Path
 import yaml
 
 from exporter.durations import DAY, HOUR, DurationError, format_duration, parse_duration
+from exporter.errors import UsageError
 from exporter.secrets import one_line
 
 DEFAULT_PORT = 9847
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 
 
-class ConfigError(ValueError):
-    """A configuration mistake; ``str()`` is one line: ``file: key: reason``.
+class ConfigError(UsageError):
+    """A configuration mistake (bad input: exit code 2); ``str()`` is one line: ``file: key: reason``.
 
     A key starting with ``--`` is a command-line option; its source is then the command
-    (``dbperf serve``) or empty, and the CLI prints it without a ``config error`` prefix."""
+    (``dbperf serve``) or empty, and the CLI prints ``dbperf COMMAND: --key: reason``; a file's
+    mistake is printed ``dbperf COMMAND: config error: file: key: reason``."""
 
     def __init__(self, source: str, key: str, reason: str):
         # one line of bounded length whatever the file holds (a key or value may be megabytes)
@@ -39,6 +41,9 @@ class ConfigError(ValueError):
     @property
     def on_command_line(self) -> bool:
         return self.key.startswith("--")
+
+    def describe(self) -> str:
+        return f"{self.key}: {self.reason}" if self.on_command_line else f"config error: {self}"
 
 
 @dataclass(frozen=True)
@@ -581,6 +586,18 @@ def read_yaml_file(path, limit: int = MAX_CONFIG_BYTES, what: str = "config file
 
 def load(path: str, env=os.environ, secrets: bool = True) -> Config:
     return parse(read_yaml_file(path), source=path, env=env, secrets=secrets)
+
+
+def resolve(path: str | None, secrets: bool = True, env=os.environ) -> Config:
+    """The config of ``--config PATH``, else of ``$DBPERF_CONFIG``, else ``$DBPERF_DSN`` alone
+    (:func:`from_env`); a :class:`ConfigError` on ``--config`` when there is none. ``secrets=False``:
+    a DSN whose environment variable or file is missing is no error (see :func:`parse`)."""
+    path = path or env.get("DBPERF_CONFIG")
+    if path:
+        return load(path, env=env, secrets=secrets)
+    if env.get("DBPERF_DSN"):
+        return from_env(env)
+    raise ConfigError("", "--config", "no configuration given: pass --config FILE, or set DBPERF_CONFIG or DBPERF_DSN")
 
 
 def from_env(env=os.environ) -> Config:

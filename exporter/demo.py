@@ -37,6 +37,7 @@ import yaml
 from exporter import log
 from exporter.config import ConfigError, parse, parse_listen, show
 from exporter.durations import DAY, DurationError, parse_duration
+from exporter.errors import RuntimeFailure
 
 LOG = logging.getLogger("dbperf.demo")
 ROOT = Path(__file__).resolve().parent.parent          # a checkout: examples/, alerts/, dashboards/
@@ -454,9 +455,8 @@ def run_demo(args) -> int:
     global ANY_PORTS
     ANY_PORTS = bool(getattr(args, "any_ports", False))
     reason = _port_free(host, port)
-    if reason:
-        _say(f"dbperf demo: --listen {host}:{port}: cannot listen: {reason}", sys.stderr)
-        return 1
+    if reason:  # before anything starts: one line, exit 1 (exporter.cli.main prints it)
+        raise RuntimeFailure(f"--listen {host}:{port}: cannot listen: {reason}")
 
     stop = threading.Event()
     stopped_by: list[tuple[int, str]] = []  # (exit code if still starting, why)

@@ -26,14 +26,14 @@ def run(capsys, *argv) -> tuple[int, str]:
 def test_demo_refuses_a_duration_out_of_range(capsys, value):
     # the bad --scrape-interval after it: today's code, not reading --duration, fails on that instead
     code, line = run(capsys, "demo", "--duration", value, "--scrape-interval", "0.5s")
-    assert code == 1
+    assert code == 2
     assert line.startswith("dbperf demo: --duration: must be a duration from 0 to 366d (90 for seconds, 10m, 1h), got ")
 
 
 @pytest.mark.parametrize("value", ["0.5s", "nan", "inf", "0", "1e400", "2.5"])
 def test_demo_refuses_a_scrape_interval_out_of_range(capsys, value):
     code, line = run(capsys, "demo", "--duration", "60", "--scrape-interval", value)
-    assert code == 1 and line.startswith("dbperf demo: --scrape-interval: must be whole seconds, at least 1s, got ")
+    assert code == 2 and line.startswith("dbperf demo: --scrape-interval: must be whole seconds, at least 1s, got ")
 
 
 def test_demo_reads_the_shared_syntax():

@@ -68,9 +68,9 @@ def test_check_config_with_the_secret_says_where_the_dsn_comes_from(no_env, caps
 
 def test_serve_without_the_secret_refuses_in_one_line(no_env, capsys):
     code, out, err = run(capsys, "serve", "--config", EXAMPLE)
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""  # a config error is bad input (docs/exit-codes.md)
     line = one_line(err)
-    assert line.startswith(f"dbperf: config error: {EXAMPLE}: targets[0].dsn_env: target 'main': ")
+    assert line.startswith(f"dbperf serve: config error: {EXAMPLE}: targets[0].dsn_env: target 'main': ")
     assert "PG_DSN" in line
 
 
@@ -78,10 +78,10 @@ def test_serve_without_the_secret_refuses_in_one_line(no_env, capsys):
     (["serve"], "dbperf serve: --config: no configuration given: pass --config FILE, or set DBPERF_CONFIG or DBPERF_DSN"),
     (["check-config"], "dbperf check-config: --config: no configuration given: pass --config FILE, or set "
                        "DBPERF_CONFIG or DBPERF_DSN"),
-    (["advise"], "dbperf advise: config error: --config: no configuration given: pass --config FILE, or set "
+    (["advise"], "dbperf advise: --config: no configuration given: pass --config FILE, or set "
                  "DBPERF_CONFIG or DBPERF_DSN"),
     (["check-config", "/nonexistent/dbperf.yaml"],
-     "dbperf: config error: /nonexistent/dbperf.yaml: cannot read config file: No such file or directory"),
+     "dbperf check-config: config error: /nonexistent/dbperf.yaml: cannot read config file: No such file or directory"),
     (["alerts", "ack", "X", "--for", "2x", "-c", "c"],
      "dbperf alerts: --for '2x': not a duration (use e.g. 30m, 2h, 1h30m, 1d)"),
     (["report", "--prometheus", "http://127.0.0.1:9", "--period", "bogus"],
@@ -99,5 +99,5 @@ def test_serve_listen_error_names_the_option_once(no_env, capsys, tmp_path):
     path = tmp_path / "dbperf.yaml"
     path.write_text("targets:\n  - name: main\n    dsn: host=127.0.0.1 dbname=postgres\n")
     code, out, err = run(capsys, "serve", "--config", str(path), "--listen", "nowhere")
-    assert code == 1
+    assert code == 2
     assert one_line(err) == "dbperf serve: --listen: must be HOST:PORT with a port in 0 .. 65535, got 'nowhere'"

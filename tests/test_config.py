@@ -109,17 +109,18 @@ def test_check_config_prints_the_plan(tmp_path):
 
 def test_bad_config_stops_start_up_with_one_line(tmp_path):
     path = write(tmp_path, "targets:\n" + GOOD_TARGET + "    collectors: {nosuch: true}\n")
-    for args in (("check-config", path), ("serve", "--config", path)):
-        proc = run_cli(*args)
-        assert proc.returncode == 1
+    for command, args in (("check-config", [path]), ("serve", ["--config", path])):
+        proc = run_cli(command, *args)
+        assert proc.returncode == 2  # bad input, in every command (docs/exit-codes.md)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1, proc.stderr
-        assert lines[0].startswith(f"dbperf: config error: {path}: targets[0].collectors.nosuch: unknown collector")
+        assert lines[0].startswith(f"dbperf {command}: config error: {path}: targets[0].collectors.nosuch: "
+                                   "unknown collector")
 
 
 def test_no_config_at_all_is_one_line():
     proc = run_cli("serve", env={"PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "DBPERF_DSN" in proc.stderr
 

@@ -108,7 +108,7 @@ def test_demo_bad_scrape_interval_is_one_clear_line():
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{free_port()}",
                            "--scrape-interval", "0.5s"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a refused argument (docs/exit-codes.md)
     assert proc.stderr.strip().count("\n") == 0 and "--scrape-interval" in proc.stderr, proc.stderr
     assert time.monotonic() - started < 10  # fails before starting PostgreSQL
 

@@ -52,7 +52,7 @@ def test_the_password_file_gives_a_scram_verifier_never_the_password(capsys, tmp
 def test_a_bad_password_file_is_one_line_naming_the_option(capsys, tmp_path, content, reason):
     (tmp_path / "pw").write_text(content)
     code, out, err = run(capsys, "--password-file", str(tmp_path / "pw"))
-    assert code == 1 and not out
+    assert code == 2 and not out
     assert err.count("\n") == 1 and err.startswith("dbperf setup-sql: --password-file: ") and reason in err, err
 
 
@@ -60,17 +60,17 @@ def test_a_missing_password_file_or_a_fifo_is_one_line(capsys, tmp_path):
     import os
 
     code, out, err = run(capsys, "--password-file", str(tmp_path / "nope"))
-    assert code == 1 and not out and "No such file" in err and err.count("\n") == 1
+    assert code == 2 and not out and "No such file" in err and err.count("\n") == 1
     os.mkfifo(tmp_path / "fifo")  # refused at once, never a wait for a writer
     code, out, err = run(capsys, "--password-file", str(tmp_path / "fifo"))
-    assert code == 1 and "not a regular file (a FIFO)" in err
+    assert code == 2 and "not a regular file (a FIFO)" in err
 
 
 @pytest.mark.parametrize("role,reason", [("", "1 to 63 bytes"), ("x" * 64, "1 to 63 bytes"),
                                          ("pg_mine", "reserved")])
 def test_a_bad_role_name_is_one_line(capsys, role, reason):
     code, out, err = run(capsys, "--role", role)
-    assert code == 1 and not out and err.startswith("dbperf setup-sql: --role: ") and reason in err, err
+    assert code == 2 and not out and err.startswith("dbperf setup-sql: --role: ") and reason in err, err
 
 
 def test_names_and_literals_are_quoted():

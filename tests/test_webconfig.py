@@ -331,13 +331,13 @@ def test_sighup_reloads_the_web_config_and_keeps_the_old_one_when_bad(tmp_path):
         dbperf.stop()
 
 
-def test_a_bad_web_config_at_start_is_one_line_and_exit_1(tmp_path):
+def test_a_bad_web_config_at_start_is_one_line_and_exit_2(tmp_path):
     for web, needle in [({"basic_auth_users": {"alice": "x"}}, "basic_auth_users.alice: must be a bcrypt hash"),
                         ({"tls_server_config": {"cert_file": "nope.crt", "key_file": "nope.key"}}, "cannot read")]:
         dbperf = Dbperf(tmp_path, web)
-        assert dbperf.proc.wait(timeout=30) == 1
+        assert dbperf.proc.wait(timeout=30) == 2  # a bad file is bad input (docs/exit-codes.md)
         lines = dbperf.log.read_text().strip().splitlines()
         assert len(lines) == 1 and needle in lines[0] and str(tmp_path / "web.yml") in lines[0], lines
     flag = Dbperf(tmp_path, {}, extra=("--web.config.file", str(tmp_path / "missing.yml")))
-    assert flag.proc.wait(timeout=30) == 1
+    assert flag.proc.wait(timeout=30) == 2
     assert "missing.yml: cannot read web config file" in flag.log.read_text()

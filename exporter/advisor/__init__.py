@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from exporter.errors import UsageError
+
 # The monitor never advises on itself: every statement dbperf sends ends with OWN_MARK (the mark
 # that mark() appends and is_own() looks for), and OWN_APPLICATIONS are the application_name of
 # its own sessions (serve, advise, the pipelines recorder).
@@ -17,8 +19,9 @@ KINDS = ("statement", "index", "maintenance", "connection", "explain")
 OWN_APPLICATIONS = ("dbperf", "dbperf-advise", "dbperf-recorder")
 
 
-class AdviseError(RuntimeError):
-    """Bad input or a refused request: the message is one line, the command exits 2."""
+class AdviseError(UsageError):
+    """Bad input or a refused request (a statement the role may not explain or run): the message
+    is one line, the command exits 2."""
 
 
 @dataclass(frozen=True)

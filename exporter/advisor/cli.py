@@ -1,10 +1,12 @@
 """``dbperf advise --config FILE --target NAME [--format table|json] [--explain SQL [--analyze]]``.
 
-Exit codes: 0 advice printed (with or without findings); 2 bad input (config error, unknown
-target, SQL that does not parse or is over the advisor's bounds, a statement --explain does not
-take, a call --analyze refuses, a statement the role may not explain or run) and 1 when the server
-cannot be reached. Every error is one line on stderr and never shows the password, nor the text of
-a statement that carries a secret. Every session is set up by :func:`session_settings`, whatever
+Exit codes (docs/exit-codes.md): 0 advice printed (with or without findings); 2 bad input
+(:class:`~exporter.advisor.AdviseError`: config error, unknown target, SQL that does not parse or is
+over the advisor's bounds, a statement --explain does not take, a call --analyze refuses, a
+statement the role may not explain or run) and 1 when the server cannot be reached or a query
+fails (:class:`~exporter.errors.UnavailableError`). Every error is one line on stderr (printed by
+``exporter.cli.main``) and never shows the password, nor the text of a statement that carries a
+secret. Every session is set up by :func:`session_settings`, whatever
 the DSN's ``options`` say."""
 
 from __future__ import annotations
@@ -46,52 +48,32 @@ def _timeout(value) -> float:
         raise AdviseError(f"--timeout {one_line(repr(value), 80)}: {exc}") from None
 
 
-class _Fail(Exception):
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
-
 def run(args) -> int:
     from exporter.advisor import AdviseError
-    from exporter.config import ConfigError
+    from exporter.errors import DbperfError
+    from exporter.secrets import password_of
 
-    password = None
+    target = _target(args)
     try:
-        target = _target(args)
-        from exporter.secrets import password_of
-
-        password = password_of(target.dsn)
         if args.analyze and not args.explain:
             raise AdviseError("--analyze needs --explain SQL")
         if args.top < 1:
             raise AdviseError("--top must be positive")
         args.timeout = _timeout(args.timeout)
         meta, findings = _explain(args, target) if args.explain else _advise(args, target)
-    except ConfigError as exc:
-        return _error(f"config error: {exc}", 2, password)
-    except AdviseError as exc:
-        return _error(str(exc), 2, password)
-    except _Fail as exc:
-        return _error(str(exc), exc.code, password)
+    except DbperfError as exc:  # a server's message may quote the DSN's password
+        raise exc.hide(password_of(target.dsn))
     from exporter.advisor.report import render_json, render_table
 
     sys.stdout.write(render_json(meta, findings) if args.format == "json" else render_table(meta, findings))
     return 0
 
 
-def _error(message: str, code: int, password) -> int:
-    from exporter.secrets import scrub
-
-    print(f"dbperf advise: {scrub(message, password)}", file=sys.stderr)
-    return code
-
-
 def _target(args):
     from exporter.advisor import AdviseError
-    from exporter.cli import _load_config
+    from exporter.config import resolve
 
-    config = _load_config(args.config)
+    config = resolve(args.config)
     if args.target is None:
         if len(config.targets) != 1:
             raise AdviseError(f"--target is required: the config has {len(config.targets)} targets "
@@ -129,9 +111,10 @@ def connect(target, dbname: str | None, timeout: float, autocommit: bool = True)
             conn.execute(f"SET {setting}")
         conn.autocommit = autocommit
     except psycopg.Error as exc:
+        from exporter.errors import UnavailableError
         from exporter.secrets import password_of
 
-        raise _Fail(scrub(f"cannot connect to {describe_dsn(conninfo)}: {exc}", password_of(target.dsn)), 1) from None
+        raise UnavailableError(scrub(f"cannot connect to {describe_dsn(conninfo)}: {exc}", password_of(target.dsn))) from None
     return conn
 
 
@@ -185,8 +168,9 @@ def _advise(args, target):
     from exporter.advisor.connections import connection_findings
     from exporter.advisor.indexes import index_findings
     from exporter.advisor.maintenance import cluster_wraparound, maintenance_findings
-    from exporter.advisor import dedupe
+    from exporter.advisor import AdviseError, dedupe
     from exporter.advisor.statements import StatementsUnavailable, statement_findings, top_statements
+    from exporter.errors import UnavailableError
     from exporter.secrets import password_of, scrub
 
     secret = password_of(target.dsn)
@@ -214,15 +198,15 @@ def _advise(args, target):
             findings += [f for f in cluster_wraparound(main) if f.database in wanted]
             findings += _database_findings(main, own, statements, index_findings, maintenance_findings)
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise _Fail(scrub(f"permission denied: {exc.diag.message_primary or exc}", secret), 2) from None
+            raise AdviseError(scrub(f"permission denied: {exc.diag.message_primary or exc}", secret)) from None
         except psycopg.Error as exc:
-            raise _Fail(scrub(f"query failed on {own}: {exc}", secret), 1) from None
+            raise UnavailableError(scrub(f"query failed on {own}: {exc}", secret)) from None
     finally:
         main.close()
     for datname in databases[1:]:
         try:
             conn = connect(target, datname, args.timeout)
-        except _Fail as exc:
+        except UnavailableError as exc:
             skipped.append(f"{datname}: {exc}")
             continue
         try:

@@ -1,4 +1,8 @@
-"""``dbperf pipelines init-sql`` and ``dbperf pipelines run --name N -- CMD ...``."""
+"""``dbperf pipelines init-sql`` and ``dbperf pipelines run --name N -- CMD ...``.
+
+Exit codes (docs/exit-codes.md): bad arguments are a :class:`~exporter.errors.UsageError` (exit 2,
+one line, before the command starts); otherwise ``run`` exits with the command's own code (126 or
+127 when it cannot be run, 128+N when signal N killed it): a failure to record only warns."""
 
 from __future__ import annotations
 
@@ -15,24 +19,9 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 USAGE = "usage: dbperf pipelines run --name N -- CMD ..."
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """The parser of ``pipelines init-sql|run``: a usage error (also an unknown option) is one line
-    and exit 2, before anything runs."""
-
-    def error(self, message: str):
-        print(f"{self.prog}: {' '.join(str(message).split())} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, extras = super().parse_known_args(args, namespace)
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return namespace, extras
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="pipelines_command", required=True, metavar="COMMAND",
-                                parser_class=_OneLineParser)
+    # one-line usage errors, exit 2: exporter.errors.OneLineParser, the class of dbperf's parsers
+    sub = parser.add_subparsers(dest="pipelines_command", required=True, metavar="COMMAND")
     init = sub.add_parser("init-sql", help="print the SQL that creates the runs table dbperf.pipeline_runs")
     init.set_defaults(func=cmd_init_sql)
     run = sub.add_parser("run", help="run a command and record it as a pipeline run (exit code kept)",
@@ -107,8 +96,9 @@ def cmd_run(args) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     problem = _argument_problem(args, cmd)
     if problem:
-        print(f"dbperf pipelines run: {problem}; nothing was run", file=sys.stderr)
-        return 2
+        from exporter.errors import UsageError
+
+        raise UsageError(f"{problem}; nothing was run", command="dbperf pipelines run")
     # no --dsn: the DSN is read from --dsn-env's variable (default $DBPERF_PIPELINES_DSN). The job
     # does not wait for the start to be written (start_wait=0): it starts at once.
     recorder = record_run(args.name, args.dsn, run_id=args.run_id, trigger=args.trigger,

@@ -1,8 +1,12 @@
 """``dbperf report``: a performance report of a period, read from Prometheus's HTTP API.
 
-Every failure is one line on stderr: exit code 2 when the arguments are refused (before anything
-is asked of Prometheus), 1 when Prometheus is unreachable, refuses, or gives replies the report
-cannot use, when the period holds no data, or when the report cannot be delivered."""
+Every failure is one line on stderr (printed by ``exporter.cli.main``): exit code 2 when the
+arguments are refused (:class:`UsageError`, :class:`~exporter.report.period.PeriodError`,
+:class:`~exporter.report.prom.OptionError`: before anything is asked of Prometheus), 1 when
+Prometheus is unreachable, refuses, or gives replies the report cannot use
+(:class:`~exporter.report.prom.PromError`), when the period holds no data
+(:class:`~exporter.report.queries.ReportError`), or when the report cannot be delivered
+(:class:`~exporter.errors.RuntimeFailure`)."""
 
 from __future__ import annotations
 
@@ -12,19 +16,19 @@ import sys
 
 import requests
 
+from exporter import errors
 from exporter.durations import DurationError, parse_duration
-from exporter.report.period import PeriodError, parse_period, shown
-from exporter.report.prom import TIMEOUT_MAX, TIMEOUT_MIN, OptionError, PromError, Prometheus
-from exporter.report.queries import ReportError, build_report
+from exporter.errors import RuntimeFailure
+from exporter.report.period import parse_period, shown
+from exporter.report.prom import TIMEOUT_MAX, TIMEOUT_MIN, Prometheus
+from exporter.report.queries import build_report
 from exporter.secrets import one_line
 
-EXIT_USAGE = 2   # bad arguments
-EXIT_FAILED = 1  # Prometheus (or the webhook) failed, or the period holds no data
 TOP_MAX = 1000
 
 
-class UsageError(ValueError):
-    """A refused argument; ``str()`` is the one line to print."""
+class UsageError(errors.UsageError):
+    """A refused argument of ``dbperf report``; ``str()`` is the one line to print (exit code 2)."""
 
 
 def add_arguments(parser) -> None:
@@ -45,17 +49,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--webhook", metavar="URL", help='also POST the Markdown summary to a Slack-compatible webhook ({"text": ...})')
     parser.add_argument("--progress", action="store_true", help="show progress on stderr (default: only when stderr is a terminal)")
     parser.set_defaults(func=run)
-    parser.error = _argparse_error  # argparse's usage errors in one line too
-
-
-def _argparse_error(message: str):
-    print(f"dbperf report: {one_line(message, 300)}", file=sys.stderr)
-    sys.exit(EXIT_USAGE)
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> int:
-    print(f"dbperf report: {message}", file=sys.stderr)
-    return code
 
 
 def parse_timeout(text: str) -> float:
@@ -88,22 +81,13 @@ def check_arguments(args) -> None:
 
 
 def run(args) -> int:
-    try:
-        period = parse_period(args.period, args.end)
-    except PeriodError as exc:
-        return _fail(f"{exc.option}: {exc}", EXIT_USAGE)
-    try:
-        timeout, top = parse_timeout(args.timeout), parse_top(args.top)
-        check_arguments(args)
-        prom = Prometheus(args.prometheus, args.bearer_token_file, args.basic_auth, timeout=timeout)
-    except (UsageError, OptionError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
+    period = parse_period(args.period, args.end)
+    timeout, top = parse_timeout(args.timeout), parse_top(args.top)
+    check_arguments(args)
+    prom = Prometheus(args.prometheus, args.bearer_token_file, args.basic_auth, timeout=timeout)
     show = args.progress or sys.stderr.isatty()
     progress = (lambda message: print(f"dbperf report: {message}", file=sys.stderr, flush=True)) if show else None
-    try:
-        report = build_report(prom, period, target=args.target, top=top, progress=progress)
-    except (PromError, ReportError) as exc:
-        return _fail(str(exc))
+    report = build_report(prom, period, target=args.target, top=top, progress=progress)
     if args.format == "json":
         text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     elif args.format == "html":
@@ -119,7 +103,7 @@ def run(args) -> int:
             with open(args.out, "w", encoding="utf-8") as handle:
                 handle.write(text)
         except OSError as exc:
-            return _fail(f"--out {one_line(args.out, 200)}: cannot write: {exc.strerror}")
+            raise RuntimeFailure(f"--out {one_line(args.out, 200)}: cannot write: {exc.strerror}") from None
     else:
         sys.stdout.write(text)
     if args.webhook:
@@ -130,9 +114,9 @@ def run(args) -> int:
             with requests.post(args.webhook, json={"text": summary_markdown(report)}, timeout=30, stream=True) as response:
                 status = response.status_code
         except (requests.RequestException, ValueError) as exc:
-            return _fail(f"--webhook: cannot post to {_redact(args.webhook)}: {type(exc).__name__}")
+            raise RuntimeFailure(f"--webhook: cannot post to {_redact(args.webhook)}: {type(exc).__name__}") from None
         if status >= 300:
-            return _fail(f"--webhook: {_redact(args.webhook)} answered HTTP {status}")
+            raise RuntimeFailure(f"--webhook: {_redact(args.webhook)} answered HTTP {status}")
         if progress:
             progress("summary posted to the webhook")
     return 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from exporter.durations import DAY, DurationError, parse_duration
+from exporter.errors import UsageError
 from exporter.secrets import one_line
 
 MIN_SECONDS = 600                # a shorter period is refused
@@ -26,12 +27,16 @@ DURATION_TEXT = "e.g. 24h, 7d, 90m"
 _UNIX = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 
 
-class PeriodError(ValueError):
-    """A refused ``--period`` or ``--end``: ``option`` names it, ``str()`` says why in one line."""
+class PeriodError(UsageError):
+    """A refused ``--period`` or ``--end`` (exit code 2): ``option`` names it, ``str()`` says why
+    in one line."""
 
     def __init__(self, reason: str, option: str = "--period"):
         super().__init__(reason)
         self.option = option
+
+    def describe(self) -> str:
+        return f"{self.option}: {self}"
 
 
 def shown(text: str) -> str:

@@ -6,7 +6,7 @@ reading: a server that accepts and never answers, or trickles a reply that never
 a reply is read up to :data:`MAX_REPLY_BYTES`, and its JSON is checked against the API's shapes
 (vector, scalar, matrix; samples ``[time, "value"]``; times within the query) before the report reads
 it. Anything else is a :class:`PromError` (exit code 1); a bad option (URL, secret file) an
-:class:`OptionError` (exit code 2)."""
+:class:`OptionError` (exit code 2): exporter/errors.py."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import requests
 
 from exporter.config import FileProblem, read_text
+from exporter.errors import UnavailableError, UsageError
 from exporter.secrets import one_line, scrub_url
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # the most one reply may be (decompressed)
@@ -27,12 +28,12 @@ MAX_TIME = 253402300799.0           # 9999-12-31T23:59:59Z: a sample time beyond
 TIMEOUT_MIN, TIMEOUT_MAX = 1.0, 3600.0
 
 
-class PromError(Exception):
-    """A failure talking to Prometheus; ``str()`` is a one-line message fit for the terminal."""
+class PromError(UnavailableError):
+    """A failure talking to Prometheus (exit code 1); ``str()`` is a one-line message fit for the terminal."""
 
 
-class OptionError(PromError):
-    """A refused option of the Prometheus client (URL, secret file, basic auth): bad arguments."""
+class OptionError(UsageError):
+    """A refused option of the Prometheus client (URL, secret file, basic auth): bad arguments (exit code 2)."""
 
 
 class _Shape(Exception):

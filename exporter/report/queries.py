@@ -8,6 +8,7 @@ import json
 import math
 import re
 
+from exporter.errors import RuntimeFailure
 from exporter.postgres.sqlmark import is_own
 from exporter.report import anomalies as anom
 from exporter.report import projection
@@ -62,8 +63,8 @@ def left_out_kind(queryid: str, text: str | None) -> str | None:
     return None
 
 
-class ReportError(Exception):
-    """A report that cannot be made (empty period, required metrics missing); one-line message."""
+class ReportError(RuntimeFailure):
+    """A report that cannot be made (empty period, required metrics missing; exit code 1); one-line message."""
 
 
 def _f(value):
