@@ -91,7 +91,7 @@ def statement_problem(raw, sql: str, analyze: bool) -> str | None:
     """Why ``--explain`` (with ``--analyze`` or not) refuses this one parsed statement, or None."""
     from pglast import ast
 
-    from exporter.advisor.statements import walk
+    from exporter.advisor.sqltree import walk
 
     stmt = raw.stmt
     if not isinstance(stmt, (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)):

@@ -19,6 +19,7 @@ from pglast.enums import A_Expr_Kind, BoolExprType, SubLinkType
 from pglast.stream import RawStream
 
 from exporter.advisor import Finding
+from exporter.advisor.sqltree import children, walk
 
 LARGE_OFFSET = 1000
 TOP_STATEMENTS = 50
@@ -58,27 +59,6 @@ def parse(sql: str) -> tuple:
         raise TooLong(str(exc)) from None
     except Exception as exc:  # pglast.parser.ParseError and friends
         raise Unparsable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-
-
-# -- generic walking ----------------------------------------------------------------------------
-def children(node):
-    for name in getattr(type(node), "__slots__", ()):
-        value = getattr(node, name, None)
-        if isinstance(value, ast.Node):
-            yield value
-        elif isinstance(value, tuple):
-            for item in value:
-                if isinstance(item, ast.Node):
-                    yield item
-
-
-def walk(node):
-    """Every node under ``node`` (itself included), depth first."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(reversed(list(children(current))))
 
 
 def deparse(node) -> str:

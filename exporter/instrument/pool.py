@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily
 
-from .core import Instrumentation
+if TYPE_CHECKING:  # annotations only: core imports this module lazily, no import back at run time
+    from .core import Instrumentation
 
 
 class _SQLAlchemyPool:

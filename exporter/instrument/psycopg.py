@@ -5,8 +5,10 @@ goes through it too. Server-side (named) cursors are not timed."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from .core import Instrumentation
+if TYPE_CHECKING:  # annotations only: core imports this module lazily, no import back at run time
+    from .core import Instrumentation
 
 _classes: dict = {}
 

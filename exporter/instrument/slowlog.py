@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from .auth import Credentials, token_in_query
-from .core import Instrumentation
+
+if TYPE_CHECKING:  # annotations only: core imports this module lazily, no import back at run time
+    from .core import Instrumentation
 
 log = logging.getLogger("exporter.instrument")
 

@@ -5,8 +5,10 @@ Works for sync engines and ``AsyncEngine`` (its ``sync_engine`` is instrumented)
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from .core import Instrumentation
+if TYPE_CHECKING:  # annotations only: core imports this module lazily, no import back at run time
+    from .core import Instrumentation
 
 _START = "dbperf_statement_start"  # Connection.info is the pooled connection record's info
 _CHECKOUT = "dbperf_checkout_start"
