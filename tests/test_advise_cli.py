@@ -122,3 +122,30 @@ def test_wrong_password_is_not_printed(tmp_path):
         code, out, err = advise(config_file(tmp_path, dsn), "--target", "main")
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1 and "Wr0ngPassw0rd" not in err and "cannot connect" in err
+
+
+def test_a_server_lost_during_explain_is_exit_1(cli_db, tmp_path):
+    """The server fails (here: the session is terminated while the planner folds an IMMUTABLE call
+    that sleeps): exit 1, not the 2 of a refused statement."""
+    from conftest import wait_until
+
+    with cli_db.connect(DB) as conn:
+        conn.execute("CREATE OR REPLACE FUNCTION slow_constant() RETURNS int IMMUTABLE LANGUAGE sql "
+                     "AS 'SELECT 1 FROM pg_sleep(60)'")
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "advise", "--config",
+                             str(config_file(tmp_path, cli_db.dsn(DB))), "--target", "main", "--timeout", "2m",
+                             "--explain", "SELECT slow_constant()"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        sleeping = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'dbperf-advise' "
+                    "AND wait_event = 'PgSleep'")
+        pids = wait_until(lambda: cli_db.execute(sleeping), timeout=60, message="advise planning the statement")
+        cli_db.execute("SELECT pg_terminate_backend(%s)", params=(pids[0][0],))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and out == "", err
+    [line] = err.strip().splitlines()
+    assert line.startswith("dbperf advise: --explain: the server failed: "), line

@@ -19,6 +19,7 @@ from pglast.enums import A_Expr_Kind, BoolExprType
 from exporter.advisor import AdviseError, Finding, mark, qualified, quote_ident
 from exporter.advisor import guard
 from exporter.advisor.statements import COMPARISONS, TooLong, Unparsable, parse, walk
+from exporter.errors import UnavailableError
 
 BIG_RELATION = 10_000
 MISESTIMATE = 10.0
@@ -50,12 +51,21 @@ def validate(sql: str, analyze: bool = False) -> None:
         raise AdviseError(problem)
 
 
-def _server_error(exc: psycopg.Error, secret: bool) -> AdviseError:
+# SQLSTATE classes of a server that failed, not of a statement it refused: connection exceptions,
+# insufficient resources, operator intervention (shutdown, terminated session), system and internal errors
+SERVER_FAILED = ("08", "53", "57P", "58", "XX")
+
+
+def _server_error(exc: psycopg.Error, secret: bool) -> AdviseError | UnavailableError:
+    """The statement refused (exit 2: its SQLSTATE says why, a timeout too), or the server failed
+    (the connection lost, no SQLSTATE, or one of :data:`SERVER_FAILED`: exit 1)."""
+    message = exc.diag.message_primary or (str(exc).splitlines() or [type(exc).__name__])[0]
+    hidden = f"SQLSTATE {exc.sqlstate}; the message is not shown: the statement carries a secret"
+    if exc.sqlstate is None or exc.sqlstate.startswith(SERVER_FAILED):
+        return UnavailableError(f"--explain: the server failed: {f'({hidden})' if secret else message}")
     label = "permission denied" if isinstance(exc, psycopg.errors.InsufficientPrivilege) else None
     if secret:  # the server's message may quote the statement's literals
-        return AdviseError(f"--explain: {label or 'the server refused the statement'} (SQLSTATE {exc.sqlstate}; "
-                           "the message is not shown: the statement carries a secret)")
-    message = exc.diag.message_primary or (str(exc).splitlines() or [type(exc).__name__])[0]
+        return AdviseError(f"--explain: {label or 'the server refused the statement'} ({hidden})")
     return AdviseError(f"--explain: {label}: {message}" if label else f"--explain: {message}")
 
 
