@@ -152,13 +152,13 @@ def main(argv=None) -> int:
         command = f"dbperf {args.command}"
         return args.func(args)
     except DbperfError as exc:
-        report(exc, command)
+        print_error(exc, command)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
 
-def report(exc: DbperfError, command: str) -> None:
+def print_error(exc: DbperfError, command: str) -> None:
     """``exc`` as one line on stderr: ``dbperf COMMAND: message``, its secrets hidden."""
     from exporter.secrets import one_line, scrub
 

@@ -8,7 +8,7 @@ import pytest
 from exporter import errors
 from exporter.advisor import AdviseError
 from exporter.alerts_cli import AlertmanagerError, UsageError as AlertsUsageError
-from exporter.cli import report
+from exporter.cli import print_error
 from exporter.config import ConfigError
 from exporter.report.cli import UsageError as ReportUsageError
 from exporter.report.period import PeriodError
@@ -37,7 +37,7 @@ def test_every_commands_errors_have_the_documented_code(error, code):
 
 
 def line(capsys, error, command="dbperf x") -> str:
-    report(error, command)
+    print_error(error, command)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.endswith("\n"), err
     return err[:-1]
