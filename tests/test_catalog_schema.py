@@ -121,17 +121,19 @@ def test_scale_multiplies_the_column_value_and_a_null_stays_no_sample():
     data = {"collectors": {"waits": {"queries": [{
         "sql": "SELECT 1", "labels": ["kind"],
         "metrics": [{"name": "app_wait_seconds", "type": "gauge", "column": "ms", "scale": 0.001, "help": "Wait."},
-                    {"name": "app_wait_raw", "type": "gauge", "column": "ms", "help": "Raw."}]}]}}}
+                    {"name": "app_wait_raw", "type": "gauge", "column": "ms", "help": "Raw."},
+                    {"name": "app_wait_euros", "type": "gauge", "column": "ms", "scale": 0.01, "help": "Cents."}]}]}}}
     (spec,) = parse_collectors(data, "waits.yaml", user=False)
     query = spec.queries[0]
     assert query.metrics[0].scale == 0.001 and query.metrics[1].scale == 1.0
     families = catalog.CatalogCollector.to_families(
-        [query], [(["kind", "ms"], [("a", 1500), ("b", Decimal("250")), ("c", None)])])
+        [query], [(["kind", "ms"], [("a", 1500), ("b", Decimal("250")), ("c", None), ("d", 1520)])])
     rendered = Rendered()
     rendered.add_families(families)
     text = rendered.text()
     assert 'app_wait_seconds{kind="a"} 1.5\n' in text and 'app_wait_seconds{kind="b"} 0.25\n' in text
     assert 'app_wait_raw{kind="a"} 1500\n' in text and 'kind="c"' not in text
+    assert 'app_wait_euros{kind="d"} 15.2\n' in text  # not 15.200000000000001 (1520 * 0.01 in binary)
 
 
 @pytest.mark.parametrize("change, key, reason", [

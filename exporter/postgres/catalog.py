@@ -91,12 +91,19 @@ class CatalogCollector(Collector):
                     family.columns.append((pairs, [metric.value] * len(pairs)))
                 elif metric.scale != 1.0:
                     vi, scale = index[metric.column], metric.scale
-                    family.columns.append((pairs, [None if row[vi] is None else float(row[vi]) * scale
+                    family.columns.append((pairs, [None if row[vi] is None else _scaled(row[vi], scale)
                                                    for row in rows]))
                 else:
                     vi = index[metric.column]
                     family.columns.append((pairs, [row[vi] for row in rows]))
         return list(out.values())
+
+
+def _scaled(value, scale: float) -> float:
+    """``value * scale`` to 15 significant digits: 1520 cents * 0.01 is 15.2, not
+    15.200000000000001 (the product's binary error is below that; the rounding is monotonic, so
+    a counter never goes down by it)."""
+    return float(f"{float(value) * scale:.15g}")
 
 
 class CollectorFailure(RuntimeError):
