@@ -7,9 +7,9 @@ passes promtool."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -30,12 +30,14 @@ def tables(pg):
     pg.execute("DROP TABLE IF EXISTS uf_orders, uf_counter; "
                "CREATE TABLE uf_orders (id int, status text, amount_cents bigint, region text); "
                "INSERT INTO uf_orders VALUES (1, 'waiting_payment', 1250, 'eu'), (2, 'waiting_payment', 750, 'us'), "
-               "(3, 'paid', 9900, 'eu'); CREATE TABLE uf_counter (v bigint); INSERT INTO uf_counter VALUES (10)")
+               "(3, 'paid', 9900, 'eu'); CREATE TABLE uf_counter (v bigint); INSERT INTO uf_counter VALUES (10); "
+               "CREATE OR REPLACE FUNCTION uf_write() RETURNS int LANGUAGE sql "
+               "AS 'INSERT INTO uf_orders VALUES (99, ''written'', 0, ''eu'') RETURNING 1'")
     pg.execute("DROP TABLE IF EXISTS uf_outbox; CREATE TABLE uf_outbox (id int, topic text); "
                "INSERT INTO uf_outbox SELECT g, CASE WHEN g <= 3 THEN 'mail' ELSE 'invoice' END "
                "FROM generate_series(1, 5) g", dbname=SECOND_DB)
     yield
-    pg.execute("DROP TABLE IF EXISTS uf_orders, uf_counter")
+    pg.execute("DROP TABLE IF EXISTS uf_orders, uf_counter; DROP FUNCTION IF EXISTS uf_write()")
     pg.execute("DROP TABLE IF EXISTS uf_outbox", dbname=SECOND_DB)
 
 
@@ -119,6 +121,11 @@ collectors:
       - sql: SELECT 'not a number' AS n
         metrics:
           - {name: app_words, type: gauge, column: n, help: "Never served."}
+  writes:
+    queries:
+      - sql: SELECT uf_write() AS n
+        metrics:
+          - {name: app_written, type: gauge, column: n, help: "Never served."}
   twins:
     queries:
       - sql: SELECT region, id AS n FROM uf_orders
@@ -200,7 +207,7 @@ def test_bad_collectors_fail_alone_with_their_reason(pg, served, caplog):
 
     samples = Samples(text)
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    for name in ("no_region", "divides", "sleeps", "words", "twins"):
+    for name in ("no_region", "divides", "sleeps", "words", "twins", "writes"):
         assert samples.value("dbperf_collector_success", collector=name) == 0, name
         assert f"collector={name} failed" in logged, name
     # every other collector succeeded, in the same scrape
@@ -209,13 +216,16 @@ def test_bad_collectors_fail_alone_with_their_reason(pg, served, caplog):
     assert samples.value("dbperf_collector_success", collector="outbox", datname=SECOND_DB) == 1
     assert samples.value("dbperf_collector_success", collector="many") == 1
     reasons = {name: next(line for line in logged.splitlines() if f"collector={name} failed" in line)
-               for name in ("no_region", "divides", "sleeps", "words", "twins")}
+               for name in ("no_region", "divides", "sleeps", "words", "twins", "writes")}
     assert "column region (a label of app_orders_by_region) is not in the query's result (its columns: status, n)" in \
         reasons["no_region"] and "bad.yaml: collectors.no_region.queries[0]" in reasons["no_region"]
     assert "division by zero" in reasons["divides"]
     assert "statement timeout" in reasons["sleeps"] or "cancel" in reasons["sleeps"]
     assert "column n holds" in reasons["words"] or "not numbers" in reasons["words"]
     assert "two rows have the same labels {region=\"eu\"}" in reasons["twins"]
+    # a function that writes, called by a query that looks read-only: the session refuses it
+    assert "cannot execute INSERT in a read-only transaction" in reasons["writes"]
+    assert not pg.execute("SELECT 1 FROM uf_orders WHERE id = 99")
     for name in ("app_orders_by_region", "app_divided", "app_slept", "app_words", "app_twins"):
         assert not samples.has(name), name
     assert promtool_check_metrics(text) == ""
@@ -226,7 +236,7 @@ def test_a_result_over_max_rows_is_cut_by_the_server_and_reported(pg, served, ca
     server stops at max_rows + 1 rows."""
     with caplog.at_level("WARNING", logger="dbperf"):
         s = served({"bad.yaml": BAD}, "    collectors: {" + ", ".join(
-            f"{n}: false" for n in ("no_region", "divides", "sleeps", "words", "twins")) + "}\n")
+            f"{n}: false" for n in ("no_region", "divides", "sleeps", "words", "twins", "writes")) + "}\n")
         first, second = s.metrics(), s.metrics()
     for samples in (first, second):
         assert samples.value("dbperf_collector_success", collector="many") == 1
@@ -287,3 +297,55 @@ def test_a_bad_collector_file_stops_dbperf_serve_with_one_line(pg, tmp_path):
     assert f"{tmp_path / 'shop.yaml'}: collectors.orders.queries[0].metrics[1].colum: unknown key (allowed: " \
         in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+DOCS = ROOT / "docs" / "custom-collectors.md"
+
+
+def doc_files() -> dict:
+    """The collector files of docs/custom-collectors.md: its yaml blocks that start with
+    ``# collector file: NAME``."""
+    out = {}
+    for block in re.findall(r"^```yaml\n(.*?)^```", DOCS.read_text(), re.S | re.M):
+        first = block.split("\n", 1)[0]
+        if first.startswith("# collector file: "):
+            out[first.removeprefix("# collector file: ")] = block
+    return out
+
+
+def test_the_examples_of_the_docs_serve_their_metrics(pg, tmp_path):
+    files = doc_files()
+    assert set(files) == {"shop.yaml", "outbox.yaml", "versions.yaml"}
+    pg.execute("DROP DATABASE IF EXISTS uf_docs")
+    pg.execute("CREATE DATABASE uf_docs")
+    try:
+        pg.execute("CREATE TABLE orders (id serial, status text, payment_method text, amount_cents bigint, "
+                   "created_at timestamptz DEFAULT now() - interval '90 seconds'); "
+                   "INSERT INTO orders (status, payment_method, amount_cents) VALUES "
+                   "('waiting_payment', 'card', 1000), ('waiting_payment', 'card', 520), ('paid', 'card', 7)",
+                   dbname="uf_docs")
+        pg.execute("CREATE TABLE outbox (id bigserial, topic text, created_at timestamptz DEFAULT now()); "
+                   "INSERT INTO outbox (topic) SELECT 'invoice' FROM generate_series(1, 3)", dbname="uf_docs")
+        for name, text in files.items():
+            (tmp_path / name).write_text(text)
+        config = tmp_path / "dbperf.yaml"
+        config.write_text(f"listen: 127.0.0.1:0\ncollector_files: [{', '.join(files)}]\ncollectors:\n{BUILTIN_OFF}"
+                          f"targets:\n  - name: main\n    dsn: '{pg.dsn('uf_docs')}'\n"
+                          "    databases: {discover: false}\n")
+        s = Served(Exporter(load(str(config))))
+        try:
+            samples = s.metrics()
+        finally:
+            s.close()
+    finally:
+        pg.execute("DROP DATABASE IF EXISTS uf_docs WITH (FORCE)")
+    for name in ("orders_waiting", "checkpoints_requested"):
+        assert samples.value("dbperf_collector_success", collector=name, datname="") == 1, name
+    assert samples.value("dbperf_collector_success", collector="outbox", datname="uf_docs") == 1
+    assert samples.value("shop_orders_waiting_payment", payment_method="card") == 2
+    assert samples.value("shop_orders_waiting_payment_amount_euros", payment_method="card") == 15.2
+    assert samples.value("shop_orders_waiting_payment_oldest_age_seconds", payment_method="card") >= 90
+    assert samples.value("app_outbox_rows", topic="invoice", datname="uf_docs") == 3
+    assert samples.value("app_outbox_written_rows_total", datname="uf_docs") == 3
+    assert samples.has("app_checkpoints_requested_total")
+    assert promtool_check_metrics(samples.text) == ""
