@@ -111,6 +111,9 @@ class Config:
     max_scrape_timeout: float = 120.0  # a longer X-Prometheus-Scrape-Timeout-Seconds is clamped to it
     web_config: str = ""               # web configuration file (TLS, basic auth), resolved beside the config
     web_unauthenticated_paths: tuple = ()  # paths served without basic auth: only /healthz may be here
+    # the collectors of the user's collector_files (exporter.postgres.catalog_schema.CollectorSpec),
+    # in file order; exporter.postgres.catalog.from_spec makes a collector of each
+    collector_specs: tuple = ()
 
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
@@ -331,10 +334,8 @@ def _dsn(source: str, reader: _Reader, name: str, env=os.environ, secrets: bool 
     return dsn, where, ""
 
 
-def _collectors(source: str, reader: _Reader) -> dict:
-    from exporter.registry import collector_names
-
-    known = collector_names()
+def _collectors(source: str, reader: _Reader, known: frozenset) -> dict:
+    """A ``collectors:`` section; ``known``: the built-in collectors' names and the user's."""
     out = {}
     for name, value in reader.data.items():
         key = reader.key(str(name))
@@ -385,7 +386,8 @@ def _pgbouncer_target(source: str, reader: _Reader, name: str, env=os.environ, s
                   dsn_from=where, dsn_missing=missing)
 
 
-def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secrets: bool = True) -> Target:
+def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secrets: bool = True,
+            known: frozenset = frozenset()) -> Target:
     reader.allow(*TARGET_KEYS)
     name = reader.get("name", str)
     if name is None:
@@ -403,7 +405,7 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
                           include=dbs.get("include", re.Pattern, re.compile(".*")),
                           exclude=dbs.get("exclude", re.Pattern, re.compile("^$")))
     collectors = dict(defaults)
-    collectors.update(_collectors(source, reader.sub("collectors")))
+    collectors.update(_collectors(source, reader.sub("collectors"), known))
     pipelines = None
     if reader.data.get("pipelines") is not None:
         from exporter.pipelines.sources import parse as parse_pipelines
@@ -448,7 +450,7 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
     ``dsn_missing`` says what is missing); ``dbperf check-config`` checks a file that way."""
     top = _Reader(source, data, "")
     top.allow("listen", "scrape_timeout", "scrape_timeout_offset", "host_metrics", "log_level", *WEB_KEYS,
-              "log_format", "collectors", "targets")
+              "log_format", "collectors", "collector_files", "targets")
     host, port = parse_listen(source, "listen", top.get("listen", str, DEFAULT_LISTEN))
     log_level = top.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
@@ -457,13 +459,14 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
     if log_format not in ("text", "json"):
         top.fail("log_format", f"must be text or json, got {show(log_format)}")
     scrape_timeout = top.ranged("scrape_timeout", float, 10.0, "scrape_timeout")
-    defaults = _collectors(source, top.sub("collectors"))
+    specs, known = _collector_files(source, top)
+    defaults = _collectors(source, top.sub("collectors"), known)
     raw_targets = top.data.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
         top.fail("targets", "must be a non-empty list of targets")
     targets, seen = [], set()
     for i, raw in enumerate(raw_targets):
-        target = _target(source, _Reader(source, raw, f"targets[{i}]"), defaults, env, secrets)
+        target = _target(source, _Reader(source, raw, f"targets[{i}]"), defaults, env, secrets, known)
         if target.name in seen:
             raise ConfigError(source, f"targets[{i}].name", f"duplicate target name {show(target.name)}")
         seen.add(target.name)
@@ -472,7 +475,20 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
     return Config(source=source, listen_host=host, listen_port=port, scrape_timeout=scrape_timeout, **web,
                   scrape_timeout_offset=top.ranged("scrape_timeout_offset", float, 0.5, "scrape_timeout_offset"),
                   host_metrics=top.get("host_metrics", bool, True), log_level=log_level,
-                  log_format=log_format, targets=tuple(targets))
+                  log_format=log_format, targets=tuple(targets), collector_specs=specs)
+
+
+def _collector_files(source: str, top: _Reader) -> tuple[tuple, frozenset]:
+    """``(specs, known)``: the collectors of ``collector_files`` (each file checked whole, see
+    exporter.postgres.catalog_schema) and every collector name a ``collectors:`` section may use."""
+    from exporter.postgres.catalog_schema import builtin_family_names, load_collector_files
+    from exporter.registry import collector_names
+
+    builtin = collector_names()
+    if top.data.get("collector_files") is None:
+        return (), builtin
+    specs = load_collector_files(source, top, builtin, builtin_family_names())
+    return specs, builtin | {spec.name for spec in specs}
 
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: 5 times faster

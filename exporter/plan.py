@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from exporter.collector import ServerInfo, format_version
 from exporter.config import Config
-from exporter.registry import all_collectors
+from exporter.registry import collectors_with_user
 from exporter.secrets import describe_dsn
 
 VERSIONS = (130000, 140000, 150000, 160000, 170000, 180000)  # the majors the version matrix runs
@@ -38,13 +38,15 @@ def describe_plan(config: Config) -> str:
         lines.append(f"\ntarget {target.name}: {_where(target)}; {discovery}; "
                      f"max_connections={target.max_connections} table_limit={target.table_limit}")
         lines.append(f"  {'collector':<16} {'scope':<9} {'ttl':>6} {'timeout':>8}  {'role':<8} PostgreSQL")
-        for c in all_collectors():
+        for c in collectors_with_user(config):
             settings = target.collector(c.name, c.enabled_by_default)
             if not settings.enabled:
                 lines.append(f"  {c.name:<16} disabled")
                 continue
             ttl = c.default_ttl if settings.ttl is None else settings.ttl
             timeout = settings.timeout or c.default_timeout
+            spec = getattr(c, "spec", None)
+            source = f"  (user: {spec.source}, max_rows {spec.max_rows})" if spec is not None and spec.user else ""
             lines.append(f"  {c.name:<16} {c.scope:<9} {ttl:>5g}s {timeout:>7g}s  {c.role or 'any':<8} "
-                         f"{versions_supported(c)}")
+                         f"{versions_supported(c)}{source}")
     return "\n".join(lines)

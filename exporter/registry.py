@@ -33,6 +33,21 @@ def all_collectors() -> tuple[Collector, ...]:
     return tuple(collectors)
 
 
+# -- user collectors (issue 15, h/userfiles): a minimal addition for the lead to fold into
+# collectors_for(target, config) -------------------------------------------------------------
+def user_collectors(config) -> tuple[Collector, ...]:
+    """The collectors of ``config.collector_specs`` (the config's ``collector_files``), new
+    objects for each call: a user collector keeps per-series state (its counters' last values)."""
+    from exporter.postgres.catalog import from_spec
+
+    return tuple(from_spec(spec) for spec in getattr(config, "collector_specs", ()))
+
+
+def collectors_with_user(config) -> tuple[Collector, ...]:
+    """dbperf's own collectors and the user's, in that order (what a target may run)."""
+    return all_collectors() + user_collectors(config)
+
+
 def collector_names() -> frozenset[str]:
     return frozenset(c.name for c in all_collectors())
 

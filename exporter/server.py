@@ -34,7 +34,7 @@ from exporter.host import collect_host
 from exporter.httpconn import DeadlineWriter, Limits, SelectorServer
 from exporter.metrics import CONTENT_TYPE, Family, Rendered
 from exporter.pgbouncer import PgBouncerScraper
-from exporter.registry import all_collectors
+from exporter.registry import collectors_with_user
 from exporter.scrape import TargetScraper
 
 LOG = logging.getLogger("dbperf.server")
@@ -80,7 +80,8 @@ class Exporter:
 
     def __init__(self, config: Config, collectors=None):
         self.config = config
-        collectors = collectors if collectors is not None else all_collectors()
+        # issue 15 (h/userfiles): the user's collector_files join dbperf's own collectors
+        collectors = collectors if collectors is not None else collectors_with_user(config)
         self.scrapers = {t.name: (PgBouncerScraper(t) if t.kind == "pgbouncer" else TargetScraper(t, collectors))
                          for t in config.targets}
         self._process = CollectorRegistry()

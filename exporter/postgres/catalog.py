@@ -1,59 +1,52 @@
-"""Loads ``catalog.yaml`` into collectors: SQL as data, planned by server version and role."""
+"""Collectors made of SQL as data: ``catalog.yaml`` (dbperf's own) and a user's collector files
+(``collector_files:`` in the config), planned by server version and role.
+
+:mod:`exporter.postgres.catalog_schema` checks a file into immutable specs; :func:`from_spec`
+makes the collector of one spec. A user's collector (:class:`UserCollector`) runs the same way
+as a built-in one, and is checked at run time as well: the columns its metrics name must be in
+its result, values must be numbers, a result is cut at ``max_rows`` (by the server) and reported
+(``dbperf_collector_rows_truncated``), and a counter that goes down is logged once per series."""
 
 from __future__ import annotations
 
+import datetime
 import functools
-from dataclasses import dataclass
+import logging
+from decimal import Decimal
 from pathlib import Path
 
-import yaml
+from exporter.collector import DATABASE, Collector, Context
+from exporter.config import ConfigError, read_yaml_file
+from exporter.log import RateLimiter
+from exporter.metrics import Family, pairs_formatter
+from exporter.postgres.catalog_schema import CollectorSpec, MetricSpec, QuerySpec, parse_collectors
 
-from exporter.collector import Collector, Context
-from exporter.metrics import TYPES, Family, pairs_formatter
-from exporter.postgres.sqlmark import mark
+__all__ = ["CATALOG", "CatalogCollector", "CatalogError", "MetricSpec", "QuerySpec", "UserCollector",
+           "builtin_specs", "from_spec", "load"]
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
+LOG = logging.getLogger("dbperf.catalog")
 
+CatalogError = ConfigError  # a mistake in a collector file: one line naming the file, key path and reason
 
-class CatalogError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    name: str
-    type: str
-    help: str
-    column: str | None     # None: constant value
-    value: float
-    labels: tuple          # label columns (a subset of the query's)
-
-
-@dataclass(frozen=True)
-class QuerySpec:
-    sql: str
-    labels: tuple
-    metrics: tuple
-    min_version: int = 0
-    max_version: int | None = None
-
-    def applies(self, version: int) -> bool:
-        return version >= self.min_version and (self.max_version is None or version < self.max_version)
+TRUNCATED = "dbperf_collector_rows_truncated"
+TRUNCATED_HELP = ("1 when the user collector's last result had more rows than its max_rows and was cut "
+                  "to max_rows (the rest is not served); 0 otherwise.")
 
 
 class CatalogCollector(Collector):
     """One catalog entry: its applicable queries run in one round trip."""
 
-    def __init__(self, name: str, spec: dict, queries: tuple):
+    def __init__(self, spec: CollectorSpec):
+        queries = spec.queries
         super().__init__(
-            name=name, scope=spec.get("scope", "cluster"), help=spec.get("help", ""),
-            enabled_by_default=spec.get("enabled", True), default_ttl=float(spec.get("ttl", 0)),
-            default_timeout=float(spec.get("timeout", 2)), role=spec.get("role"),
-            requires_extension=spec.get("requires_extension"),
-            optional=spec.get("optional", True),
+            name=spec.name, scope=spec.scope, help=spec.help, enabled_by_default=spec.enabled,
+            default_ttl=spec.ttl, default_timeout=spec.timeout, role=spec.role,
+            requires_extension=spec.requires_extension, optional=spec.optional,
             min_version=min(q.min_version for q in queries),
-            families=tuple(sorted({m.name for q in queries for m in q.metrics})),
+            families=spec.metric_names(),
         )
+        self.spec = spec
         self.queries = queries
 
     def plan(self, version: int) -> list[QuerySpec]:
@@ -96,42 +89,164 @@ class CatalogCollector(Collector):
                     pairs = label_strings[metric.labels] = [render([row[i] for i in idx]) for row in rows]
                 if metric.column is None:
                     family.columns.append((pairs, [metric.value] * len(pairs)))
+                elif metric.scale != 1.0:
+                    vi, scale = index[metric.column], metric.scale
+                    family.columns.append((pairs, [None if row[vi] is None else _scaled(row[vi], scale)
+                                                   for row in rows]))
                 else:
                     vi = index[metric.column]
                     family.columns.append((pairs, [row[vi] for row in rows]))
         return list(out.values())
 
 
-def _flat(items) -> list:
-    """A metrics list may hold an alias of another (``[*common, {...}]``): spliced in place."""
-    out = []
-    for item in items:
-        out.extend(_flat(item) if isinstance(item, list) else [item])
-    return out
+def _scaled(value, scale: float) -> float:
+    """``value * scale`` to 15 significant digits: 1520 cents * 0.01 is 15.2, not
+    15.200000000000001 (the product's binary error is below that; the rounding is monotonic, so
+    a counter never goes down by it)."""
+    return float(f"{float(value) * scale:.15g}")
 
 
-def _query(name: str, i: int, raw: dict) -> QuerySpec:
-    where = f"{CATALOG.name}: collectors.{name}.queries[{i}]"
-    labels = tuple(raw.get("labels", ()))
-    metrics = []
-    for j, m in enumerate(_flat(raw.get("metrics", ()))):
-        if m.get("type") not in TYPES:
-            raise CatalogError(f"{where}.metrics[{j}]: bad type {m.get('type')!r}")
-        mlabels = tuple(m.get("labels", labels))
-        if not set(mlabels) <= set(labels):
-            raise CatalogError(f"{where}.metrics[{j}]: labels {mlabels} not among the query's {labels}")
-        metrics.append(MetricSpec(name=m["name"], type=m["type"], help=m["help"], column=m.get("column"),
-                                  value=float(m.get("value", 1)), labels=mlabels))
-    # every statement dbperf sends carries its marker (exporter.postgres.sqlmark), set here once
-    return QuerySpec(sql=mark(raw["sql"]), labels=labels, metrics=tuple(metrics),
-                     min_version=int(raw.get("min_version", 0)), max_version=raw.get("max_version"))
+class CollectorFailure(RuntimeError):
+    """A user collector's result does not fit its file (a missing column, a value that is not a
+    number, two rows with the same labels): the collector fails with this one line."""
+
+
+def _number(value, column: str):
+    """A result value as a sample value: None (no sample), int, float or Decimal."""
+    kind = type(value)
+    if kind is int or kind is float or kind is Decimal or value is None:
+        return value
+    if kind is bool:
+        return int(value)
+    if kind is str:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        raise CollectorFailure(f"column {column} holds timestamps, not numbers: select "
+                               f"extract(epoch FROM {column}) for a _timestamp_seconds metric")
+    if isinstance(value, datetime.timedelta):
+        raise CollectorFailure(f"column {column} holds intervals, not numbers: select "
+                               f"extract(epoch FROM {column}) for a _seconds metric")
+    text = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+    raise CollectorFailure(f"column {column} holds {type(value).__name__} values, not numbers (got {text})")
+
+
+class UserCollector(CatalogCollector):
+    """A collector of a user's collector file. Each query reaches the server as ``SELECT * FROM
+    (<sql>) LIMIT max_rows + 1`` (catalog_schema.wrap): memory is bounded by the server."""
+
+    def __init__(self, spec: CollectorSpec):
+        super().__init__(spec)
+        self.families = tuple(sorted(self.families + (TRUNCATED,)))
+        # (target, datname, metric) -> {rendered labels: last value} of the counters, the last run's only
+        self._counters: dict[tuple, dict[str, float]] = {}
+        self._went_down: dict[tuple, set[str]] = {}  # series already reported (of the last run's)
+        self._log_limit = RateLimiter(60.0)
+
+    def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
+        queries = self.plan(ctx.server.version)
+        results = conn.query(self.sql(ctx), timeout)
+        cut = False
+        checked = []
+        for n, (query, (columns, rows)) in enumerate(zip(queries, results)):
+            where = f"{self.spec.source}: collectors.{self.name}.queries[{self.queries.index(query)}]"
+            if len(rows) > self.spec.max_rows:
+                rows, cut = rows[: self.spec.max_rows], True
+            checked.append(self._checked(query, columns, rows, ctx, where))
+        families = self.to_families(queries, checked)
+        self._check_unique(families)
+        self._check_counters(families, ctx)
+        key = (ctx.target, ctx.datname)
+        if cut:
+            if self._log_limit.allow(key):
+                LOG.warning("target=%s collector=%s%s: the result has more than max_rows=%d rows; cut to %d "
+                            "(dbperf_collector_rows_truncated 1; repeats are logged at most once a minute)",
+                            ctx.target, self.name, f" database={ctx.datname}" if self.scope == DATABASE else "",
+                            self.spec.max_rows, self.spec.max_rows,
+                            extra={"target": ctx.target, "collector": self.name})
+        else:
+            self._log_limit.forget(key)
+        truncated = Family(TRUNCATED, "gauge", TRUNCATED_HELP, ("collector", "datname"))
+        truncated.add((self.name, ctx.datname if self.scope == DATABASE else ""), 1 if cut else 0)
+        return families + [truncated]
+
+    def _checked(self, query: QuerySpec, columns: list, rows: list, ctx: Context, where: str):
+        """``(columns, rows)`` with the values as numbers and labels as text, datname added when
+        dbperf adds it; :class:`CollectorFailure` naming what does not fit."""
+        if self.spec.adds_datname and "datname" not in columns:
+            columns = [*columns, "datname"]
+            rows = [(*row, ctx.datname) for row in rows]
+        index = {c: i for i, c in enumerate(columns)}
+        for metric in query.metrics:
+            for column, what in [(c, "a label") for c in metric.labels] + [(metric.column, "the value")]:
+                if column is not None and column not in index:
+                    raise CollectorFailure(
+                        f"{where}: column {column} ({what} of {metric.name}) is not in the query's result "
+                        f"(its columns: {', '.join(columns) or 'none'})")
+        labels = [index[c] for c in query.labels]
+        values = sorted({index[m.column] for m in query.metrics if m.column is not None})
+        out = []
+        for row in rows:
+            row = list(row)
+            for i in labels:
+                value = row[i]
+                row[i] = "" if value is None else value if type(value) is str else str(value)
+            for i in values:
+                row[i] = _number(row[i], columns[i])
+            out.append(row)
+        return columns, out
+
+    def _check_unique(self, families: list[Family]) -> None:
+        for family in families:
+            for pairs, _ in family.columns:
+                if len(set(pairs)) != len(pairs):
+                    seen = set()
+                    twin = next(p for p in pairs if p in seen or seen.add(p))
+                    raise CollectorFailure(
+                        f"{self.spec.source}: collectors.{self.name}: {family.name}: two rows have the same labels "
+                        f"{{{twin[1:]}}}: add a label column that tells them apart, or aggregate")
+
+    def _check_counters(self, families: list[Family], ctx: Context) -> None:
+        """Log, once per series, a counter whose value went down since the last run."""
+        for family in families:
+            if family.type != "counter":
+                continue
+            key = (ctx.target, ctx.datname, family.name)
+            before = self._counters.get(key, {})
+            reported = self._went_down.get(key, set())
+            now: dict[str, float] = {}
+            for pairs, values in family.columns:
+                for labels, value in zip(pairs, values):
+                    if value is None:
+                        continue
+                    value = float(value)
+                    now[labels] = value
+                    last = before.get(labels)
+                    if last is not None and value < last and labels not in reported:
+                        reported.add(labels)
+                        LOG.warning("target=%s collector=%s metric=%s series {%s} went down from %s to %s: a "
+                                    "counter must never decrease (make it a gauge, or fix the SQL); reported "
+                                    "once per series", ctx.target, self.name, family.name, labels[1:], last,
+                                    value, extra={"target": ctx.target, "collector": self.name})
+            self._counters[key] = now
+            self._went_down[key] = reported & now.keys()
+
+
+def from_spec(spec: CollectorSpec) -> CatalogCollector:
+    """The collector of ``spec``: a :class:`UserCollector` for a user's file, else a
+    :class:`CatalogCollector`. A new object each time (a user collector keeps its counters' last
+    values: one per exporter, or per target)."""
+    return UserCollector(spec) if spec.user else CatalogCollector(spec)
+
+
+@functools.cache
+def builtin_specs() -> tuple[CollectorSpec, ...]:
+    """The collectors of ``catalog.yaml``, checked with the schema users' files follow."""
+    return parse_collectors(read_yaml_file(CATALOG, what="collector catalog"), str(CATALOG), user=False)
 
 
 @functools.cache
 def load() -> tuple[CatalogCollector, ...]:
-    data = yaml.safe_load(CATALOG.read_text())
-    out = []
-    for name, spec in data["collectors"].items():
-        queries = tuple(_query(name, i, q) for i, q in enumerate(spec["queries"]))
-        out.append(CatalogCollector(name, spec, queries))
-    return tuple(out)
+    return tuple(from_spec(spec) for spec in builtin_specs())
