@@ -67,6 +67,14 @@ class Collector:
             return f"needs extension {self.requires_extension}"
         return None
 
+    def documented(self) -> list[tuple[str, str, tuple, str]]:
+        """``(name, type, labels, help)`` of every family the collector may emit, in order (the
+        docs, the config's name checks and check-config read it)."""
+        describe = getattr(self, "describe", None)
+        if describe is not None:
+            return [(f.name, f.type, f.labelnames, f.help) for f in describe()]
+        return [(name, "gauge", (), self.help) for name in self.families]
+
     def collect(self, conn, ctx: Context, timeout: float) -> list:  # pragma: no cover - interface
         raise NotImplementedError
 

@@ -33,18 +33,7 @@ SETTINGS = "pg_settings_*"  # the settings collector's families, one per setting
 
 def documented(collector) -> list[tuple[str, str, tuple, str]]:
     """``(name, type, labels, help)`` of every family ``collector`` documents, in order."""
-    if isinstance(collector, CatalogCollector):
-        seen, out = set(), []
-        for query in collector.queries:
-            for metric in query.metrics:
-                if metric.name not in seen:
-                    seen.add(metric.name)
-                    out.append((metric.name, metric.type, metric.labels, metric.help))
-        return out
-    describe = getattr(collector, "describe", None)
-    if describe is not None:
-        return [(f.name, f.type, f.labelnames, f.help) for f in describe()]
-    return [(name, "gauge", (), collector.help) for name in collector.families]
+    return collector.documented()
 
 
 def load_versions(path: Path = VERSIONS_FILE) -> dict:

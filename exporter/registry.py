@@ -54,3 +54,10 @@ def collector_names() -> frozenset[str]:
 
 def get(name: str) -> Collector:
     return next(c for c in all_collectors() if c.name == name)
+
+
+def builtin_family_names() -> dict:
+    """Family name -> built-in collector, for every family dbperf's own collectors document (a
+    user's collector file may not reuse one)."""
+    return {name: c.name for c in all_collectors() for name, *_ in c.documented() if not name.endswith("*")} | {
+        "pg_up": "scrape"}

@@ -26,7 +26,8 @@ import sys
 import unicodedata
 
 from exporter.advisor import quote_ident
-from exporter.config import MANAGED_ADMIN_DATABASES, ConfigError, FileProblem, read_text
+from exporter.config import MANAGED_ADMIN_DATABASES
+from exporter.configfile import ConfigError, FileProblem, read_text
 
 DEFAULT_ROLE = "dbperf"
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)

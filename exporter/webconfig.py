@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.config import ConfigError, FileProblem, _Reader, read_text, read_yaml_file, show
+from exporter.configfile import FileProblem, _Reader, read_text, read_yaml_file, show
 
 MAX_WEB_CONFIG_BYTES = 256 * 1024
 MAX_PEM_BYTES = 1024 * 1024

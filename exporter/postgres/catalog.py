@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from exporter.collector import DATABASE, Collector, Context
-from exporter.config import ConfigError, read_yaml_file
+from exporter.configfile import ConfigError, read_yaml_file
 from exporter.log import RateLimiter
 from exporter.metrics import Family, pairs_formatter
 from exporter.postgres.catalog_schema import CollectorSpec, MetricSpec, QuerySpec, parse_collectors
@@ -66,6 +66,15 @@ class CatalogCollector(Collector):
     def sql(self, ctx: Context) -> str:
         limit = int(getattr(ctx.options, "table_limit", 1000) or 1000)
         return ";\n".join(q.sql.replace("{table_limit}", str(limit)) for q in self.plan(ctx.server.version))
+
+    def documented(self) -> list[tuple[str, str, tuple, str]]:
+        seen, out = set(), []
+        for query in self.queries:
+            for metric in query.metrics:
+                if metric.name not in seen:
+                    seen.add(metric.name)
+                    out.append((metric.name, metric.type, metric.labels, metric.help))
+        return out
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
         queries = self.plan(ctx.server.version)

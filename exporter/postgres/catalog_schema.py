@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.config import RANGES, ConfigError, _Reader, read_yaml_file, show
+from exporter.configfile import ConfigError, _Reader, read_yaml_file, show
 
 COLLECTOR_KEYS = ("help", "scope", "enabled", "ttl", "timeout", "role", "requires_extension", "optional",
                   "queries")
@@ -477,12 +477,3 @@ def load_collector_files(config_source: str, reader: _Reader, builtin_collectors
                 metrics[name] = f"{spec.name} ({source})"
             specs.append(spec)
     return tuple(specs)
-
-
-def builtin_family_names() -> dict:
-    """Family name -> built-in collector, for every family dbperf's own collectors document."""
-    from exporter.docs import documented
-    from exporter.registry import all_collectors
-
-    return {name: c.name for c in all_collectors() for name, *_ in documented(c) if not name.endswith("*")} | {
-        "pg_up": "scrape"}

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from exporter.config import FileProblem, read_text
+from exporter.configfile import FileProblem, read_text
 from exporter.errors import UnavailableError, UsageError
 from exporter.secrets import one_line, scrub_url
 
