@@ -65,6 +65,24 @@ class Databases:
         return bool(self.include.fullmatch(datname)) and not self.exclude.fullmatch(datname)
 
 
+RANK_BY = ("total_time", "calls", "mean_time", "rows", "io_time")
+
+
+@dataclass(frozen=True)
+class StatementsOptions:
+    """``statements:`` of a target (the statements and live_queries collectors), validated once
+    by :func:`_statements`; the defaults are written here only."""
+
+    limit: int = 50                  # statements exposed per database (top N by rank_by)
+    rank_by: str = "total_time"      # one of RANK_BY
+    sticky: float = 600.0            # seconds a statement stays exposed after leaving the top N
+    query_text: bool = False         # serve pg_stat_statements_query_info
+    query_text_length: int = 120     # characters of query text
+    query_text_ttl: float = 3600.0   # seconds between reads of the texts
+    slow_threshold: float = 1.0      # seconds: pg_stat_activity_slow_queries counts longer ones
+    slowest_query_info: bool = False  # serve pg_stat_activity_slowest_query_info
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -74,7 +92,7 @@ class Target:
     max_connections: int = 4
     table_limit: int = 1000
     connect_timeout: float = 3.0
-    statements: dict = field(default_factory=dict)  # options of the statements collector
+    statements: StatementsOptions = StatementsOptions()  # options of the statements and live_queries collectors
     pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
     kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)
     dsn_from: str = ""      # where the DSN comes from when not inline: "environment variable PG_DSN", "file ..."
@@ -346,20 +364,20 @@ def _collectors(source: str, reader: _Reader) -> dict:
     return out
 
 
-def _statements(reader: _Reader) -> dict:
-    reader.allow("limit", "rank_by", "sticky", "query_text", "query_text_length", "query_text_ttl",
-                 "slow_threshold", "slowest_query_info")
+def _statements(reader: _Reader) -> StatementsOptions:
+    keys = {name: f.type for name, f in StatementsOptions.__dataclass_fields__.items()}
+    reader.allow(*keys)
+    kinds = {"int": int, "str": str, "float": float, "bool": bool}
     out = {}
-    for key, kind in (("limit", int), ("rank_by", str), ("sticky", float), ("query_text", bool),
-                      ("query_text_length", int), ("query_text_ttl", float),
-                      ("slow_threshold", float), ("slowest_query_info", bool)):
+    for key, kind in keys.items():
+        kind = kinds[kind]
         range_key = f"statements.{key}"
         value = reader.ranged(key, kind, None, range_key) if range_key in RANGES else reader.get(key, kind)
         if value is not None:
             out[key] = value
-    if out.get("rank_by") not in (None, "total_time", "calls", "mean_time", "rows", "io_time"):
-        reader.fail("rank_by", "must be one of total_time, calls, mean_time, rows, io_time")
-    return out
+    if out.get("rank_by") not in (None, *RANK_BY):
+        reader.fail("rank_by", f"must be one of {', '.join(RANK_BY)}")
+    return StatementsOptions(**out)
 
 
 TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",

@@ -71,7 +71,7 @@ class CatalogCollector(Collector):
         return reason
 
     def sql(self, ctx: Context) -> str:
-        limit = int(getattr(ctx.options, "table_limit", 1000) or 1000)
+        limit = ctx.options.table_limit
         return ";\n".join(q.sql.replace("{table_limit}", str(limit)) for q in self.plan(ctx.server.version))
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
