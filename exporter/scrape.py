@@ -93,6 +93,7 @@ class Job:
     outcomes: list = field(default_factory=list)
     running: str | None = None
     release: str | None = None  # the session's key: closed when its last job ends (TargetScraper._release)
+    connect_error: Exception | None = None  # the session could not be opened in this job: why
 
 
 class TargetScraper:
@@ -411,9 +412,13 @@ class TargetScraper:
             # the collector's timeout bounds each of its queries (the session's statement timeout
             # is the longest of them, set at connect: no SET per scrape); the deadline cancels what
             # runs late, and breaks off what the server never answers
+            if job.connect_error is not None:  # the session could not be opened: no new try in this job
+                raise job.connect_error
             with job.conn.within(self._real_deadline(deadline)):
                 families = collector.collect(job.conn, ctx, timeout)
         except Exception as exc:
+            if isinstance(exc, ConnectError):
+                job.connect_error = exc  # the job's other collectors fail for the same reason
             duration = self.durations[key] = self.clock() - now
             if self.kind.unsupported(exc):  # the server lacks the view
                 return Outcome(collector.name, datname, False, duration, supported=False,

@@ -333,3 +333,20 @@ def test_docs_list_every_family():
     assert not missing, f"not in docs/pgbouncer.md: {missing}"
     stale = sorted(n for n in documented - set(emitted))
     assert not stale, f"in docs/pgbouncer.md but never emitted: {stale}"
+
+
+def test_check_config_connect_reports_pgbouncer_and_its_collector(bouncer):
+    import io
+
+    from exporter.checkconnect import check_targets
+
+    out = io.StringIO()
+    assert check_targets(bouncer_config(bouncer), out=out) == []
+    text = out.getvalue()
+    assert re.search(r"target bouncer: connected to PgBouncer \d+\.\d+(\.\d+)? \(host=127\.0\.0\.1 ", text), text
+    assert "\n  pgbouncer: runs\n" in text, text
+    bouncer.stop()
+    out = io.StringIO()
+    [failure] = check_targets(bouncer_config(bouncer), out=out)
+    assert failure.startswith(f"--connect: target 'bouncer': cannot connect to host=127.0.0.1 port={bouncer.port} "
+                              "dbname=pgbouncer user=dbperf_stats"), failure
