@@ -350,3 +350,12 @@ def test_check_config_connect_reports_pgbouncer_and_its_collector(bouncer):
     [failure] = check_targets(bouncer_config(bouncer), out=out)
     assert failure.startswith(f"--connect: target 'bouncer': cannot connect to host=127.0.0.1 port={bouncer.port} "
                               "dbname=pgbouncer user=dbperf_stats"), failure
+
+
+@pytest.mark.parametrize("text, number", [("1.18.0", 11800), ("1.23.1", 12301), ("1.7", 10700), ("2.0.0-rc1", 20000),
+                                          ("unknown", 0)])
+def test_show_version_becomes_a_version_number_and_keeps_its_text(text, number):
+    from exporter.pgbouncer import PGBOUNCER
+
+    server = PGBOUNCER.server_info([(["version"], [(f"PgBouncer {text}",)])])
+    assert (server.version, server.version_text) == (number, text)
