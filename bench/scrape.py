@@ -382,7 +382,7 @@ def floor_sql(dsn, table_limit):
     from exporter.postgres import catalog
     from exporter.postgres.settings import SQL as SETTINGS_SQL
     from exporter.registry import all_collectors
-    from exporter.scrape import PROBE_SQL
+    from exporter.postgres.kind import PROBE_SQL
 
     with psycopg.connect(dsn, autocommit=True) as c:
         version, rec, dbname, dbs, exts = c.execute(PROBE_SQL).fetchone()[:5]

@@ -1,39 +1,17 @@
 """``dbperf check-config --connect``: one scrape of every target, by the same engine as ``dbperf
 serve``, and what it found: the server, and for each collector whether it runs there, is not
-available (and why) or failed (and why). A target whose DSN is missing or whose server cannot be
-reached is a failure: one line naming the target."""
+available (and why) or failed (and why: the engine's outcome of that collector). A target whose
+DSN is missing or whose server cannot be reached is a failure: one line naming the target."""
 
 from __future__ import annotations
 
 import logging
-import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collector import DATABASE
 from exporter.config import Config, Target
-from exporter.registry import all_collectors
 from exporter.secrets import describe_dsn
-
-# the scrape engine logs a failure as "target=... collector=... failed: REASON (repeats are ...)"
-_FAILED = re.compile(r"\bfailed: (.*?)(?: \(repeats are logged[^)]*\))?$")
-
-
-class _Reasons(logging.Handler):
-    """The failure messages the engine logs during one scrape, by (collector, datname)."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.reasons: dict[tuple[str, str], str] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        collector = getattr(record, "collector", None)
-        if not collector:
-            return
-        message = record.getMessage()
-        match = _FAILED.search(message)
-        key = (collector, getattr(record, "datname", "") or "")
-        self.reasons.setdefault(key, match.group(1) if match else message)
 
 
 def server_version(num: int) -> str:
@@ -58,32 +36,34 @@ def _served(text: str) -> set[str]:
             for f in text_string_to_metric_families(text) if f.samples}
 
 
-def _scrape(target: Target, budget: float) -> tuple[object, dict, dict, dict, set]:
-    """``(server, successes, reasons, unsupported, served)`` of one scrape: ``server`` is None when
-    it was not reached; ``unsupported`` says why a collector cannot run on the server, by
-    ``(collector, datname)``; ``served`` has the names of the families served."""
-    from exporter.pgbouncer import PgBouncerScraper
+def _scrape(target: Target, budget: float, config=None) -> tuple:
+    """``(scraper, successes, reasons, unsupported, served)`` of one scrape by the engine of
+    ``dbperf serve``: ``scraper.server`` is None when it was not reached (``scraper.failure``
+    says why); ``reasons``: why each failed collector failed, by ``(collector, datname)``, from
+    the engine's outcomes; ``unsupported`` says why a collector cannot run on the server;
+    ``served`` has the names of the families served."""
+    from exporter.registry import collectors_for
     from exporter.scrape import TargetScraper
 
-    scraper = PgBouncerScraper(target) if target.kind == "pgbouncer" else TargetScraper(target, all_collectors())
-    handler = _Reasons()
-    logger = logging.getLogger("dbperf")
+    scraper = TargetScraper(target, collectors_for(target, config))
+    logger, quiet = logging.getLogger("dbperf"), logging.NullHandler()
     propagate = logger.propagate
-    logger.addHandler(handler)
+    logger.addHandler(quiet)
     logger.propagate = False  # the reasons are printed below, not logged as well
     try:
         text = scraper.scrape(budget).encode().decode()
-        return (scraper.server, _successes(text), handler.reasons, dict(getattr(scraper, "unsupported", {})),
-                _served(text))
+        reasons = {(o.collector, o.datname): o.error for o in scraper.outcomes if not o.success and o.error}
+        return scraper, _successes(text), reasons, dict(scraper.unsupported), _served(text)
     finally:
-        logger.removeHandler(handler)
+        logger.removeHandler(quiet)
         logger.propagate = propagate
         scraper.close()
 
 
-def _collector_lines(target: Target, server, successes: dict, reasons: dict, unsupported: dict) -> list[str]:
+def _collector_lines(target: Target, collectors, server, successes: dict, reasons: dict,
+                     unsupported: dict) -> list[str]:
     lines = []
-    for c in all_collectors():
+    for c in collectors:
         settings = target.collector(c.name, c.enabled_by_default)
         if not settings.enabled:
             lines.append(f"  {c.name}: disabled")
@@ -100,10 +80,7 @@ def _collector_lines(target: Target, server, successes: dict, reasons: dict, uns
             where = f" (on {len(runs)} databases)" if c.scope == DATABASE and len(runs) > 1 else ""
             lines.append(f"  {c.name}: runs{where}")
         for datname in failed:
-            # a database that refuses connections is logged once for all its collectors
-            reason = reasons.get((c.name, datname)) or next(
-                (why for (_, d), why in reasons.items() if datname and d == datname and why.startswith("cannot connect")),
-                "failed")
+            reason = reasons.get((c.name, datname), "failed")
             where = f" on database {datname}" if datname else ""
             if c.name == "statements" and "pg_stat_statements" in reason:
                 lines.append(f"  {c.name}: not available{where}: {reason}")
@@ -112,13 +89,13 @@ def _collector_lines(target: Target, server, successes: dict, reasons: dict, uns
     return lines
 
 
-def _not_served(target: Target, server, unsupported: dict, served: set) -> list[str]:
+def _not_served(target: Target, collectors, server, unsupported: dict, served: set) -> list[str]:
     """What the collectors that run document but this server did not serve in the scrape (its
     version or role lacks the data, or there is none yet): what its dashboards will miss."""
     from exporter.docs import documented
 
     missing, total, absent_count = [], 0, 0
-    for c in all_collectors():
+    for c in collectors:
         if not target.collector(c.name, c.enabled_by_default).enabled or c.applies(server):
             continue
         if any(name == c.name for name, _ in unsupported):
@@ -136,28 +113,28 @@ def _not_served(target: Target, server, unsupported: dict, served: set) -> list[
             f"{'replica' if server.in_recovery else 'primary'}, or no such data yet):", *missing]
 
 
-def check_target(target: Target, budget: float) -> tuple[list[str], str]:
+def check_target(target: Target, budget: float, config=None) -> tuple[list[str], str]:
     """``(lines for stdout, failure)``: failure is "" when the target was reached."""
     if target.dsn_missing:
         return [f"\ntarget {target.name}: not connected: its DSN is missing"], f"--connect: {target.dsn_missing}"
-    server, successes, reasons, unsupported, served = _scrape(target, budget)
+    scraper, successes, reasons, unsupported, served = _scrape(target, budget, config)
+    server, collectors = scraper.server, scraper.collectors
     where = describe_dsn(target.dsn)
     if server is None:
-        reason = reasons.get(("up", ""), reasons.get(("pgbouncer", ""), "no answer"))
+        reason = scraper.failure or "no answer"
         if not reason.startswith("cannot connect"):
             reason = f"cannot connect to {where}: {reason}"
         return [f"\ntarget {target.name}: cannot connect to {where}"], f"--connect: target {target.name!r}: {reason}"
-    if target.kind == "pgbouncer":
-        ok = successes.get(("pgbouncer", ""), False)
-        state = "runs" if ok else f"failed: {reasons.get(('pgbouncer', ''), 'failed')}"
-        return [f"\ntarget {target.name}: connected to PgBouncer {server} ({where})", f"  pgbouncer: {state}"], ""
+    if not scraper.kind.discovers_databases:  # PgBouncer: its admin console and its collectors
+        head = f"\ntarget {target.name}: connected to {scraper.kind.describe(server)} ({where})"
+        return [head, *_collector_lines(target, collectors, server, successes, reasons, unsupported)], ""
     databases = [d for d in server.databases if d == server.dbname
                  or (target.databases.discover and target.databases.wanted(d))]
     head = (f"\ntarget {target.name}: connected to PostgreSQL {server_version(server.version)} "
             f"({'replica' if server.in_recovery else 'primary'}) at {where}; "
             f"databases covered: {', '.join(databases)}")
-    return [head, *_collector_lines(target, server, successes, reasons, unsupported),
-            *_not_served(target, server, unsupported, served)], ""
+    return [head, *_collector_lines(target, collectors, server, successes, reasons, unsupported),
+            *_not_served(target, collectors, server, unsupported, served)], ""
 
 
 def check_targets(config: Config, out=None) -> list[str]:
@@ -167,7 +144,7 @@ def check_targets(config: Config, out=None) -> list[str]:
     out = out or sys.stdout
     failures = []
     for target in config.targets:
-        lines, failure = check_target(target, config.scrape_timeout)
+        lines, failure = check_target(target, config.scrape_timeout, config)
         out.write("\n".join(lines) + "\n")
         out.flush()
         if failure:

@@ -21,10 +21,17 @@ class ServerInfo:
     extensions: frozenset = frozenset()  # extensions installed in the target's own database
     dbname: str = ""            # the target's own database
     extension_versions: tuple = ()  # ((name, extversion), ...) of those extensions
+    version_text: str = ""      # the version as the server writes it, where that is what is kept (PgBouncer's "1.18.0")
 
     def extension_version(self, name: str) -> str | None:
         """The installed version of extension ``name`` (``"1.10"``), None when unknown."""
         return dict(self.extension_versions).get(name)
+
+
+def _no_options():
+    from exporter.target import Target
+
+    return Target(name="", dsn="")
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,9 @@ class Context:
     target: str
     datname: str               # database of the connection the collector runs on
     server: ServerInfo
-    options: object = None     # the target's config (exporter.config.Target)
+    # the target's config (exporter.target.Target: its typed options, e.g. .statements, .table_limit);
+    # by default a target with every option at its default
+    options: object = field(default_factory=_no_options)
 
 
 @dataclass

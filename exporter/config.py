@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -19,58 +19,12 @@ from exporter.configfile import (  # noqa: F401 - re-exported: the config's read
     _Reader, load_yaml, read_text, read_yaml_file, show,
 )
 
+from exporter.target import (  # noqa: F401 - re-exported: the typed settings the config builds
+    MANAGED_ADMIN_DATABASES, RANK_BY, CollectorSettings, Databases, StatementsOptions, Target,
+)
+
 DEFAULT_PORT = 9847
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
-
-
-@dataclass(frozen=True)
-class CollectorSettings:
-    enabled: bool | None  # None: the collector's own default
-    timeout: float | None = None  # seconds; None = the collector's default
-    ttl: float | None = None      # seconds; None = the collector's default
-
-
-# the admin databases of managed services (RDS/Aurora, Cloud SQL, Azure), which refuse connections:
-# never discovered unless databases.include names them (docs/managed-services.md)
-MANAGED_ADMIN_DATABASES = frozenset({"rdsadmin", "cloudsqladmin", "azure_maintenance", "azure_sys"})
-
-
-@dataclass(frozen=True)
-class Databases:
-    discover: bool = True
-    include: re.Pattern = re.compile(".*")
-    exclude: re.Pattern = re.compile("^$")
-
-    def wanted(self, datname: str) -> bool:
-        if datname in MANAGED_ADMIN_DATABASES and self.include.pattern == ".*":
-            return False
-        return bool(self.include.fullmatch(datname)) and not self.exclude.fullmatch(datname)
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    dsn: str = field(repr=False)  # holds the password: never log it, use exporter.secrets.describe_dsn
-    databases: Databases = Databases()
-    collectors: dict = field(default_factory=dict)  # name -> CollectorSettings (only the overridden)
-    max_connections: int = 4
-    table_limit: int = 1000
-    connect_timeout: float = 3.0
-    statements: dict = field(default_factory=dict)  # options of the statements collector
-    pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
-    kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)
-    dsn_from: str = ""      # where the DSN comes from when not inline: "environment variable PG_DSN", "file ..."
-    # set (one line: file, key, target, reason) when the DSN's secret was absent and the config was
-    # parsed with secrets=False (check-config): dsn is then "" and the target cannot be connected to
-    dsn_missing: str = ""
-
-    def collector(self, name: str, enabled_by_default: bool) -> CollectorSettings:
-        settings = self.collectors.get(name)
-        if settings is None:
-            return CollectorSettings(enabled=enabled_by_default)
-        if settings.enabled is None:  # only ttl/timeout were set: keep the default on/off
-            return replace(settings, enabled=enabled_by_default)
-        return settings
 
 
 @dataclass(frozen=True)
@@ -169,20 +123,20 @@ def _collectors(source: str, reader: _Reader, known: frozenset) -> dict:
     return out
 
 
-def _statements(reader: _Reader) -> dict:
-    reader.allow("limit", "rank_by", "sticky", "query_text", "query_text_length", "query_text_ttl",
-                 "slow_threshold", "slowest_query_info")
+def _statements(reader: _Reader) -> StatementsOptions:
+    keys = {name: f.type for name, f in StatementsOptions.__dataclass_fields__.items()}
+    reader.allow(*keys)
+    kinds = {"int": int, "str": str, "float": float, "bool": bool}
     out = {}
-    for key, kind in (("limit", int), ("rank_by", str), ("sticky", float), ("query_text", bool),
-                      ("query_text_length", int), ("query_text_ttl", float),
-                      ("slow_threshold", float), ("slowest_query_info", bool)):
+    for key, kind in keys.items():
+        kind = kinds[kind]
         range_key = f"statements.{key}"
         value = reader.ranged(key, kind, None, range_key) if range_key in RANGES else reader.get(key, kind)
         if value is not None:
             out[key] = value
-    if out.get("rank_by") not in (None, "total_time", "calls", "mean_time", "rows", "io_time"):
-        reader.fail("rank_by", "must be one of total_time, calls, mean_time, rows, io_time")
-    return out
+    if out.get("rank_by") not in (None, *RANK_BY):
+        reader.fail("rank_by", f"must be one of {', '.join(RANK_BY)}")
+    return StatementsOptions(**out)
 
 
 TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",

@@ -118,6 +118,9 @@ def reference(versions: dict | None = None) -> str:
     scraper.close()
     out += ["#### Self-metrics (every target, always)", ""] + header
     out += [_row(f.name, f.type, f.labelnames, f.help) for f in self_families]
+    from exporter.postgres.catalog import TRUNCATED, TRUNCATED_HELP
+
+    out += [_row(TRUNCATED, "gauge", ("collector", "datname"), "User collectors (collector_files) only: " + TRUNCATED_HELP)]
     out += [_row("dbperf_build_info", "gauge", ("version", "python_version"), "dbperf version and Python version; always 1."),
             _row("process_*, python_*", "", (), "The exporter's own process (CPU, memory, file descriptors), from prometheus-client."),
             ""]

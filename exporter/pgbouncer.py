@@ -3,41 +3,24 @@
 The admin console (``dbname=pgbouncer``) answers one ``SHOW ...`` command per simple-protocol
 query; it has no transactions, no ``SET statement_timeout`` and no multi-statement batches. So:
 
-- :class:`AdminConnection` holds one long-lived autocommit session (no prepared statements, no
-  session setup) with reconnect backoff. Time is bounded on the client side: libpq's
-  ``connect_timeout`` for the connect, and :meth:`AdminConnection.interrupt`, which shuts the
-  socket down under a query that outlives the scrape deadline (the blocked thread then fails).
+- :data:`FLAVOUR`: its sessions are opened as any of dbperf's (:mod:`exporter.postgres.session`)
+  with no setting at all, and bounded on the client side only (the scrape engine's watchdog
+  cancels, then shuts the socket down under a query that outlives its timeout or the deadline).
 - :class:`PgBouncerCollector` turns ``SHOW POOLS``, ``STATS``, ``DATABASES``, ``LISTS`` and
   ``CONFIG`` into families, column by column from the tables below; columns a PgBouncer version
   does not have are skipped, new columns are ignored. Names follow the community
   ``pgbouncer_exporter`` where it has them; microseconds become seconds.
-- :class:`PgBouncerScraper` has the public interface of :class:`exporter.scrape.TargetScraper`
-  (``scrape(budget)``, ``close()``, ``server``, ``scrapes``) so the HTTP server can hold either.
-  A PgBouncer that is down or frozen gives ``pgbouncer_up 0`` within the budget.
+- :data:`PGBOUNCER` is the kind (:class:`exporter.kind.Kind`): the probe is ``SHOW VERSION``, the up
+  metric ``pgbouncer_up``, the info family ``pgbouncer_version_info``. The scrape engine is the one
+  of every target (:class:`exporter.scrape.TargetScraper`): a PgBouncer that is down or frozen
+  gives ``pgbouncer_up 0`` within the budget.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-from exporter.collector import CLUSTER, Collector
-from exporter.config import Target
-from exporter.log import RateLimiter
-from exporter.metrics import Family, Rendered, const_label_prefix
-from exporter.postgres.connection import Backoff, Busy, ConnectError
-from exporter.secrets import describe_dsn, password_of, scrub
-from exporter.singleflight import FINISH_MARGIN, Pending, SingleFlight
-
-LOG = logging.getLogger("dbperf.pgbouncer")
+from exporter.collector import CLUSTER, Collector, ServerInfo
+from exporter.metrics import Family
+from exporter.postgres.connection import Flavour
 
 US = 1e-6  # PgBouncer reports times in microseconds
 
@@ -142,96 +125,7 @@ CONFIG = {
 VERSION_INFO = ("pgbouncer_version_info", "PgBouncer's version; always 1.")
 
 
-def admin_conninfo(dsn: str, connect_timeout: float) -> str:
-    """The DSN with ``dbname=pgbouncer`` when it names no database, and dbperf's session options."""
-    extra = {"application_name": "dbperf", "connect_timeout": max(1, int(round(connect_timeout)))}
-    if not conninfo_to_dict(dsn).get("dbname"):
-        extra["dbname"] = "pgbouncer"
-    return make_conninfo(dsn, **extra)
-
-
-class AdminConnection:
-    """A lazily (re)connected session to PgBouncer's admin console."""
-
-    def __init__(self, dsn: str, connect_timeout: float = 3.0):
-        self._conninfo = admin_conninfo(dsn, connect_timeout)
-        self._password = password_of(dsn)
-        self.description = describe_dsn(self._conninfo)
-        self._conn: psycopg.Connection | None = None
-        self._lock = threading.Lock()
-        self._backoff = Backoff()
-        self.connects = 0
-
-    def scrub(self, text: str) -> str:
-        return scrub(text, self._password)
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and not self._conn.closed and not self._conn.broken
-
-    def _connect(self) -> psycopg.Connection:
-        self._backoff.check(self.description)
-        try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=None)
-        except Exception as exc:
-            self._backoff.failed()
-            raise ConnectError(self.scrub(f"cannot connect to {self.description}: {exc}")) from None
-        self._backoff.succeeded()
-        self.connects += 1
-        return conn
-
-    def show(self, command: str) -> tuple[list[str], list[tuple]]:
-        """Run one admin command (e.g. ``SHOW POOLS``); ``(column_names, rows)``. Without
-        parameters psycopg sends it with the simple query protocol, the only one PgBouncer's
-        console speaks. A broken connection is closed, so the next call reconnects."""
-        if not self._lock.acquire(blocking=False):
-            raise Busy(f"connection to {self.description} is still busy with an earlier scrape")
-        try:
-            if not self.connected:
-                self._close_locked()
-                self._conn = self._connect()
-            try:
-                cur = self._conn.execute(command)
-                return [c.name for c in cur.description or ()], cur.fetchall() if cur.description else []
-            except psycopg.OperationalError:
-                if self._conn is not None and (self._conn.broken or self._conn.closed):
-                    self._close_locked()
-                raise
-        finally:
-            self._lock.release()
-
-    def interrupt(self) -> None:
-        """From another thread: make a query that outlived the deadline fail now. The admin
-        console has no statement timeout, so the socket is shut down under the blocked read."""
-        conn = self._conn
-        if conn is None or conn.closed:
-            return
-        try:
-            fd = conn.pgconn.socket
-            sock = socket.socket(fileno=os.dup(fd))
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            finally:
-                sock.close()
-        except Exception:
-            pass
-
-    def _close_locked(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-        self._conn = None
-
-    def close(self) -> None:
-        if self._lock.acquire(timeout=1.0):
-            try:
-                self._close_locked()
-            finally:
-                self._lock.release()
-        else:  # a query still runs: break it, its thread closes the connection
-            self.interrupt()
+FLAVOUR = Flavour(settings=(), statement_timeout=False, default_dbname="pgbouncer")
 
 
 def _number(value):
@@ -272,10 +166,14 @@ class PgBouncerCollector(Collector):
         out += [Family(VERSION_INFO[0], "gauge", VERSION_INFO[1], ("version",))]
         return out
 
-    def collect(self, conn: AdminConnection, ctx=None, timeout: float = 5.0) -> list[Family]:
+    def collect(self, conn, ctx=None, timeout: float = 5.0) -> list[Family]:
         families: dict[str, Family] = {f.name: f for f in self.describe()}
 
-        cols, rows = conn.show("SHOW DATABASES")
+        def show(command: str) -> tuple[list[str], list[tuple]]:  # one command per query: the console's rule
+            results = conn.query(command, timeout)
+            return results[0] if results else ([], [])
+
+        cols, rows = show("SHOW DATABASES")
         pool_size: dict[str, float] = {}
         for row in rows:
             r = dict(zip(cols, row))
@@ -286,7 +184,7 @@ class PgBouncerCollector(Collector):
             if r.get("pool_size") is not None:
                 pool_size[r["name"]] = float(r["pool_size"])
 
-        cols, rows = conn.show("SHOW POOLS")
+        cols, rows = show("SHOW POOLS")
         for row in rows:
             r = dict(zip(cols, row))
             labels = (_label(r.get("database")), _label(r.get("user")))
@@ -299,7 +197,7 @@ class PgBouncerCollector(Collector):
             if size and "sv_active" in r:
                 families[UTILIZATION[0]].add(labels, float(r["sv_active"]) / size)
 
-        cols, rows = conn.show("SHOW STATS")
+        cols, rows = show("SHOW STATS")
         for row in rows:
             r = dict(zip(cols, row))
             labels = (_label(r.get("database")),)
@@ -307,12 +205,12 @@ class PgBouncerCollector(Collector):
                 if column in r:
                     families[name].add(labels, _scaled(r[column], factor))
 
-        cols, rows = conn.show("SHOW LISTS")
+        cols, rows = show("SHOW LISTS")
         for list_name, items in rows:
             if list_name in LISTS:
                 families[LISTS[list_name][0]].add((), _number(items))
 
-        cols, rows = conn.show("SHOW CONFIG")
+        cols, rows = show("SHOW CONFIG")
         for row in rows:
             key, value = row[0], row[1]
             if key in CONFIG:
@@ -329,117 +227,62 @@ def parse_version(text: str) -> str:
     return words[1] if len(words) >= 2 and words[0].lower() == "pgbouncer" else str(text)
 
 
-class PgBouncerScraper:
-    """One PgBouncer target: the same public interface as :class:`exporter.scrape.TargetScraper`."""
+def version_number(text: str) -> int:
+    """``1.18.0`` -> ``11800`` (as PostgreSQL's server_version_num: major, minor, patch), 0 when
+    the text is not such a version."""
+    parts = (text.split("-")[0].split(".") + ["0", "0"])[:3]
+    try:
+        major, minor, patch = (int(p) for p in parts)
+    except ValueError:
+        return 0
+    return major * 10000 + minor * 100 + patch
 
-    def __init__(self, target: Target, collectors=None, clock=time.monotonic):
-        self.target = target
-        self.clock = clock
-        self.const = const_label_prefix({"target": target.name})
-        self.conn = AdminConnection(target.dsn, target.connect_timeout)
-        self.collector = PgBouncerCollector()
-        self.scrapes = 0
-        self.server: str | None = None   # PgBouncer's version when the last scrape reached it
-        self.errors = 0
-        self.last_success: float | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dbperf-{target.name}")
-        self._worker: Future | None = None
-        self._flight = SingleFlight(f"dbperf-scrape-{target.name}")
-        self._log_limit = RateLimiter(60.0)
 
-    # -- public ----------------------------------------------------------------------------
-    def begin(self, budget: float) -> Pending:
-        """Start a collection, or join the one in flight; ``result()`` answers by the caller's
-        own deadline (``pgbouncer_up 0`` when the collection is not done by then)."""
-        started = self.clock()
-        return self._flight.begin(lambda: self._scrape(budget), wait=budget + FINISH_MARGIN,
-                                  fallback=lambda error: self._late(self.clock() - started))
+class PgBouncerKind:
+    name = "pgbouncer"
+    product = "PgBouncer"
+    up_metric = "pgbouncer_up"
+    up_help = "1 when dbperf could connect to PgBouncer's admin console and query it in this scrape."
+    flavour = FLAVOUR
+    probe_sql = "SHOW VERSION"
+    discovers_databases = False
 
-    def scrape(self, budget: float) -> Rendered:
-        """Collect within ``budget`` seconds; concurrent callers share one collection."""
-        return self.begin(budget).result()
+    @staticmethod
+    def server_info(results: list) -> ServerInfo:
+        rows = results[0][1] if results else []
+        text = parse_version(rows[0][0]) if rows else ""
+        return ServerInfo(version=version_number(text), in_recovery=False, dbname="pgbouncer", version_text=text)
 
-    def _late(self, waited: float) -> Rendered:
-        rendered = Rendered()
-        rendered.add_families(self._self_metrics(None, False, 0.0, waited), self.const)
-        return rendered
+    @staticmethod
+    def describe(server: ServerInfo) -> str:
+        return f"PgBouncer {server.version_text}"
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.conn.close()
+    @staticmethod
+    def info_families(server: ServerInfo) -> list[Family]:
+        info = Family(VERSION_INFO[0], "gauge", VERSION_INFO[1], ("version",))
+        info.add((server.version_text,), 1)
+        return [info]
 
-    # -- one scrape ------------------------------------------------------------------------
-    def _collect(self) -> tuple[str, list[Family] | None, float, str]:
-        """In the worker thread: ``(version, families or None, collector duration, error)``."""
-        _, rows = self.conn.show("SHOW VERSION")
-        version = parse_version(rows[0][0]) if rows else ""
-        start = self.clock()
-        try:
-            families = self.collector.collect(self.conn, None, self.collector.default_timeout)
-        except Exception as exc:
-            return version, None, self.clock() - start, self.conn.scrub(str(exc)) or type(exc).__name__
-        return version, families, self.clock() - start, ""
+    @staticmethod
+    def collectors() -> list[Collector]:
+        return [PgBouncerCollector()]
 
-    def _scrape(self, budget: float) -> Rendered:
-        start = self.clock()
-        self.scrapes += 1
-        version, families, duration, error = None, None, 0.0, ""
-        if self._worker is not None and not self._worker.done():
-            error = "skipped: an earlier scrape still waits for PgBouncer"
-            self.conn.interrupt()
-        else:
-            self._worker = self._pool.submit(self._collect)
-            try:
-                version, families, duration, error = self._worker.result(timeout=max(0.0, budget - (self.clock() - start)))
-            except FutureTimeout:
-                self.conn.interrupt()
-                error = f"scrape deadline of {budget:g}s exceeded"
-            except Exception as exc:
-                error = self.conn.scrub(" ".join(str(exc).split())) or type(exc).__name__
-        self.server = version
-        rendered = Rendered()
-        success = families is not None
-        if success:
-            self.last_success = time.time()
-            self._log_limit.forget("pgbouncer")
-            rendered.add_families(families, self.const)
-        else:
-            self.errors += 1
-            if self._log_limit.allow("pgbouncer"):
-                LOG.warning("target=%s collector=pgbouncer failed: %s (repeats are logged at most once a minute)",
-                            self.target.name, error, extra={"target": self.target.name, "collector": "pgbouncer"})
-        rendered.add_families(self._self_metrics(version, success, duration, self.clock() - start), self.const)
-        return rendered
+    @staticmethod
+    def unsupported(exc: BaseException) -> bool:
+        return False
 
-    # -- self-metrics (same families and help as exporter.scrape's) ------------------------------
-    def _self_metrics(self, version: str | None, success: bool, duration: float, total: float) -> list[Family]:
-        up = Family("pgbouncer_up", "gauge", "1 when dbperf could connect to PgBouncer's admin console and query it in this scrape.")
-        up.add((), 1 if version is not None else 0)
-        out = [up]
-        if version is not None:
-            info = Family(VERSION_INFO[0], "gauge", VERSION_INFO[1], ("version",))
-            info.add((version,), 1)
-            out.append(info)
-        labels = ("collector", "datname")
-        key = ("pgbouncer", "")
-        ok = Family("dbperf_collector_success", "gauge", "1 when the collector succeeded (or was served from its cache) in this scrape.", labels)
-        ok.add(key, 1 if success else 0)
-        durations = Family("dbperf_collector_duration_seconds", "gauge", "Time the collector's last run took.", labels)
-        durations.add(key, duration)
-        ages = Family("dbperf_collector_cache_age_seconds", "gauge", "Age of the data served (0 when collected in this scrape).", labels)
-        ages.add(key, 0)
-        last = Family("dbperf_collector_last_success_timestamp_seconds", "gauge", "Unix time of the collector's last successful run.", labels)
-        if self.last_success is not None:
-            last.add(key, self.last_success)
-        errors = Family("dbperf_collector_errors_total", "counter", "Failed runs of the collector since dbperf started.", labels)
-        if self.errors:
-            errors.add(key, self.errors)
-        skipped = Family("dbperf_collector_skipped", "gauge", "1 when the collector was not run in this scrape because its last duration did not fit in the time left before the deadline (its last result, if any, is served with its cache age).", labels)
-        skipped.add(key, 0)
-        scrape = Family("dbperf_scrape_duration_seconds", "gauge", "Time the last scrape of the target took.")
-        scrape.add((), total)
-        scrapes = Family("dbperf_scrapes_total", "counter", "Scrapes of the target since dbperf started.")
-        scrapes.add((), self.scrapes)
-        conns = Family("dbperf_target_connections", "gauge", "Database sessions dbperf holds open to the target.")
-        conns.add((), 1 if self.conn.connected else 0)
-        return out + [ok, durations, ages, last, errors, skipped, scrape, scrapes, conns]
+    @staticmethod
+    def hint(exc: BaseException, dsn: str) -> str:
+        return ""
+
+
+PGBOUNCER = PgBouncerKind()
+
+
+def PgBouncerScraper(target, collectors=None, clock=None):  # noqa: N802 - was a class; kept for callers
+    """The scrape engine for a PgBouncer target (``target.kind == "pgbouncer"``)."""
+    import time
+
+    from exporter.scrape import TargetScraper
+
+    return TargetScraper(target, collectors, clock=clock or time.monotonic, kind=PGBOUNCER)

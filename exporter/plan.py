@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from exporter.collector import ServerInfo, format_version
 from exporter.config import Config
-from exporter.registry import collectors_with_user
+from exporter.registry import known_collectors
 from exporter.secrets import describe_dsn
 
 VERSIONS = (130000, 140000, 150000, 160000, 170000, 180000)  # the majors the version matrix runs
@@ -38,7 +38,7 @@ def describe_plan(config: Config) -> str:
         lines.append(f"\ntarget {target.name}: {_where(target)}; {discovery}; "
                      f"max_connections={target.max_connections} table_limit={target.table_limit}")
         lines.append(f"  {'collector':<16} {'scope':<9} {'ttl':>6} {'timeout':>8}  {'role':<8} PostgreSQL")
-        for c in collectors_with_user(config):
+        for c in known_collectors("postgres", config):
             settings = target.collector(c.name, c.enabled_by_default)
             if not settings.enabled:
                 lines.append(f"  {c.name:<16} disabled")

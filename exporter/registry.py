@@ -1,61 +1,75 @@
-"""The one list of PostgreSQL collectors: catalog entries plus code collectors, by name.
+"""Which collectors a target runs, made per exporter and target (collectors keep per-target state:
+the statements collector's previous read, the pipelines watermark), never shared.
 
-Host metrics are not per target and live outside this list (``exporter.host``)."""
+:func:`collectors_for` makes them; :func:`known_collectors` and :func:`collector_names` list
+them for config validation and docs. Host metrics are not per target and live outside this
+list (``exporter.host``)."""
 
 from __future__ import annotations
 
 import functools
 
 from exporter.collector import Collector
+from exporter.kind import kind_of
 
 
-@functools.cache
-def all_collectors() -> tuple[Collector, ...]:
-    from exporter.postgres import catalog
-    from exporter.postgres.live import LiveQueriesCollector
-    from exporter.postgres.settings import SettingsCollector
-    from exporter.postgres.statements import StatementsCollector
-
-    collectors = list(catalog.load()) + [SettingsCollector(), StatementsCollector(), LiveQueriesCollector()]
-    from exporter.postgres.privileges import PrivilegesCollector
-
-    collectors.append(PrivilegesCollector())  # fails naming the grant when the role lacks what pg_monitor grants
-    from exporter.advisor.collector import AdvisorCollector
-
-    collectors.append(AdvisorCollector())  # opt-in: dbperf_advisor_findings
-    from exporter.pipelines.collector import PipelinesCollector
-
-    collectors.append(PipelinesCollector())  # on for targets with `pipelines:` sources
+def _checked(collectors: list[Collector]) -> tuple[Collector, ...]:
     names = [c.name for c in collectors]
-    duplicates = {n for n in names if names.count(n) > 1}
+    duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise RuntimeError(f"duplicate collector names: {sorted(duplicates)}")
+        raise RuntimeError(f"duplicate collector names: {duplicates}")
     return tuple(collectors)
 
 
-# -- user collectors (issue 15, h/userfiles): a minimal addition for the lead to fold into
-# collectors_for(target, config) -------------------------------------------------------------
-def user_collectors(config) -> tuple[Collector, ...]:
-    """The collectors of ``config.collector_specs`` (the config's ``collector_files``), new
-    objects for each call: a user collector keeps per-series state (its counters' last values)."""
-    from exporter.postgres.catalog import from_spec
+def _user_collectors(config) -> list[Collector]:
+    """The collectors of the config's ``collector_files:`` (PostgreSQL targets only)."""
+    specs = getattr(config, "collector_specs", ())
+    if not specs:
+        return []
+    from exporter.postgres import catalog
 
-    return tuple(from_spec(spec) for spec in getattr(config, "collector_specs", ()))
-
-
-def collectors_with_user(config) -> tuple[Collector, ...]:
-    """dbperf's own collectors and the user's, in that order (what a target may run)."""
-    return all_collectors() + user_collectors(config)
+    # collector_files (the "userfiles" branch): Config.collector_specs holds immutable definitions;
+    # each target gets its own CatalogCollector built from each of them here
+    return [catalog.from_spec(spec) for spec in specs]
 
 
-def collector_names() -> frozenset[str]:
-    return frozenset(c.name for c in all_collectors())
+def known_collectors(kind: str = "postgres", config=None) -> tuple[Collector, ...]:
+    """New objects of every collector a target of ``kind`` may run under ``config`` (built-in
+    ones, and the user's from ``collector_files`` for PostgreSQL), enabled or not."""
+    collectors = list(kind_of(kind).collectors())
+    if kind == "postgres":
+        collectors += _user_collectors(config)
+    return _checked(collectors)
 
 
-def get(name: str) -> Collector:
-    return next(c for c in all_collectors() if c.name == name)
+def collectors_for(target, config=None) -> tuple[Collector, ...]:
+    """New collector objects for ``target`` (an :class:`exporter.config.Target`) of its kind; the
+    scrape engine picks the enabled ones from the target's ``collectors:`` settings."""
+    return known_collectors(getattr(target, "kind", "postgres"), config)
 
 
+@functools.cache
+def _builtin_names(kind: str) -> frozenset[str]:
+    return frozenset(c.name for c in kind_of(kind).collectors())
+
+
+def collector_names(kind: str = "postgres", config=None) -> frozenset[str]:
+    """The names a target of ``kind`` may configure under ``collectors:``."""
+    if getattr(config, "collector_specs", ()):
+        return frozenset(c.name for c in known_collectors(kind, config))
+    return _builtin_names(kind)
+
+
+def all_collectors() -> tuple[Collector, ...]:
+    """New objects of PostgreSQL's built-in collectors (docs, plans, tests)."""
+    return known_collectors("postgres")
+
+
+def get(name: str, kind: str = "postgres") -> Collector:
+    return next(c for c in known_collectors(kind) if c.name == name)
+
+
+@functools.cache
 def builtin_family_names() -> dict:
     """Family name -> built-in collector, for every family dbperf's own collectors document (a
     user's collector file may not reuse one)."""

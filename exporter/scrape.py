@@ -1,5 +1,9 @@
 """One target's scrape: plan the collectors, run them under a deadline, cache, self-metrics.
 
+One engine for every kind of target (:mod:`exporter.kind`: PostgreSQL, PgBouncer): the kind says
+how to open its sessions, what its probe asks and which collectors it has; everything below is
+the same for all.
+
 - One long-lived connection per database of the target; cluster collectors run on the target's
   own database, database collectors on every discovered database, databases concurrently up to
   the target's ``max_connections``.
@@ -7,7 +11,11 @@
 - The scrape ends at its deadline whatever the server does: the probe and the collectors run in
   the target's worker threads and are abandoned at the deadline (their queries are cancelled, then
   their sockets shut down, by :mod:`exporter.postgres.connection`), and reported as failed;
-  ``pg_up`` is 0 when the server did not answer the probe in time.
+  the kind's up metric (``pg_up``, ``pgbouncer_up``) is 0 when the server did not answer the probe
+  in time.
+- Each session's statement timeout is set once, at connect, to the longest timeout of the
+  collectors that use it; a collector with a shorter one is bounded at its own by the client (the
+  watchdog's cancel), so that no scrape sends a ``SET``.
 - Concurrent scrapes of one target share one collection; a scrape that arrives while an earlier
   one is stuck gets the stuck state (``pg_up 0``, collectors failed) by its own deadline.
 """
@@ -23,28 +31,17 @@ from dataclasses import dataclass, field
 
 from exporter.collector import CLUSTER, DATABASE, Collector, Context, ServerInfo
 from exporter.config import Target
+from exporter.kind import Kind, kind_of
 from exporter.log import RateLimiter
 from exporter.metrics import Family, Rendered, const_label_prefix
 from exporter.metrics import _escape_label as escape_label
 from exporter.postgres.connection import Busy, ConnectError, Connection, DeadlineExceeded, Watchdog
-from exporter.postgres.privileges import grant_hint
 from exporter.singleflight import FINISH_MARGIN, Pending, SingleFlight
 
 LOG = logging.getLogger("dbperf.scrape")
 
-PROBE_SQL = """SELECT current_setting('server_version_num')::int, pg_is_in_recovery(), current_database(),
-  array(SELECT datname::text FROM pg_database
-        WHERE datallowconn AND NOT datistemplate AND has_database_privilege(oid, 'CONNECT') ORDER BY 1),
-  array(SELECT extname::text FROM pg_extension ORDER BY oid), array(SELECT extversion FROM pg_extension ORDER BY oid)
-  /*application='dbperf'*/"""
-
 MIN_TIME_LEFT = 0.05  # seconds: below this a collector is not started
-
-# errors that say the server lacks what a collector reads (not that the collector failed): the
-# view or table does not exist (undefined_table), or the server does not offer the feature
-# (feature_not_supported, as managed services answer for some functions). A missing column is a
-# failure: the collector's SQL does not match the server's version, a bug to see.
-UNSUPPORTED_SQLSTATES = frozenset({"42P01", "0A000"})
+PROBE_TIMEOUT = 2.0   # seconds the probe may take at most (less when the deadline is nearer)
 
 # what a scrape does with one collector (plan_run)
 CACHED, RUN, SKIP, STALE = "cached", "run", "skip", "stale"
@@ -96,16 +93,29 @@ class Job:
     outcomes: list = field(default_factory=list)
     running: str | None = None
     release: str | None = None  # the session's key: closed when its last job ends (TargetScraper._release)
+    connect_error: Exception | None = None  # the session could not be opened in this job: why
 
 
 class TargetScraper:
-    def __init__(self, target: Target, collectors: tuple[Collector, ...], clock=time.monotonic):
+    """The scrape engine of one target, of any kind (``target.kind``).
+
+    ``collectors``: the target's own collector objects (default: new ones from
+    :func:`exporter.registry.collectors_for`); they must not be shared with another scraper."""
+
+    def __init__(self, target: Target, collectors: tuple[Collector, ...] | None = None, clock=time.monotonic,
+                 kind: Kind | None = None):
+        if collectors is None:
+            from exporter.registry import collectors_for
+
+            collectors = collectors_for(target)
         self.target = target
-        self.collectors = collectors
+        self.kind = kind or kind_of(target.kind)
+        self.collectors = tuple(collectors)
         self.clock = clock
         self.const = const_label_prefix({"target": target.name})
         self._watchdog = Watchdog(f"dbperf-watchdog-{target.name}")
-        self.main = Connection(target.dsn, None, target.connect_timeout, self._watchdog)
+        self._timeouts = self._session_timeouts()
+        self.main = self._connection(None, self._timeouts["main"])
         self.conns: dict[str, Connection] = {}
         self._users: dict[str, int] = {}  # per-database session -> jobs using it now (closed at 0)
         self._sessions_lock = threading.Lock()
@@ -117,6 +127,8 @@ class TargetScraper:
         self.server: ServerInfo | None = None
         self._answered: ServerInfo | None = None  # the probe's answer in the scrape in flight
         self.databases: list[str] = []  # the databases the last scrape covered
+        self.outcomes: list[Outcome] = []  # what each collector did in the last scrape (check-config)
+        self.failure = ""  # why the last scrape's probe failed ("" when it answered), with the hint
         self._pool = ThreadPoolExecutor(max_workers=target.max_connections,
                                         thread_name_prefix=f"dbperf-{target.name}")
         self._flight = SingleFlight(f"dbperf-scrape-{target.name}")
@@ -124,6 +136,20 @@ class TargetScraper:
         # (collector, datname) -> why it cannot run on this server, as of the last scrape
         self.unsupported: dict[tuple[str, str], str] = {}
         self._unsupported_logged: set[tuple[str, str]] = set()  # (collector, reason) logged once
+
+    def _connection(self, dbname: str | None, statement_timeout: float) -> Connection:
+        return Connection(self.target.dsn, dbname, self.target.connect_timeout, self._watchdog,
+                          flavour=self.kind.flavour, statement_timeout=statement_timeout)
+
+    def _session_timeouts(self) -> dict[str, float]:
+        """The statement timeout of each session (see :meth:`_plan`): the longest of the enabled
+        collectors that run on it, and the probe's on the target's main session."""
+        enabled = self.enabled()
+        out = {f"own:{c.name}": timeout for c, _, timeout in enabled if c.scope == CLUSTER and c.own_session}
+        out["main"] = max([PROBE_TIMEOUT] + [timeout for c, _, timeout in enabled
+                                             if not (c.scope == CLUSTER and c.own_session)])
+        out["database"] = max([PROBE_TIMEOUT] + [timeout for c, _, timeout in enabled if c.scope == DATABASE])
+        return out
 
     # -- public ----------------------------------------------------------------------------
     def begin(self, budget: float) -> Pending:
@@ -171,6 +197,7 @@ class TargetScraper:
             self._note_unsupported(server, outcomes)
         else:
             outcomes = self._unreachable(enabled, failure)
+        self.outcomes, self.failure = outcomes, failure
         rendered = Rendered()
         for outcome in outcomes:
             if outcome.rendered is not None:
@@ -198,9 +225,9 @@ class TargetScraper:
             if (name, reason) in self._unsupported_logged:
                 continue
             self._unsupported_logged.add((name, reason))
-            LOG.info("target=%s collector=%s unsupported on this server (PostgreSQL %s): %s; its metrics are "
+            LOG.info("target=%s collector=%s unsupported on this server (%s): %s; its metrics are "
                      "not served (dbperf_collector_supported 0)", self.target.name, name,
-                     server.version // 10000, reason, extra={"target": self.target.name, "collector": name})
+                     self.kind.describe(server), reason, extra={"target": self.target.name, "collector": name})
 
     def _unreachable(self, enabled, error: str) -> list[Outcome]:
         return [Outcome(c.name, "", False, error=error) for c, _, _ in enabled if c.scope == CLUSTER]
@@ -220,6 +247,7 @@ class TargetScraper:
         if server is None:
             self.server = None
         outcomes = self._unreachable(self.enabled(), reason)
+        self.outcomes, self.failure = outcomes, reason if server is None else ""
         rendered = Rendered()
         rendered.add_families(self._self_metrics(server, outcomes, waited), self.const)
         return rendered
@@ -227,12 +255,9 @@ class TargetScraper:
     def _ask(self, deadline: float) -> ServerInfo:
         """In a worker thread: the probe's one round trip."""
         remaining = max(0.0, deadline - time.monotonic())
-        (_, rows), = self.main.query(PROBE_SQL, timeout=max(0.1, min(2.0, remaining)), wait=min(1.0, remaining / 2),
-                                     deadline=deadline)
-        version, in_recovery, dbname, databases, extensions, versions = rows[0]
-        return ServerInfo(version=version, in_recovery=in_recovery, databases=tuple(databases),
-                          extensions=frozenset(extensions), dbname=dbname,
-                          extension_versions=tuple(zip(extensions, versions)))
+        results = self.main.query(self.kind.probe_sql, timeout=max(0.1, min(PROBE_TIMEOUT, remaining)),
+                                  wait=min(1.0, remaining / 2), deadline=deadline)
+        return self.kind.server_info(results)
 
     def _probe(self, deadline: float) -> tuple[ServerInfo | None, str]:
         """``(server, "")``, or ``(None, why not)`` when it did not answer before the deadline."""
@@ -241,7 +266,7 @@ class TargetScraper:
             server = future.result(timeout=max(0.0, deadline - self.clock()))
         except FutureTimeout:
             exc = DeadlineExceeded("the server did not answer before the scrape deadline")
-        except Exception as e:  # noqa: BLE001 - every failure is pg_up 0 with its reason
+        except Exception as e:  # noqa: BLE001 - every failure is the up metric 0 with its reason
             exc = e
         else:
             self._log_limit.forget(("up", ""))
@@ -249,7 +274,7 @@ class TargetScraper:
             return server, ""
         self._log_failure("up", "", exc)
         self.server = None
-        return None, self.main.scrub(" ".join(str(exc).split())) or type(exc).__name__
+        return None, self._reason(exc)
 
     def _real_deadline(self, deadline: float) -> float:
         """The deadline on ``time.monotonic()`` (the clock connections use)."""
@@ -259,7 +284,7 @@ class TargetScraper:
         cluster = [c for c, _, _ in enabled if c.scope == CLUSTER and c.applies(server) is None]
         per_db = [c for c, _, _ in enabled if c.scope == DATABASE and c.applies(server) is None]
         databases = [server.dbname]
-        if self.target.databases.discover:
+        if self.kind.discovers_databases and self.target.databases.discover:
             databases += [d for d in server.databases if d != server.dbname and self.target.databases.wanted(d)]
         gone = set(self.databases) - set(databases)
         self.databases = databases
@@ -269,14 +294,16 @@ class TargetScraper:
         for collector in (c for c in cluster if c.own_session):
             key = f"{server.dbname}\x00{collector.name}"
             keep.add(key)
-            jobs.append(Job(server.dbname, self._session(key, None), [collector]))
+            jobs.append(Job(server.dbname, self._session(key, None, self._timeouts.get(f"own:{collector.name}",
+                                                                                        collector.default_timeout)),
+                            [collector]))
         shared = sorted((c for c in cluster if not c.own_session), key=lambda c: c.optional)
         jobs.append(Job(server.dbname, self.main, shared + per_db))
         if per_db:
             # the other databases' sessions live for one refresh only (see _release)
             for datname in databases[1:]:
-                jobs.append(Job(datname, self._session(datname, datname, release=True), list(per_db),
-                                release=datname))
+                jobs.append(Job(datname, self._session(datname, datname, self._timeouts["database"], release=True),
+                                list(per_db), release=datname))
         with self._sessions_lock:
             for key in set(self.conns) - keep:  # dropped databases: let their sessions go
                 self._users.pop(key, None)
@@ -285,15 +312,14 @@ class TargetScraper:
             self._forget(keep, gone)
         return jobs
 
-    def _session(self, key: str, dbname: str | None, release: bool = False) -> Connection:
+    def _session(self, key: str, dbname: str | None, statement_timeout: float, release: bool = False) -> Connection:
         """The session ``key`` (the same object every time: collectors keep state per connection;
         closed, it reconnects on its next query); ``release``: one more job uses it until
         :meth:`_release`."""
         with self._sessions_lock:
             conn = self.conns.get(key)
             if conn is None:
-                conn = self.conns[key] = Connection(self.target.dsn, dbname, self.target.connect_timeout,
-                                                    self._watchdog)
+                conn = self.conns[key] = self._connection(dbname, statement_timeout)
             if release:
                 self._users[key] = self._users.get(key, 0) + 1
             return conn
@@ -383,19 +409,23 @@ class TargetScraper:
                            skipped=True)
         ctx = Context(target=self.target.name, datname=job.datname, server=server, options=self.target)
         try:
-            # the statement timeout stays the configured one (a value per scrape would fill
-            # pg_stat_statements with SET statements); the deadline cancels what runs late,
-            # and breaks off what the server never answers
+            # the collector's timeout bounds each of its queries (the session's statement timeout
+            # is the longest of them, set at connect: no SET per scrape); the deadline cancels what
+            # runs late, and breaks off what the server never answers
+            if job.connect_error is not None:  # the session could not be opened: no new try in this job
+                raise job.connect_error
             with job.conn.within(self._real_deadline(deadline)):
                 families = collector.collect(job.conn, ctx, timeout)
         except Exception as exc:
+            if isinstance(exc, ConnectError):
+                job.connect_error = exc  # the job's other collectors fail for the same reason
             duration = self.durations[key] = self.clock() - now
-            if getattr(exc, "sqlstate", None) in UNSUPPORTED_SQLSTATES:  # the server lacks the view
+            if self.kind.unsupported(exc):  # the server lacks the view
                 return Outcome(collector.name, datname, False, duration, supported=False,
                                error="the server lacks what it reads: " + job.conn.scrub(" ".join(str(exc).split())))
             self.errors[key] = self.errors.get(key, 0) + 1
             self._log_failure(collector.name, datname, exc)
-            return Outcome(collector.name, datname, False, duration, error=job.conn.scrub(str(exc)))
+            return Outcome(collector.name, datname, False, duration, error=self._reason(exc))
         duration = self.durations[key] = self.clock() - now
         rendered = Rendered()
         rendered.add_families(families, self.const)
@@ -405,23 +435,26 @@ class TargetScraper:
         self._log_limit.forget(key)
         return Outcome(collector.name, datname, True, duration, rendered=rendered)
 
+    def _reason(self, exc: BaseException) -> str:
+        """One line: why ``exc`` failed a collector or the probe, scrubbed, with how to fix it."""
+        message = (self.main.scrub(" ".join(str(exc).split())) or type(exc).__name__) + self.kind.hint(exc, self.target.dsn)
+        return "skipped: " + message if isinstance(exc, Busy) else message
+
     def _log_failure(self, collector: str, datname: str, exc: BaseException) -> None:
         # a database that refuses connections fails each of its collectors: one line for them all
         key = ("connect", datname) if datname and isinstance(exc, ConnectError) else (collector, datname)
         if not self._log_limit.allow(key):
             return
-        message = (self.main.scrub(" ".join(str(exc).split())) or type(exc).__name__) + grant_hint(exc, self.target.dsn)
-        if isinstance(exc, Busy):
-            message = "skipped: " + message
         where = f" database={datname}" if datname else ""
         LOG.warning("target=%s collector=%s%s failed: %s (repeats are logged at most once a minute)",
-                    self.target.name, collector, where, message,
+                    self.target.name, collector, where, self._reason(exc),
                     extra={"target": self.target.name, "collector": collector, "datname": datname})
 
     # -- self-metrics ----------------------------------------------------------------------
     def _self_metrics(self, server: ServerInfo | None, outcomes: list[Outcome], duration: float) -> list[Family]:
-        up = Family("pg_up", "gauge", "1 when dbperf could connect to the target and query it in this scrape.")
+        up = Family(self.kind.up_metric, "gauge", self.kind.up_help)
         up.add((), 1 if server is not None else 0)
+        info = self.kind.info_families(server) if server is not None else []
         labels = ("collector", "datname")
         success = Family("dbperf_collector_success", "gauge", "1 when the collector succeeded (or was served from its cache) in this scrape.", labels)
         durations = Family("dbperf_collector_duration_seconds", "gauge", "Time the collector's last run took.", labels)
@@ -450,6 +483,9 @@ class TargetScraper:
         scrapes.add((), self.scrapes)
         conns = Family("dbperf_target_connections", "gauge", "Database sessions dbperf holds open to the target.")
         conns.add((), sum(1 for c in [self.main, *self.conns.values()] if c.connected))
-        dbs = Family("dbperf_target_databases", "gauge", "Databases of the target that database-scoped collectors cover.")
-        dbs.add((), len(self.databases) if server is not None else 0)
-        return [up, success, supported, durations, ages, last, errors, skipped, scrape, scrapes, conns, dbs]
+        families = [up, *info, success, supported, durations, ages, last, errors, skipped, scrape, scrapes, conns]
+        if self.kind.discovers_databases:
+            dbs = Family("dbperf_target_databases", "gauge", "Databases of the target that database-scoped collectors cover.")
+            dbs.add((), len(self.databases) if server is not None else 0)
+            families.append(dbs)
+        return families

@@ -1,6 +1,7 @@
 """HTTP: ``/metrics`` (every target), ``/probe?target=NAME`` (one), ``/healthz``, ``/readyz``.
 
-The server knows no SQL: it asks each target's :class:`~exporter.scrape.TargetScraper` for rendered
+The server knows no SQL: it asks each target's :class:`~exporter.scrape.TargetScraper` (the one
+scrape engine, for every kind of target, with collectors made for that target) for rendered
 text within the deadline Prometheus announces (``X-Prometheus-Scrape-Timeout-Seconds``, clamped to
 the config's ``max_scrape_timeout``). Every target's answer comes by that deadline, so
 ``/metrics`` always has each target's ``pg_up`` (0 for a target that did not answer in time).
@@ -33,8 +34,7 @@ from exporter.config import Config, ConfigError
 from exporter.host import collect_host
 from exporter.httpconn import DeadlineWriter, Limits, SelectorServer
 from exporter.metrics import CONTENT_TYPE, Family, Rendered
-from exporter.pgbouncer import PgBouncerScraper
-from exporter.registry import collectors_with_user
+from exporter.registry import collectors_for
 from exporter.scrape import TargetScraper
 
 LOG = logging.getLogger("dbperf.server")
@@ -79,11 +79,21 @@ class Exporter:
     """Everything the HTTP layer serves, independent of HTTP (tests and the benchmark use it)."""
 
     def __init__(self, config: Config, collectors=None):
+        """``collectors``: None, each target gets new collectors of its kind
+        (:func:`exporter.registry.collectors_for`); a function of the target, what it returns; a
+        tuple (tests), the collectors of the one PostgreSQL target."""
         self.config = config
-        # issue 15 (h/userfiles): the user's collector_files join dbperf's own collectors
-        collectors = collectors if collectors is not None else collectors_with_user(config)
-        self.scrapers = {t.name: (PgBouncerScraper(t) if t.kind == "pgbouncer" else TargetScraper(t, collectors))
-                         for t in config.targets}
+        if collectors is None:
+            factory = lambda target: collectors_for(target, config)  # noqa: E731
+        elif callable(collectors):
+            factory = collectors
+        else:
+            fixed = tuple(collectors)
+            if sum(1 for t in config.targets if t.kind == "postgres") > 1:
+                raise ValueError("a tuple of collectors serves one PostgreSQL target (collectors keep per-target "
+                                 "state): pass a function of the target")
+            factory = lambda target: fixed if target.kind == "postgres" else collectors_for(target, config)  # noqa: E731
+        self.scrapers = {t.name: TargetScraper(t, factory(t)) for t in config.targets}
         self._process = CollectorRegistry()
         ProcessCollector(registry=self._process)
         PlatformCollector(registry=self._process)

@@ -6,6 +6,8 @@ Bounded (a fixed number of examples each, about 5 s in all) so they stay in the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import math
 import string
@@ -56,7 +58,7 @@ def check_accepted(config) -> None:
         for settings_ in t.collectors.values():
             assert settings_.timeout is None or in_range(settings_.timeout, "collectors.timeout")
             assert settings_.ttl is None or in_range(settings_.ttl, "collectors.ttl")
-        for key, value in t.statements.items():
+        for key, value in dataclasses.asdict(t.statements).items():
             if f"statements.{key}" in RANGES:
                 assert in_range(value, f"statements.{key}")
 

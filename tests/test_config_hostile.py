@@ -115,7 +115,7 @@ def test_bounded_anchors_and_merge_keys_still_work(tmp_path):
         "  - &common {name: a, dsn: host=a, max_connections: 2, statements: {limit: 20}}\n"
         "  - {<<: *common, name: b, dsn: host=b}\n")
     config = load(str(tmp_path / "dbperf.yaml"), env={})
-    assert [(t.name, t.max_connections, t.statements["limit"]) for t in config.targets] == [("a", 2, 20), ("b", 2, 20)]
+    assert [(t.name, t.max_connections, t.statements.limit) for t in config.targets] == [("a", 2, 20), ("b", 2, 20)]
 
 
 def target(**settings) -> dict:
@@ -170,5 +170,5 @@ def test_durations_take_the_one_syntax_everywhere():
         connect_timeout="1500ms", statements={"sticky": "1h30m"},
         pipelines={"sources": [{"type": "airflow", "expected_intervals": {"weekly": "1w", "daily": "1d2h"}}]})})
     t = config.targets[0]
-    assert (config.scrape_timeout, t.connect_timeout, t.statements["sticky"]) == (90.0, 1.5, 5400.0)
+    assert (config.scrape_timeout, t.connect_timeout, t.statements.sticky) == (90.0, 1.5, 5400.0)
     assert t.pipelines.sources[0].expected_intervals == {"weekly": 604800.0, "daily": 93600.0}

@@ -51,6 +51,23 @@ def test_session_is_read_only_named_and_time_limited(conn):
     assert conn.query("SELECT 2", 1)[0][1] == [(2,)] and conn.connects == 1
 
 
+def test_a_session_timeout_set_at_connect_is_raised_once_and_never_lowered(pg):
+    """``statement_timeout=``: set with the session, no SET for shorter queries (the client cuts
+    them at their own timeout), one SET for a longer one, which the session then keeps."""
+    conn = Connection(pg.dsn("postgres"), statement_timeout=3)
+    try:
+        assert conn.query("SHOW statement_timeout", 1)[0][1] == [("3s",)]
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match="ran past its timeout of 0.3s; it was cancelled"):
+            conn.query("SELECT pg_sleep(3)", 0.3)
+        assert time.monotonic() - start < 0.3 + CANCEL_GRACE
+        assert conn.query("SHOW statement_timeout", 5)[0][1] == [("5s",)] and conn.sets == 1
+        assert conn.query("SHOW statement_timeout", 1)[0][1] == [("5s",)] and conn.sets == 1
+        assert conn.connects == 1
+    finally:
+        conn.close()
+
+
 def test_errors_are_scrubbed_of_the_password(pg):
     conn = Connection(pg.dsn("postgres", password=SECRET))  # trust authentication: the password is unused
     try:

@@ -51,7 +51,7 @@ def dbperf_sessions_in(pg, name: str) -> list:
 def statements_state(served, target: str):
     scraper = served.exporter.scrapers[target]
     collector = next(c for c in scraper.collectors if c.name == "statements")
-    return collector.state(target)
+    return collector.state
 
 
 def test_plain_drop_database_right_after_a_scrape_succeeds(pg, victim, serve):

@@ -17,7 +17,7 @@ from exporter.collector import Context, ServerInfo
 from exporter.config import parse as parse_config
 from exporter.postgres import catalog, connection, live, settings, statements
 from exporter.postgres.sqlmark import MARK, batch, is_own, mark, sql_literal
-from exporter.scrape import PROBE_SQL
+from exporter.postgres.kind import PROBE_SQL
 
 pytestmark = pytest.mark.fast
 

@@ -21,10 +21,11 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from conftest import ROOT, Samples, promtool_check_metrics, wait_until
+from exporter.collector import ServerInfo
 from exporter.config import ConfigError, Target, parse
 from exporter.pgbouncer import PgBouncerCollector, PgBouncerScraper
 from exporter.pgcluster import free_port
-from exporter.scrape import TargetScraper
+from exporter.scrape import Outcome, TargetScraper
 
 pytestmark = pytest.mark.pg
 
@@ -296,7 +297,7 @@ def test_config_kind_defaults_to_postgres_and_pgbouncer_dbname_defaults():
     assert config.targets[1].connect_timeout == 1.0
     scraper = PgBouncerScraper(config.targets[1])
     try:
-        assert "dbname=pgbouncer" in scraper.conn.description
+        assert "dbname=pgbouncer" in scraper.main.description
     finally:
         scraper.close()
 
@@ -306,7 +307,7 @@ def test_self_metrics_match_the_postgres_scraper():
     pgb = PgBouncerScraper(Target(name="b", dsn="host=127.0.0.1 port=1", kind="pgbouncer"))
     pgs = TargetScraper(Target(name="p", dsn="host=127.0.0.1 port=1"), ())
     try:
-        ours = {f.name: f for f in pgb._self_metrics(None, False, 0.0, 0.0)}
+        ours = {f.name: f for f in pgb._self_metrics(None, [], 0.0)}
         theirs = {f.name: f for f in pgs._self_metrics(None, [], 0.0)}
     finally:
         pgb.close()
@@ -324,10 +325,37 @@ def test_docs_list_every_family():
     pgb = PgBouncerScraper(Target(name="b", dsn="host=127.0.0.1 port=1", kind="pgbouncer"))
     try:
         emitted = [f.name for f in PgBouncerCollector().describe()]
-        emitted += [f.name for f in pgb._self_metrics("1.18.0", True, 0.0, 0.0)]
+        up = ServerInfo(version=11800, in_recovery=False, version_text="1.18.0")
+        emitted += [f.name for f in pgb._self_metrics(up, [Outcome("pgbouncer", "", True)], 0.0)]
     finally:
         pgb.close()
     missing = sorted(set(emitted) - documented)
     assert not missing, f"not in docs/pgbouncer.md: {missing}"
     stale = sorted(n for n in documented - set(emitted))
     assert not stale, f"in docs/pgbouncer.md but never emitted: {stale}"
+
+
+def test_check_config_connect_reports_pgbouncer_and_its_collector(bouncer):
+    import io
+
+    from exporter.checkconnect import check_targets
+
+    out = io.StringIO()
+    assert check_targets(bouncer_config(bouncer), out=out) == []
+    text = out.getvalue()
+    assert re.search(r"target bouncer: connected to PgBouncer \d+\.\d+(\.\d+)? \(host=127\.0\.0\.1 ", text), text
+    assert "\n  pgbouncer: runs\n" in text, text
+    bouncer.stop()
+    out = io.StringIO()
+    [failure] = check_targets(bouncer_config(bouncer), out=out)
+    assert failure.startswith(f"--connect: target 'bouncer': cannot connect to host=127.0.0.1 port={bouncer.port} "
+                              "dbname=pgbouncer user=dbperf_stats"), failure
+
+
+@pytest.mark.parametrize("text, number", [("1.18.0", 11800), ("1.23.1", 12301), ("1.7", 10700), ("2.0.0-rc1", 20000),
+                                          ("unknown", 0)])
+def test_show_version_becomes_a_version_number_and_keeps_its_text(text, number):
+    from exporter.pgbouncer import PGBOUNCER
+
+    server = PGBOUNCER.server_info([(["version"], [(f"PgBouncer {text}",)])])
+    assert (server.version, server.version_text) == (number, text)

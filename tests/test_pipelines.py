@@ -203,6 +203,29 @@ def test_100k_stored_runs_first_and_later_scrapes(etl, serve):
     assert max(later) < 0.25
 
 
+def test_watermark_of_a_source_in_another_database_survives_between_refreshes(etl, serve):
+    """The source's database is not the target's own, so dbperf's session there lives for one
+    refresh only; the watermark and the closed totals live in the target's collector and survive
+    it. Seen from outside: a run written late with a finish time already older than the watermark
+    is not counted before a restart (documented), whereas a watermark lost at each refresh would
+    re-aggregate the whole history and count it at once. Two exporters of one config share none
+    of it: the second one (a restart) counts it."""
+    table = fresh_table(etl, "watermark")
+    insert(etl, table, [(f"p{i % 2}", f"old{i}", "success", 9000 + i, 8000 + i, 1, 0) for i in range(40)])
+    cfg = config(etl, [table_source(table=table, name="wm")], late_window="60s")
+    served = serve(cfg)
+    first = served.metrics()
+    p0 = {"source": "wm", "pipeline": "p0"}
+    assert first.value("dbperf_collector_success", collector="pipelines", datname=DB) == 1
+    assert first.value("pipeline_runs_total", status="success", **p0) == 20
+    insert(etl, table, [("p0", "late", "success", 7300, 7200, 1, 0)])  # finished 2 h ago, written now
+    for _ in range(2):
+        assert served.metrics().value("pipeline_runs_total", status="success", **p0) == 20
+    restarted = serve(cfg).metrics()
+    assert restarted.value("pipeline_runs_total", status="success", **p0) == 21
+    assert served.metrics().value("pipeline_runs_total", status="success", **p0) == 20  # no state shared
+
+
 # -- a user's own table through a mapping -------------------------------------------------------
 def test_own_table_through_column_and_status_mapping(etl, serve):
     etl.execute("""DROP TABLE IF EXISTS public.etl_jobs;

@@ -353,7 +353,8 @@ def test_record_run_refuses_bad_names_and_timeouts_before_the_job():
 def test_recorders_statements_carry_dbperfs_mark():
     """The recorder's INSERTs are dbperf's own: the report and advisor must not list them."""
     from exporter.pipelines import recorder
+    from exporter.postgres.session import settings_sql
     from exporter.postgres.sqlmark import is_own
 
-    for sql in (recorder.START_SQL, recorder.END_SQL, recorder.TIMEOUTS_SQL):
+    for sql in (recorder.START_SQL, recorder.END_SQL, settings_sql(recorder.record_run("p").session_settings())):
         assert is_own(sql), sql

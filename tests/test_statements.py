@@ -452,7 +452,7 @@ def test_text_is_read_once_per_new_statement_and_within_its_share_of_time(pg, db
                   server=ServerInfo(version=int(version), in_recovery=False, dbname="postgres",
                                     extensions=frozenset({"pg_stat_statements"})))
     conn = Connection(pg.dsn())
-    state = collector.state("direct")
+    state = collector.state
     try:
         collector.collect(conn, ctx)
         assert state.classify_reads == 1  # cold: every statement read once

@@ -96,25 +96,19 @@ def session_settings(timeout: float) -> tuple[str, ...]:
 
 
 def connect(target, dbname: str | None, timeout: float, autocommit: bool = True):
-    import psycopg
-    from psycopg.conninfo import make_conninfo
+    """A session of the advisor (:func:`exporter.postgres.session.open_session`, the one connection
+    factory), set up by :func:`session_settings`; :class:`~exporter.errors.UnavailableError` (exit
+    code 1) when it cannot be opened."""
+    from exporter.postgres.session import ConnectError, open_session
 
-    from exporter.secrets import describe_dsn, scrub
-
-    extra = {"application_name": APPLICATION_NAME, "connect_timeout": max(1, int(round(target.connect_timeout)))}
-    if dbname is not None:
-        extra["dbname"] = dbname
-    conninfo = make_conninfo(target.dsn, **extra)
     try:
-        conn = Marked(psycopg.connect(conninfo, autocommit=True, prepare_threshold=None))
-        for setting in session_settings(timeout):
-            conn.execute(f"SET {setting}")
-        conn.autocommit = autocommit
-    except psycopg.Error as exc:
+        conn = Marked(open_session(target.dsn, dbname=dbname, application_name=APPLICATION_NAME,
+                                   connect_timeout=target.connect_timeout, settings=session_settings(timeout)))
+    except ConnectError as exc:
         from exporter.errors import UnavailableError
-        from exporter.secrets import password_of
 
-        raise UnavailableError(scrub(f"cannot connect to {describe_dsn(conninfo)}: {exc}", password_of(target.dsn))) from None
+        raise UnavailableError(str(exc)) from None
+    conn.autocommit = autocommit
     return conn
 
 

@@ -2,7 +2,8 @@
 
 Counters and the duration histogram are totals over the finished runs stored in the source, so a
 restarted dbperf shows the same values (no loss, no false jump). To keep each scrape cheap as
-history grows they are kept incrementally, per source and per dbperf connection:
+history grows they are kept incrementally, per database and source, in the target's own collector
+object (made per target by ``exporter.registry.collectors_for``; a new exporter starts afresh):
 
 - ``closed``: aggregates of the runs that finished before ``closed_until``, a watermark that trails
   the database clock by ``late_window`` (``now() - late_window``, never moving backwards);
@@ -21,7 +22,6 @@ the next restart of dbperf; see docs/pipelines.md.
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -137,8 +137,7 @@ class PipelinesCollector(Collector):
                               "over the stored history, so they survive restarts.",
                          families=tuple(f.name for f in self.describe()))
         self._lock = threading.Lock()
-        # per dbperf connection (one per target and database), so a new Exporter starts afresh
-        self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.states: dict[tuple[str, str], SourceState] = {}  # (datname, source name) -> its totals
 
     def describe(self) -> list[Family]:
         status = LABELS + ("status",)
@@ -168,12 +167,9 @@ class PipelinesCollector(Collector):
                    ("source", "type", "version", "datname")),
         ]
 
-    def _state(self, conn, name: str) -> SourceState:
+    def _state(self, datname: str, name: str) -> SourceState:
         with self._lock:
-            states = self._states.get(conn)
-            if states is None:
-                states = self._states[conn] = {}
-            return states.setdefault(name, SourceState())
+            return self.states.setdefault((datname, name), SourceState())
 
     def collect(self, conn, ctx: Context, timeout: float = 10.0) -> list[Family]:
         config = getattr(ctx.options, "pipelines", None)
@@ -185,6 +181,9 @@ class PipelinesCollector(Collector):
         for source in here:
             self._collect_source(conn, ctx, source, config.late_window, timeout, families)
         if ctx.datname == own:
+            with self._lock:  # a database dropped (or renamed) since: its totals go with it
+                for key in [k for k in self.states if k[0] not in ctx.server.databases and k[0] != own]:
+                    del self.states[key]
             self._check_coverage(ctx, config, own)
         return [f for f in families if f.samples]
 
@@ -206,7 +205,7 @@ class PipelinesCollector(Collector):
                         families: list[Family]) -> None:
         (_, found), = conn.query(mark(catalog_sql(source)), timeout)
         resolved = resolve(source, dict(found), ctx.datname)
-        state = self._state(conn, source.name)
+        state = self._state(ctx.datname, source.name)
         results = conn.query(scrape_sql(resolved, state, late_window), timeout)
         (_, ((boundary,),)), (_, sliced), (_, open_rows), (_, active) = results
         closed = _merge(state.closed, sliced)

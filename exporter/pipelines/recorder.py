@@ -20,7 +20,9 @@ run's end never overwrites it.
 Names are checked when ``record_run`` is made (a ValueError, before the job starts): the pipeline
 name, and the run id and trigger when given, are 1 to 200 printable characters (no control
 characters, newlines or tabs) that neither start nor end with a space.
-This module imports psycopg and the standard library only, never the exporter daemon.
+This module imports psycopg and the standard library only, never the exporter daemon; a write
+opens its session with dbperf's one connection factory (:mod:`exporter.postgres.session`, which
+imports no more).
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ VALUES (%(pipeline)s, %(run_id)s, 'running', now(), %(trigger)s)
 ON CONFLICT (pipeline, run_id) DO UPDATE
 SET status = 'running', started_at = now(), finished_at = NULL, trigger = EXCLUDED.trigger
 WHERE {table}.finished_at IS NULL OR {table}.finished_at < now()"""
-TIMEOUTS_SQL = mark("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)")
 
 END_SQL = """INSERT INTO {table} (pipeline, run_id, status, started_at, finished_at, rows_processed, errors,
                      trigger, error_message)
@@ -217,16 +218,20 @@ class record_run:
                 return func(*args, **kwargs)
         return wrapper
 
+    def session_settings(self) -> tuple[str, ...]:
+        """What each write's session sets: nothing waits long."""
+        return (f"lock_timeout = {max(1, int(self.lock_timeout * 1000))}",
+                f"statement_timeout = {max(1, int(self.statement_timeout * 1000))}")
+
     def _write(self, sql: str, params: dict, what: str, write: _Write | None = None) -> bool:
         try:
-            import psycopg
             from psycopg import sql as psql
 
+            from exporter.postgres.session import open_session  # psycopg and the standard library only
+
             statement = psql.SQL(sql).format(table=psql.Identifier(*self.table))
-            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
-                                 application_name="dbperf-recorder") as conn:
-                conn.execute(TIMEOUTS_SQL, (f"{int(self.lock_timeout * 1000)}ms",
-                                            f"{int(self.statement_timeout * 1000)}ms"))
+            with open_session(self.dsn, application_name="dbperf-recorder", connect_timeout=self.connect_timeout,
+                              settings=self.session_settings()) as conn:
                 conn.execute(statement, params)
             return True
         except Exception as exc:  # recording must never fail the job

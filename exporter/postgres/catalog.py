@@ -64,7 +64,7 @@ class CatalogCollector(Collector):
         return reason
 
     def sql(self, ctx: Context) -> str:
-        limit = int(getattr(ctx.options, "table_limit", 1000) or 1000)
+        limit = ctx.options.table_limit
         return ";\n".join(q.sql.replace("{table_limit}", str(limit)) for q in self.plan(ctx.server.version))
 
     def documented(self) -> list[tuple[str, str, tuple, str]]:

@@ -1,9 +1,18 @@
 """One long-lived psycopg connection per target and database, with reconnect backoff, and a
 client-side bound on every call.
 
-The monitoring session is set up so it can never hurt the server: autocommit (no transaction is
-ever held open), read-only, ``application_name=dbperf``, ``jit=off``, a ``lock_timeout`` and a
-``statement_timeout`` that follows each collector's timeout.
+The monitoring session is opened by :func:`exporter.postgres.session.open_session` and set up so
+it can never hurt the server: autocommit (no transaction is ever held open), read-only,
+``application_name=dbperf``, ``jit=off``, a ``lock_timeout`` and a ``statement_timeout``. How a
+kind of server's sessions are set up is its :class:`Flavour` (PgBouncer's admin console takes no
+``SET`` at all).
+
+The statement timeout: a connection made with ``statement_timeout=`` (what the scrape engine
+does: the largest timeout of the collectors that use the session) sets it once, at connect, and
+bounds each query at its own, shorter timeout on the client side (the watchdog's cancel), so that
+a scrape sends no ``SET`` (each would be a statement in ``pg_stat_statements``, and a round trip);
+the server's timeout stays as the safety net. Without it the session's timeout follows each
+query's (a ``SET`` whenever it changes).
 
 No call blocks its caller past its deadline, whatever the server does (a frozen backend, a
 frozen postmaster, a cancel that never returns, a TCP connection that hangs):
@@ -30,17 +39,37 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-import psycopg
-from psycopg.conninfo import make_conninfo
+from dataclasses import dataclass
 
-from exporter.postgres.sqlmark import batch, mark
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from exporter.postgres.session import ConnectError, open_session, session_conninfo, settings_sql
+from exporter.postgres.sqlmark import mark
 from exporter.secrets import describe_dsn, password_of, scrub
+
+__all__ = ["Backoff", "Busy", "ConnectError", "Connection", "DeadlineExceeded", "Flavour", "POSTGRES", "Watchdog",
+           "open_session", "session_conninfo", "shutdown_socket"]
 
 MAX_BACKOFF = 8.0
 CANCEL_GRACE = 0.5    # seconds a cancel gets, after a deadline, before the socket is shut down
 CANCEL_TIMEOUT = 2.0  # a cancel request's own bound (its thread ends by then)
 HUNG_AFTER = 1.0      # a server that has not answered this long after the statement timeout hangs
-SETUP_SQL = batch(["SET jit = off", "SET lock_timeout = {lock}", "SET default_transaction_read_only = on"])
+LOCK_TIMEOUT_MS = 1000
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """How the sessions of one kind of server are opened and bounded."""
+
+    settings: tuple = ()            # SET after connecting, in one round trip
+    statement_timeout: bool = True  # the server bounds statements (SET statement_timeout); else the
+                                    # client alone does, and each query is sent exactly as given
+    default_dbname: str | None = None  # the database when neither the DSN nor the caller names one
+
+
+POSTGRES = Flavour(settings=("jit = off", f"lock_timeout = {LOCK_TIMEOUT_MS}", "default_transaction_read_only = on"))
+SETUP_SQL = settings_sql(POSTGRES.settings)  # what a PostgreSQL session sets (plus its statement_timeout)
 
 
 class Backoff:
@@ -64,10 +93,6 @@ class Backoff:
 
     def succeeded(self) -> None:
         self._delay = 0.0
-
-
-class ConnectError(RuntimeError):
-    """The database cannot be reached now; the message is scrubbed of passwords."""
 
 
 class Busy(RuntimeError):
@@ -147,11 +172,11 @@ class Watchdog:
                     pass
 
 
-def session_conninfo(dsn: str, dbname: str | None, connect_timeout: float) -> str:
-    extra = {"application_name": "dbperf", "connect_timeout": max(1, math.ceil(connect_timeout))}
-    if dbname is not None:
-        extra["dbname"] = dbname
-    return make_conninfo(dsn, **extra)
+_SET_PREFIX = "SET statement_timeout = "
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def shutdown_socket(sock: socket.socket | None) -> None:
@@ -171,6 +196,7 @@ class _Session:
     def __init__(self, conn: psycopg.Connection):
         self.conn = conn
         self.sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        self.timeout_ms: int | None = None  # the session's statement_timeout, None: unknown
 
     def close(self) -> None:
         try:
@@ -198,20 +224,30 @@ class _Run:
 
 
 class Connection:
-    """A lazily (re)connected session. ``query`` runs a batch of statements in one round trip."""
+    """A lazily (re)connected session. ``query`` runs a batch of statements in one round trip.
 
-    LOCK_TIMEOUT_MS = 1000
+    ``flavour``: how the server's sessions are set up (:data:`POSTGRES` by default);
+    ``statement_timeout``: the session's statement timeout in seconds, set once at connect (see
+    the module's docstring); None: it follows each query's timeout."""
+
+    LOCK_TIMEOUT_MS = LOCK_TIMEOUT_MS
 
     def __init__(self, dsn: str, dbname: str | None = None, connect_timeout: float = 3.0,
-                 watchdog: Watchdog | None = None):
-        self._conninfo = session_conninfo(dsn, dbname, connect_timeout)
+                 watchdog: Watchdog | None = None, *, flavour: Flavour = POSTGRES,
+                 statement_timeout: float | None = None):
+        if dbname is None and flavour.default_dbname and not conninfo_to_dict(dsn).get("dbname"):
+            dbname = flavour.default_dbname
+        self._dsn = dsn
         self._password = password_of(dsn)
-        self.description = describe_dsn(self._conninfo)
+        self.description = describe_dsn(session_conninfo(dsn, dbname, connect_timeout))
         self.dbname = dbname
+        self.flavour = flavour
+        self._connect_timeout = connect_timeout
         self.connect_timeout = max(2.0, math.ceil(connect_timeout))  # what psycopg applies
+        self._session_timeout_ms = (None if statement_timeout is None or not flavour.statement_timeout
+                                    else _ms(statement_timeout))
         self._session: _Session | None = None
         self._pending: Future | None = None   # a connect running in its thread
-        self._timeout_ms: int | None = None
         self._lock = threading.Lock()
         self._cancel_lock = threading.Lock()
         self._canceller: threading.Thread | None = None
@@ -221,6 +257,7 @@ class Connection:
         self.connects = 0  # successful connects, for tests and self-metrics
         self.queries = 0   # statements sent, for the benchmark
         self.overruns = 0  # calls that hit their deadline
+        self.sets = 0      # SET statement_timeout sent after the connect (none in steady state)
 
     @contextlib.contextmanager
     def within(self, when: float):
@@ -248,24 +285,31 @@ class Connection:
         return s.conn.info.backend_pid if s is not None and not s.conn.closed else None
 
     # -- connecting ------------------------------------------------------------------------
+    def _setup(self) -> tuple[str, ...]:
+        settings = self.flavour.settings
+        if self._session_timeout_ms is not None:
+            settings += (f"statement_timeout = {self._session_timeout_ms}",)
+        return settings
+
     def _connect_in_thread(self, pending: Future) -> None:
         started = time.monotonic()
+        made: list[_Session] = []
+
+        def setup(conn, sql: str) -> None:  # bounded like any query: a server may hang right after the connect
+            made.append(_Session(conn))
+            self._bounded(made[0], sql, self.connect_timeout, started + self.connect_timeout, set_timeout=False)
+
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, prepare_threshold=None)
+            conn = open_session(self._dsn, dbname=self.dbname, connect_timeout=self._connect_timeout,
+                                settings=self._setup(), setup=setup)
         except Exception as exc:
+            for session in made:
+                session.close()
             self._backoff.failed()
-            pending.set_exception(ConnectError(self.scrub(f"cannot connect to {self.description}: {exc}")))
+            pending.set_exception(exc if isinstance(exc, ConnectError) else ConnectError(self.scrub(str(exc))))
             return
-        session = _Session(conn)
-        try:
-            self._bounded(session, SETUP_SQL.format(lock=self.LOCK_TIMEOUT_MS), self.connect_timeout,
-                          started + self.connect_timeout, set_timeout=False)
-        except Exception as exc:
-            session.close()
-            self._backoff.failed()
-            pending.set_exception(ConnectError(self.scrub(f"cannot set up the session on {self.description}: "
-                                                          f"{' '.join(str(exc).split())}")))
-            return
+        session = made[0] if made else _Session(conn)
+        session.timeout_ms = self._session_timeout_ms
         self._backoff.succeeded()
         pending.set_result(session)
 
@@ -288,7 +332,6 @@ class Connection:
             raise
         self._pending = None
         self.connects += 1
-        self._timeout_ms = None
         return session
 
     # -- querying --------------------------------------------------------------------------
@@ -297,8 +340,9 @@ class Connection:
         trip and return a list of ``(column_names, rows)``, one per statement that returns rows.
 
         The query is cancelled at ``deadline`` (a ``time.monotonic()`` time; by default the one
-        this thread set with :meth:`within`), or ``timeout + HUNG_AFTER`` after it was sent when
-        that is earlier; a server that does not answer the cancel has the socket shut down
+        this thread set with :meth:`within`), or ``timeout`` after it was sent when that is earlier
+        (``timeout + HUNG_AFTER`` when the session's statement timeout is that same one, so the
+        server's own cancel comes first); a server that does not answer the cancel has the socket shut down
         :data:`CANCEL_GRACE` later, so the call never blocks longer, whatever the server does.
         A connect is waited for until ``deadline`` only.
 
@@ -326,7 +370,7 @@ class Connection:
                     self._session = self._connect(deadline)
                 session = self._session
                 try:
-                    return self._bounded(session, sql, timeout, min(deadline, time.monotonic() + timeout + HUNG_AFTER))
+                    return self._bounded(session, sql, timeout, deadline)
                 except DeadlineExceeded:
                     raise
                 except psycopg.OperationalError:
@@ -340,20 +384,29 @@ class Connection:
             self._lock.release()
 
     def _bounded(self, session: _Session, sql: str, timeout: float, deadline: float, set_timeout: bool = True):
-        """Run ``sql`` on ``session`` under an alarm at ``deadline``: cancel, then shut down."""
+        """Run ``sql`` on ``session`` under an alarm at ``deadline``, or at its ``timeout`` when
+        that is earlier: cancel, then shut down. When the server bounds the query at that same
+        timeout, the alarm waits :data:`HUNG_AFTER` more (the server's own cancel comes first)."""
+        ms = _ms(timeout)
+        sql = self._with_timeout(session, sql, ms) if set_timeout else sql
+        server_bounds = not set_timeout or session.timeout_ms == ms
+        over = time.monotonic() + timeout + (HUNG_AFTER if server_bounds else 0.0)
         run = _Run(session)
-        alarm = self._watchdog.arm(deadline, lambda: self._on_deadline(run))
+        alarm = self._watchdog.arm(min(deadline, over), lambda: self._on_deadline(run))
         try:
-            return self._run(session.conn, sql, timeout) if set_timeout else self._run_plain(session.conn, sql)
+            results = self._run_plain(session.conn, sql)
         except psycopg.Error as exc:
+            if set_timeout and session.timeout_ms is not None and sql.startswith(_SET_PREFIX):
+                session.timeout_ms = None  # the SET may or may not have gone through
             if not (run.cancelled or run.severed):
                 raise
             self.overruns += 1
             # the cancel reached this query (it failed with QueryCanceled): the session is fine
             run.consumed = isinstance(exc, psycopg.errors.QueryCanceled) and not run.severed
             how = "its socket was shut down" if run.severed else "it was cancelled"
-            raise DeadlineExceeded(f"query on {self.description} did not finish before the deadline; "
-                                   f"{how}") from None
+            what = (f"ran past its timeout of {timeout:g}s" if over < deadline
+                    else "did not finish before the deadline")
+            raise DeadlineExceeded(f"query on {self.description} {what}; {how}") from None
         finally:
             alarm.cancel()
             with run.lock:
@@ -362,6 +415,7 @@ class Connection:
                 # broken off, or it ended on its own just as the cancel went out (which may then
                 # reach a later statement): this session is not used again
                 self.close_locked()
+        return results
 
     def _on_deadline(self, run: _Run) -> None:
         """In the watchdog's thread: the call outlived its deadline."""
@@ -396,14 +450,22 @@ class Connection:
         except Exception:
             pass
 
-    def _run(self, conn: psycopg.Connection, sql: str, timeout: float):
-        timeout_ms = max(1, int(timeout * 1000))
-        if timeout_ms != self._timeout_ms:
-            sql = f"{mark(f'SET statement_timeout = {timeout_ms}')};\n{sql}"
-        self._timeout_ms = None  # unknown until the batch succeeds
-        results = self._run_plain(conn, sql)
-        self._timeout_ms = timeout_ms
-        return results
+    def _with_timeout(self, session: _Session, sql: str, ms: int) -> str:
+        """``sql``, prefixed with a ``SET statement_timeout`` when the session's does not bound it:
+        never for a flavour without one; with a session timeout set at connect, only for a query
+        whose timeout is longer (the session then keeps the longer one); else whenever it changes."""
+        if not self.flavour.statement_timeout:
+            return sql
+        current = session.timeout_ms
+        if self._session_timeout_ms is not None:
+            if current is not None and ms <= current:
+                return sql
+            ms = max(ms, current or 0, self._session_timeout_ms)
+        elif current == ms:
+            return sql
+        self.sets += 1
+        session.timeout_ms = ms
+        return f"{mark(f'{_SET_PREFIX}{ms}')};\n{sql}"
 
     def _run_plain(self, conn: psycopg.Connection, sql: str):
         results = []
@@ -421,7 +483,6 @@ class Connection:
         if self._session is not None:
             self._session.close()
         self._session = None
-        self._timeout_ms = None
 
     def close(self) -> None:
         """Close the session (the next query opens a new one); a query still running on it is

@@ -18,10 +18,9 @@ dbperf's own session is left out. Every connectable database gets a series (0 wh
 from __future__ import annotations
 
 from exporter.collector import CLUSTER, Collector, Context
+from exporter.config import StatementsOptions
 from exporter.metrics import Family
 from exporter.postgres.sqlmark import batch
-
-DEFAULT_SLOW_THRESHOLD = 1.0
 
 SQL = """SELECT d.datname,
   count(a.pid) FILTER (WHERE a.state = 'active' AND clock_timestamp() - a.query_start > make_interval(secs => {threshold})) AS slow,
@@ -66,10 +65,8 @@ class LiveQueriesCollector(Collector):
 
     @staticmethod
     def options(ctx: Context) -> tuple[float, bool]:
-        opts = getattr(ctx.options, "statements", None) or {}
-        threshold = opts.get("slow_threshold")
-        return (DEFAULT_SLOW_THRESHOLD if threshold is None else float(threshold),
-                bool(opts.get("slowest_query_info", False)))
+        opts = getattr(ctx.options, "statements", None) or StatementsOptions()
+        return opts.slow_threshold, opts.slowest_query_info
 
     def sql(self, ctx: Context) -> str:
         threshold, slowest = self.options(ctx)

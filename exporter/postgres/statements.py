@@ -75,7 +75,8 @@ Workload latency histogram (``pg_statement_duration_seconds{datname}``)
     in this process (they start at 0 when dbperf starts, as Prometheus expects of counters). A
     statement whose calls went down (reset, or deallocated and back) counts its current values
     as new, never a negative amount; a statement first seen after the first read counts all its
-    calls. The single collector instance serves every target, so all state is kept per target.
+    calls. Each target has its own collector object (``exporter.registry.collectors_for``), which
+    keeps that state itself (:attr:`StatementsCollector.state`).
 
 Metric names
     ``pg_stat_statements_seconds_total`` is the execution time under postgres_exporter's name, so
@@ -93,6 +94,7 @@ from dataclasses import dataclass, field
 
 from exporter.advisor import quote_ident
 from exporter.collector import CLUSTER, Collector, Context
+from exporter.config import StatementsOptions
 from exporter.instrument.redact import redact
 from exporter.metrics import Family, pairs_formatter
 from exporter.postgres.privileges import role_of
@@ -100,8 +102,6 @@ from exporter.postgres.sqlmark import MARK, batch, mark, sql_literal
 
 LOG = logging.getLogger("dbperf.statements")
 
-DEFAULTS = {"limit": 50, "rank_by": "total_time", "sticky": 600.0, "query_text": False,
-            "query_text_length": 120, "query_text_ttl": 3600.0}
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -344,8 +344,7 @@ class StatementsCollector(Collector):
                  "fails with a message saying how to enable it.",
             families=tuple(f.name for f in self.describe()))
         self.clock = clock
-        self._states: dict[str, TargetState] = {}
-        self._states_lock = threading.Lock()
+        self.state = TargetState()  # what this target's collector remembers between reads
 
     # -- description ---------------------------------------------------------------------
     @staticmethod
@@ -366,18 +365,9 @@ class StatementsCollector(Collector):
                           ("datname",)))
         return out
 
-    def state(self, target: str) -> TargetState:
-        with self._states_lock:
-            state = self._states.get(target)
-            if state is None:
-                state = self._states[target] = TargetState()
-            return state
-
     @staticmethod
-    def options(ctx: Context) -> dict:
-        out = dict(DEFAULTS)
-        out.update(getattr(ctx.options, "statements", None) or {})
-        return out
+    def options(ctx: Context) -> StatementsOptions:
+        return getattr(ctx.options, "statements", None) or StatementsOptions()
 
     # -- collecting ----------------------------------------------------------------------
     def sql(self, version: int, api: tuple | None = None) -> str:
@@ -415,7 +405,7 @@ class StatementsCollector(Collector):
         track_planning, block_size = settings[0]
         info = results[2][1] if len(results) > 2 else None
         opts = self.options(ctx)
-        state = self.state(ctx.target)
+        state = self.state
         with state.lock:
             # one lookup of every statement's previous read, shared by the ranking and the histogram
             keys = [row[:3] for row in rows]  # (dbid, userid, queryid)
@@ -429,7 +419,7 @@ class StatementsCollector(Collector):
             self._histograms(rows, befores, state, first)
             self._forget_databases(state, rows, ctx.server.databases)
             families.append(self._histogram_family(state))
-            if opts["query_text"]:
+            if opts.query_text:
                 families.append(self._texts(conn, ctx, timeout, state, families[0], rows, opts))
             else:
                 state.texts.clear()
@@ -444,11 +434,11 @@ class StatementsCollector(Collector):
                                    samples=[("", (), reset or 0)]))
         return families
 
-    def select(self, rows: list, keys: list, befores: list, present, opts: dict, state: TargetState) -> set:
+    def select(self, rows: list, keys: list, befores: list, present, opts: StatementsOptions, state: TargetState) -> set:
         """Keys of the statements to expose: per database, the top N and the sticky ones, among the
         ordinary statements (those in ``state.excluded`` go to the pseudo rows)."""
         now = self.clock()
-        limit, sticky, rank_by = int(opts["limit"]), float(opts["sticky"]), opts["rank_by"]
+        limit, sticky, rank_by = opts.limit, opts.sticky, opts.rank_by
         excluded, members = state.excluded, state.members
         by_db: dict = {}
         zero = [0] * len(rows[0]) if rows else []
@@ -636,7 +626,7 @@ class StatementsCollector(Collector):
         for dbid, _, queryid in state.chosen:  # the statements shown in this scrape
             wanted.add((dbid, queryid))
         now = self.clock()
-        stale = now - state.texts_at >= float(opts["query_text_ttl"])
+        stale = now - state.texts_at >= opts.query_text_ttl
         if stale:
             state.textless.clear()
         missing = {key for key in wanted if key not in state.texts and key not in state.textless}
@@ -645,7 +635,7 @@ class StatementsCollector(Collector):
             ids = ",".join(sorted({queryid for _, queryid in fetch if _INTEGER.fullmatch(queryid)}))
             sql = (TEXT_SQL if api_version(ctx.server) >= (1, 9) else TEXT_SQL_PG13).format(ids=ids)
             (_, text_rows), = conn.query(sql, timeout)
-            length = int(opts["query_text_length"])
+            length = opts.query_text_length
             if stale:
                 state.texts.clear()
                 state.texts_at = now

@@ -1,0 +1,77 @@
+"""A target's settings as typed, immutable objects, with their defaults written once here.
+
+:mod:`exporter.config` builds them from the file (and checks every value); collectors read them
+from their context (``ctx.options`` is the :class:`Target`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    enabled: bool | None  # None: the collector's own default
+    timeout: float | None = None  # seconds; None = the collector's default
+    ttl: float | None = None      # seconds; None = the collector's default
+
+
+# the admin databases of managed services (RDS/Aurora, Cloud SQL, Azure), which refuse connections:
+# never discovered unless databases.include names them (docs/managed-services.md)
+MANAGED_ADMIN_DATABASES = frozenset({"rdsadmin", "cloudsqladmin", "azure_maintenance", "azure_sys"})
+
+
+@dataclass(frozen=True)
+class Databases:
+    discover: bool = True
+    include: re.Pattern = re.compile(".*")
+    exclude: re.Pattern = re.compile("^$")
+
+    def wanted(self, datname: str) -> bool:
+        if datname in MANAGED_ADMIN_DATABASES and self.include.pattern == ".*":
+            return False
+        return bool(self.include.fullmatch(datname)) and not self.exclude.fullmatch(datname)
+
+
+RANK_BY = ("total_time", "calls", "mean_time", "rows", "io_time")
+
+
+@dataclass(frozen=True)
+class StatementsOptions:
+    """``statements:`` of a target (the statements and live_queries collectors), validated once
+    by :func:`_statements`; the defaults are written here only."""
+
+    limit: int = 50                  # statements exposed per database (top N by rank_by)
+    rank_by: str = "total_time"      # one of RANK_BY
+    sticky: float = 600.0            # seconds a statement stays exposed after leaving the top N
+    query_text: bool = False         # serve pg_stat_statements_query_info
+    query_text_length: int = 120     # characters of query text
+    query_text_ttl: float = 3600.0   # seconds between reads of the texts
+    slow_threshold: float = 1.0      # seconds: pg_stat_activity_slow_queries counts longer ones
+    slowest_query_info: bool = False  # serve pg_stat_activity_slowest_query_info
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    dsn: str = field(repr=False)  # holds the password: never log it, use exporter.secrets.describe_dsn
+    databases: Databases = Databases()
+    collectors: dict = field(default_factory=dict)  # name -> CollectorSettings (only the overridden)
+    max_connections: int = 4
+    table_limit: int = 1000
+    connect_timeout: float = 3.0
+    statements: StatementsOptions = StatementsOptions()  # options of the statements and live_queries collectors
+    pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
+    kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)
+    dsn_from: str = ""      # where the DSN comes from when not inline: "environment variable PG_DSN", "file ..."
+    # set (one line: file, key, target, reason) when the DSN's secret was absent and the config was
+    # parsed with secrets=False (check-config): dsn is then "" and the target cannot be connected to
+    dsn_missing: str = ""
+
+    def collector(self, name: str, enabled_by_default: bool) -> CollectorSettings:
+        settings = self.collectors.get(name)
+        if settings is None:
+            return CollectorSettings(enabled=enabled_by_default)
+        if settings.enabled is None:  # only ttl/timeout were set: keep the default on/off
+            return replace(settings, enabled=enabled_by_default)
+        return settings
