@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from exporter.collector import CLUSTER, Collector, ServerInfo
+from exporter.collector import CLUSTER, DATABASE, Collector, ServerInfo
 from exporter.config import Target
 from exporter.metrics import Family
-from exporter.scrape import CACHED, MIN_TIME_LEFT, RUN, SKIP, STALE, CacheEntry, Job, TargetScraper, plan_run
+from exporter.scrape import (CACHED, MIN_TIME_LEFT, RUN, SKIP, STALE, CacheEntry, Job, TargetScraper, plan_run,
+                             spread_lifetime)
 from exporter.singleflight import SingleFlight
 
 pytestmark = pytest.mark.fast
@@ -79,7 +80,11 @@ ENTRY = CacheEntry(rendered=None, at=100.0, duration=1.0)
 
 @pytest.mark.parametrize("entry, ttl, now, remaining, last, optional, decision", [
     (ENTRY, 30, 110, 5, 1, True, CACHED),      # younger than its ttl
-    (ENTRY, 30, 129.9, 0, 1, True, CACHED),    # ... even with no time left
+    (ENTRY, 30, 128.9, 0, 1, True, CACHED),    # ... even with no time left
+    (ENTRY, 30, 129.1, 5, 1, True, RUN),       # due within EARLY: refreshed in this scrape, not the next
+    (ENTRY, 5, 104.6, 5, 1, True, RUN),        # EARLY is at most a tenth of the ttl
+    (ENTRY, 5, 104.4, 5, 1, True, CACHED),
+    (CacheEntry(None, 100.0, 1.0, lifetime=12.0), 30, 111.5, 5, 1, True, RUN),  # a spread first lifetime
     (ENTRY, 30, 130, 5, 1, True, RUN),         # expired
     (ENTRY, 0, 101, 5, 1, True, RUN),          # ttl 0: never cached
     (None, 30, 110, 5, 1, True, RUN),
@@ -221,3 +226,39 @@ def test_single_flight_without_fallback_times_out():
             flight.run(lambda: None, wait=0.01)
     finally:
         release.set()
+
+
+def test_database_refreshes_are_spread_over_the_ttl(clock, make):
+    """30 databases, a 30 s TTL, a scrape every 15 s: after the first scrape (which runs every
+    database) about half of the databases refresh in each scrape, never all in one; each database
+    is still refreshed every TTL (never served older than its ttl)."""
+    c = computed(clock, "tables", takes=0.0)
+    c.scope = DATABASE
+    scraper = make(c)
+    databases = [f"db{i}" for i in range(30)]
+    per_scrape, last = [], {}
+    for n in range(41):  # 10 minutes
+        before = c.runs
+        for d in databases:
+            outcome = scraper._run_collector(c, Job(d, scraper.main, [c]), SERVER, 30.0, 2.0, clock() + 10)
+            assert outcome.success and outcome.cache_age < 30
+            if outcome.cache_age == 0:
+                last[d] = clock()
+        per_scrape.append(c.runs - before)
+        clock.now += 15
+    assert per_scrape[0] == 30
+    assert max(per_scrape[2:]) <= 20 and min(per_scrape[2:]) >= 10, per_scrape
+    # no more refreshes than one per database per TTL once spread (plus the first early ones)
+    assert abs(sum(per_scrape[2:]) - 15 * len(per_scrape[2:])) <= 2, per_scrape
+
+
+@pytest.mark.parametrize("datname, ttl", [("", 30.0), ("db", 0.0)])
+def test_cluster_collectors_and_uncached_ones_are_not_spread(datname, ttl):
+    assert spread_lifetime(ttl, datname) == ttl
+
+
+def test_spread_lifetime_is_stable_and_within_the_ttl():
+    values = [spread_lifetime(300.0, f"db{i}") for i in range(200)]
+    assert values == [spread_lifetime(300.0, f"db{i}") for i in range(200)]
+    assert all(0 < v <= 300 for v in values)
+    assert min(values) < 30 and max(values) > 270  # spread over the whole TTL
