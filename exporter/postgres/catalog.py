@@ -110,7 +110,14 @@ def _flat(items) -> list:
     return out
 
 
-def _query(name: str, i: int, raw: dict) -> QuerySpec:
+def _splice(sql: str, fragments: dict) -> str:
+    """``{name}`` of a fragment (the catalog's ``fragments:``) replaced by its text."""
+    for key, text in fragments.items():
+        sql = sql.replace("{" + key + "}", text.strip())
+    return sql
+
+
+def _query(name: str, i: int, raw: dict, fragments: dict | None = None) -> QuerySpec:
     where = f"{CATALOG.name}: collectors.{name}.queries[{i}]"
     labels = tuple(raw.get("labels", ()))
     metrics = []
@@ -123,15 +130,16 @@ def _query(name: str, i: int, raw: dict) -> QuerySpec:
         metrics.append(MetricSpec(name=m["name"], type=m["type"], help=m["help"], column=m.get("column"),
                                   value=float(m.get("value", 1)), labels=mlabels))
     # every statement dbperf sends carries its marker (exporter.postgres.sqlmark), set here once
-    return QuerySpec(sql=mark(raw["sql"]), labels=labels, metrics=tuple(metrics),
+    return QuerySpec(sql=mark(_splice(raw["sql"], fragments or {})), labels=labels, metrics=tuple(metrics),
                      min_version=int(raw.get("min_version", 0)), max_version=raw.get("max_version"))
 
 
 @functools.cache
 def load() -> tuple[CatalogCollector, ...]:
     data = yaml.safe_load(CATALOG.read_text())
+    fragments = data.get("fragments") or {}
     out = []
     for name, spec in data["collectors"].items():
-        queries = tuple(_query(name, i, q) for i, q in enumerate(spec["queries"]))
+        queries = tuple(_query(name, i, q, fragments) for i, q in enumerate(spec["queries"]))
         out.append(CatalogCollector(name, spec, queries))
     return tuple(out)
