@@ -170,6 +170,24 @@ class ServerSide:
     def __init__(self, admin_dsn: str, role: str):
         self.conn = psycopg.connect(admin_dsn, autocommit=True, application_name="bench_admin")
         self.role = role
+        self.own_pid = self.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        self.postmaster = psutil.Process(self.own_pid).parent()
+
+    def cluster_cpu(self) -> float:
+        """CPU seconds the whole cluster used so far, this sampling session's backend left out:
+        the postmaster, its live children and, through the postmaster's children times, the
+        children that exited (a session opened and closed between two samples, with its
+        connection setup, is counted; pg_stat_statements sees neither)."""
+        live = 0.0
+        for child in self.postmaster.children():
+            if child.pid != self.own_pid:
+                try:
+                    t = child.cpu_times()
+                    live += t.user + t.system
+                except psutil.Error:
+                    pass
+        t = self.postmaster.cpu_times()
+        return live + t.user + t.system + t.children_user + t.children_system
 
     def sample(self):
         exec_ms, calls = self.conn.execute(
@@ -188,7 +206,7 @@ class ServerSide:
                 cpu += t.user + t.system
             except psutil.Error:
                 pass
-        return exec_ms, frozenset(pids), cpu, calls
+        return exec_ms, frozenset(pids), cpu, calls, self.cluster_cpu()
 
     def top(self, before: dict, n: int, limit: int = 8) -> list:
         """The role's statements with the most execution time since ``before``, summed over the
@@ -210,6 +228,7 @@ class ServerSide:
         exec_ms = (after[0] - before[0]) / n
         cpu = (after[2] - before[2]) / n if before[1] == after[1] and before[1] else None
         ServerSide.last_calls = (after[3] - before[3]) / n  # statements pg_stat_statements saw, per scrape
+        ServerSide.last_cluster_cpu_ms = (after[4] - before[4]) / n * 1000  # the whole cluster's CPU, per scrape
         return exec_ms, cpu
 
     def close(self):
@@ -312,7 +331,8 @@ def child_probe(spec):
     exec_ms, backend_cpu = ServerSide.delta(before, after, spec["scrapes"])
     result = summarise(walls, cpus, stats, {
         "first_ms": first * 1000, "sql": (q1 - q0) / spec["scrapes"], "server_exec_ms": exec_ms, "families": top,
-        "server_calls": ServerSide.last_calls, "top_statements": side.top(per_query, spec["scrapes"]),
+        "server_calls": ServerSide.last_calls, "cluster_cpu_ms": ServerSide.last_cluster_cpu_ms,
+        "top_statements": side.top(per_query, spec["scrapes"]),
         "backend_cpu_ms": None if backend_cpu is None else backend_cpu * 1000,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     exporter.close()
@@ -360,7 +380,8 @@ def child_window(spec):
     exec_ms, backend_cpu = ServerSide.delta(before, last, n)
     result = summarise(walls, cpus, stats, {
         "first_ms": first * 1000, "sql": (sql_queries(exporter) - q0) / n, "server_exec_ms": exec_ms,
-        "server_calls": ServerSide.last_calls, "top_statements": side.top(per_query, n),
+        "server_calls": ServerSide.last_calls, "cluster_cpu_ms": ServerSide.last_cluster_cpu_ms,
+        "top_statements": side.top(per_query, n),
         "backend_cpu_ms": None if backend_cpu is None else backend_cpu * 1000,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "window": {"interval": spec["interval"], "seconds": spec["window"], "scrapes": n,
@@ -539,6 +560,7 @@ def child_floor(spec):
         results[variant] = {
             "scrapes": len(walls), "median_ms": statistics.median(walls) * 1000, "p90_ms": p90(walls) * 1000,
             "cpu_ms": statistics.mean(cpus) * 1000, "server_exec_ms": exec_ms, "server_calls": ServerSide.last_calls,
+            "cluster_cpu_ms": ServerSide.last_cluster_cpu_ms,
             "backend_cpu_ms": None if backend_cpu is None else backend_cpu * 1000,
             "sql": sum(1 + s.count(";") for sqls in plan.values() for s in sqls),
             "note": f"SQL of code collectors captured from their second run: {', '.join(captured)}"
@@ -601,6 +623,7 @@ def http_scrapes(url, pid, n, side: ServerSide | None, timeout):
     if side:
         extra["server_exec_ms"], cpu = ServerSide.delta(before, side.sample(), n)
         extra["server_calls"] = ServerSide.last_calls
+        extra["cluster_cpu_ms"] = ServerSide.last_cluster_cpu_ms
         extra["backend_cpu_ms"] = None if cpu is None else cpu * 1000
     return walls, cpus, stats, extra
 
@@ -638,6 +661,7 @@ def measure_http(spec):
     return summarise(walls, cpus, stats, {
         "first_ms": first * 1000, "sql": (end["sql"] - q0) / spec["scrapes"], "server_exec_ms": exec_ms,
         "families": families(body), "server_calls": ServerSide.last_calls,
+        "cluster_cpu_ms": ServerSide.last_cluster_cpu_ms,
         "backend_cpu_ms": None if backend_cpu is None else backend_cpu * 1000,
         "peak_rss_mb": end["peak_rss_mb"]})
 
@@ -728,7 +752,8 @@ def run_scale(scale, args, log):
                 log(f"  dbperf {mode} /probe in-process")
                 rows[f"dbperf {mode}"] = run_child({**base, "mode": mode})
             log(f"  dbperf default over {args.window:g} s at a {args.interval:g} s interval (simulated clock)")
-            rows[f"dbperf default, {args.window / 60:g} min at {args.interval:g} s"] = run_child({**base, "mode": "window", "window": args.window, "interval": args.interval})
+            rows[f"dbperf default, {args.window / 60:g} min at {args.interval:g} s"] = run_child(
+                {**base, "mode": "window", "window": args.window, "interval": args.interval})
             if not args.dbcost:
                 log("  dbperf default, database-scope collectors off")
                 rows["dbperf default, no database-scope collectors"] = run_child({**base, "mode": "default-nodb"})
@@ -768,38 +793,36 @@ def db_cost(rows) -> list[str]:
     """The database's cost per scrape: cold, cached, averaged over the simulated window, against
     the floor and postgres_exporter (which caches nothing: each of its scrapes costs the same), and
     the issue's two targets."""
-    get = lambda name: rows.get(name) if name in rows and "error" not in rows[name] else None  # noqa: E731
-    cold, cached, floor, pgexp = get("dbperf cold"), get("dbperf default"), get(FLOOR_ROW), get(PGEXP_ROW)
+    get = lambda name: rows[name] if name in rows and "error" not in rows[name] else None  # noqa: E731
+    cold, floor, pgexp = get("dbperf cold"), get(FLOOR_ROW), get(PGEXP_ROW)
     name, window = next(((n, m) for n, m in rows.items() if m.get("window")), (None, None))
     if not (cold and window):
         return []
     w = window["window"]
-    execs = w["exec_ms"]
-    f_ms = floor["server_exec_ms"] if floor else None
-    p_ms = pgexp["server_exec_ms"] if pgexp else None
-    out = ["Database cost: server exec ms per scrape (pg_stat_statements of each exporter's role; dbperf runs up to "
-           "`max_connections` databases at once, so its figures are upper bounds on a machine with few CPUs):", "",
-           "| | server exec ms per scrape | x floor | x postgres_exporter |", "|---|---:|---:|---:|",
-           f"| dbperf cold (every TTL 0) | {fmt(cold['server_exec_ms'])} | {ratio(cold['server_exec_ms'], f_ms)} | "
-           f"{ratio(cold['server_exec_ms'], p_ms)} |"]
-    if cached:
-        out.append(f"| dbperf default, a scrape served from the caches | {fmt(cached['server_exec_ms'])} | "
-                   f"{ratio(cached['server_exec_ms'], f_ms)} | {ratio(cached['server_exec_ms'], p_ms)} |")
-    out += [f"| **{name}: average of {w['scrapes']} scrapes** (DB cost over {w['seconds'] / 60:g} minutes) | "
-            f"**{fmt(window['server_exec_ms'])}** | {ratio(window['server_exec_ms'], f_ms)} | "
-            f"**{ratio(window['server_exec_ms'], p_ms)}** |",
-            f"| … median / p90 / largest scrape of those {w['scrapes']} | {fmt(statistics.median(execs))} / "
-            f"{fmt(p90(execs))} / {fmt(max(execs))} | | |"]
-    if floor:
-        out.append(f"| floor (same SQL as dbperf cold, open connections, one database after the other) | "
-                   f"{fmt(f_ms)} | 1.00x | {ratio(f_ms, p_ms)} |")
-    if pgexp:
-        out.append(f"| postgres_exporter (no cache: every scrape, so also its 15-minute average) | {fmt(p_ms)} | "
-                   f"{ratio(p_ms, f_ms)} | 1.00x |")
-    refreshed = w["refreshed"]
-    out += ["", f"Refreshes of cached collectors (one per collector and database) per scrape in the window: median "
-                f"{statistics.median(refreshed):g}, largest {max(refreshed)}, {sum(refreshed)} in all; scrapes above twice the median DB cost: "
-                f"{sum(1 for e in execs if e > 2 * statistics.median(execs))} of {len(execs)}.", ""]
+    execs, refreshed = w["exec_ms"], w["refreshed"]
+    f_ms, p_ms = (floor or {}).get("server_exec_ms"), (pgexp or {}).get("server_exec_ms")
+    lines = [("dbperf cold (every TTL 0)", cold), ("dbperf default, a scrape served from the caches",
+                                                  get("dbperf default")),
+             (f"**{name}: average of {w['scrapes']} scrapes** (the DB cost over {w['seconds'] / 60:g} minutes)",
+              window),
+             ("floor (the SQL of dbperf cold, open connections, one database after the other)", floor),
+             ("postgres_exporter (caches nothing: also its average over any period)", pgexp)]
+    out = ["Database cost per scrape: `server exec` is pg_stat_statements' execution time of the exporter's role "
+           "(a wall time: dbperf runs up to `max_connections` databases at once, and on few CPUs its backends wait "
+           "for each other, so its figures are upper bounds); `cluster CPU` is the CPU of every PostgreSQL "
+           "process of the cluster (sessions opened and closed during the row included, the sampling session "
+           "left out) while the row ran, per scrape.", "",
+           "| | server exec ms | x floor | x postgres_exporter | cluster CPU ms |", "|---|---:|---:|---:|---:|"]
+    for label, m in lines:
+        if m:
+            e = m["server_exec_ms"]
+            out.append(f"| {label} | {fmt(e)} | {ratio(e, f_ms)} | {ratio(e, p_ms)} | {fmt(m.get('cluster_cpu_ms'))} |")
+    median = statistics.median(execs)
+    out += ["", f"The {w['scrapes']} scrapes of the window, server exec ms: median {fmt(median)}, "
+                f"p90 {fmt(p90(execs))}, "
+                f"largest {fmt(max(execs))}; {sum(1 for e in execs if e > 2 * median)} above twice the median. "
+                f"Refreshes of cached collectors (one per collector and database): {sum(refreshed)} in all, median "
+                f"{statistics.median(refreshed):g} and at most {max(refreshed)} in one scrape.", ""]
     targets = [f"cold <= 2x floor: {ratio(cold['server_exec_ms'], f_ms)} "
                f"({'met' if f_ms and cold['server_exec_ms'] <= 2 * f_ms else 'not met'})"]
     if p_ms:
