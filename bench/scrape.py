@@ -49,6 +49,7 @@ COLS = ("id", "a", "b", "c", "d")
 SUBSETS = [c for n in range(1, len(COLS) + 1) for c in itertools.combinations(COLS, n)]  # 31
 PGEXP_BIN = "/usr/bin/prometheus-postgres-exporter"
 PGEXP_QUERIES = Path(__file__).with_name("pgexporter_queries.yaml")
+FLOOR_ROW, PGEXP_ROW = "floor: same SQL, open conns", "postgres_exporter /metrics HTTP"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +170,24 @@ class ServerSide:
     def __init__(self, admin_dsn: str, role: str):
         self.conn = psycopg.connect(admin_dsn, autocommit=True, application_name="bench_admin")
         self.role = role
+        self.own_pid = self.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        self.postmaster = psutil.Process(self.own_pid).parent()
+
+    def cluster_cpu(self) -> float:
+        """CPU seconds the whole cluster used so far, this sampling session's backend left out:
+        the postmaster, its live children and, through the postmaster's children times, the
+        children that exited (a session opened and closed between two samples, with its
+        connection setup, is counted; pg_stat_statements sees neither)."""
+        live = 0.0
+        for child in self.postmaster.children():
+            if child.pid != self.own_pid:
+                try:
+                    t = child.cpu_times()
+                    live += t.user + t.system
+                except psutil.Error:
+                    pass
+        t = self.postmaster.cpu_times()
+        return live + t.user + t.system + t.children_user + t.children_system
 
     def sample(self):
         exec_ms, calls = self.conn.execute(
@@ -187,7 +206,7 @@ class ServerSide:
                 cpu += t.user + t.system
             except psutil.Error:
                 pass
-        return exec_ms, frozenset(pids), cpu, calls
+        return exec_ms, frozenset(pids), cpu, calls, self.cluster_cpu()
 
     def top(self, before: dict, n: int, limit: int = 8) -> list:
         """The role's statements with the most execution time since ``before``, summed over the
@@ -209,6 +228,7 @@ class ServerSide:
         exec_ms = (after[0] - before[0]) / n
         cpu = (after[2] - before[2]) / n if before[1] == after[1] and before[1] else None
         ServerSide.last_calls = (after[3] - before[3]) / n  # statements pg_stat_statements saw, per scrape
+        ServerSide.last_cluster_cpu_ms = (after[4] - before[4]) / n * 1000  # the whole cluster's CPU, per scrape
         return exec_ms, cpu
 
     def close(self):
@@ -311,12 +331,76 @@ def child_probe(spec):
     exec_ms, backend_cpu = ServerSide.delta(before, after, spec["scrapes"])
     result = summarise(walls, cpus, stats, {
         "first_ms": first * 1000, "sql": (q1 - q0) / spec["scrapes"], "server_exec_ms": exec_ms, "families": top,
-        "server_calls": ServerSide.last_calls, "top_statements": side.top(per_query, spec["scrapes"]),
+        "server_calls": ServerSide.last_calls, "cluster_cpu_ms": ServerSide.last_cluster_cpu_ms,
+        "top_statements": side.top(per_query, spec["scrapes"]),
         "backend_cpu_ms": None if backend_cpu is None else backend_cpu * 1000,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     exporter.close()
     side.close()
     print(json.dumps(result))
+
+
+def child_window(spec):
+    """The shipped TTLs over a simulated quarter of an hour: after one warm-up scrape, one scrape
+    every ``interval`` seconds for ``window`` seconds on a clock that the benchmark moves forward
+    (TargetScraper's ``clock``: real time plus the simulated offset), so that the 30 s and 5 min
+    TTLs expire as they would while every query really runs. Per scrape: the growth of the
+    role's execution time in pg_stat_statements."""
+    from exporter.registry import all_collectors
+    from exporter.scrape import TargetScraper
+    from exporter.server import Exporter
+
+    config = dbperf_config({**spec, "mode": "default"})
+    exporter = Exporter(config)
+    offset = [0.0]
+    exporter.scrapers["bench"].close()
+    exporter.scrapers["bench"] = TargetScraper(config.targets[0], all_collectors(),
+                                               clock=lambda: time.monotonic() + offset[0])
+    cached = {c.name for c, ttl, _ in exporter.scrapers["bench"].enabled() if ttl > 0}
+    side = ServerSide(spec["admin_dsn"], DBPERF_ROLE)
+    t0 = time.perf_counter()
+    exporter.probe("bench", spec["budget"])
+    first = time.perf_counter() - t0
+    n = int(spec["window"] // spec["interval"])
+    q0, before = sql_queries(exporter), side.sample()
+    per_query, last = side.per_query, before
+    walls, cpus, stats, execs, refreshed = [], [], [], [], []
+    for i in range(n):
+        offset[0] += spec["interval"]
+        c, w = time.process_time(), time.perf_counter()
+        body = exporter.probe("bench", spec["budget"])
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+        stats.append(body_stats(body))
+        now = side.sample()
+        execs.append(now[0] - last[0])
+        last = now
+        refreshed.append(refreshes(body, cached))
+        del body
+    exec_ms, backend_cpu = ServerSide.delta(before, last, n)
+    result = summarise(walls, cpus, stats, {
+        "first_ms": first * 1000, "sql": (sql_queries(exporter) - q0) / n, "server_exec_ms": exec_ms,
+        "server_calls": ServerSide.last_calls, "cluster_cpu_ms": ServerSide.last_cluster_cpu_ms,
+        "top_statements": side.top(per_query, n),
+        "backend_cpu_ms": None if backend_cpu is None else backend_cpu * 1000,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "window": {"interval": spec["interval"], "seconds": spec["window"], "scrapes": n,
+                   "exec_ms": execs, "refreshed": refreshed}})
+    exporter.close()
+    side.close()
+    print(json.dumps(result))
+
+
+def refreshes(body: bytes, cached: set) -> int:
+    """Runs of collectors with a TTL (one per database for database-scope ones) that refreshed in
+    this scrape instead of being served from their cache (cache age 0)."""
+    n = 0
+    for line in body.split(b"\n"):
+        if line.startswith(b"dbperf_collector_cache_age_seconds{"):
+            labels, value = line.rsplit(b" ", 1)
+            name = labels.split(b'collector="', 1)[1].split(b'"', 1)[0].decode()
+            n += name in cached and float(value) == 0
+    return n
 
 
 def profile_scrape(exporter, budget, out):
@@ -476,6 +560,7 @@ def child_floor(spec):
         results[variant] = {
             "scrapes": len(walls), "median_ms": statistics.median(walls) * 1000, "p90_ms": p90(walls) * 1000,
             "cpu_ms": statistics.mean(cpus) * 1000, "server_exec_ms": exec_ms, "server_calls": ServerSide.last_calls,
+            "cluster_cpu_ms": ServerSide.last_cluster_cpu_ms,
             "backend_cpu_ms": None if backend_cpu is None else backend_cpu * 1000,
             "sql": sum(1 + s.count(";") for sqls in plan.values() for s in sqls),
             "note": f"SQL of code collectors captured from their second run: {', '.join(captured)}"
@@ -538,6 +623,7 @@ def http_scrapes(url, pid, n, side: ServerSide | None, timeout):
     if side:
         extra["server_exec_ms"], cpu = ServerSide.delta(before, side.sample(), n)
         extra["server_calls"] = ServerSide.last_calls
+        extra["cluster_cpu_ms"] = ServerSide.last_cluster_cpu_ms
         extra["backend_cpu_ms"] = None if cpu is None else cpu * 1000
     return walls, cpus, stats, extra
 
@@ -575,6 +661,7 @@ def measure_http(spec):
     return summarise(walls, cpus, stats, {
         "first_ms": first * 1000, "sql": (end["sql"] - q0) / spec["scrapes"], "server_exec_ms": exec_ms,
         "families": families(body), "server_calls": ServerSide.last_calls,
+        "cluster_cpu_ms": ServerSide.last_cluster_cpu_ms,
         "backend_cpu_ms": None if backend_cpu is None else backend_cpu * 1000,
         "peak_rss_mb": end["peak_rss_mb"]})
 
@@ -664,18 +751,23 @@ def run_scale(scale, args, log):
             for mode in ("cold", "default"):
                 log(f"  dbperf {mode} /probe in-process")
                 rows[f"dbperf {mode}"] = run_child({**base, "mode": mode})
-            log("  dbperf default, database-scope collectors off")
-            rows["dbperf default, no database-scope collectors"] = run_child({**base, "mode": "default-nodb"})
-            for mode in ("cold-http", "default-http"):
-                log(f"  dbperf {mode} /metrics")
-                rows[f"dbperf {mode.replace('-http', '')} /metrics HTTP"] = measure_http({**base, "mode": mode})
+            log(f"  dbperf default over {args.window:g} s at a {args.interval:g} s interval (simulated clock)")
+            rows[f"dbperf default, {args.window / 60:g} min at {args.interval:g} s"] = run_child(
+                {**base, "mode": "window", "window": args.window, "interval": args.interval})
+            if not args.dbcost:
+                log("  dbperf default, database-scope collectors off")
+                rows["dbperf default, no database-scope collectors"] = run_child({**base, "mode": "default-nodb"})
+                for mode in ("cold-http", "default-http"):
+                    log(f"  dbperf {mode} /metrics")
+                    rows[f"dbperf {mode.replace('-http', '')} /metrics HTTP"] = measure_http({**base, "mode": mode})
             log("  floor")
             floor = run_child({**base, "mode": "floor", "dsn": cluster.dsn("postgres", FLOOR_ROLE)})
-            rows["floor: same SQL, open conns"] = floor["floor"]
-            rows["floor + opening conns"] = floor["floor+connect"]
+            rows[FLOOR_ROW] = floor["floor"]
+            if not args.dbcost:
+                rows["floor + opening conns"] = floor["floor+connect"]
             if not args.no_pgexporter:
                 log("  postgres_exporter")
-                rows["postgres_exporter /metrics HTTP"] = measure_pgexporter(cluster, args.scrapes, 120.0, log)
+                rows[PGEXP_ROW] = measure_pgexporter(cluster, args.scrapes, 120.0, log)
             if args.profile:
                 log("  cProfile of one cold scrape")
                 info["profile"] = run_child({**base, "mode": "cold", "profile": True})["profile"]
@@ -691,6 +783,53 @@ def fmt(v, digits=1):
     if isinstance(v, float):
         return f"{v:,.{digits}f}"
     return f"{v:,}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a is not None and b else "–"
+
+
+def db_cost(rows) -> list[str]:
+    """The database's cost per scrape: cold, cached, averaged over the simulated window, against
+    the floor and postgres_exporter (which caches nothing: each of its scrapes costs the same), and
+    the issue's two targets."""
+    get = lambda name: rows[name] if name in rows and "error" not in rows[name] else None  # noqa: E731
+    cold, floor, pgexp = get("dbperf cold"), get(FLOOR_ROW), get(PGEXP_ROW)
+    name, window = next(((n, m) for n, m in rows.items() if m.get("window")), (None, None))
+    if not (cold and window):
+        return []
+    w = window["window"]
+    execs, refreshed = w["exec_ms"], w["refreshed"]
+    f_ms, p_ms = (floor or {}).get("server_exec_ms"), (pgexp or {}).get("server_exec_ms")
+    lines = [("dbperf cold (every TTL 0)", cold), ("dbperf default, a scrape served from the caches",
+                                                  get("dbperf default")),
+             (f"**{name}: average of {w['scrapes']} scrapes** (the DB cost over {w['seconds'] / 60:g} minutes)",
+              window),
+             ("floor (the SQL of dbperf cold, open connections, one database after the other)", floor),
+             ("postgres_exporter (caches nothing: also its average over any period)", pgexp)]
+    out = ["Database cost per scrape: `server exec` is pg_stat_statements' execution time of the exporter's role "
+           "(a wall time: dbperf runs up to `max_connections` databases at once, and on few CPUs its backends wait "
+           "for each other, so its figures are upper bounds); `cluster CPU` is the CPU of every PostgreSQL "
+           "process of the cluster (sessions opened and closed during the row included, the sampling session "
+           "left out) while the row ran, per scrape.", "",
+           "| | server exec ms | x floor | x postgres_exporter | cluster CPU ms |", "|---|---:|---:|---:|---:|"]
+    for label, m in lines:
+        if m:
+            e = m["server_exec_ms"]
+            out.append(f"| {label} | {fmt(e)} | {ratio(e, f_ms)} | {ratio(e, p_ms)} | {fmt(m.get('cluster_cpu_ms'))} |")
+    median = statistics.median(execs)
+    out += ["", f"The {w['scrapes']} scrapes of the window, server exec ms: median {fmt(median)}, "
+                f"p90 {fmt(p90(execs))}, "
+                f"largest {fmt(max(execs))}; {sum(1 for e in execs if e > 2 * median)} above twice the median. "
+                f"Refreshes of cached collectors (one per collector and database): {sum(refreshed)} in all, median "
+                f"{statistics.median(refreshed):g} and at most {max(refreshed)} in one scrape.", ""]
+    targets = [f"cold <= 2x floor: {ratio(cold['server_exec_ms'], f_ms)} "
+               f"({'met' if f_ms and cold['server_exec_ms'] <= 2 * f_ms else 'not met'})"]
+    if p_ms:
+        targets.append(f"{w['seconds'] / 60:g}-minute average <= 0.25x postgres_exporter: "
+                       f"{ratio(window['server_exec_ms'], p_ms)} "
+                       f"({'met' if window['server_exec_ms'] <= 0.25 * p_ms else 'not met'})")
+    return out + ["Targets (issue 16): " + "; ".join(targets) + ".", ""]
 
 
 def markdown(results, mach, label):
@@ -728,6 +867,7 @@ def markdown(results, mach, label):
             if "statements_samples" in m:
                 notes.append(f"- {name}: {m['statements_samples']:,} pg_stat_statements_* samples")
         out += [""] + notes + ([""] if notes else [])
+        out += db_cost(r["rows"])
         for name, m in r["rows"].items():
             if m.get("top_statements"):
                 out += [f"{name}: its statements with the most server execution time, per scrape:", "",
@@ -748,6 +888,11 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of Markdown")
     ap.add_argument("--no-pgexporter", action="store_true", help="skip postgres_exporter")
     ap.add_argument("--profile", action="store_true", help="add a cProfile of one cold scrape")
+    ap.add_argument("--dbcost", action="store_true",
+                    help="only the rows of the database's cost: dbperf cold, default, the simulated window, the "
+                         "floor and postgres_exporter (no HTTP rows)")
+    ap.add_argument("--window", type=float, default=900.0, help="simulated seconds of the window row (default 900)")
+    ap.add_argument("--interval", type=float, default=15.0, help="its scrape interval in seconds (default 15)")
     ap.add_argument("--label", default="", help="title suffix for RESULTS.md, e.g. 'preliminary'")
     ap.add_argument("--output", default=str(Path(__file__).with_name("RESULTS.md")),
                     help="Markdown file to write ('' for none)")
@@ -756,7 +901,7 @@ def main(argv=None):
     if args.child:
         spec = json.loads(args.child)
         {"cold": child_probe, "default": child_probe, "default-nodb": child_probe, "cold-http": child_http, "default-http": child_http,
-         "floor": child_floor}[spec["mode"]](spec)
+         "floor": child_floor, "window": child_window}[spec["mode"]](spec)
         return 0
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     mach = machine()

@@ -425,3 +425,23 @@ def test_a_database_collector_gets_datname_unless_it_names_one():
     assert not cluster.adds_datname and cluster.queries[0].labels == ("status",)
     own = parse_collectors(yaml.safe_load(outbox(query__labels=["datname", "status"])), "c.yaml")[0]
     assert own.queries[0].labels == ("datname", "status")
+
+
+# -- fragments: SQL shared by several queries of one file ----------------------------------------------
+def test_a_fragment_is_spliced_into_the_sql_of_every_query_that_names_it(tmp_path):
+    data = yaml.safe_load(OUTBOX)
+    query = data["collectors"]["my_outbox"]["queries"][0]
+    data["fragments"] = {"the_sql": query["sql"]}
+    query["sql"] = "{the_sql}"
+    spec = loaded(tmp_path, yaml.safe_dump(data, sort_keys=False)).collector_specs[0]
+    original = loaded(tmp_path, OUTBOX).collector_specs[0]
+    assert spec.queries[0].sql == original.queries[0].sql and "{the_sql}" not in spec.queries[0].sql
+
+
+@pytest.mark.parametrize("fragments, key", [({"Bad-Name": "x"}, "fragments.Bad-Name"), ({"ok": 3}, "fragments.ok"),
+                                            ({"table_limit": "1"}, "fragments.table_limit")])
+def test_a_bad_fragment_names_its_key(tmp_path, fragments, key):
+    data = yaml.safe_load(OUTBOX)
+    data["fragments"] = fragments
+    message, source = refused(tmp_path, yaml.safe_dump(data, sort_keys=False))
+    assert message.startswith(f"{source}: {key}: "), message

@@ -313,13 +313,32 @@ def _metric(reader: _Reader, query_labels: tuple) -> MetricSpec:
     return MetricSpec(name=name, type=mtype, help=help_, column=column, value=value, labels=labels, scale=scale)
 
 
-def _query(reader: _Reader, user: bool, max_rows: int, adds_datname: bool) -> QuerySpec:
+def _splice(sql: str, fragments: dict) -> str:
+    """``{name}`` of a fragment (the file's ``fragments:``) replaced by its text."""
+    for key, text in fragments.items():
+        sql = sql.replace("{" + key + "}", text.strip())
+    return sql
+
+
+def _fragments(top: _Reader) -> dict:
+    """The file's ``fragments:``: name -> SQL text shared by several queries (``{name}`` in SQL)."""
+    fragments = top.sub("fragments")
+    for key, text in fragments.data.items():
+        if not isinstance(key, str) or not COLLECTOR_NAME_RE.fullmatch(key) or key == "table_limit":
+            fragments.fail(str(key), "a fragment name is lower-case letters, digits and _ (and not table_limit)")
+        if not isinstance(text, str) or not text.strip():
+            fragments.fail(key, "must be SQL text")
+    return dict(fragments.data)
+
+
+def _query(reader: _Reader, user: bool, max_rows: int, adds_datname: bool, fragments: dict) -> QuerySpec:
     from exporter.postgres.sqlmark import mark
 
     reader.allow(*QUERY_KEYS)
     sql = reader.get("sql", str)
     if sql is None:
         reader.fail("sql", "is required")
+    sql = _splice(sql, fragments)
     labels = _labels(reader, "labels", ())
     minimum, maximum = _version(reader, "min_version"), _version(reader, "max_version")
     if minimum is not None and maximum is not None and minimum >= maximum:
@@ -353,7 +372,7 @@ def _overlap(a: QuerySpec, b: QuerySpec) -> bool:
     return a.min_version < (b.max_version or math.inf) and b.min_version < (a.max_version or math.inf)
 
 
-def _collector(source: str, name, raw, user: bool) -> CollectorSpec:
+def _collector(source: str, name, raw, user: bool, fragments: dict) -> CollectorSpec:
     reader = _Reader(source, raw, f"collectors.{name}")
     if not isinstance(name, str) or not COLLECTOR_NAME_RE.fullmatch(name):
         reader.fail("", f"collector name {show(name)} must be lower-case letters, digits and _ "
@@ -373,7 +392,7 @@ def _collector(source: str, name, raw, user: bool) -> CollectorSpec:
     queries = []
     for i, raw_query in enumerate(raw_queries):
         sub = _Reader(source, raw_query, reader.key(f"queries[{i}]"))
-        query = _query(sub, user, max_rows, adds_datname)
+        query = _query(sub, user, max_rows, adds_datname, fragments)
         for k, other in enumerate(queries):  # one family, one shape; and one query per version
             for metric in query.metrics:
                 twin = next((m for m in other.metrics if m.name == metric.name), None)
@@ -398,13 +417,14 @@ def parse_collectors(data, source: str, user: bool = True) -> tuple[CollectorSpe
     """The collectors of one collector file's document ``data``: checked, in file order; a metric
     name served by two of them is an error."""
     top = _Reader(source, data, "")
-    top.allow("collectors")
+    top.allow("collectors", "fragments")
+    fragments = _fragments(top)
     collectors = top.sub("collectors")
     if not collectors.data:
         top.fail("collectors", "must be a mapping of at least one collector")
     specs, owner = [], {}
     for name, raw in collectors.data.items():
-        spec = _collector(source, name, raw, user)
+        spec = _collector(source, name, raw, user, fragments)
         for metric in spec.metric_names():
             if owner.setdefault(metric, name) != name:
                 raise ConfigError(source, f"collectors.{name}",
