@@ -23,6 +23,7 @@ the same for all.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import zlib
@@ -48,37 +49,36 @@ PROBE_TIMEOUT = 2.0   # seconds the probe may take at most (less when the deadli
 CACHED, RUN, SKIP, STALE = "cached", "run", "skip", "stale"
 
 
-EARLY = 1.0  # seconds: a cached result this close to its end is refreshed now (see plan_run)
+EARLY = 1.0  # seconds: a cached result this close to its TTL is refreshed now (see plan_run)
 
 
-def spread_lifetime(ttl: float, datname: str) -> float:
-    """How long the first cached result of a database collector is served: a share of ``ttl``
-    fixed by the database (a stable hash), so that the databases' refreshes, which
-    all start in the first scrape, fall in different scrapes from then on instead of all in one
-    scrape every ``ttl``. Later results are served for the whole ``ttl``; the cost is at most one
-    extra refresh per database and collector, in the first ``ttl`` after start. The share depends on
-    the database alone: its collectors of one TTL still refresh together, on one session (a
-    database's session lives for one refresh)."""
-    if not datname or ttl <= 0:
-        return ttl
-    phase = zlib.crc32(datname.encode()) / 2**32
-    return ttl * (1.0 - phase)
+def phase(datname: str) -> float:
+    """A database's fixed offset in seconds (0 .. 3600, a stable hash of its name), which places
+    its TTL slots (see :func:`plan_run`)."""
+    return zlib.crc32(datname.encode()) % 3_600_000 / 1000.0
+
+
+def slot(t: float, ttl: float, shift: float) -> int:
+    return math.floor((t + shift) / ttl)
 
 
 def plan_run(entry: "CacheEntry | None", ttl: float, now: float, remaining: float, last_duration: float,
-             optional: bool) -> str:
-    """:data:`CACHED` when the collector's cached result is younger than its lifetime (its
-    ``ttl``, or the spread first lifetime of :func:`spread_lifetime`) less :data:`EARLY` (at most a
-    tenth of it: a result collected a little after the start of a scrape one TTL ago is due in this
-    scrape, not one scrape interval later); else
-    :data:`RUN` when it fits before the deadline: less than :data:`MIN_TIME_LEFT` never fits, and
-    an optional collector does not when its last run took longer than the time left. A collector
-    that does not fit is :data:`STALE` (its last result is served with its age) or :data:`SKIP`
-    (nothing to serve)."""
-    if entry is not None and ttl > 0:
-        lifetime = ttl if entry.lifetime is None else min(ttl, entry.lifetime)
-        if now - entry.at < lifetime - min(EARLY, lifetime / 10):
-            return CACHED
+             optional: bool, shift: float | None = None) -> str:
+    """:data:`CACHED` when the collector's cached result is younger than its ``ttl`` less
+    :data:`EARLY` (at most a tenth of it: a result collected a little after the start of a scrape
+    one TTL ago is due in this scrape, not one interval later) and, with a ``shift`` (database
+    collectors: the database's :func:`phase`), still in the same TTL slot: time is cut into slots of
+    ``ttl`` seconds offset by ``shift``, and a result is refreshed in the first scrape of a new slot.
+    The databases' refreshes so fall in different scrapes instead of all in one every ``ttl``
+    (after the first scrape, which runs them all), a database's results are never older than
+    ``ttl``, and its collectors whose TTLs are multiples of each other (30 s, 5 min) refresh in the
+    same scrape, on one session. Else :data:`RUN` when it fits before the deadline: less than
+    :data:`MIN_TIME_LEFT` never fits, and an optional collector does not when its last run took
+    longer than the time left. A collector that does not fit is :data:`STALE` (its last result is
+    served with its age) or :data:`SKIP` (nothing to serve)."""
+    if (entry is not None and ttl > 0 and now - entry.at < ttl - min(EARLY, ttl / 10)
+            and (shift is None or slot(now, ttl, shift) == slot(entry.at, ttl, shift))):
+        return CACHED
     if remaining < MIN_TIME_LEFT or (optional and last_duration > remaining):
         return SKIP if entry is None else STALE
     return RUN
@@ -104,7 +104,6 @@ class CacheEntry:
     rendered: Rendered
     at: float          # monotonic time of the collection
     duration: float
-    lifetime: float | None = None  # seconds it is served (None: the collector's ttl)
 
 
 @dataclass
@@ -422,7 +421,8 @@ class TargetScraper:
         now = self.clock()
         entry = self.cache.get(key)
         last_duration = self.durations.get(key, 0.0)
-        decision = plan_run(entry, ttl, now, deadline - now, last_duration, collector.optional)
+        decision = plan_run(entry, ttl, now, deadline - now, last_duration, collector.optional,
+                            phase(datname) if datname else None)
         if decision == CACHED:
             return Outcome(collector.name, datname, True, entry.duration, now - entry.at, rendered=entry.rendered)
         if decision == SKIP:  # the budget: not started when its last run would not fit
@@ -454,9 +454,7 @@ class TargetScraper:
         rendered = Rendered()
         rendered.add_families(families, self.const)
         if ttl > 0:  # only cached collectors keep their text between scrapes
-            first = key not in self.cache  # a database's first result: its refreshes are spread
-            self.cache[key] = CacheEntry(rendered, now, duration,
-                                         spread_lifetime(ttl, datname) if first else None)
+            self.cache[key] = CacheEntry(rendered, now, duration)
         self.last_success[key] = time.time()
         self._log_limit.forget(key)
         return Outcome(collector.name, datname, True, duration, rendered=rendered)

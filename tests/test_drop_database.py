@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from conftest import Samples, make_config, wait_until
+from exporter.scrape import CacheEntry
 
 pytestmark = pytest.mark.pg
 
@@ -137,24 +138,23 @@ def test_statements_forget_a_dropped_database(pg, victim, serve):
         assert not [key for key in keys if key[0] == dbid], name
 
 
-def expected_refreshes(datname: str, ttl: float, every: float, scrapes: int) -> int:
-    """Refreshes of a database's collectors cached ``ttl`` in ``scrapes`` scrapes ``every``
-    seconds apart: the first, then when due (the first result's lifetime is spread by database,
-    exporter.scrape.spread_lifetime, so a second refresh may come one scrape early)."""
-    from exporter.scrape import EARLY, spread_lifetime
+def expected_refreshes(datname: str, ttl: float, times: list) -> int:
+    """Refreshes of a database's collectors cached ``ttl`` in scrapes at ``times``: the first, then
+    one in the first scrape of each new TTL slot (exporter.scrape.plan_run), or when due."""
+    from exporter.scrape import CACHED, phase, plan_run
 
-    count, last, lifetime = 1, 0.0, spread_lifetime(ttl, datname)
-    for n in range(1, scrapes):
-        if n * every - last >= lifetime - min(EARLY, lifetime / 10):
-            count, last, lifetime = count + 1, n * every, ttl
+    count, last = 1, times[0]
+    for t in times[1:]:
+        if plan_run(CacheEntry(None, last, 0.0), ttl, t, 10.0, 0.0, True, phase(datname)) != CACHED:
+            count, last = count + 1, t
     return count
 
 
 def test_a_session_per_refresh_not_per_scrape(pg, victim):
     """The session in another database is opened by a refresh that queries it, not by a scrape
     that serves its collectors from their cache: every database collector cached 30 s and a
-    scrape every 15 s (a clock the test moves) connect there every other scrape (the first
-    refresh after the first scrape may come one scrape early: refreshes are spread by database); the target's own
+    scrape every 15 s (a clock the test moves) connect there every other scrape (in the first
+    scrape of each of the database's TTL slots: refreshes are spread by database); the target's own
     database keeps its one session."""
     from exporter.collector import DATABASE
     from exporter.registry import all_collectors
@@ -167,11 +167,13 @@ def test_a_session_per_refresh_not_per_scrape(pg, victim):
     offset = [0.0]
     scraper = TargetScraper(config.targets[0], collectors, clock=lambda: time.monotonic() + offset[0])
     try:
+        times = []
         for _ in range(8):  # two simulated minutes
+            times.append(time.monotonic() + offset[0])
             scraper.scrape(10)
             assert not scraper.conns[victim].connected
             offset[0] += 15
-        assert scraper.conns[victim].connects == expected_refreshes(victim, ttl=30.0, every=15.0, scrapes=8)
+        assert scraper.conns[victim].connects == expected_refreshes(victim, 30.0, times)
         assert scraper.main.connects == 1
     finally:
         scraper.close()

@@ -14,8 +14,7 @@ import pytest
 from exporter.collector import CLUSTER, DATABASE, Collector, ServerInfo
 from exporter.config import Target
 from exporter.metrics import Family
-from exporter.scrape import (CACHED, MIN_TIME_LEFT, RUN, SKIP, STALE, CacheEntry, Job, TargetScraper, plan_run,
-                             spread_lifetime)
+from exporter.scrape import CACHED, MIN_TIME_LEFT, RUN, SKIP, STALE, CacheEntry, Job, TargetScraper, phase, plan_run
 from exporter.singleflight import SingleFlight
 
 pytestmark = pytest.mark.fast
@@ -84,7 +83,6 @@ ENTRY = CacheEntry(rendered=None, at=100.0, duration=1.0)
     (ENTRY, 30, 129.1, 5, 1, True, RUN),       # due within EARLY: refreshed in this scrape, not the next
     (ENTRY, 5, 104.6, 5, 1, True, RUN),        # EARLY is at most a tenth of the ttl
     (ENTRY, 5, 104.4, 5, 1, True, CACHED),
-    (CacheEntry(None, 100.0, 1.0, lifetime=12.0), 30, 111.5, 5, 1, True, RUN),  # a spread first lifetime
     (ENTRY, 30, 130, 5, 1, True, RUN),         # expired
     (ENTRY, 0, 101, 5, 1, True, RUN),          # ttl 0: never cached
     (None, 30, 110, 5, 1, True, RUN),
@@ -97,6 +95,17 @@ ENTRY = CacheEntry(rendered=None, at=100.0, duration=1.0)
 ])
 def test_plan_run(entry, ttl, now, remaining, last, optional, decision):
     assert plan_run(entry, ttl, now, remaining, last, optional) == decision
+
+
+@pytest.mark.parametrize("now, shift, decision", [
+    (119.0, 0.0, CACHED),   # slot [90, 120) of a 30 s TTL, as the entry (collected at 100)
+    (120.0, 0.0, RUN),      # a new slot: refreshed although only 20 s old
+    (104.0, 25.0, CACHED),  # shifted by 25 s: slot [95, 125)
+    (125.5, 25.0, RUN),
+    (124.5, 25.0, CACHED),
+])
+def test_plan_run_refreshes_a_database_collector_in_the_first_scrape_of_a_new_slot(now, shift, decision):
+    assert plan_run(ENTRY, 30, now, 5, 1, True, shift) == decision
 
 
 def test_ttl_cache_serves_the_last_result_with_its_age(clock, make):
@@ -252,13 +261,24 @@ def test_database_refreshes_are_spread_over_the_ttl(clock, make):
     assert abs(sum(per_scrape[2:]) - 15 * len(per_scrape[2:])) <= 2, per_scrape
 
 
-@pytest.mark.parametrize("datname, ttl", [("", 30.0), ("db", 0.0)])
-def test_cluster_collectors_and_uncached_ones_are_not_spread(datname, ttl):
-    assert spread_lifetime(ttl, datname) == ttl
+def test_a_databases_5_minute_refreshes_land_on_its_30_second_ones(clock, make):
+    """Collectors of one database with TTLs 30 s and 5 min: every 5-minute refresh happens in a
+    scrape that refreshes the 30 s one too (one session per refresh), never older than its TTL."""
+    fast, slow = computed(clock, "tables", takes=0.0), computed(clock, "table_sizes", takes=0.0)
+    fast.scope = slow.scope = DATABASE
+    scraper = make(fast, slow)
+    for _ in range(80):  # 20 minutes
+        runs = fast.runs, slow.runs
+        for c, ttl in ((fast, 30.0), (slow, 300.0)):
+            outcome = scraper._run_collector(c, Job("shop", scraper.main, [c]), SERVER, ttl, 2.0, clock() + 10)
+            assert outcome.cache_age <= ttl
+        if slow.runs > runs[1]:
+            assert fast.runs > runs[0]
+        clock.now += 15
+    assert 40 <= fast.runs <= 42 and 4 <= slow.runs <= 6
 
 
-def test_spread_lifetime_is_stable_and_within_the_ttl():
-    values = [spread_lifetime(300.0, f"db{i}") for i in range(200)]
-    assert values == [spread_lifetime(300.0, f"db{i}") for i in range(200)]
-    assert all(0 < v <= 300 for v in values)
-    assert min(values) < 30 and max(values) > 270  # spread over the whole TTL
+def test_phases_are_stable_and_spread():
+    values = [phase(f"db{i}") for i in range(200)]
+    assert values == [phase(f"db{i}") for i in range(200)] and all(0 <= v < 3600 for v in values)
+    assert len({int(v // 300) for v in values}) == 12  # every 5-minute slot of the hour is used
