@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_setup_sql_arguments(sub.add_parser("setup-sql", help="print the SQL that creates the monitoring role "
                                            "(pg_monitor, CONNECT) and pg_stat_statements"))
 
+    from exporter.convert.cli import add_arguments as add_convert_arguments
+
+    add_convert_arguments(sub.add_parser("convert-queries", help="convert a postgres_exporter queries.yaml "
+                                         "into a dbperf collector file"))
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"dbperf {__version__}") or 0)
     return parser
