@@ -1,10 +1,11 @@
 """``dbperf convert-queries FILE [--output OUT]``: a postgres_exporter queries file as a dbperf
 collector file.
 
-Exit codes: 0 everything converted; 3 converted, with what could not be named on stderr (one
-line each: file, namespace.column, why); 2 FILE refused (unreadable, not YAML, wrong shape: one
-line naming the file and the key) or ``--output`` is FILE, nothing written; 1 the output could not
-be written. Notes (a renamed metric, an added label) go to stderr too and leave the code at 0.
+Exit codes (docs/exit-codes.md): 0 everything converted; 3 converted, with what could not be
+named on stderr (one line each: file, namespace.column, why); 2 FILE refused (unreadable, not
+YAML, wrong shape: one line naming the file and the key) or ``--output`` is FILE, nothing written;
+1 the output could not be written. Notes (a renamed metric, a label dbperf adds) go to stderr too
+and leave the code at 0.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import os
 import sys
 
-from exporter.config import ConfigError
+from exporter.errors import RuntimeFailure, UsageError
 from exporter.secrets import one_line
 
 PROG = "dbperf convert-queries"
@@ -45,20 +46,11 @@ def cmd_convert_queries(args) -> int:
     from exporter.convert import output, queries
     from exporter.convert.mapping import Converter
 
-    try:
-        namespaces = queries.read(args.file)
-    except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+    namespaces = queries.read(args.file)  # a ConfigError: one line, exit 2 (exporter.cli.main)
     if args.output and _same_file(args.output, args.file):
-        print(f"{PROG}: --output: {one_line(args.output, 200)} is the queries file itself: choose another file",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"--output: {one_line(args.output, 200)} is the queries file itself: choose another file")
     converter = Converter(auto_discover=args.auto_discover_databases)
     text = output.render(converter.convert(namespaces), args.file)
-    source = one_line(args.file, 200)
-    for line in converter.report.lines:
-        print(f"{PROG}: {source}: {line.key}: {line.text}", file=sys.stderr)
     try:
         if args.output:
             output.write(args.output, text)
@@ -66,11 +58,12 @@ def cmd_convert_queries(args) -> int:
             sys.stdout.write(text)
             sys.stdout.flush()
     except OSError as exc:
-        print(f"{PROG}: --output {one_line(args.output or '-', 200)}: cannot write: {exc.strerror or exc}",
-              file=sys.stderr)
-        return 1
-    omitted = sum(line.omitted for line in converter.report.lines)
-    metrics = len(converter.metric_owner)
-    print(f"{PROG}: {source}: {len(converter.collectors)} collectors, {metrics} metrics converted"
-          + (f"; {omitted} not converted (named above)" if omitted else ""), file=sys.stderr)
+        raise RuntimeFailure(f"--output {one_line(args.output or '-', 200)}: cannot write: "
+                             f"{exc.strerror or type(exc).__name__}") from None
+    source = one_line(args.file, 200)
+    for line in converter.report.lines:
+        print(f"{PROG}: {source}: {line.key}: {line.text}", file=sys.stderr)
+    omitted = converter.report.omissions
+    print(f"{PROG}: {source}: {len(converter.collectors)} collectors, {len(converter.metric_owner)} metrics "
+          "converted" + (f"; {omitted} not converted (named above)" if omitted else ""), file=sys.stderr)
     return EXIT_OMISSIONS if omitted else 0

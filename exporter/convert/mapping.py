@@ -4,15 +4,25 @@ has the table."""
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 from dataclasses import dataclass, field
 
+from exporter.config import ConfigError
 from exporter.convert import names, sqlwrap, versions
 from exporter.convert.queries import USAGES, Column, Namespace
+from exporter.postgres.catalog_schema import parse_collectors, reserved_name
 
 METRIC_USAGES = {"GAUGE": "gauge", "COUNTER": "counter", "DURATION": "duration", "MAPPEDMETRIC": "gauge"}
-SELF_METRICS = ("pg_up", "dbperf_*")  # the scrape engine's own series
+IGNORED_KEY = "not a postgres_exporter key: ignored (postgres_exporter ignores it too)"
+
+
+def _query(low: int, high: int | None, sql: str, labels: list, metrics: list) -> dict:
+    """One query of a collector file: its version range, SQL, labels and metrics."""
+    query = {"min_version": low} if low else {}
+    if high is not None:
+        query["max_version"] = high
+    query.update(sql=sql, labels=list(labels), metrics=[dict(m) for m in metrics])
+    return query
 
 
 @dataclass
@@ -32,24 +42,23 @@ class Report:
     def note(self, key: str, text: str) -> None:
         self.lines.append(Line(key, text, False))
 
+    def drop_notes(self, since: int) -> None:
+        """Forget the notes added since line ``since`` (of a namespace left out after all)."""
+        self.lines[since:] = [line for line in self.lines[since:] if line.omitted]
+
     @property
-    def complete(self) -> bool:
-        return not any(line.omitted for line in self.lines)
+    def omissions(self) -> int:
+        return sum(line.omitted for line in self.lines)
 
 
 @functools.cache
-def builtin() -> tuple[frozenset, tuple]:
-    """dbperf's own collector names, and ``(family name or pattern, collector)`` of its series."""
-    from exporter.registry import all_collectors
+def builtin() -> tuple[frozenset, dict]:
+    """dbperf's own collector names, and its metric names -> collector (what a collector file's
+    names may not repeat)."""
+    from exporter.postgres.catalog_schema import builtin_family_names
+    from exporter.registry import collector_names
 
-    collectors = all_collectors()
-    families = tuple((f, c.name) for c in collectors for f in c.families) + tuple((p, "the scrape engine")
-                                                                              for p in SELF_METRICS)
-    return frozenset(c.name for c in collectors), families
-
-
-def builtin_owner(metric: str) -> str | None:
-    return next((owner for pattern, owner in builtin()[1] if fnmatch.fnmatchcase(metric, pattern)), None)
+    return collector_names(), builtin_family_names()
 
 
 @dataclass
@@ -63,8 +72,11 @@ class Converter:
 
     def convert(self, namespaces: list[Namespace]) -> dict:
         for ns in namespaces:
+            start = len(self.report.lines)
             spec = self.namespace(ns)
-            if spec is not None:
+            if spec is None:
+                self.report.drop_notes(start)
+            else:
                 self.collectors[self._collector_name(ns.name)] = spec
         return self.collectors
 
@@ -85,7 +97,7 @@ class Converter:
     def namespace(self, ns: Namespace) -> dict | None:
         report, key = self.report, ns.name
         for unknown in ns.unknown:
-            report.omit(f"{key}.{unknown}", "not a postgres_exporter key: ignored (postgres_exporter ignores it too)")
+            report.omit(f"{key}.{unknown}", IGNORED_KEY)
         for column in ns.repeated:
             report.note(f"{key}.{column}", "listed more than once: the last entry counts, as in postgres_exporter")
         sql = self._sql(ns)
@@ -98,40 +110,38 @@ class Converter:
         pending: dict[str, str] = {}
         outputs = sqlwrap.parse_select(sql)[1]
         kinds = dict(outputs or ())
-        labels, metrics = self._columns(ns, None if outputs is None else [name for name, _ in outputs], kinds, pending)
+        if outputs and len(kinds) < len(outputs):
+            twice = sorted({name for name, _ in outputs if [n for n, _ in outputs].count(name) > 1})
+            report.omit(key, f"the query returns two columns named {', '.join(twice)}: not converted")
+            return None
+        labels, metrics = self._columns(ns, None if outputs is None else list(kinds), kinds, pending)
         if labels is None:
             return None
         if not metrics:
             report.omit(key, "no metric left to serve: not converted")
             return None
-        items = [(sqlwrap.label_expr(col.name, kinds.get(col.name)), label) for col, label in labels]
         label_names = [label for _, label in labels]
         if scope == "database" and "datname" not in label_names:
-            items.insert(0, ("current_database()", "datname"))
-            label_names.insert(0, "datname")
-            report.note(key, "label datname added (current_database()): a master: false query runs on every "
-                             "database, its series must differ")
+            report.note(key, "dbperf adds the label datname (the database the query ran in), as to every "
+                             "series of a database collector")
+        items = [(sqlwrap.label_expr(col.name, kinds.get(col.name)), label) for col, label in labels]
         specs = []
         for col, metric, expr in metrics:
             alias = metric.name if metric.name not in label_names else metric.name + "_value"
             items.append((expr, alias))
-            specs.append({"name": metric.name, "column": alias, "type": "counter" if col.usage == "COUNTER" else "gauge",
-                          "help": " ".join(col.description.split()) or f"{col.name} of the postgres_exporter query {key}."})
-        wrapped = sqlwrap.wrap(sql, items)
-        queries = []
-        for low, high in ranges:
-            query = {}
-            if low:
-                query["min_version"] = low
-            if high is not None:
-                query["max_version"] = high
-            query.update(sql=wrapped, labels=list(label_names), metrics=[dict(m) for m in specs])
-            queries.append(query)
-        self.metric_owner.update(pending)
+            help_ = " ".join(col.description.split()) or f"{col.name} of the postgres_exporter query {key}."
+            specs.append({"name": metric.name, "column": alias,
+                          "type": "counter" if col.usage == "COUNTER" else "gauge", "help": help_})
         spec = {"help": f"postgres_exporter query {key} (converted by dbperf convert-queries)", "scope": scope}
         if ns.cache_seconds:
             spec["ttl"] = ns.cache_seconds
-        spec["queries"] = queries
+        spec["queries"] = [_query(low, high, sqlwrap.wrap(sql, items), label_names, specs) for low, high in ranges]
+        try:  # the checks dbperf applies to a collector file (the SQL's read-only check among them)
+            parse_collectors({"collectors": {names.collector_name(key): spec}}, key, user=True)
+        except ConfigError as exc:
+            report.omit(key, f"dbperf would refuse the collector: {exc.key}: {exc.reason}: not converted")
+            return None
+        self.metric_owner.update(pending)
         return spec
 
     def _sql(self, ns: Namespace) -> str | None:
@@ -179,7 +189,7 @@ class Converter:
             ckey = f"{key}.{col.name}"
             listed.add(col.name)
             for unknown in col.unknown:
-                report.omit(f"{ckey}.{unknown}", "not a postgres_exporter key: ignored (postgres_exporter ignores it too)")
+                report.omit(f"{ckey}.{unknown}", IGNORED_KEY)
             if col.pg_version:
                 report.omit(f"{ckey}.pg_version", "ignored: postgres_exporter ignores pg_version in a queries file "
                                                   "(runonserver gives a query's versions)")
@@ -188,8 +198,8 @@ class Converter:
                 report.omit(ckey, f"HISTOGRAM: a dbperf collector file has no histogram type ({col.name}, "
                                   f"{col.name}_bucket, {col.name}_sum and {col.name}_count are left out)")
             elif col.usage not in USAGES:
-                report.omit(ckey, (f"usage {col.usage!r} is none of {', '.join(USAGES)} (they are case-sensitive): "
-                                   if col.usage else "no usage: ") + "postgres_exporter discards the column, so does dbperf")
+                why = f"usage {col.usage!r} is none of {', '.join(USAGES)} (case matters)" if col.usage else "no usage"
+                report.omit(ckey, f"{why}: postgres_exporter discards the column, so does dbperf")
             elif outputs is not None and col.usage != "DISCARD" and col.name not in outputs:
                 if col.usage == "LABEL":
                     report.omit(ckey, "the query returns no such column (postgres_exporter filled the label with the "
@@ -197,7 +207,11 @@ class Converter:
                     return None, None
                 report.omit(ckey, "the query returns no such column: not converted")
             elif col.usage == "LABEL":
-                label, why = names.label_name(col.name)
+                try:
+                    label, why = names.label_name(col.name)
+                except names.NameProblem as exc:
+                    report.omit(ckey, f"label {exc}: the namespace is not converted")
+                    return None, None
                 if label in [name for _, name in labels]:
                     report.omit(ckey, f"label {label} is already another column's: the namespace is not converted")
                     return None, None
@@ -219,13 +233,12 @@ class Converter:
         ckey = f"{ns.name}.{col.name}"
         try:
             metric = names.metric_name(ns.name, col.name, METRIC_USAGES[col.usage])
-        except names.UnitError as exc:
+        except names.NameProblem as exc:
             self.report.omit(ckey, f"{exc}: not converted")
             return None
-        owner = builtin_owner(metric.name)
-        if owner:
-            self.report.omit(ckey, f"{metric.name} is served by dbperf's {owner} collector already: not converted "
-                                   "(rename the namespace to keep your own)")
+        reserved = reserved_name(metric.name, builtin()[1])
+        if reserved:
+            self.report.omit(ckey, f"{reserved}: not converted (rename the namespace to keep your own)")
             return None
         other = self.metric_owner.get(metric.name) or pending.get(metric.name)
         if other:

@@ -1,14 +1,15 @@
 """A postgres_exporter query's SQL, kept verbatim inside a SELECT that reads each column as
 postgres_exporter read it (``exporter/util.go``, ``exporter/postgres_exporter.go``):
 
-- a metric value: numbers as they are; ``true``/``false`` as 1/0; a timestamp or date as its Unix
-  time in whole seconds (Go's ``time.Time.Unix``); any other type through its text, read as Go's
-  ``strconv.ParseFloat`` reads a decimal number (``1.5``, ``-2e3``, ``inf``, ``NaN``); text that
-  is no number gives no sample (postgres_exporter: an error and no sample). A NULL gives no sample
-  (postgres_exporter: NaN);
+- a metric value: numbers as they are (a ``real`` widened as Go widens a float32); ``true`` and
+  ``false`` as 1 and 0; a timestamp or date as its Unix time in whole seconds (Go's
+  ``time.Time.Unix``); any other type through its text, read as Go's ``strconv.ParseFloat``
+  reads a decimal number (``1.5``, ``-2e3``, ``inf``, ``NaN``); text that is no number gives no
+  sample (postgres_exporter: an error and no sample). A NULL gives no sample (postgres_exporter:
+  NaN);
 - a label: its text, a timestamp as Unix seconds, NULL as the empty string;
 - DURATION: text in Go's ``time.ParseDuration`` syntax (``1h2m3.5s``, ``300ms``, ``-1.5h``, ``0``)
-  as seconds, anything else no sample;
+  as seconds, in whole milliseconds as postgres_exporter serves it; anything else no sample;
 - MAPPEDMETRIC: the number its ``metric_mapping`` gives the column's text, no sample for text
   it does not list.
 
@@ -152,6 +153,7 @@ def value_expr(column: str, kind: str | None = None, factor: Fraction = Fraction
         return r if factor == 1 else scaled(f"{r}::float8", factor)
     t = f"{r}::text"
     expr = (f"CASE WHEN pg_typeof({r}) = 'bool'::regtype THEN CASE {t} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END\n"
+            f"            WHEN pg_typeof({r}) = 'real'::regtype THEN {t}::float4::float8\n"
             f"            WHEN {_IS_TZ.format(r=r)} THEN {_EPOCH_TZ.format(r=r)}\n"
             f"            WHEN {_IS_TIMESTAMP.format(r=r)} THEN {_EPOCH.format(r=r)}\n"
             f"            WHEN {t} ~ {_NUMBER} THEN CASE WHEN abs({t}::numeric) > {_MAX_FLOAT8} THEN NULL "
@@ -172,14 +174,15 @@ def label_expr(column: str, kind: str | None = None) -> str:
 
 
 def duration_expr(column: str) -> str:
-    """Go duration text (time.ParseDuration's syntax) as seconds; NULL for anything else."""
+    """Go duration text (time.ParseDuration's syntax) as seconds, to the millisecond as
+    postgres_exporter serves it (whole milliseconds, truncated); NULL for anything else."""
     t = f"{ref(column)}::text"
     units = ("CASE p[2] WHEN 'h' THEN 3600 WHEN 'm' THEN 60 WHEN 's' THEN 1 WHEN 'ms' THEN 0.001 "
              "WHEN 'ns' THEN 0.000000001 ELSE 0.000001 END")
     total = (f"(SELECT CASE WHEN {t} LIKE '-%' THEN -1 ELSE 1 END * coalesce(sum(p[1]::numeric * {units}), 0) "
              f"FROM regexp_matches({t}, {_DURATION_PART}, 'g') AS p)")
-    return (f"CASE WHEN {t} ~ {_DURATION} THEN (SELECT CASE WHEN abs(d) <= {_MAX_DURATION} THEN d END "
-            f"FROM (SELECT {total} AS d) AS parsed) END::float8")
+    return (f"CASE WHEN {t} ~ {_DURATION} THEN (SELECT CASE WHEN abs(d) <= {_MAX_DURATION} THEN trunc(d * 1000) / 1000 "
+            f"END FROM (SELECT {total} AS d) AS parsed) END::float8")
 
 
 def _float_literal(value: float) -> str:
