@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from exporter.config import ConfigError
+from exporter.configfile import ConfigError
 from exporter.convert import names, sqlwrap, versions
 from exporter.convert.queries import USAGES, Column, Namespace
 from exporter.postgres.catalog_schema import parse_collectors, reserved_name
@@ -55,8 +55,7 @@ class Report:
 def builtin() -> tuple[frozenset, dict]:
     """dbperf's own collector names, and its metric names -> collector (what a collector file's
     names may not repeat)."""
-    from exporter.postgres.catalog_schema import builtin_family_names
-    from exporter.registry import collector_names
+    from exporter.registry import builtin_family_names, collector_names
 
     return collector_names(), builtin_family_names()
 

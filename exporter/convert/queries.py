@@ -14,7 +14,7 @@ The format, as postgres_exporter's ``exporter/queries.go`` reads it::
             metric_mapping: {TEXT: NUMBER}   # MAPPEDMETRIC
 
 A file of the wrong shape (not a mapping, a namespace or column that is not one, a value of the
-wrong type) is a :class:`~exporter.config.ConfigError` naming the file and the key; keys that
+wrong type) is a :class:`~exporter.configfile.ConfigError` naming the file and the key; keys that
 postgres_exporter ignores are kept in :attr:`Namespace.unknown` / :attr:`Column.unknown` for the
 converter to name.
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exporter.config import ConfigError, read_yaml_file, show
+from exporter.configfile import ConfigError, read_yaml_file, show
 
 USAGES = ("LABEL", "COUNTER", "GAUGE", "DURATION", "MAPPEDMETRIC", "HISTOGRAM", "DISCARD")
 NAMESPACE_KEYS = ("query", "master", "cache_seconds", "runonserver", "metrics")
