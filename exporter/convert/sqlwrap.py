@@ -33,6 +33,8 @@ from exporter.setupsql import quote_literal
 ALIAS = "q"  # the user's query, as a subquery
 _NUMBER = "'^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]{1,3})?$'"
 _MAX_FLOAT8 = "1.7976931348623157e308"
+# types whose text float8 reads exactly as Go's ParseFloat reads it (no regex needed)
+_EXACT_TYPES = "'smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'double precision'::regtype, 'oid'::regtype"
 # Go's duration units; \u00B5s and \u03BCs are the two micro signs (regex escapes, ASCII text)
 _UNITS = r"ns|us|\\u00B5s|\\u03BCs|ms|s|m|h"
 _DURATION = "E'^[-+]?(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(" + _UNITS + "))+)$'"
@@ -152,11 +154,14 @@ def value_expr(column: str, kind: str | None = None, factor: Fraction = Fraction
     if kind == "number":
         return r if factor == 1 else scaled(f"{r}::float8", factor)
     t = f"{r}::text"
-    expr = (f"CASE WHEN pg_typeof({r}) = 'bool'::regtype THEN CASE {t} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END\n"
+    expr = (f"CASE WHEN pg_typeof({r}) IN ({_EXACT_TYPES}) THEN {t}::float8\n"
             f"            WHEN pg_typeof({r}) = 'real'::regtype THEN {t}::float4::float8\n"
+            f"            WHEN pg_typeof({r}) = 'bool'::regtype THEN CASE {t} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END\n"
             f"            WHEN {_IS_TZ.format(r=r)} THEN {_EPOCH_TZ.format(r=r)}\n"
             f"            WHEN {_IS_TIMESTAMP.format(r=r)} THEN {_EPOCH.format(r=r)}\n"
-            f"            WHEN {t} ~ {_NUMBER} THEN CASE WHEN abs({t}::numeric) > {_MAX_FLOAT8} THEN NULL "
+            f"            WHEN pg_typeof({r}) = 'numeric'::regtype OR {t} ~ {_NUMBER} THEN CASE "
+            f"WHEN {t} IN ('NaN', 'Infinity', '-Infinity') THEN {t}::float8 "
+            f"WHEN abs({t}::numeric) > {_MAX_FLOAT8} THEN NULL "
             f"WHEN abs({t}::numeric) < 1e-300 THEN 0 ELSE {t}::float8 END\n"
             f"            WHEN {t} ~* '^[-+]?inf(inity)?$' THEN CASE WHEN {t} LIKE '-%' THEN '-Infinity' "
             f"ELSE 'Infinity' END::float8\n"
