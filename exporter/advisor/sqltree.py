@@ -7,15 +7,27 @@ from pglast import ast
 
 
 def children(node):
-    """The nodes directly under ``node``, in field order."""
+    """The nodes directly under ``node``, in field order; lists of lists are looked into (a FROM
+    clause's functions are a list of lists: ``RangeFunction.functions``)."""
     for name in getattr(type(node), "__slots__", ()):
         value = getattr(node, name, None)
         if isinstance(value, ast.Node):
             yield value
         elif isinstance(value, tuple):
-            for item in value:
-                if isinstance(item, ast.Node):
-                    yield item
+            yield from _nodes(value)
+
+
+def _nodes(items: tuple):
+    stack = [iter(items)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, ast.Node):
+                yield item
+            elif isinstance(item, tuple):
+                stack.append(iter(item))
+                break
+        else:
+            stack.pop()
 
 
 def walk(node):

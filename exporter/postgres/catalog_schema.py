@@ -175,6 +175,7 @@ def read_only_query(sql: str) -> tuple[str | None, str]:
     from pglast import ast
 
     from exporter.advisor.guard import denied
+    from exporter.advisor.sqltree import walk
     from exporter.advisor.statements import Unparsable, _funcname, parse
 
     try:
@@ -189,7 +190,7 @@ def read_only_query(sql: str) -> tuple[str | None, str]:
     if not isinstance(raw.stmt, ast.SelectStmt):
         kind = type(raw.stmt).__name__.removesuffix("Stmt")
         return f"must be a read-only query (SELECT, VALUES, TABLE or WITH ... SELECT), not {kind}", statement
-    for node in _walk(raw.stmt):
+    for node in walk(raw.stmt):
         if isinstance(node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)) or type(node).__name__ == "MergeStmt":
             what = type(node).__name__.removesuffix("Stmt").upper()
             return f"must be a read-only query: it has a data-modifying WITH ({what})", statement
@@ -204,25 +205,6 @@ def read_only_query(sql: str) -> tuple[str | None, str]:
             if why and not ALLOWED_OF_DENIED.fullmatch(name):
                 return f"must be a read-only query: it calls {name}(), which a collector may not ({why})", statement
     return None, statement
-
-
-def _walk(node):
-    """Every node under ``node``, lists of lists included (a FROM clause's functions are)."""
-    from pglast import ast
-
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, tuple):
-            stack.extend(current)
-            continue
-        if not isinstance(current, ast.Node):
-            continue
-        yield current
-        for name in type(current).__slots__:
-            value = getattr(current, name, None)
-            if isinstance(value, (ast.Node, tuple)):
-                stack.append(value)
 
 
 def wrap(statement: str, max_rows: int) -> str:
