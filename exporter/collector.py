@@ -6,6 +6,7 @@ cache or the deadline; the scrape engine (``exporter.scrape``) owns those.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 CLUSTER, DATABASE, HOST = "cluster", "database", "host"
@@ -42,6 +43,9 @@ class Context:
     # the target's config (exporter.target.Target: its typed options, e.g. .statements, .table_limit);
     # by default a target with every option at its default
     options: object = field(default_factory=_no_options)
+    # samples each collector served in the target's last scrape, by collector name ("": the scrape
+    # engine's own metrics); empty before the first scrape
+    served: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -140,7 +140,7 @@ def _statements(reader: _Reader) -> StatementsOptions:
 
 
 TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
-               "table_limit", "connect_timeout", "statements", "pipelines")
+               "table_limit", "max_series", "connect_timeout", "statements", "pipelines")
 PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
 
 
@@ -190,6 +190,7 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
     return Target(
         name=name, dsn=dsn, dsn_from=where, dsn_missing=missing, databases=databases, collectors=collectors,
         max_connections=max_conn, table_limit=reader.ranged("table_limit", int, 1000, "table_limit"),
+        max_series=reader.ranged("max_series", int, Target.max_series, "max_series"),
         connect_timeout=reader.ranged("connect_timeout", float, 3.0, "connect_timeout"),
         statements=_statements(reader.sub("statements")),
         pipelines=pipelines,

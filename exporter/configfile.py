@@ -52,6 +52,7 @@ RANGES = {
     "connect_timeout": (0.001, HOUR),
     "max_connections": (1, 100),
     "table_limit": (1, 100_000),
+    "max_series": (100, 100_000_000),
     "collectors.timeout": (0.001, HOUR),
     "collectors.ttl": (0.0, DAY),
     "statements.limit": (0, 10_000),

@@ -167,11 +167,13 @@ class Rendered:
     headers: dict[str, bytes] = field(default_factory=dict)
     bodies: dict[str, list[bytes]] = field(default_factory=dict)
     tail: list[bytes] = field(default_factory=list)  # complete families rendered elsewhere, appended as is
+    samples: int = 0  # sample lines added by add_families and merge (not those of the tail)
 
     def add_families(self, families, const_labels: str = "") -> None:
         for family in families:
             header, body = render_family(family, const_labels)
             encoded = body.encode()
+            self.samples += encoded.count(b"\n")
             self.add_text(family.name, header.encode(),
                           Chunk(encoded) if len(encoded) >= GZIP_MEMBER_MIN else encoded)
 
@@ -186,6 +188,7 @@ class Rendered:
         for name, header in other.headers.items():
             for body in other.bodies[name]:
                 self.add_text(name, header, body)
+        self.samples += other.samples
 
     def chunks(self):
         """The exposition text piece by piece (no copy of the whole), for streaming."""

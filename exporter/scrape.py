@@ -151,6 +151,9 @@ class TargetScraper:
         self._answered: ServerInfo | None = None  # the probe's answer in the scrape in flight
         self.databases: list[str] = []  # the databases the last scrape covered
         self.outcomes: list[Outcome] = []  # what each collector did in the last scrape (check-config)
+        # samples each collector served in the last scrape ("": the engine's own), for the collectors
+        # (Context.served: the series budget of exporter.postgres.budget); replaced, never changed
+        self.served: dict[str, int] = {}
         self.failure = ""  # why the last scrape's probe failed ("" when it answered), with the hint
         self._pool = ThreadPoolExecutor(max_workers=target.max_connections,
                                         thread_name_prefix=f"dbperf-{target.name}")
@@ -221,11 +224,15 @@ class TargetScraper:
         else:
             outcomes = self._unreachable(enabled, failure)
         self.outcomes, self.failure = outcomes, failure
-        rendered = Rendered()
+        rendered, served = Rendered(), {}
         for outcome in outcomes:
             if outcome.rendered is not None:
                 rendered.merge(outcome.rendered)
+                served[outcome.collector] = served.get(outcome.collector, 0) + outcome.rendered.samples
+        before = rendered.samples
         rendered.add_families(self._self_metrics(server, outcomes, self.clock() - start), self.const)
+        served[""] = rendered.samples - before
+        self.served = served
         return rendered
 
     def _not_applicable(self, server: ServerInfo, enabled) -> list[Outcome]:
@@ -306,9 +313,7 @@ class TargetScraper:
     def _plan(self, server: ServerInfo, enabled) -> list[Job]:
         cluster = [c for c, _, _ in enabled if c.scope == CLUSTER and c.applies(server) is None]
         per_db = [c for c, _, _ in enabled if c.scope == DATABASE and c.applies(server) is None]
-        databases = [server.dbname]
-        if self.kind.discovers_databases and self.target.databases.discover:
-            databases += [d for d in server.databases if d != server.dbname and self.target.databases.wanted(d)]
+        databases = self.target.covered(server) if self.kind.discovers_databases else [server.dbname]
         gone = set(self.databases) - set(databases)
         self.databases = databases
         jobs, keep = [], set(databases)
@@ -431,7 +436,8 @@ class TargetScraper:
         if decision == STALE:  # ... and its last result is served with its age instead
             return Outcome(collector.name, datname, True, entry.duration, now - entry.at, rendered=entry.rendered,
                            skipped=True)
-        ctx = Context(target=self.target.name, datname=job.datname, server=server, options=self.target)
+        ctx = Context(target=self.target.name, datname=job.datname, server=server, options=self.target,
+                      served=self.served)
         try:
             # the collector's timeout bounds each of its queries (the session's statement timeout
             # is the longest of them, set at connect: no SET per scrape); the deadline cancels what

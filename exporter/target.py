@@ -59,6 +59,9 @@ class Target:
     collectors: dict = field(default_factory=dict)  # name -> CollectorSettings (only the overridden)
     max_connections: int = 4
     table_limit: int = 1000
+    # series the target may serve in all; the per-relation collectors (tables, table_sizes,
+    # indexes) fold what does not fit into `other` rows (exporter.postgres.budget)
+    max_series: int = 50_000
     connect_timeout: float = 3.0
     statements: StatementsOptions = StatementsOptions()  # options of the statements and live_queries collectors
     pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
@@ -67,6 +70,14 @@ class Target:
     # set (one line: file, key, target, reason) when the DSN's secret was absent and the config was
     # parsed with secrets=False (check-config): dsn is then "" and the target cannot be connected to
     dsn_missing: str = ""
+
+    def covered(self, server) -> list[str]:
+        """The databases database-scoped collectors run on, for ``server`` (a ServerInfo): the
+        target's own first, then the other discovered ones its ``databases:`` wants."""
+        own = server.dbname
+        if not self.databases.discover:
+            return [own]
+        return [own, *(d for d in server.databases if d != own and self.databases.wanted(d))]
 
     def collector(self, name: str, enabled_by_default: bool) -> CollectorSettings:
         settings = self.collectors.get(name)

@@ -55,6 +55,7 @@ def check_accepted(config) -> None:
         assert in_range(t.connect_timeout, "connect_timeout")
         if t.kind == "postgres":
             assert in_range(t.max_connections, "max_connections") and in_range(t.table_limit, "table_limit")
+            assert in_range(t.max_series, "max_series")
         for settings_ in t.collectors.values():
             assert settings_.timeout is None or in_range(settings_.timeout, "collectors.timeout")
             assert settings_.ttl is None or in_range(settings_.ttl, "collectors.ttl")

@@ -130,6 +130,7 @@ RANGES = [
     ({"targets": 1}, "connect_timeout", ("1ms", "1h"), (0, "3601s")),
     ({"targets": 1}, "max_connections", (1, 100), (0, 101)),
     ({"targets": 1}, "table_limit", (1, 100_000), (0, 100_001)),
+    ({"targets": 1}, "max_series", (100, 100_000_000), (99, 100_000_001)),
     ({"targets": 1, "under": "statements"}, "limit", (0, 10_000), (-1, 10_001)),
     ({"targets": 1, "under": "statements"}, "query_text_length", (1, 10_000), (0, 10_001)),
     ({"targets": 1, "under": "statements"}, "sticky", ("0s", "1d"), ("-1ms", "25h")),
