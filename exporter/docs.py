@@ -121,6 +121,10 @@ def reference(versions: dict | None = None) -> str:
     from exporter.postgres.catalog import TRUNCATED, TRUNCATED_HELP
 
     out += [_row(TRUNCATED, "gauge", ("collector", "datname"), "User collectors (collector_files) only: " + TRUNCATED_HELP)]
+    from exporter.postgres.relations import FOLDED, FOLDED_HELP
+
+    out += [_row(FOLDED, "gauge", ("collector", "datname"), "The per-relation collectors (tables, table_sizes, "
+                 "indexes) only, one series per database: " + FOLDED_HELP)]
     out += [_row("dbperf_build_info", "gauge", ("version", "python_version"), "dbperf version and Python version; always 1."),
             _row("process_*, python_*", "", (), "The exporter's own process (CPU, memory, file descriptors), from prometheus-client."),
             ""]

@@ -25,16 +25,21 @@ UNSUPPORTED_SQLSTATES = frozenset({"42P01", "0A000"})
 
 def builtin_collectors() -> list[Collector]:
     """New objects of every built-in PostgreSQL collector: the catalog's (copies of the parsed,
-    immutable entries) and the code collectors."""
+    immutable entries; the per-relation ones share one new series budget) and the code collectors."""
     from exporter.advisor.collector import AdvisorCollector
     from exporter.pipelines.collector import PipelinesCollector
     from exporter.postgres import catalog
+    from exporter.postgres.budget import RELATION_COLLECTORS, SeriesBudget
     from exporter.postgres.live import LiveQueriesCollector
     from exporter.postgres.privileges import PrivilegesCollector
+    from exporter.postgres.relations import RelationCollector
     from exporter.postgres.settings import SettingsCollector
     from exporter.postgres.statements import StatementsCollector
 
-    return [*(copy.copy(c) for c in catalog.load()), SettingsCollector(), StatementsCollector(), LiveQueriesCollector(),
+    budget = SeriesBudget()  # the target's max_series, shared by its per-relation collectors only
+    builtin = [RelationCollector(c.spec, budget) if c.name in RELATION_COLLECTORS else copy.copy(c)
+               for c in catalog.load()]
+    return [*builtin, SettingsCollector(), StatementsCollector(), LiveQueriesCollector(),
             PrivilegesCollector(),  # fails naming the grant when the role lacks what pg_monitor grants
             AdvisorCollector(),     # opt-in: dbperf_advisor_findings
             PipelinesCollector()]   # on for targets with `pipelines:` sources
