@@ -134,7 +134,17 @@ def check_target(target: Target, budget: float, config=None) -> tuple[list[str],
             f"({'replica' if server.in_recovery else 'primary'}) at {where}; "
             f"databases covered: {', '.join(databases)}")
     return [head, *_collector_lines(target, collectors, server, successes, reasons, unsupported),
-            *_not_served(target, collectors, server, unsupported, served)], ""
+            *_not_served(target, collectors, server, unsupported, served), _series(scraper)], ""
+
+
+def _series(scraper) -> str:
+    """The series the target costs and whether its max_series cuts (exporter.postgres.budget)."""
+    from exporter.postgres.budget import SeriesBudget
+
+    budget = next((c.budget for c in scraper.collectors if isinstance(getattr(c, "budget", None), SeriesBudget)), None)
+    if budget is None:
+        return f"series: {sum(scraper.served.values()):,} in this scrape"
+    return budget.estimate(scraper.target, scraper.served)
 
 
 def check_targets(config: Config, out=None) -> list[str]:
