@@ -247,8 +247,9 @@ def postgres():
               "> ${checkpoints_requested_ratio} requested over ${checkpoints_window} (at least ${checkpoints_min_requested})",
               "Requested checkpoints come too often and write more full-page images; more than half of them means "
               "max_wal_size should grow. The minimum count ignores a manual CHECKPOINT."),
+        # schemaname="": a database's other row (the tables max_series folded, summed) is no table
         Alert("PostgreSQLDeadTuplesAccumulating", "warning",
-              "pg_stat_user_tables_n_dead_tup > ${dead_tuples_min}\n"
+              "pg_stat_user_tables_n_dead_tup{schemaname!=\"\"} > ${dead_tuples_min}\n"
               "and pg_stat_user_tables_n_dead_tup / (pg_stat_user_tables_n_live_tup + pg_stat_user_tables_n_dead_tup)"
               " > ${dead_tuples_ratio}\n"
               "unless time() - pg_stat_user_tables_last_autovacuum_timestamp_seconds < ${dead_tuples_autovacuum_age_seconds}",

@@ -28,6 +28,9 @@ ROOT = HERE.parent
 RI = "$__rate_interval"
 PG = 'job=~"$job", instance=~"$instance", target=~"$target"'
 PGD = PG + ', datname=~"$datname"'
+# one table or index: not the other rows that sum a database's tables folded by max_series
+# (schemaname="", a name no schema has); sums over a database keep PGD, other rows included
+PGT = PGD + ', schemaname!=""'
 BY = "job, instance, target"
 
 
@@ -295,7 +298,7 @@ def postgres() -> dict:
                     target(f"sum(rate(pg_stat_user_tables_autoanalyze_total{{{PGD}}}[{RI}]))", "autoanalyze")],
                    "ops"),
         timeseries("Dead rows (top 10 tables)", "Estimated dead rows of the 10 tables with the most.",
-                   [target(f"topk(10, pg_stat_user_tables_n_dead_tup{{{PGD}}})", "{{datname}}.{{relname}}")],
+                   [target(f"topk(10, pg_stat_user_tables_n_dead_tup{{{PGT}}})", "{{datname}}.{{relname}}")],
                    "short"),
         table("Maintenance running now", "Every VACUUM, ANALYZE, CREATE INDEX / REINDEX and CLUSTER / VACUUM "
               "FULL running (pg_stat_progress_*): its phase, how long it runs, its progress through the blocks "
@@ -437,34 +440,34 @@ def tables() -> dict:
                    [target(f"pg_database_size_bytes{{{PGD}}}", "{{datname}}")], "bytes"),
         table("Largest tables", "The largest tables (table with TOAST, without indexes), their index size "
               "and growth over the selected range.",
-              [target(f"topk($topn, pg_stat_user_tables_table_size_bytes{{{PGD}}})"),
-               target(f"pg_stat_user_tables_index_size_bytes{{{PGD}}}"),
-               target(f"delta(pg_stat_user_tables_table_size_bytes{{{PGD}}}[$__range])")], "bytes", w=12,
+              [target(f"topk($topn, pg_stat_user_tables_table_size_bytes{{{PGT}}})"),
+               target(f"pg_stat_user_tables_index_size_bytes{{{PGT}}}"),
+               target(f"delta(pg_stat_user_tables_table_size_bytes{{{PGT}}}[$__range])")], "bytes", w=12,
               columns={"datname": "Database", "schemaname": "Schema", "relname": "Table", "Value #A": "Table size",
                        "Value #B": "Index size", "Value #C": "Growth"}, hide=("Time", "job", "instance", "target"),
               sort="Table size"),
         timeseries("Table growth", "Change of table size over the last hour, top 10 tables.",
-                   [target(f"topk(10, delta(pg_stat_user_tables_table_size_bytes{{{PGD}}}[1h]))",
+                   [target(f"topk(10, delta(pg_stat_user_tables_table_size_bytes{{{PGT}}}[1h]))",
                            "{{datname}}.{{relname}}")], "bytes", min_=None),
         timeseries("Live rows (top 10 tables)", "Estimated live rows of the 10 largest tables.",
-                   [target(f"topk(10, pg_stat_user_tables_n_live_tup{{{PGD}}})", "{{datname}}.{{relname}}")],
+                   [target(f"topk(10, pg_stat_user_tables_n_live_tup{{{PGT}}})", "{{datname}}.{{relname}}")],
                    "short"),
         row("Scans"),
         timeseries("Sequential scans per table", "Sequential scans per second, top 10 tables; a large table "
                    "scanned sequentially often misses an index.",
-                   [target(f"topk(10, sum by ({tby}) (rate(pg_stat_user_tables_seq_scan_total{{{PGD}}}[{RI}])))",
+                   [target(f"topk(10, sum by ({tby}) (rate(pg_stat_user_tables_seq_scan_total{{{PGT}}}[{RI}])))",
                            "{{datname}}.{{relname}}")], "ops"),
         timeseries("Index scans per table", "Index scans per second, top 10 tables.",
-                   [target(f"topk(10, sum by ({tby}) (rate(pg_stat_user_tables_idx_scan_total{{{PGD}}}[{RI}])))",
+                   [target(f"topk(10, sum by ({tby}) (rate(pg_stat_user_tables_idx_scan_total{{{PGT}}}[{RI}])))",
                            "{{datname}}.{{relname}}")], "ops"),
         table("Sequential vs index scans", "Over the selected range: sequential scans, rows they read, index "
               "scans, and the share of scans that were sequential.",
-              [target(f"topk($topn, sum by ({tby}) (increase(pg_stat_user_tables_seq_tup_read_total{{{PGD}}}[$__range])))"),
-               target(f"sum by ({tby}) (increase(pg_stat_user_tables_seq_scan_total{{{PGD}}}[$__range]))"),
-               target(f"sum by ({tby}) (increase(pg_stat_user_tables_idx_scan_total{{{PGD}}}[$__range]))"),
-               target(f"sum by ({tby}) (increase(pg_stat_user_tables_seq_scan_total{{{PGD}}}[$__range])) / "
-                      f"(sum by ({tby}) (increase(pg_stat_user_tables_seq_scan_total{{{PGD}}}[$__range])) + "
-                      f"sum by ({tby}) (increase(pg_stat_user_tables_idx_scan_total{{{PGD}}}[$__range])) > 0)")],
+              [target(f"topk($topn, sum by ({tby}) (increase(pg_stat_user_tables_seq_tup_read_total{{{PGT}}}[$__range])))"),
+               target(f"sum by ({tby}) (increase(pg_stat_user_tables_seq_scan_total{{{PGT}}}[$__range]))"),
+               target(f"sum by ({tby}) (increase(pg_stat_user_tables_idx_scan_total{{{PGT}}}[$__range]))"),
+               target(f"sum by ({tby}) (increase(pg_stat_user_tables_seq_scan_total{{{PGT}}}[$__range])) / "
+                      f"(sum by ({tby}) (increase(pg_stat_user_tables_seq_scan_total{{{PGT}}}[$__range])) + "
+                      f"sum by ({tby}) (increase(pg_stat_user_tables_idx_scan_total{{{PGT}}}[$__range])) > 0)")],
               "short", columns={"datname": "Database", "schemaname": "Schema", "relname": "Table",
                                 "Value #A": "Rows read sequentially", "Value #B": "Sequential scans",
                                 "Value #C": "Index scans", "Value #D": "Sequential share"},
@@ -473,32 +476,32 @@ def tables() -> dict:
         row("Dead rows and vacuum"),
         table("Dead rows", "Tables with the most dead rows, their share of all rows and the time since the "
               "last autovacuum.",
-              [target(f"topk($topn, pg_stat_user_tables_n_dead_tup{{{PGD}}})"),
-               target(f"pg_stat_user_tables_n_dead_tup{{{PGD}}} / (pg_stat_user_tables_n_dead_tup{{{PGD}}} + "
-                      f"pg_stat_user_tables_n_live_tup{{{PGD}}} > 0)"),
-               target(f"time() - (pg_stat_user_tables_last_autovacuum_timestamp_seconds{{{PGD}}} > 0)")],
+              [target(f"topk($topn, pg_stat_user_tables_n_dead_tup{{{PGT}}})"),
+               target(f"pg_stat_user_tables_n_dead_tup{{{PGT}}} / (pg_stat_user_tables_n_dead_tup{{{PGT}}} + "
+                      f"pg_stat_user_tables_n_live_tup{{{PGT}}} > 0)"),
+               target(f"time() - (pg_stat_user_tables_last_autovacuum_timestamp_seconds{{{PGT}}} > 0)")],
               "short", w=12, columns={"datname": "Database", "schemaname": "Schema", "relname": "Table",
                                       "Value #A": "Dead rows", "Value #B": "Dead share",
                                       "Value #C": "Since last autovacuum"},
               hide=("Time", "job", "instance", "target"),
               units={"Dead share": "percentunit", "Since last autovacuum": "dtdurations"}, sort="Dead rows"),
         timeseries("Dead row share (top 10 tables)", "Dead rows over live plus dead rows.",
-                   [target(f"topk(10, pg_stat_user_tables_n_dead_tup{{{PGD}}} / (pg_stat_user_tables_n_dead_tup"
-                           f"{{{PGD}}} + pg_stat_user_tables_n_live_tup{{{PGD}}} > 0))", "{{datname}}.{{relname}}")],
+                   [target(f"topk(10, pg_stat_user_tables_n_dead_tup{{{PGT}}} / (pg_stat_user_tables_n_dead_tup"
+                           f"{{{PGT}}} + pg_stat_user_tables_n_live_tup{{{PGT}}} > 0))", "{{datname}}.{{relname}}")],
                    "percentunit", max_=1, thresholds=[T["dead_tuples_ratio"]]),
         row("Indexes"),
         table("Unused indexes", "Indexes with no scan over the selected range, largest first: candidates "
               "for removal (check replicas and rare jobs first).",
-              [target(f"topk($topn, pg_stat_user_indexes_size_bytes{{{PGD}}} and on ({tby}, indexrelname) "
-                      f"(sum by ({tby}, indexrelname) (increase(pg_stat_user_indexes_idx_scan_total{{{PGD}}}"
+              [target(f"topk($topn, pg_stat_user_indexes_size_bytes{{{PGT}}} and on ({tby}, indexrelname) "
+                      f"(sum by ({tby}, indexrelname) (increase(pg_stat_user_indexes_idx_scan_total{{{PGT}}}"
                       f"[$__range])) == 0))")], "bytes",
               columns={"datname": "Database", "schemaname": "Schema", "relname": "Table",
                        "indexrelname": "Index", "Value": "Size"},
               hide=("Time", "job", "instance", "target", "__name__"), sort="Size", w=12),
         table("Index usage", "Scans per index over the selected range, with its size.",
               [target(f"topk($topn, sum by ({tby}, indexrelname) (increase(pg_stat_user_indexes_idx_scan_total"
-                      f"{{{PGD}}}[$__range])))"),
-               target(f"pg_stat_user_indexes_size_bytes{{{PGD}}}")], "short",
+                      f"{{{PGT}}}[$__range])))"),
+               target(f"pg_stat_user_indexes_size_bytes{{{PGT}}}")], "short",
               columns={"datname": "Database", "schemaname": "Schema", "relname": "Table",
                        "indexrelname": "Index", "Value #A": "Scans", "Value #B": "Size"},
               hide=("Time", "job", "instance", "target"), units={"Size": "bytes"}, sort="Scans", w=12),
