@@ -47,6 +47,7 @@ IDLE_CONNECTIONS = 50
 DBPERF_ROLE, FLOOR_ROLE, PGEXP_ROLE = "dbperf_bench", "dbperf_floor", "pgexp_bench"
 COLS = ("id", "a", "b", "c", "d")
 SUBSETS = [c for n in range(1, len(COLS) + 1) for c in itertools.combinations(COLS, n)]  # 31
+MAX_SERIES_OFF = 100_000_000  # the largest max_series: no budget at these scales
 PGEXP_BIN = "/usr/bin/prometheus-postgres-exporter"
 PGEXP_QUERIES = Path(__file__).with_name("pgexporter_queries.yaml")
 FLOOR_ROW, PGEXP_ROW = "floor: same SQL, open conns", "postgres_exporter /metrics HTTP"
@@ -286,6 +287,8 @@ def dbperf_config(spec):
     from exporter.registry import all_collectors
 
     target = {"name": "bench", "dsn": spec["dsn"]}
+    if spec.get("max_series"):
+        target["max_series"] = spec["max_series"]
     if spec["mode"].startswith("cold"):
         # `enabled` spelled out: a collectors entry without it enables a collector that is off by default
         target["collectors"] = {c.name: {"ttl": 0, "enabled": c.enabled_by_default} for c in all_collectors()}
@@ -306,10 +309,18 @@ def child_probe(spec):
     from exporter.server import Exporter
 
     exporter = Exporter(dbperf_config(spec))
+    if spec.get("settle"):
+        offset = settle_clock(exporter)
     side = ServerSide(spec["admin_dsn"], DBPERF_ROLE)
     t0 = time.perf_counter()
     exporter.probe("bench", spec["budget"])
     first = time.perf_counter() - t0
+    if spec.get("settle"):
+        # the steady state: every TTL expired twice on the clock (the series budget counts the other
+        # collectors in the first scrape and shares the rest out from the next refreshes on)
+        for _ in range(2):
+            offset[0] += 301.0
+            exporter.probe("bench", spec["budget"])
     if spec.get("profile"):
         out = io.StringIO()
         profile_scrape(exporter, spec["budget"], out)
@@ -340,22 +351,28 @@ def child_probe(spec):
     print(json.dumps(result))
 
 
+def settle_clock(exporter) -> list:
+    """The bench target's scraper on a clock the benchmark moves: real time plus ``offset[0]``."""
+    from exporter.registry import all_collectors
+    from exporter.scrape import TargetScraper
+
+    offset = [0.0]
+    target = exporter.scrapers["bench"].target
+    exporter.scrapers["bench"].close()
+    exporter.scrapers["bench"] = TargetScraper(target, all_collectors(), clock=lambda: time.monotonic() + offset[0])
+    return offset
+
+
 def child_window(spec):
     """The shipped TTLs over a simulated quarter of an hour: after one warm-up scrape, one scrape
     every ``interval`` seconds for ``window`` seconds on a clock that the benchmark moves forward
     (TargetScraper's ``clock``: real time plus the simulated offset), so that the 30 s and 5 min
     TTLs expire as they would while every query really runs. Per scrape: the growth of the
     role's execution time in pg_stat_statements."""
-    from exporter.registry import all_collectors
-    from exporter.scrape import TargetScraper
     from exporter.server import Exporter
 
-    config = dbperf_config({**spec, "mode": "default"})
-    exporter = Exporter(config)
-    offset = [0.0]
-    exporter.scrapers["bench"].close()
-    exporter.scrapers["bench"] = TargetScraper(config.targets[0], all_collectors(),
-                                               clock=lambda: time.monotonic() + offset[0])
+    exporter = Exporter(dbperf_config({**spec, "mode": "default"}))
+    offset = settle_clock(exporter)
     cached = {c.name for c, ttl, _ in exporter.scrapers["bench"].enabled() if ttl > 0}
     side = ServerSide(spec["admin_dsn"], DBPERF_ROLE)
     t0 = time.perf_counter()
@@ -436,7 +453,7 @@ def profile_scrape(exporter, budget, out):
         stats.add(prof)
     out.write(f"wall {wall * 1000:.0f} ms; {len(profiles)} collector threads profiled; times are summed over "
               f"threads (the main thread mostly waits for them in _run_jobs)\n")
-    stats.sort_stats("cumulative").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "30")))
 
 
 def child_http(spec):
@@ -747,7 +764,17 @@ def run_scale(scale, args, log):
         rows = {}
         try:
             base = {"dsn": cluster.dsn("postgres", DBPERF_ROLE), "admin_dsn": cluster.dsn("postgres"),
-                    "scrapes": args.scrapes, "budget": 120.0}
+                    "scrapes": args.scrapes, "budget": 120.0, "max_series": args.max_series}
+            if args.budget:  # the series budget: the shipped max_series against none
+                for mode in ("cold", "default", "window"):
+                    for label, limit in (("", args.max_series), (", max_series off", MAX_SERIES_OFF)):
+                        name = (f"dbperf default, {args.window / 60:g} min at {args.interval:g} s" if mode == "window"
+                                else f"dbperf {mode}" + (", settled" if mode == "default" else "")) + label
+                        log(f"  {name} /probe in-process")
+                        rows[name] = run_child({**base, "mode": mode, "max_series": limit, "settle": mode == "default",
+                                                "window": args.window, "interval": args.interval})
+                return {"scale": scale, **{k: v for k, v in info.items() if k != "dbnames"}, "idle": IDLE_CONNECTIONS,
+                        "active": args.active, "rows": rows}
             for mode in ("cold", "default"):
                 log(f"  dbperf {mode} /probe in-process")
                 rows[f"dbperf {mode}"] = run_child({**base, "mode": mode})
@@ -796,7 +823,7 @@ def db_cost(rows) -> list[str]:
     get = lambda name: rows[name] if name in rows and "error" not in rows[name] else None  # noqa: E731
     cold, floor, pgexp = get("dbperf cold"), get(FLOOR_ROW), get(PGEXP_ROW)
     name, window = next(((n, m) for n, m in rows.items() if m.get("window")), (None, None))
-    if not (cold and window):
+    if not (cold and window and (floor or pgexp)):  # --budget runs neither: nothing to set it against
         return []
     w = window["window"]
     execs, refreshed = w["exec_ms"], w["refreshed"]
@@ -893,6 +920,10 @@ def main(argv=None):
                          "floor and postgres_exporter (no HTTP rows)")
     ap.add_argument("--window", type=float, default=900.0, help="simulated seconds of the window row (default 900)")
     ap.add_argument("--interval", type=float, default=15.0, help="its scrape interval in seconds (default 15)")
+    ap.add_argument("--max-series", type=int, default=None,
+                    help="max_series of dbperf's target (default: the shipped one)")
+    ap.add_argument("--budget", action="store_true",
+                    help="only dbperf cold and default, with max_series as shipped (or --max-series) and off")
     ap.add_argument("--label", default="", help="title suffix for RESULTS.md, e.g. 'preliminary'")
     ap.add_argument("--output", default=str(Path(__file__).with_name("RESULTS.md")),
                     help="Markdown file to write ('' for none)")

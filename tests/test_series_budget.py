@@ -270,3 +270,14 @@ def test_rendered_counts_its_samples_as_the_engine_tells_collectors():
     both.merge(one)
     assert one.samples == 2 and both.samples == 2 + 4
     assert both.samples == sum(1 for line in both.text().splitlines() if not line.startswith("#"))
+
+
+def test_one_log_line_when_the_budget_starts_cutting(caplog):
+    server = Server(1000 + 3 * 3 + 3 * OTHER + 20 * (TABLES + INDEX), {"a": 50, "b": 50, "c": 50})
+    with caplog.at_level("INFO", logger="dbperf.budget"):
+        for _ in range(6):
+            server.scrape()
+    lines = [r.getMessage() for r in caplog.records if r.name == "dbperf.budget"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"target=t max_series={server.target.max_series}: the 150 tables read so far")
+    assert "dbperf_series_folded" in lines[0]

@@ -414,7 +414,10 @@ class SeriesBudget:
         self.round &= keep
 
     def _say(self, ctx, cuts: bool, total: int, covered: list[str], cost: Cost) -> None:
-        """One log line when the budget starts folding (again at most once per LOG_EVERY)."""
+        """One log line when the budget starts folding (again at most once per LOG_EVERY), once
+        the other collectors are counted (the first scrape's share is a guess)."""
+        if not ctx.served:
+            return
         key = ("budget", ctx.target)
         was, self.cutting = self.cutting, cuts
         if not cuts:
