@@ -4,7 +4,9 @@
 What it decides
     The target may serve ``max_series`` series in all. The other collectors' series are what they
     served in the target's last scrape (``Context.served``; before the first scrape is counted,
-    half of ``max_series`` is set aside for them); the relation collectors share the rest. When
+    half of ``max_series`` is set aside for them, and a database whose tables do not all fit in its
+    share of the rest keeps none on its own until its next read: no series is made on a guess);
+    the relation collectors share the rest. When
     every table fits, nothing changes. Otherwise the busiest tables across the databases are kept,
     each with its indexes (a table's cost is its series in every enabled relation collector: 23
     in ``tables`` (27 on PostgreSQL 18), 2 in ``table_sizes`` and 4 per index), and each
@@ -172,8 +174,8 @@ class SeriesBudget:
         self.members: dict[tuple, float] = {}  # (datname, table) -> clock time it last was among the busiest
         self.decision: Decision | None = None
         self.round: set[str] = set()  # databases ranked since the decision
-        self.rounds = 0               # decisions so far (tests, check-config)
-        self.cutting = False          # the last decision folded tables
+        self.rounds = 0               # decisions so far
+        self.cutting = False          # the last decision (once counted) folded tables: logged once
         self._costs: dict = {}
         self.version: int | None = None  # the server's, as of the last read
         self._log = RateLimiter(LOG_EVERY)
