@@ -127,7 +127,7 @@ def test_the_busiest_tables_across_databases_are_kept_within_max_series(budgeted
 
 
 def test_other_rows_equal_the_sums_over_the_folded_tables(pg, budgeted, databases):
-    samples, _ = budgeted[2][-1]
+    samples, _ = scrape(budgeted[0])  # nothing touches the tables from here to the reads below
     for datname in databases:
         shown = kept(samples, datname)
         with pg.connect(datname) as conn:
