@@ -33,8 +33,12 @@ def builtin_collectors() -> list[Collector]:
     from exporter.postgres.privileges import PrivilegesCollector
     from exporter.postgres.settings import SettingsCollector
     from exporter.postgres.statements import StatementsCollector
+    from exporter.postgres.wait_events import SharedSampler, StatementWaitEventsCollector, WaitEventsCollector
 
-    return [*(copy.copy(c) for c in catalog.load()), SettingsCollector(), StatementsCollector(), LiveQueriesCollector(),
+    statements = StatementsCollector()
+    sampler = SharedSampler(statements)  # one session sampler per target, for both wait-event collectors
+    return [*(copy.copy(c) for c in catalog.load()), SettingsCollector(), statements, LiveQueriesCollector(),
+            WaitEventsCollector(sampler), StatementWaitEventsCollector(sampler),
             PrivilegesCollector(),  # fails naming the grant when the role lacks what pg_monitor grants
             AdvisorCollector(),     # opt-in: dbperf_advisor_findings
             PipelinesCollector()]   # on for targets with `pipelines:` sources
