@@ -224,3 +224,28 @@ def test_promtool_accepts_the_wait_event_metrics(waitsdb):
     assert LOCK in text and STMT in text
     assert promtool_check_metrics(text) == ""
 
+
+
+@pytest.mark.prom
+def test_the_db_load_panel_shows_the_lock_waits_in_a_real_prometheus(waitsdb, serve):
+    import sys
+
+    from conftest import ROOT, Prometheus
+
+    sys.path.insert(0, str(ROOT / "dashboards"))
+    from queries import load_all, panels, substitute
+
+    (panel,) = [p for p in panels(load_all()["queries.json"]) if p["title"] == "DB load by wait event type"]
+    load, cpus = (substitute(t["expr"]) for t in panel["targets"])
+    served = serve(make_config(waitsdb, {"wait_events": {"interval": f"{INTERVAL}s"}}))
+    address = served.url.removeprefix("http://")
+    prom = Prometheus([{"job_name": "dbperf", "static_configs": [{"targets": [address]}]}])
+    try:
+        with blocked_updates(waitsdb, 2):
+            def lock_load():
+                found = [float(r["value"][1]) for r in prom.query(load) if r["metric"].get("wait_event_type") == "Lock"]
+                return found and found[0] > 1.5 and found[0]
+            assert wait_until(lock_load, timeout=60, message="Lock load of two sessions") < 2.5
+        assert float(prom.query(cpus)[0]["value"][1]) >= 1
+    finally:
+        prom.stop()
