@@ -77,8 +77,9 @@ class SharedSampler:
         with self._lock:
             if self.sampler is None and not self._closed:
                 self.sampler = Sampler(target, shown=self.shown)
-            if self.sampler is not None:
-                self.sampler.start()
+            if self.sampler is None:
+                raise RuntimeError("the wait_events sampler was stopped (the exporter is closing)")
+            self.sampler.start()
             return self.sampler
 
     def close(self) -> None:
