@@ -250,3 +250,25 @@ def test_the_db_load_panel_shows_the_lock_waits_in_a_real_prometheus(waitsdb, se
         assert float(prom.query(cpus)[0]["value"][1]) >= 1
     finally:
         prom.stop()
+
+
+def test_postgresql_13_samples_sessions_and_says_why_there_is_no_per_statement_load():
+    from exporter.config import parse
+    from exporter.pgcluster import Cluster
+    from pgdist import bindir
+
+    with Cluster(bindir=bindir(13)) as cluster:
+        holder = psycopg.connect(cluster.dsn())
+        holder.execute("SELECT 1")  # idle in transaction from here on
+        config = parse({"targets": [{"name": "main", "dsn": cluster.dsn(), "wait_events": {"interval": "0.5s"}}]})
+        exporter = Exporter(config)
+        try:
+            scrape(exporter)
+            idle = dict(datname="postgres", state="idle in transaction", wait_event_type="Client", wait_event="ClientRead")
+            samples = wait_until(lambda: (s := scrape(exporter)).has(LOCK, **idle) and s, message="the idle transaction")
+            assert samples.value(LOCK, **idle) > 0
+            assert samples.value("dbperf_collector_supported", collector="statement_wait_events", datname="") == 0
+            assert not samples.has(STMT)
+        finally:
+            exporter.close()
+            holder.close()

@@ -122,7 +122,8 @@ class WaitEventsCollector(Collector):
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
         sampler = self.shared.get(ctx.options)
-        sampler.integrator.forget(databases=ctx.server.databases)
+        shown = {queryid for _, queryid in self.shared.shown()}  # bounded even with statement_wait_events off
+        sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
         sessions, _ = sampler.integrator.snapshot()
         families = self.describe()
         families[0] = _counter(families[0].name, SESSIONS_HELP, SESSION_LABELS, sessions)
