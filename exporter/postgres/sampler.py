@@ -7,7 +7,7 @@ scrape time without any SQL (:mod:`exporter.postgres.wait_events`).
   ``application_name=dbperf``, marked SQL, reconnect backoff), never one of the scrapes'.
 - Each sample is bounded: the session's ``statement_timeout`` is :func:`sample_timeout` (half the
   interval, 0.1 .. 1 s), and the watchdog cancels, then breaks off, a sample still running one
-  interval after it started (a frozen server): that sample fails, counted, the session is
+  interval after it started, or 1 s after its timeout when sooner (a frozen server): that sample fails, counted, the session is
   replaced. One thread, one sample at a time: a slow server makes samples fail or be skipped
   (counted), never a pile-up of threads.
 - One statement per sample, aggregated on the server (one row per database, state, wait event and
