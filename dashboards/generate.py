@@ -362,6 +362,23 @@ def top_statements(metric: str) -> str:
     return (f'topk($topn, sum by ({QBY}) (increase({metric}{{{PGD}, queryid!="other"}}[$__range])))')
 
 
+def db_load() -> dict:
+    """Average active sessions by wait event type (the wait_events sampler), stacked, against the
+    CPUs of dbperf's host (host_cpus: the database's own when dbperf runs beside it)."""
+    load = f'sum by (wait_event_type) (rate(pg_active_sessions_seconds_total{{{PGD}, state="active"}}[{RI}]))'
+    panel = timeseries(
+        "DB load by wait event type", "Average active client sessions (the wait_events sampler's "
+        "pg_active_sessions_seconds_total, state active) stacked by what they wait on: CPU (waiting on nothing), "
+        "Lock, LWLock, IO, IPC, Client ... Load above the CPUs line means sessions queue for CPU or wait; the "
+        "CPUs are those of dbperf's host (host_cpus), the database's own when dbperf runs beside it.",
+        [target(load, "{{wait_event_type}}"), target(f"max(host_cpus{{{HOST}}})", "CPUs")], "short", stack=True, w=24)
+    panel["fieldConfig"]["overrides"].append({"matcher": {"id": "byName", "options": "CPUs"}, "properties": [
+        {"id": "custom.stacking", "value": {"mode": "none", "group": "A"}}, {"id": "custom.fillOpacity", "value": 0},
+        {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+        {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]})
+    return panel
+
+
 def queries() -> dict:
     calls = f'sum by ({QBY}) (increase(pg_stat_statements_calls_total{{{PGD}, queryid!="other"}}[$__range]))'
     secs = f'sum by ({QBY}) (increase(pg_stat_statements_seconds_total{{{PGD}, queryid!="other"}}[$__range]))'
@@ -373,6 +390,8 @@ def queries() -> dict:
                      columns={**cols, "Value": value_name}, hide=hide, units={value_name: unit}, sort=value_name)
 
     items = [
+        row("Database load"),
+        db_load(),
         row("Workload latency"),
         timeseries("Statement latency p50 / p95 / p99", "Percentiles of statement execution time by database, "
                    "from the pg_statement_duration_seconds histogram (5 minute rate; recording rules).",
@@ -427,7 +446,8 @@ def queries() -> dict:
     ]
     variables = [*pg_variables(), custom_var("topn", "Top N", ["5", "10", "20", "50"], "10")]
     return dashboard("dbperf-queries", "dbperf / Queries",
-                     "Statement latency, the top statements by time, calls, rows and I/O, live slow and "
+                     "Database load by wait event, statement latency, the top statements by time, calls, rows "
+                     "and I/O, live slow and "
                      "blocked queries, and the advisor's findings.", variables, items, tags=("queries",))
 
 

@@ -20,7 +20,7 @@ from exporter.configfile import (  # noqa: F401 - re-exported: the config's read
 )
 
 from exporter.target import (  # noqa: F401 - re-exported: the typed settings the config builds
-    MANAGED_ADMIN_DATABASES, RANK_BY, CollectorSettings, Databases, StatementsOptions, Target,
+    MANAGED_ADMIN_DATABASES, RANK_BY, CollectorSettings, Databases, StatementsOptions, Target, WaitEventsOptions,
 )
 
 DEFAULT_PORT = 9847
@@ -139,8 +139,14 @@ def _statements(reader: _Reader) -> StatementsOptions:
     return StatementsOptions(**out)
 
 
+def _wait_events(reader: _Reader) -> WaitEventsOptions:
+    reader.allow("interval")
+    return WaitEventsOptions(interval=reader.ranged("interval", float, WaitEventsOptions.interval,
+                                                    "wait_events.interval"))
+
+
 TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
-               "table_limit", "max_series", "connect_timeout", "statements", "pipelines")
+               "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "pipelines")
 PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
 
 
@@ -193,6 +199,7 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         max_series=reader.ranged("max_series", int, Target.max_series, "max_series"),
         connect_timeout=reader.ranged("connect_timeout", float, 3.0, "connect_timeout"),
         statements=_statements(reader.sub("statements")),
+        wait_events=_wait_events(reader.sub("wait_events")),
         pipelines=pipelines,
     )
 

@@ -60,6 +60,7 @@ RANGES = {
     "statements.query_text_length": (1, 10_000),
     "statements.query_text_ttl": (0.0, DAY),
     "statements.slow_threshold": (0.0, DAY),
+    "wait_events.interval": (0.1, 60.0),
 }
 
 

@@ -191,6 +191,10 @@ class TargetScraper:
         return self.begin(budget).result()
 
     def close(self) -> None:
+        for collector in self.collectors:  # background sources (the session sampler) stop with the scraper
+            stop = getattr(collector, "close", None)
+            if stop is not None:
+                stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         for conn in [self.main, *self.conns.values()]:
             conn.close()

@@ -52,6 +52,15 @@ class StatementsOptions:
 
 
 @dataclass(frozen=True)
+class WaitEventsOptions:
+    """``wait_events:`` of a target: the session sampler behind the ``wait_events`` and
+    ``statement_wait_events`` collectors (:mod:`exporter.postgres.sampler`); it runs while either
+    collector is enabled (``collectors: {wait_events: false, statement_wait_events: false}`` stops it)."""
+
+    interval: float = 1.0  # seconds between two reads of pg_stat_activity
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     dsn: str = field(repr=False)  # holds the password: never log it, use exporter.secrets.describe_dsn
@@ -64,6 +73,7 @@ class Target:
     max_series: int = 50_000
     connect_timeout: float = 3.0
     statements: StatementsOptions = StatementsOptions()  # options of the statements and live_queries collectors
+    wait_events: WaitEventsOptions = WaitEventsOptions()  # the session sampler's options
     pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
     kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)
     dsn_from: str = ""      # where the DSN comes from when not inline: "environment variable PG_DSN", "file ..."

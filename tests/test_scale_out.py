@@ -65,9 +65,10 @@ def test_twenty_targets_scraped_by_prometheus_with_file_sd(twenty):
         result = prom_query(prom.url, 'count by (instance) (pg_stat_database_xact_commit_total{job="postgres",env="test",'
                                       'datname="app_07"})')
         assert len(result) == TARGETS  # every target sees the cluster-wide view
-        # one session per target: discovery is off, so no per-database sessions are added
+        # two sessions per target, the scrapes' and the wait_events sampler's: discovery is off, so
+        # no per-database sessions are added
         sessions = int(cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbperf'"))
-        assert sessions == TARGETS == dbperf.connections_to(cluster.port)
+        assert sessions == 2 * TARGETS == dbperf.connections_to(cluster.port)
     finally:
         prom.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -35,11 +35,15 @@ def builtin_collectors() -> list[Collector]:
     from exporter.postgres.relations import RelationCollector
     from exporter.postgres.settings import SettingsCollector
     from exporter.postgres.statements import StatementsCollector
+    from exporter.postgres.wait_events import SharedSampler, StatementWaitEventsCollector, WaitEventsCollector
 
     budget = SeriesBudget()  # the target's max_series, shared by its per-relation collectors only
     builtin = [RelationCollector(c.spec, budget) if c.name in RELATION_COLLECTORS else copy.copy(c)
                for c in catalog.load()]
-    return [*builtin, SettingsCollector(), StatementsCollector(), LiveQueriesCollector(),
+    statements = StatementsCollector()
+    sampler = SharedSampler(statements)  # one session sampler per target, for both wait-event collectors
+    return [*builtin, SettingsCollector(), statements, LiveQueriesCollector(),
+            WaitEventsCollector(sampler), StatementWaitEventsCollector(sampler),
             PrivilegesCollector(),  # fails naming the grant when the role lacks what pg_monitor grants
             AdvisorCollector(),     # opt-in: dbperf_advisor_findings
             PipelinesCollector()]   # on for targets with `pipelines:` sources
