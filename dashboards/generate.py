@@ -30,7 +30,9 @@ PG = 'job=~"$job", instance=~"$instance", target=~"$target"'
 PGD = PG + ', datname=~"$datname"'
 # one table or index: not the other rows that sum a database's tables folded by max_series
 # (schemaname="", a name no schema has); sums over a database keep PGD, other rows included
-PGT = PGD + ', schemaname!=""'
+# per-table panels leave out the max_series `other` rows (schemaname=""); written =~".+", not !="":
+# VictoriaMetrics answers `schemaname!=""` inside this and-on expression with nothing (tests/test_victoriametrics.py)
+PGT = PGD + ', schemaname=~".+"'
 BY = "job, instance, target"
 
 
