@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, Served, wait_until
 from exporter.config import parse
-from exporter.pgcluster import Cluster
+from exporter.pgcluster import Cluster, free_port
 from exporter.pipelines.schema import SQL as PIPELINES_SQL
 from exporter.server import Exporter
 from test_alerts_support import alerting_stack, e2e_workdir
@@ -29,6 +29,8 @@ MAX_CONNECTIONS = 20
 @pytest.fixture(scope="module")
 def stack():
     with e2e_workdir("dbperf-alerts-e2e-") as (workdir, rules, started):
+        port = free_port()  # dbperf's, known to Prometheus before it starts
+        hook, am, prom = alerting_stack(f"http://127.0.0.1:{port}", rules, workdir, started)
         cluster = Cluster(settings={"max_connections": str(MAX_CONNECTIONS)})
         started.append(cluster.cleanup)
         cluster.__enter__()
@@ -42,9 +44,8 @@ def stack():
             "name": "main", "dsn": cluster.dsn("postgres"), "collectors": {"pipelines": {"ttl": 0}},
             "pipelines": {"sources": [{"type": "table", "database": ETL, "expected_intervals": {"nightly": "24h"}}]}}]},
             source="e2e-config")
-        served = Served(Exporter(config))
+        served = Served(Exporter(config), port)
         started.append(served.close)
-        hook, am, prom = alerting_stack(served.url, rules, workdir, started)
         wait_until(lambda: prom.query('pg_up{target="main"} == 1'), timeout=30, message="Prometheus scraping dbperf")
         yield {"cluster": cluster, "prom": prom, "am": am, "hook": hook, "dbperf": served}
 

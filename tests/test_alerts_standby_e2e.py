@@ -25,7 +25,7 @@ import pytest
 
 from conftest import Served, wait_until
 from exporter.config import parse
-from exporter.pgcluster import Cluster
+from exporter.pgcluster import Cluster, free_port
 from exporter.registry import all_collectors
 from exporter.server import Exporter
 from test_alerts_support import alerting_stack, e2e_workdir
@@ -38,6 +38,8 @@ STANDBYS = ("replica", "hidden")  # each one's cluster_name (application_name) a
 @pytest.fixture(scope="module")
 def stack():
     with e2e_workdir("dbperf-standby-e2e-") as (workdir, rules, started):
+        port = free_port()  # dbperf's, known to Prometheus before it starts
+        hook, am, prom = alerting_stack(f"http://127.0.0.1:{port}", rules, workdir, started)
         # no timed checkpoint during the module: an unreserved slot stays unreserved until the test's CHECKPOINT
         primary = Cluster(settings={"checkpoint_timeout": "1h"})
         started.append(primary.cleanup)
@@ -56,9 +58,8 @@ def stack():
         config = parse({"listen": "127.0.0.1:0", "targets": [
             {"name": "main", "dsn": primary.dsn(), "collectors": collectors},
             {"name": "replica", "dsn": standbys["replica"].dsn(), "collectors": collectors}]}, source="e2e-config")
-        served = Served(Exporter(config))
+        served = Served(Exporter(config), port)
         started.append(served.close)
-        hook, am, prom = alerting_stack(served.url, rules, workdir, started)
         wait_until(lambda: len(prom.query("pg_up == 1")) == 2, timeout=30, message="Prometheus scraping both servers")
         yield {"primary": primary, "standbys": standbys, "prom": prom, "hook": hook, "am": am}
 

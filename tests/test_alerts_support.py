@@ -175,7 +175,10 @@ def alerting_stack(dbperf_url: str, rules: Path, workdir: Path, started: list) -
     """A webhook receiver, the real Alertmanager (alerts/alertmanager.yml's routes, E2E_TIMERS)
     sending to it, and the real Prometheus scraping dbperf at ``dbperf_url`` with the rule
     files in ``rules``; each one's stop is appended to ``started``. Firing alerts are re-sent every
-    second, not every minute: the first ones go out before Prometheus has discovered the Alertmanager."""
+    second, not every minute: the first ones go out before Prometheus has discovered the Alertmanager.
+
+    Start it first, dbperf after it (on the port of ``dbperf_url``): Prometheus applies what its
+    discovery found 5 s after it starts, and the rest of the setup fits in that wait."""
     from conftest import Prometheus
 
     hook = Webhook()

@@ -34,6 +34,11 @@ DEADLOCKS, SHOP, FAILING = "deadlocks", "shop", "failing"
 @pytest.fixture(scope="module")
 def stack():
     with e2e_workdir("dbperf-alerts-workloads-") as (workdir, rules, started):
+        # Prometheus first, dbperf's port known to it: the setup below fits in its first 5 s (alerting_stack)
+        port = free_port()
+        prom = Prometheus([{"job_name": "dbperf", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}],
+                          [str(p) for p in sorted(rules.glob("*.yml"))], workdir=workdir)
+        started.append(prom.stop)
         # the deadlock detector runs after deadlock_timeout (1 s by default): a tenth keeps the test short
         cluster = Cluster(settings={"deadlock_timeout": "'100ms'"})
         started.append(cluster.cleanup)
@@ -43,11 +48,8 @@ def stack():
             cluster.psql(f"CREATE DATABASE {db}")
         config = parse({"listen": "127.0.0.1:0", "targets": [{"name": "main", "dsn": cluster.dsn("postgres")}]},
                        source="workloads-config")
-        served = Served(Exporter(config))
+        served = Served(Exporter(config), port)
         started.append(served.close)
-        prom = Prometheus([{"job_name": "dbperf", "static_configs": [{"targets": [served.url.removeprefix("http://")]}]}],
-                          [str(p) for p in sorted(rules.glob("*.yml"))], workdir=workdir)
-        started.append(prom.stop)
         wait_until(lambda: prom.query('pg_up{target="main"} == 1'), timeout=30, message="Prometheus scraping dbperf")
         yield {"cluster": cluster, "prom": prom}
 
