@@ -196,21 +196,21 @@ def alerting_stack(dbperf_url: str, rules: Path, workdir: Path, started: list) -
 def e2e_workdir(prefix: str):
     """``with e2e_workdir("dbperf-x-") as (workdir, rules, started)``: a temporary directory with
     the `test` profile's rules in ``rules``, and a list of stops the caller appends to as it starts
-    things. On the way out every stop runs, newest first, even when one of them fails (the first
-    failure is raised after the others ran); the directory is removed last."""
+    things. On the way out every stop runs, newest first, even when one of them fails; the directory
+    is removed last. A failed stop is raised then, unless the setup or a test failed first (that
+    error is the one reported)."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     rules = workdir / "rules"
-    started = []
+    started, failed = [], None
     try:
         assert generate.main(["--profile", "test", "--out", str(rules)]) == 0
         yield workdir, rules, started
     finally:
-        failed = None
         for stop in reversed(started):
             try:
                 stop()
             except Exception as exc:  # noqa: BLE001 - the other stops still run; raised below
                 failed = failed or exc
         shutil.rmtree(workdir, ignore_errors=True)
-        if failed:
-            raise failed
+    if failed:
+        raise failed
