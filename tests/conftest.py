@@ -82,11 +82,11 @@ def make_config(pg: PG, extra_target: dict | None = None, **top) -> object:
 
 
 class Served:
-    """A dbperf Exporter behind a real HTTP server on loopback."""
+    """A dbperf Exporter behind a real HTTP server on loopback (on ``port``, default any free one)."""
 
-    def __init__(self, exporter: Exporter):
+    def __init__(self, exporter: Exporter, port: int = 0):
         self.exporter = exporter
-        self.server, self.thread = serve_in_thread(exporter)
+        self.server, self.thread = serve_in_thread(exporter, port=port)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def get(self, path: str = "/metrics", headers: dict | None = None, timeout: float = 30) -> tuple[int, str]:

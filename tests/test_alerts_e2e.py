@@ -8,22 +8,18 @@ Bounded: every wait polls with a deadline; the whole module takes about a minute
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from conftest import ROOT, Served, wait_until
 from exporter.config import parse
-from exporter.pgcluster import Cluster
+from exporter.pgcluster import Cluster, free_port
 from exporter.pipelines.schema import SQL as PIPELINES_SQL
 from exporter.server import Exporter
-from conftest import Prometheus
-from test_alerts_support import Alertmanager, Webhook, alertmanager_test_config, generate
+from test_alerts_support import alerting_stack, e2e_workdir
 
 pytestmark = pytest.mark.e2e
 
@@ -33,14 +29,12 @@ MAX_CONNECTIONS = 20
 
 @pytest.fixture(scope="module")
 def stack():
-    workdir = Path(tempfile.mkdtemp(prefix="dbperf-alerts-e2e-"))
-    rules = workdir / "rules"
-    assert generate.main(["--profile", "test", "--out", str(rules)]) == 0
-    started = [lambda: shutil.rmtree(workdir, ignore_errors=True)]  # runs last
-    cluster = Cluster(settings={"max_connections": str(MAX_CONNECTIONS)})
-    try:
-        cluster.__enter__()
+    with e2e_workdir("dbperf-alerts-e2e-") as (workdir, rules, started):
+        port = free_port()  # dbperf's, known to Prometheus before it starts
+        hook, am, prom = alerting_stack(f"http://127.0.0.1:{port}", rules, workdir, started)
+        cluster = Cluster(settings={"max_connections": str(MAX_CONNECTIONS)})
         started.append(cluster.cleanup)
+        cluster.__enter__()
         cluster.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         cluster.psql(f"CREATE DATABASE {ETL}")
         cluster.psql(PIPELINES_SQL, dbname=ETL)
@@ -51,23 +45,10 @@ def stack():
             "name": "main", "dsn": cluster.dsn("postgres"), "collectors": {"pipelines": {"ttl": 0}},
             "pipelines": {"sources": [{"type": "table", "database": ETL, "expected_intervals": {"nightly": "24h"}}]}}]},
             source="e2e-config")
-        served = Served(Exporter(config))
+        served = Served(Exporter(config), port)
         started.append(served.close)
-        hook = Webhook()
-        started.append(hook.close)
-        am = Alertmanager(alertmanager_test_config(hook.url), workdir)
-        started.append(am.stop)
-        prom = Prometheus([{"job_name": "dbperf", "static_configs": [{"targets": [served.url.removeprefix("http://")]}]}],
-                          [str(p) for p in sorted(rules.glob("*.yml"))], am.url, workdir,
-                          # firing alerts are re-sent every second, not every minute: the first ones
-                          # go out before Prometheus has discovered the Alertmanager
-                          extra_args=("--rules.alert.resend-delay=1s",))
-        started.append(prom.stop)
         wait_until(lambda: prom.query('pg_up{target="main"} == 1'), timeout=30, message="Prometheus scraping dbperf")
         yield {"cluster": cluster, "prom": prom, "am": am, "hook": hook, "dbperf": served}
-    finally:
-        for stop in reversed(started):
-            stop()
 
 
 def ack(am_url: str, *args: str) -> str:
@@ -119,7 +100,7 @@ def test_idle_in_transaction_acknowledged_then_resolved(stack):
                            message="PostgreSQLIdleInTransaction at the webhook")
         assert {n["_path"] for n in first} == {"/warning"}
         assert first[0]["labels"]["datname"] == "postgres"
-        # not acknowledged yet: it is repeated (repeat_interval 4s)
+        # not acknowledged yet: it is repeated (every repeat_interval, E2E_TIMERS)
         wait_until(lambda: len(hook.notifications("PostgreSQLIdleInTransaction", "firing")) >= 2, timeout=30,
                    message="a repeated notification")
         out = ack(am.url, "ack", "PostgreSQLIdleInTransaction", "--label", "target=main", "--label", "datname=postgres",
@@ -153,25 +134,27 @@ def test_idle_in_transaction_acknowledged_then_resolved(stack):
 
 
 def test_connections_near_the_limit(stack):
-    hook, prom = stack["hook"], stack["prom"]
+    hook, prom, cluster = stack["hook"], stack["prom"], stack["cluster"]
     limit = float(prom.query('pg_connections_limit{target="main"}')[0]["value"][1])
     assert limit == MAX_CONNECTIONS - 3
+
+    def ratio() -> float:  # nan until the recording rule has run once
+        found = prom.query('dbperf:pg_connections:use_ratio{target="main"}')
+        return float(found[0]["value"][1]) if found else math.nan
+
+    def client_sessions() -> int:  # as the server counts them (psql's own session left out)
+        return int(cluster.psql("SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+
+    # sessions for a use ratio above the test threshold (0.5) with a margin, staying below critical
+    goal = int(0.6 * limit) + 1
+    assert goal / limit < 0.95
     conns = []
     try:
-        # open as many sessions as take the use ratio to 0.7: above the test profile's warning
-        # threshold (0.5), well below critical (0.95), whatever sessions dbperf itself holds
-        # (its scrape sessions, the wait-event sampler's) and however fast Prometheus scrapes
-        used = float(prom.query('pg_connections_used{target="main"}')[0]["value"][1])
-        want = math.ceil(0.7 * limit)
-        assert want - used > 0, f"dbperf alone uses {used} of {limit} connections"
-        for _ in range(int(want - used)):
-            conns.append(psycopg.connect(stack["cluster"].dsn("postgres"), autocommit=True))
-
-        def ratio() -> float:  # nan until the recording rule has run once
-            found = prom.query('dbperf:pg_connections:use_ratio{target="main"}')
-            return float(found[0]["value"][1]) if found else math.nan
-
-        wait_until(lambda: 0.6 < ratio() < 0.8, timeout=15, message=f"{len(conns)} more connections counted")
+        while (now := client_sessions()) < goal:  # dbperf's own sessions count too: open what is missing
+            assert len(conns) < MAX_CONNECTIONS, "sessions never counted"
+            conns += [psycopg.connect(cluster.dsn("postgres"), autocommit=True) for _ in range(goal - now)]
+        wait_until(lambda: ratio() > 0.6, timeout=15, message=f"{goal} sessions counted by dbperf")
+        assert ratio() < 0.95
         sent = wait_until(lambda: hook.notifications("PostgreSQLTooManyConnections", "firing"), timeout=45,
                           message="PostgreSQLTooManyConnections at the webhook")
         assert {(n["_path"], n["labels"]["severity"]) for n in sent} == {("/warning", "warning")}

@@ -1,33 +1,34 @@
-"""End to end, the replication alerts seen from the primary: a primary, two streaming standbys
-copied from it with ``pg_basebackup -R`` through physical slots, and a real ``pg_receivewal``
-(a WAL archiver, as Barman runs it) -> dbperf -> the real Prometheus (rules of the `test` profile,
-1 s scrapes and evaluations) -> the real Alertmanager (alerts/alertmanager.yml's routes and
-inhibitions, every receiver a webhook into this test).
+"""End to end on real streaming standbys: a primary, two standbys copied from it with
+``pg_basebackup -R`` through physical slots, and a real ``pg_receivewal`` (a WAL archiver, as Barman
+runs it) -> dbperf -> the real Prometheus (rules of the `test` profile, 1 s scrapes and evaluations)
+-> the real Alertmanager (alerts/alertmanager.yml's routes and inhibitions, every receiver a webhook
+into this test).
 
 dbperf reads the primary and the standby ``replica`` (its target named as its application_name);
-nobody reads the standby ``hidden``. Replay paused on both fires PostgreSQLReplicationStandbyLag
-for each from the primary's pg_stat_replication: ``hidden``'s is sent, ``replica``'s is muted by
-its own PostgreSQLReplicationLag; ``pg_receivewal``, whose replay_lag grows with the clock, never
-fires. Then ``hidden`` stops while its slot is capped by max_slot_wal_keep_size: WAL written past
-the cap fires PostgreSQLReplicationSlotLost's warning (unreserved), a checkpoint its critical
-(lost: no retained-WAL series any more, so PostgreSQLReplicationSlotInactive cannot see it), and
-dropping the slot resolves it. Bounded: every wait polls with a deadline; about 35 s."""
+nobody reads the standby ``hidden``. Replay paused on both while the primary writes fires
+PostgreSQLReplicationLag on ``replica`` (resumed, it resolves) and PostgreSQLReplicationStandbyLag
+for each from the primary's pg_stat_replication: ``hidden``'s is sent, ``replica``'s is muted by its
+own PostgreSQLReplicationLag; ``pg_receivewal``, whose replay_lag grows with the clock, never fires.
+``replica`` stopped while its slot retains more WAL than the test threshold fires
+PostgreSQLReplicationSlotInactive on the primary, started again it resolves. Then ``hidden`` stops
+while its slot is capped by max_slot_wal_keep_size: WAL written past the cap fires
+PostgreSQLReplicationSlotLost's warning (unreserved), a checkpoint its critical (lost: no
+retained-WAL series any more, so PostgreSQLReplicationSlotInactive cannot see it), and dropping the
+slot resolves it. Bounded: every wait polls with a deadline; about 40 s."""
 
 from __future__ import annotations
 
-import shutil
+import re
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from conftest import Served, wait_until
 from exporter.config import parse
-from exporter.pgcluster import Cluster
+from exporter.pgcluster import Cluster, free_port
 from exporter.registry import all_collectors
 from exporter.server import Exporter
-from test_alerts_support import alerting_stack, generate
+from test_alerts_support import alerting_stack, e2e_workdir
 
 pytestmark = pytest.mark.e2e
 
@@ -36,15 +37,13 @@ STANDBYS = ("replica", "hidden")  # each one's cluster_name (application_name) a
 
 @pytest.fixture(scope="module")
 def stack():
-    workdir = Path(tempfile.mkdtemp(prefix="dbperf-standby-e2e-"))
-    rules = workdir / "rules"
-    assert generate.main(["--profile", "test", "--out", str(rules)]) == 0
-    started = [lambda: shutil.rmtree(workdir, ignore_errors=True)]  # runs last
-    try:
+    with e2e_workdir("dbperf-standby-e2e-") as (workdir, rules, started):
+        port = free_port()  # dbperf's, known to Prometheus before it starts
+        hook, am, prom = alerting_stack(f"http://127.0.0.1:{port}", rules, workdir, started)
         # no timed checkpoint during the module: an unreserved slot stays unreserved until the test's CHECKPOINT
         primary = Cluster(settings={"checkpoint_timeout": "1h"})
-        primary.__enter__()
         started.append(primary.cleanup)
+        primary.__enter__()
         standbys = {}
         for name in STANDBYS:
             standbys[name] = Cluster(settings={"cluster_name": f"'{name}'", "wal_receiver_status_interval": "1s"})
@@ -59,14 +58,10 @@ def stack():
         config = parse({"listen": "127.0.0.1:0", "targets": [
             {"name": "main", "dsn": primary.dsn(), "collectors": collectors},
             {"name": "replica", "dsn": standbys["replica"].dsn(), "collectors": collectors}]}, source="e2e-config")
-        served = Served(Exporter(config))
+        served = Served(Exporter(config), port)
         started.append(served.close)
-        hook, am, prom = alerting_stack(served.url, rules, workdir, started)
         wait_until(lambda: len(prom.query("pg_up == 1")) == 2, timeout=30, message="Prometheus scraping both servers")
         yield {"primary": primary, "standbys": standbys, "prom": prom, "hook": hook, "am": am}
-    finally:
-        for stop in reversed(started):
-            stop()
 
 
 def stop_process(proc: subprocess.Popen) -> None:
@@ -85,8 +80,10 @@ def am_status(am, alertname: str, **labels) -> dict | None:
     return None
 
 
-def test_standby_lag_from_the_primary_fires_for_an_unread_standby_and_is_muted_for_a_read_one(stack):
+def test_paused_replay_fires_the_replicas_lag_and_the_primarys_view_muted_for_the_read_standby(stack):
     hook, am, prom, primary, standbys = stack["hook"], stack["am"], stack["prom"], stack["primary"], stack["standbys"]
+    wait_until(lambda: prom.query('pg_replication_lag_seconds{target="replica"} == 0'), timeout=30,
+               message="the standby replica caught up, no lag")
     for name in STANDBYS:
         wait_until(lambda: prom.query(f'pg_stat_replication_replay_lag_seconds{{target="main", application_name="{name}"}}'
                                       f' and pg_stat_replication_lag_bytes == 0'),
@@ -102,8 +99,11 @@ def test_standby_lag_from_the_primary_fires_for_an_unread_standby_and_is_muted_f
         assert alert["labels"]["slot_name"] == "hidden"
         assert alert["annotations"]["description"].startswith("Standby hidden (127.0.0.1, slot hidden) of main replays ")
         # the standby dbperf reads: its own alert is sent, the primary's view of it is muted by it
-        wait_until(lambda: hook.notifications("PostgreSQLReplicationLag", "firing", path="/warning"), timeout=45,
-                   message="PostgreSQLReplicationLag of replica at the webhook")
+        own = wait_until(lambda: hook.notifications("PostgreSQLReplicationLag", "firing", path="/warning"), timeout=45,
+                         message="PostgreSQLReplicationLag of replica at the webhook")[0]
+        assert own["labels"]["target"] == "replica" and "Replica replica is" in own["annotations"]["description"]
+        assert prom.query('pg_replication_replay_lag_bytes{target="replica"} > 1000000')  # megabytes behind
+        assert prom.query('pg_replication_replay_paused{target="replica"} == 1')
         muted = wait_until(lambda: (am_status(am, "PostgreSQLReplicationStandbyLag", standby="replica") or {})
                            .get("inhibitedBy"), timeout=45, message="replica's PostgreSQLReplicationStandbyLag inhibited")
         assert len(muted) == 1
@@ -123,8 +123,33 @@ def test_standby_lag_from_the_primary_fires_for_an_unread_standby_and_is_muted_f
     wait_until(lambda: [a for a in hook.notifications("PostgreSQLReplicationStandbyLag", "resolved", path="/warning")
                         if a["labels"]["standby"] == "hidden"], timeout=45,
                message="hidden's PostgreSQLReplicationStandbyLag resolved")
+    wait_until(lambda: hook.notifications("PostgreSQLReplicationLag", "resolved", path="/warning"), timeout=45,
+               message="PostgreSQLReplicationLag of replica resolved")
+    assert prom.query('pg_replication_lag_seconds{target="replica"} == 0')
     assert not [a for a in hook.notifications("PostgreSQLReplicationStandbyLag")
                 if a["labels"].get("application_name") == "pg_receivewal"]
+
+
+def test_slot_of_a_stopped_standby_fires_and_resolves_when_it_is_back(stack):
+    hook, primary, replica, prom = stack["hook"], stack["primary"], stack["standbys"]["replica"], stack["prom"]
+    replica.stop()
+    try:
+        # 4 WAL segments (64 MiB) written while the slot's consumer is away: > the test's 32 MiB
+        for _ in range(4):
+            primary.psql("SELECT pg_logical_emit_message(false, 'e2e', 'x'), pg_switch_wal()")
+        sent = wait_until(lambda: [a for a in hook.notifications("PostgreSQLReplicationSlotInactive", "firing")
+                                   if a["labels"]["slot_name"] == "replica"], timeout=45,
+                          message="PostgreSQLReplicationSlotInactive of replica's slot at the webhook")
+        alert = sent[0]
+        assert alert["labels"]["target"] == "main" and alert["_path"] == "/warning"
+        retained = re.search(r"retains ([\d.]+)MiB of WAL", alert["annotations"]["description"])
+        assert retained and 32 < float(retained.group(1)) <= 4 * 16 + 1, alert["annotations"]
+    finally:
+        replica.start()
+    wait_until(lambda: [a for a in hook.notifications("PostgreSQLReplicationSlotInactive", "resolved", path="/warning")
+                        if a["labels"]["slot_name"] == "replica"],
+               timeout=45, message="PostgreSQLReplicationSlotInactive of replica's slot resolved")
+    assert prom.query('pg_replication_slots_active{target="main", slot_name="replica"} == 1')
 
 
 def test_slot_past_max_slot_wal_keep_size_warns_and_lost_pages_until_dropped(stack):

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -163,19 +165,52 @@ def alertmanager_test_config(receiver_url: str, group_wait="1s", group_interval=
     return config
 
 
+# the end-to-end modules' Alertmanager timers: a group is flushed every second, and a firing alert
+# is repeated at the first flush 1.5 s after it was last sent, so every other flush (every 2 s): a
+# test sees a repeat, a heartbeat and a resolution within seconds
+E2E_TIMERS = {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1500ms"}
+
+
 def alerting_stack(dbperf_url: str, rules: Path, workdir: Path, started: list) -> tuple[Webhook, Alertmanager, object]:
-    """A webhook receiver, the real Alertmanager (alerts/alertmanager.yml's routes, second-scale
-    timers) sending to it, and the real Prometheus scraping dbperf at ``dbperf_url`` with the rule
+    """A webhook receiver, the real Alertmanager (alerts/alertmanager.yml's routes, E2E_TIMERS)
+    sending to it, and the real Prometheus scraping dbperf at ``dbperf_url`` with the rule
     files in ``rules``; each one's stop is appended to ``started``. Firing alerts are re-sent every
-    second, not every minute: the first ones go out before Prometheus has discovered the Alertmanager."""
+    second, not every minute: the first ones go out before Prometheus has discovered the Alertmanager.
+
+    Start it first, dbperf after it (on the port of ``dbperf_url``): Prometheus applies what its
+    discovery found 5 s after it starts, and the rest of the setup fits in that wait."""
     from conftest import Prometheus
 
     hook = Webhook()
     started.append(hook.close)
-    am = Alertmanager(alertmanager_test_config(hook.url), workdir)
+    am = Alertmanager(alertmanager_test_config(hook.url, **E2E_TIMERS), workdir)
     started.append(am.stop)
     prom = Prometheus([{"job_name": "dbperf", "static_configs": [{"targets": [dbperf_url.removeprefix("http://")]}]}],
                       [str(p) for p in sorted(rules.glob("*.yml"))], am.url, workdir,
                       extra_args=("--rules.alert.resend-delay=1s",))
     started.append(prom.stop)
     return hook, am, prom
+
+
+@contextlib.contextmanager
+def e2e_workdir(prefix: str):
+    """``with e2e_workdir("dbperf-x-") as (workdir, rules, started)``: a temporary directory with
+    the `test` profile's rules in ``rules``, and a list of stops the caller appends to as it starts
+    things. On the way out every stop runs, newest first, even when one of them fails; the directory
+    is removed last. A failed stop is raised then, unless the setup or a test failed first (that
+    error is the one reported)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    rules = workdir / "rules"
+    started, failed = [], None
+    try:
+        assert generate.main(["--profile", "test", "--out", str(rules)]) == 0
+        yield workdir, rules, started
+    finally:
+        for stop in reversed(started):
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001 - the other stops still run; raised below
+                failed = failed or exc
+        shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        raise failed

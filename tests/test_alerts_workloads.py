@@ -10,13 +10,10 @@ alerts cannot see each other's traffic. Bounded: every wait polls with a deadlin
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -27,7 +24,7 @@ from conftest import ROOT, Prometheus, Served, wait_until
 from exporter.config import parse
 from exporter.pgcluster import Cluster, free_port
 from exporter.server import Exporter
-from test_alerts_support import generate
+from test_alerts_support import e2e_workdir, generate
 
 pytestmark = pytest.mark.e2e
 
@@ -36,30 +33,25 @@ DEADLOCKS, SHOP, FAILING = "deadlocks", "shop", "failing"
 
 @pytest.fixture(scope="module")
 def stack():
-    workdir = Path(tempfile.mkdtemp(prefix="dbperf-alerts-workloads-"))
-    rules = workdir / "rules"
-    assert generate.main(["--profile", "test", "--out", str(rules)]) == 0
-    started = [lambda: shutil.rmtree(workdir, ignore_errors=True)]  # runs last
-    # the deadlock detector runs after deadlock_timeout (1 s by default): a tenth keeps the test short
-    cluster = Cluster(settings={"deadlock_timeout": "'100ms'"})
-    try:
-        cluster.__enter__()
+    with e2e_workdir("dbperf-alerts-workloads-") as (workdir, rules, started):
+        # Prometheus first, dbperf's port known to it: the setup below fits in its first 5 s (alerting_stack)
+        port = free_port()
+        prom = Prometheus([{"job_name": "dbperf", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}],
+                          [str(p) for p in sorted(rules.glob("*.yml"))], workdir=workdir)
+        started.append(prom.stop)
+        # the deadlock detector runs after deadlock_timeout (1 s by default): a tenth keeps the test short
+        cluster = Cluster(settings={"deadlock_timeout": "'100ms'"})
         started.append(cluster.cleanup)
+        cluster.__enter__()
         cluster.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         for db in (DEADLOCKS, SHOP, FAILING):
             cluster.psql(f"CREATE DATABASE {db}")
         config = parse({"listen": "127.0.0.1:0", "targets": [{"name": "main", "dsn": cluster.dsn("postgres")}]},
                        source="workloads-config")
-        served = Served(Exporter(config))
+        served = Served(Exporter(config), port)
         started.append(served.close)
-        prom = Prometheus([{"job_name": "dbperf", "static_configs": [{"targets": [served.url.removeprefix("http://")]}]}],
-                          [str(p) for p in sorted(rules.glob("*.yml"))], workdir=workdir)
-        started.append(prom.stop)
         wait_until(lambda: prom.query('pg_up{target="main"} == 1'), timeout=30, message="Prometheus scraping dbperf")
         yield {"cluster": cluster, "prom": prom}
-    finally:
-        for stop in reversed(started):
-            stop()
 
 
 def alerts(prom: Prometheus, alertname: str, **labels) -> list[dict]:

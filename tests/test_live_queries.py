@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+import psycopg
 import pytest
 
 from conftest import make_config as _make_config, promtool_check_metrics, wait_until
@@ -34,12 +35,32 @@ def in_thread(fn) -> threading.Thread:
     return thread
 
 
+SLEEP = "SELECT pg_sleep(4)"
+
+
+def sleeping(pg, db) -> threading.Thread:
+    """SLEEP in ``db``, from a thread, until it ends or ``wake`` cancels it."""
+    def sleep():
+        try:
+            pg.execute(SLEEP, dbname=db)
+        except psycopg.errors.QueryCanceled:
+            pass
+    return in_thread(sleep)
+
+
+def wake(pg, sleeper: threading.Thread) -> None:
+    """Cancel the sleep once the test has seen what it needed, and wait for its session to be idle."""
+    pg.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = %s", params=(SLEEP,))
+    sleeper.join(10)
+    assert not sleeper.is_alive()
+
+
 def test_a_running_sleep_is_one_slow_query(pg, db, serve):
     served = serve(make_config(pg, {"statements": {"slowest_query_info": True}}))
     samples = served.metrics()
     assert samples.value("pg_stat_activity_slow_queries", datname=db) == 0
     assert samples.value("pg_stat_activity_oldest_lock_wait_seconds", datname=db) == 0
-    sleeper = in_thread(lambda: pg.execute("SELECT pg_sleep(4)", dbname=db))
+    sleeper = sleeping(pg, db)
     try:
         # live_queries and activity read pg_stat_activity at two moments of one scrape: wait for a
         # scrape where both see the sleep past a second (activity may have run a moment earlier)
@@ -47,23 +68,25 @@ def test_a_running_sleep_is_one_slow_query(pg, db, serve):
             lambda: (s := served.metrics()).value("pg_stat_activity_slow_queries", datname=db) == 1
             and s.value("pg_stat_activity_oldest_query_age_seconds", datname=db) > 1 and s,  # from `activity`
             timeout=3.5, message="one slow query")
-        (query_id,), = pg.execute("SELECT query_id::text FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(4)'")
+        (query_id,), = pg.execute("SELECT query_id::text FROM pg_stat_activity WHERE query = %s", params=(SLEEP,))
         assert samples.value("pg_stat_activity_slowest_query_info", datname=db, queryid=query_id) == 1
         assert promtool_check_metrics(samples.text) == ""
     finally:
-        sleeper.join()
-    assert served.metrics().value("pg_stat_activity_slow_queries", datname=db) == 0
+        wake(pg, sleeper)
+    assert served.metrics().value("pg_stat_activity_slow_queries", datname=db) == 0  # the query has ended
 
 
 def test_slow_threshold_is_configurable_and_info_is_off_by_default(pg, db, serve):
     served = serve(make_config(pg, {"statements": {"slow_threshold": "5s"}}))
-    sleeper = in_thread(lambda: pg.execute("SELECT pg_sleep(4)", dbname=db))
-    wait_until(lambda: served.metrics().value("pg_stat_activity_oldest_query_age_seconds", datname=db) > 1.2,
-               timeout=3.5, message="the sleep running for over a second")
-    samples = served.metrics()
-    assert samples.value("pg_stat_activity_slow_queries", datname=db) == 0
-    assert not samples.has("pg_stat_activity_slowest_query_info")
-    sleeper.join()
+    sleeper = sleeping(pg, db)
+    try:
+        wait_until(lambda: served.metrics().value("pg_stat_activity_oldest_query_age_seconds", datname=db) > 1.2,
+                   timeout=3.5, message="the sleep running for over a second")
+        samples = served.metrics()
+        assert samples.value("pg_stat_activity_slow_queries", datname=db) == 0
+        assert not samples.has("pg_stat_activity_slowest_query_info")
+    finally:
+        wake(pg, sleeper)
 
 
 def test_lock_wait_is_measured(pg, db, serve):

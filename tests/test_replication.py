@@ -28,6 +28,8 @@ SEGMENT = 16 * MIB
 # tolerance on byte figures, far below the megabytes the tests write
 SLACK = 256 * 1024
 CLOCK = 1.0  # seconds of tolerance on a seconds figure bracketed by the test's clock
+# the WAL page headers (MAXALIGNed XLogLongPageHeaderData at a segment's start, XLogPageHeaderData elsewhere)
+LONG_PAGE_HEADER, SHORT_PAGE_HEADER = 40, 24
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +80,23 @@ def replayed(standby: Cluster) -> int:
     return lsn(ask(standby, "SELECT pg_last_wal_replay_lsn()::text"))
 
 
+def wal_end(cluster: Cluster) -> int:
+    """Where the last WAL record the server inserted ends: its insert position (with asynchronous
+    commit, the WAL writer sends the last commits a moment later), less the page header when that
+    position is just past the header of a new page: no record there yet, nothing to send, and an
+    idle server may write none for many seconds (a fresh standby's primary, right after the switch
+    pg_basebackup ends with)."""
+    position = insert_lsn(cluster)
+    block = int(ask(cluster, "SELECT current_setting('wal_block_size')"))
+    segment = int(ask(cluster, "SELECT pg_size_bytes(current_setting('wal_segment_size'))"))
+    if position % segment == LONG_PAGE_HEADER:
+        return position - LONG_PAGE_HEADER
+    return position - SHORT_PAGE_HEADER if position % block == SHORT_PAGE_HEADER else position
+
+
 def wait_caught_up(primary: Cluster, standby: Cluster) -> None:
-    """The standby has received and replayed everything the primary wrote so far (its insert
-    position: with asynchronous commit, the WAL writer sends the last commits a moment later)."""
-    target = insert_lsn(primary)
+    """The standby has received and replayed everything the primary wrote so far (wal_end)."""
+    target = wal_end(primary)
     wait_until(lambda: replayed(standby) >= target and received(standby) >= target, timeout=60,
                message="the standby caught up")
 

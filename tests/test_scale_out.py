@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 TARGETS = 20
 INTERVAL = 2    # seconds; the scrape timeout is the same
-WINDOW = 16     # seconds measured, after every target's first (cold) scrapes
+WINDOW = 10     # seconds measured (five scrapes of each target), after every target's first (cold) scrapes
 # sanity bounds, an order of magnitude above what this machine measures (about 15 ms and 0.5 MB)
 MAX_CPU_PER_SCRAPE = 0.25
 MAX_RSS_PER_TARGET = 10e6

@@ -61,7 +61,11 @@ def test_workload_really_works_and_stops_promptly(shop):
         wait_until(lambda: query(shop, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'shop-idle'"
                                        " AND state = 'idle in transaction'"),
                    timeout=15, message="a session idle in transaction")
-        time.sleep(3)
+        # running until it has done each kind of work below (and the server has counted a login's seq scan)
+        wait_until(lambda: (s := workload.stats)["transactions"] > 100 and s["inserts"] > 10 and s["updates"] > 10
+                   and s["slow_queries"] > 0 and s["rollbacks"] > 0 and query(
+                       shop, "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'customers'")[0][0] > seqscan0,
+                   timeout=30, message="transactions, inserts, updates, slow queries, rollbacks and a seq scan")
     finally:
         started = time.monotonic()
         workload.stop()
