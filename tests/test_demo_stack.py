@@ -38,7 +38,6 @@ ALLOWED_EMPTY = {
        for title, refs in (("Maintenance running now", "ABC"), ("Maintenance progress", "AB")) for ref in refs},
 }
 SCRAPE = 2  # seconds
-HISTORY = 20  # seconds of scrapes before the panels are read: the dashboards' $__rate_interval
 VALUES = {"topn": "10"}  # every other variable: "All" (.+), as Grafana sends it
 
 
@@ -116,8 +115,8 @@ def test_every_panel_returns_data_and_the_demo_cleans_up(stack):
                         'slot_name="demo_standby"}')
     assert result(prom, 'pg_replication_slots_active{target="demo", slot_name="demo_standby"} == 1')
     # enough history for rates, the recording rules and the cached collectors to have moved
-    wait_until(lambda: result(prom, f'count_over_time(pg_up{{target="demo"}}[2m]) >= {HISTORY // SCRAPE}'),
-               timeout=60, interval=1, message=f"{HISTORY} s of scrapes")
+    wait_until(lambda: result(prom, f'count_over_time(pg_up{{target="demo"}}[2m]) >= {int(30 / SCRAPE)}'),
+               timeout=60, interval=1, message="30 s of scrapes")
     wait_until(lambda: result(prom, "dbperf:http_requests:latency_burn_rate5m")
                and result(prom, 'increase(pipeline_runs_total{status="failed"}[2m]) > 0'), timeout=40, interval=1,
                message="application recording rules and a failed pipeline run")
