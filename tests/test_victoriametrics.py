@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT / "dashboards"))
 from queries import load_all, substitute, targets  # noqa: E402
 
 SCRAPE = 2  # seconds, as the dashboards' macros expect (dashboards/queries.py)
-HISTORY = 20  # seconds of scrapes before the moment compared: the macros' $__rate_interval
 VALUES = {"topn": "10"}  # every other variable: "All" (.+), as Grafana sends it
 RULE_FILES = sorted((ROOT / "alerts" / "rules").glob("*.yml"))
 WORKLOAD = ["SELECT count(*) FROM orders WHERE v > %s", "UPDATE orders SET v = v + 1 WHERE id = %s",
@@ -124,11 +123,11 @@ def sent_up_to(prom: str) -> float:
 
 @pytest.fixture(scope="module")
 def ready(stack):
-    """A moment ``at`` with HISTORY seconds of scrapes behind it, everything up to it delivered to VictoriaMetrics."""
+    """A moment ``at`` with 30 s of history behind it, everything up to it delivered to VictoriaMetrics."""
     prom, vm = stack["prom"], stack["vm"]
-    wait_until(lambda: prom_query(prom, f'count_over_time(pg_up{{target="main"}}[1m]) >= {HISTORY // SCRAPE}')
+    wait_until(lambda: prom_query(prom, f'count_over_time(pg_up{{target="main"}}[1m]) >= {30 // SCRAPE}')
                and prom_query(prom, "dbperf:pg_stat_database_xact:rate5m"), timeout=60, interval=1,
-               message=f"{HISTORY} s of scrapes and the recording rules evaluated")
+               message="30 s of scrapes and the recording rules evaluated")
     at = time.time() - 2 * SCRAPE
     wait_until(lambda: sent_up_to(prom) > at + SCRAPE, timeout=30, interval=0.5,
                message="remote_write past the moment compared")
