@@ -10,7 +10,8 @@ import time
 import psycopg
 import pytest
 
-from conftest import Samples, make_config, promtool_check_metrics, wait_until
+from conftest import PG, Samples, make_config, promtool_check_metrics, wait_until
+from exporter.pgcluster import Cluster
 from exporter.server import Exporter
 from freezing import frozen, postmaster_pid
 
@@ -23,14 +24,26 @@ LOCK = "pg_active_sessions_seconds_total"
 STMT = "pg_statement_active_seconds_total"
 
 
-@pytest.fixture(scope="module")
-def waitsdb(pg):
+def _with_waits_table(pg):
     if not pg.execute("SELECT 1 FROM pg_database WHERE datname = %s", params=(DB,)):
         pg.execute(f"CREATE DATABASE {DB}")
     pg.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", dbname=DB)
     pg.execute("DROP TABLE IF EXISTS waits_t; CREATE TABLE waits_t (id int PRIMARY KEY, v int); "
                "INSERT INTO waits_t VALUES (1, 0)", dbname=DB)
     return pg
+
+
+@pytest.fixture(scope="module")
+def waitsdb(pg):
+    return _with_waits_table(pg)
+
+
+@pytest.fixture(scope="module")
+def freezable():
+    """A cluster of this module's own, whose backends and postmaster a test may freeze (never the
+    shared one, which may be $DBPERF_TEST_DSN's server)."""
+    with Cluster() as cluster:
+        yield _with_waits_table(PG(cluster, None))
 
 
 @contextlib.contextmanager
@@ -140,10 +153,8 @@ def _spin(conn) -> None:
         pass  # cancelled at the end of the test
 
 
-def test_a_frozen_sampler_backend_fails_one_sample_then_a_new_session_samples(waitsdb):
-    if waitsdb.cluster is None:
-        pytest.skip("needs the suite's own cluster to freeze a backend (not $DBPERF_TEST_DSN)")
-    with exporter_for(waitsdb) as exporter:
+def test_a_frozen_sampler_backend_fails_one_sample_then_a_new_session_samples(freezable):
+    with exporter_for(freezable) as exporter:
         scrape(exporter)
         sampler = sampler_of(exporter)
         wait_until(lambda: sampler.samples >= 2 and sampler.conn.backend_pid, message="a first sample")
@@ -157,17 +168,15 @@ def test_a_frozen_sampler_backend_fails_one_sample_then_a_new_session_samples(wa
             assert scrape(exporter).value("dbperf_sampler_failed_samples_total") >= failed + 1
 
 
-def test_a_frozen_server_fails_samples_without_blocking_scrapes_or_piling_threads(waitsdb):
+def test_a_frozen_server_fails_samples_without_blocking_scrapes_or_piling_threads(freezable):
     """The sampler's backend and the postmaster frozen: every sample fails (the sample, then each
     connect, by its deadline) while the scrape's open session still answers."""
-    if waitsdb.cluster is None:
-        pytest.skip("needs the suite's own cluster to freeze its postmaster (not $DBPERF_TEST_DSN)")
-    with exporter_for(waitsdb, databases={"discover": False}) as exporter:
+    with exporter_for(freezable, databases={"discover": False}) as exporter:
         scrape(exporter)
         sampler = sampler_of(exporter)
         wait_until(lambda: sampler.samples >= 2 and sampler.conn.backend_pid, message="a first sample")
         failed = sampler.failures
-        with frozen(sampler.conn.backend_pid, postmaster_pid(waitsdb.cluster)):
+        with frozen(sampler.conn.backend_pid, postmaster_pid(freezable.cluster)):
             wait_until(lambda: sampler.failures >= failed + 3, timeout=30, message="failed samples")
             threads = threading.active_count()
             wait_until(lambda: sampler.failures >= failed + 6, timeout=30, message="more failed samples")
