@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -45,6 +45,10 @@ class Config:
     # the collectors of the user's collector_files (exporter.postgres.catalog_schema.CollectorSpec),
     # in file order; exporter.postgres.catalog.from_spec makes a collector of each
     collector_specs: tuple = ()
+    # where dbperf keeps state across restarts (exporter.state); "" = $DBPERF_STATE_DIR or the XDG default
+    state_dir: str = ""
+    # the bearer token of /samples and /events (exporter.private); "" = those endpoints are off
+    private_token: str = field(default="", repr=False)
 
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
@@ -229,7 +233,7 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
     ``dsn_missing`` says what is missing); ``dbperf check-config`` checks a file that way."""
     top = _Reader(source, data, "")
     top.allow("listen", "scrape_timeout", "scrape_timeout_offset", "host_metrics", "log_level", *WEB_KEYS,
-              "log_format", "collectors", "collector_files", "targets")
+              "log_format", "collectors", "collector_files", "targets", "state_dir", "private_endpoints")
     host, port = parse_listen(source, "listen", top.get("listen", str, DEFAULT_LISTEN))
     log_level = top.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
@@ -251,10 +255,17 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
         seen.add(target.name)
         targets.append(target)
     web = _web(source, top, scrape_timeout)
+    state = top.get("state_dir", str, "")
+    if state and not Path(state).is_absolute():
+        state = str(Path(source).parent / state)
+    from exporter.private import read_token
+
+    token = read_token(top.sub("private_endpoints"), Path(source).parent, env, secrets)
     return Config(source=source, listen_host=host, listen_port=port, scrape_timeout=scrape_timeout, **web,
                   scrape_timeout_offset=top.ranged("scrape_timeout_offset", float, 0.5, "scrape_timeout_offset"),
                   host_metrics=top.get("host_metrics", bool, True), log_level=log_level,
-                  log_format=log_format, targets=tuple(targets), collector_specs=specs)
+                  log_format=log_format, targets=tuple(targets), collector_specs=specs,
+                  state_dir=state, private_token=token)
 
 
 def _collector_files(source: str, top: _Reader) -> tuple[tuple, frozenset]:

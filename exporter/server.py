@@ -34,6 +34,9 @@ from exporter.config import Config, ConfigError
 from exporter.host import collect_host
 from exporter.httpconn import DeadlineWriter, Limits, SelectorServer
 from exporter.metrics import CONTENT_TYPE, Family, Rendered
+from exporter.private import ENDPOINTS as PRIVATE_ENDPOINTS
+from exporter.private import answer as private_answer
+from exporter.private import credentials as private_credentials
 from exporter.registry import collectors_for
 from exporter.scrape import TargetScraper
 
@@ -62,6 +65,8 @@ ROUTES = ("/metrics", "/probe", "/healthz", "/readyz", "/")
 def route(path: str, query: str, targets) -> tuple[str, str | None, int, str]:
     """``(endpoint, target, status, error)`` of a request: status 200 with the endpoint (and
     the target of a probe), else the status and a one-line error to answer with."""
+    if path in PRIVATE_ENDPOINTS:
+        return path, None, 200, ""
     if path not in ROUTES:
         return "", None, 404, "not found: try /metrics, /probe?target=NAME, /healthz or /readyz\n"
     if path != "/probe":
@@ -94,6 +99,7 @@ class Exporter:
                                  "state): pass a function of the target")
             factory = lambda target: fixed if target.kind == "postgres" else collectors_for(target, config)  # noqa: E731
         self.scrapers = {t.name: TargetScraper(t, factory(t)) for t in config.targets}
+        self.private_credentials = private_credentials(getattr(config, "private_token", ""))
         self._process = CollectorRegistry()
         ProcessCollector(registry=self._process)
         PlatformCollector(registry=self._process)
@@ -262,6 +268,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_rendered(self.exporter.render_metrics(budget))
             elif endpoint == "/probe":
                 self._send_rendered(self.exporter.render_probe(target, budget))
+            elif endpoint in PRIVATE_ENDPOINTS:
+                status, body, headers = private_answer(self.exporter, endpoint, url.query,
+                                                       self.headers.get("Authorization"))
+                self._send(status, body, "application/json", headers)
             elif endpoint == "/healthz":
                 self._send(200, b"ok\n")
             elif endpoint == "/readyz":
