@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
+
+from exporter.atomicfile import write_atomic
 
 LOG = logging.getLogger("dbperf.state")
 
@@ -50,19 +51,7 @@ def read_json(path: Path, default=None):
 
 
 def write_json(path: Path, data) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (creating the directory, mode 0700)."""
+    """Write ``data`` as JSON to ``path`` atomically and durably (creating the directory, mode 0700)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, json.dumps(data, separators=(",", ":")), durable=True)

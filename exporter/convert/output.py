@@ -4,9 +4,10 @@ blocks, one metric per line), deterministic, and written whole or not at all."""
 from __future__ import annotations
 
 import os
-import tempfile
 
 import yaml
+
+from exporter.atomicfile import write_atomic
 
 from exporter.secrets import one_line
 
@@ -50,19 +51,7 @@ def render(collectors: dict, source: str) -> str:
 
 
 def write(path: str, text: str) -> None:
-    """``text`` into ``path``, replaced whole (a temporary file beside it, then renamed); OSError."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".dbperf-convert-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """``text`` into ``path``, replaced whole, with the permissions the umask gives; OSError."""
+    umask = os.umask(0)
+    os.umask(umask)
+    write_atomic(path, text, mode=0o666 & ~umask)
