@@ -23,13 +23,14 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = HERE / "thresholds.yaml"
-CONCERNS = ("postgres", "queries", "application", "pipelines", "pgbouncer", "host", "monitoring")
+CONCERNS = ("postgres", "queries", "logs", "application", "pipelines", "pgbouncer", "host", "monitoring")
 CHECKED_IN = ("production", "development")
 README_BEGIN, README_END = "<!-- alerts:begin -->", "<!-- alerts:end -->"
 BY = "job, instance, target"          # the labels that identify one monitored server
 BY_DB = "job, instance, target, datname"
 APP_BY = "job, handler"
 SENDER = "job, instance, target, application_name, client_addr, slot_name"  # one standby seen by its primary
+APP_LOG_BY = "job, logger"
 
 
 # -- definitions ---------------------------------------------------------------------------------
@@ -51,6 +52,15 @@ class Alert:
 class Record:
     record: str
     expr: str
+
+
+def grown(series: str, window: str, by: str) -> str:
+    """How much counter ``series`` (a selector) grew in ``window``, summed by ``by``, counting a
+    series that appeared within the window from zero: ``increase()`` starts at a series' first
+    sample, so the first failed login of a user never seen before, the first DDL of its kind or a
+    database's first temporary file would count nothing (the server log's counters have a series
+    per user, command or database, made when the first line of it is read)."""
+    return f"sum by ({by}) (\n  increase({series}[{window}]) and {series} offset {window}\n  or {series}\n)"
 
 
 def postgres():
@@ -433,6 +443,89 @@ def queries():
     return rec, alerts
 
 
+def logs():
+    """The server's log (the log reader's pg_log_* counters)."""
+    errors = 'pg_log_messages_total{severity=~"ERROR|FATAL|PANIC",sqlstate_class!="28"}'
+    rec = [Record(f"dbperf:pg_log_errors:rate{w}", f"sum by ({BY}, sqlstate_class) (rate({errors}[{w}]))")
+           for w in ("${rate_window}", "${log_errors_baseline_window}")]
+    checkpoints = 'pg_log_checkpoints_total{reason!~"shutdown|end.of.recovery"}'
+    requested = 'pg_log_checkpoints_total{reason!~"time|shutdown|end.of.recovery"}'
+    cw = "${log_checkpoints_window}"
+    alerts = [
+        Alert("PostgreSQLAuthFailuresBurst", "warning",
+              grown("pg_log_auth_failures_total", "${auth_failures_window}", BY) + " > ${auth_failures_burst}",
+              "${auth_failures_for}",
+              "Many PostgreSQL logins fail: possibly password guessing.",
+              "{{ $value | humanize }} failed logins on {{ $labels.target }} in the last ${auth_failures_window}: "
+              "someone is guessing passwords, or a client has the wrong ones.",
+              "> ${auth_failures_burst} failed logins in ${auth_failures_window}, for ${auth_failures_for}",
+              "A client with a wrong password fails a few times and stops (or retries every few seconds); more "
+              "than 20 in five minutes is a script: password guessing, or a deploy that ships a wrong secret to "
+              "every pod. Needs log_connections off or on (failures are always logged) and the log reader."),
+        Alert("PostgreSQLErrorsRising", "warning",
+              "dbperf:pg_log_errors:rate${rate_window}\n"
+              "> ${log_errors_factor} * dbperf:pg_log_errors:rate${log_errors_baseline_window}\n"
+              "and dbperf:pg_log_errors:rate${rate_window} > ${log_errors_min_per_second}\n"
+              "and on (job, instance) up offset ${log_errors_baseline_window}",
+              "${log_errors_for}",
+              "PostgreSQL logs errors of one SQLSTATE class much more often than usual.",
+              "Errors of SQLSTATE class {{ $labels.sqlstate_class }} on {{ $labels.target }}: {{ $value | humanize }}/s, "
+              "more than ${log_errors_factor}x their rate over ${log_errors_baseline_window}.",
+              "class rate > ${log_errors_factor}x its ${log_errors_baseline_window} rate and > "
+              "${log_errors_min_per_second}/s, for ${log_errors_for}",
+              "Every application has a steady trickle of errors (unique violations it retries, cancelled "
+              "statements); what matters is a class that jumps: deadlocks or serialization failures (40), "
+              "constraint violations (23), resources (53), timeouts (57). Three times the day's rate for a "
+              "quarter of an hour is a change, not noise. Authentication (28) has its own alert. Quiet for the "
+              "first day Prometheus scrapes a dbperf (no usual rate yet: a missing day would count as no errors)."),
+        Alert("PostgreSQLLockWaitsFrequent", "warning",
+              grown("pg_log_lock_waits_total", "${lock_waits_window}", BY_DB) + " > ${lock_waits_warning}",
+              "${lock_waits_for}",
+              "PostgreSQL sessions often wait for locks longer than deadlock_timeout.",
+              "{{ $value | humanize }} lock waits longer than deadlock_timeout in {{ $labels.datname }} on "
+              "{{ $labels.target }} in the last ${lock_waits_window}.",
+              "> ${lock_waits_warning} waits over deadlock_timeout in ${lock_waits_window}, for ${lock_waits_for}",
+              "log_lock_waits logs each wait past deadlock_timeout (1 s): one a minute for a quarter of an hour "
+              "is a hot row or a long transaction that requests keep queueing behind. PostgreSQLBlockedSessions "
+              "sees the waits in progress; this one counts the ones between scrapes."),
+        Alert("PostgreSQLCheckpointsTooFrequent", "warning",
+              f"{grown(checkpoints, cw, BY)}\n"
+              f"/ on ({BY}) (${{log_checkpoints_window_seconds}} / max by ({BY}) (pg_settings_checkpoint_timeout_seconds))\n"
+              "> ${log_checkpoints_factor}\n"
+              f"and on ({BY}) {grown(requested, cw, BY)} >= ${{log_checkpoints_min_requested}}",
+              "${log_checkpoints_for}",
+              "PostgreSQL checkpoints much more often than checkpoint_timeout intends.",
+              "{{ $labels.target }} checkpointed {{ $value | humanize }}x as often as checkpoint_timeout intends over the last "
+              "${log_checkpoints_window}: WAL volume (or CHECKPOINT commands) forces them; max_wal_size is too small.",
+              "checkpoints > ${log_checkpoints_factor}x window / checkpoint_timeout over ${log_checkpoints_window}, "
+              "at least ${log_checkpoints_min_requested} not timed, for ${log_checkpoints_for}",
+              "Timed checkpoints cannot come more often than checkpoint_timeout; twice as many as it allows "
+              "means WAL checkpoints, each writing every dirty buffer and full-page images after it. From the "
+              "log's reasons (log_checkpoints, on by default since 15), with the minimum count ignoring a "
+              "manual CHECKPOINT or a base backup."),
+        Alert("PostgreSQLTempFilesLarge", "warning",
+              grown("pg_log_temp_file_bytes_sum", "${temp_files_window}", BY_DB) + " > ${temp_files_bytes}",
+              "${temp_files_for}",
+              "PostgreSQL queries spill large temporary files to disk.",
+              "Queries in {{ $labels.datname }} on {{ $labels.target }} wrote {{ $value | humanize1024 }}B of temporary "
+              "files in the last ${temp_files_window}.",
+              "> ${temp_files_bytes_h} of temporary files in ${temp_files_window}, for ${temp_files_for}",
+              "Sorts and hashes larger than work_mem spill to disk: a few are normal for reports, 10 GiB an hour "
+              "sustained is a query that needs an index or more work_mem, and it competes for I/O (and can fill "
+              "the disk). Counts files at least log_temp_files in size."),
+        Alert("PostgreSQLDDLOnProduction", "info",
+              grown("pg_log_ddl_total", "${ddl_window}", BY_DB + ", user, command") + " > 0",
+              "0s",
+              "A schema change ran on PostgreSQL.",
+              "{{ $labels.user }} ran {{ $value | humanize }} {{ $labels.command }} in {{ $labels.datname }} on "
+              "{{ $labels.target }} in the last ${ddl_window}.",
+              "any DDL in ${ddl_window}",
+              "Context, not a page: a migration outside a deploy, or a manual ALTER, explains the next lock "
+              "pile-up or plan change. Needs log_statement = ddl (or mod, all)."),
+    ]
+    return rec, alerts
+
+
 def application():
     rec = []
     windows = sorted({"${slo_page_long}", "${slo_page_short}", "${slo_ticket_long}", "${slo_ticket_short}"})
@@ -459,6 +552,9 @@ def application():
     for q in ("50", "95", "99"):
         rec.append(Record(f"dbperf:http_request_duration_seconds:p{q}_rate{w}",
                           f"histogram_quantile(0.{q}, sum by ({APP_BY}, le) (rate(http_request_duration_seconds_bucket[{w}])))"))
+    app_errors = 'app_log_messages_total{level=~"ERROR|CRITICAL"}'
+    for window in (w, "${app_error_logs_baseline_window}"):
+        rec.append(Record(f"dbperf:app_log_errors:rate{window}", f"sum by ({APP_LOG_BY}) (rate({app_errors}[{window}]))"))
     rec.append(Record("dbperf:db_client_connections:use_ratio",
                       'sum by (job, instance, pool) (db_client_connections_usage{state="used"})\n'
                       "/ (db_client_connection_max > 0)"))
@@ -518,6 +614,21 @@ def application():
               "> ${n_plus_one_warning} requests with N+1 in ${n_plus_one_window}",
               "An N+1 costs a round trip per row; a hundred such requests an hour is a hot path worth a ticket. "
               "Development reports every one, so it is fixed before production."),
+        Alert("AppErrorLogsRising", "warning",
+              f"dbperf:app_log_errors:rate{w}\n"
+              "> ${app_error_logs_factor} * dbperf:app_log_errors:rate${app_error_logs_baseline_window}\n"
+              f"and dbperf:app_log_errors:rate{w} > ${{app_error_logs_min_per_second}}\n"
+              "and on (job) count by (job) (up offset ${app_error_logs_baseline_window})",
+              "${app_error_logs_for}",
+              "An application logs errors much more often than usual.",
+              "Logger {{ $labels.logger }} of {{ $labels.job }} logs {{ $value | humanize }} errors/s, more than "
+              "${app_error_logs_factor}x its rate over ${app_error_logs_baseline_window}: see the last ones in its slow log.",
+              "ERROR+ rate > ${app_error_logs_factor}x its ${app_error_logs_baseline_window} rate and > "
+              "${app_error_logs_min_per_second}/s, for ${app_error_logs_for}",
+              "Errors the application logs but answers without a 5xx (a failed background job, a retried "
+              "call to another service) escape the error budget; a logger whose error rate triples for a "
+              "quarter of an hour has a new failure. Quiet for the first day Prometheus scrapes the job. Needs "
+              "the library's log handler (install_log_handler)."),
         Alert("AppDBPoolNearExhaustion", "warning",
               "dbperf:db_client_connections:use_ratio > ${pool_warning}", "${pool_warning_for}",
               "An application's database connection pool is nearly exhausted.",
@@ -758,7 +869,7 @@ def monitoring():
     return [], alerts
 
 
-DEFINITIONS = {"postgres": postgres, "queries": queries, "application": application, "pipelines": pipelines,
+DEFINITIONS = {"postgres": postgres, "queries": queries, "logs": logs, "application": application, "pipelines": pipelines,
                "pgbouncer": pgbouncer, "host": host, "monitoring": monitoring}
 
 

@@ -365,7 +365,11 @@ def main(argv=None) -> int:
     report = render(http, hooks, sql, args)
     print(report)
     if args.write:
-        (ROOT / "bench" / "INSTRUMENT_RESULTS.md").write_text(report)
+        from applog import MARK  # bench/applog.py's section at the end of the file is kept
+
+        path = ROOT / "bench" / "INSTRUMENT_RESULTS.md"
+        old = path.read_text() if path.exists() else ""
+        path.write_text(report + ("\n" + old[old.index(MARK):] if MARK in old else ""))
     return 0
 
 

@@ -887,9 +887,145 @@ def monitoring() -> dict:
                      tags=("monitoring",))
 
 
+# -- Logs and access --------------------------------------------------------------------------
+APPL = 'job=~"$app_job", instance=~"$app_instance"'
+LOG_ERRORS = 'severity=~"ERROR|FATAL|PANIC"'
+
+
+def logs_access() -> dict:
+    """The server's log as metrics (the log reader's pg_log_*) and the application's own log."""
+    failures = f"pg_log_auth_failures_total{{{PGD}}}"
+    items = [
+        row("Access: who connected, who was refused"),
+        timeseries("Logins per second", "Authorised connections per second by user and database "
+                   "(log_connections).",
+                   [target(f"sum by (datname, user) (rate(pg_log_connections_total{{{PGD}}}[{RI}]))",
+                           "{{user}}@{{datname}}")], "cps", stack=True),
+        timeseries("Failed logins per second", "Authentication failures per second by user and reason; a "
+                   "password-guessing script shows as a wall of distinct users (the rest share user=other). "
+                   f"PostgreSQLAuthFailuresBurst fires above {T['auth_failures_burst']} in "
+                   f"{T['auth_failures_window']}.",
+                   [target(f"sum by (user, reason) (rate({failures}[{RI}]))", "{{user}} {{reason}}")], "cps"),
+        timeseries("Failed logins by client network", "Authentication failures per second by client network "
+                   "(the network prefix counter, off unless configured).",
+                   [target(f"sum by (network) (rate(pg_log_auth_failures_by_network_total{{{PG}}}[{RI}]))",
+                           "{{network}}")], "cps"),
+        timeseries("Logins by method and disconnections", "Authorised connections per second by authentication "
+                   "method, and disconnections (log_disconnections).",
+                   [target(f"sum by (method) (rate(pg_log_connections_total{{{PGD}}}[{RI}]))", "{{method}}"),
+                    target(f"sum(rate(pg_log_disconnections_total{{{PGD}}}[{RI}]))", "disconnections")], "cps"),
+        timeseries("Session duration p50 / p95", "Duration of the sessions that ended, by database "
+                   "(log_disconnections): short sessions mean a client without a pool.",
+                   [target(f"histogram_quantile(0.{q}, sum by (datname, le) (rate("
+                           f"pg_log_session_duration_seconds_bucket{{{PGD}}}[{RI}])))", f"p{q} {{{{datname}}}}")
+                    for q in (50, 95)], "s"),
+        table("Failed logins over the range", "Authentication failures by database, user and reason over the "
+              "selected range.",
+              [target(f"sum by (datname, user, reason) (increase({failures}[$__range])) > 0")], "short", w=12,
+              columns={"datname": "Database", "user": "User", "reason": "Reason", "Value": "Failures"},
+              sort="Failures"),
+        row("Errors by SQLSTATE"),
+        timeseries("Errors by SQLSTATE class", "Messages at ERROR, FATAL or PANIC per second by SQLSTATE "
+                   "class (40 transaction rollback, 23 integrity, 53 resources, 57 operator intervention, 28 "
+                   "authentication); PostgreSQLErrorsRising fires when a class triples its daily rate.",
+                   [target(f"sum by (sqlstate_class) (rate(pg_log_messages_total{{{PG}, {LOG_ERRORS}}}[{RI}]))",
+                           "{{sqlstate_class}}")], "cps", stack=True),
+        timeseries("Messages by severity", "Server log messages per second by severity.",
+                   [target(f"sum by (severity) (rate(pg_log_messages_total{{{PG}}}[{RI}]))", "{{severity}}")],
+                   "cps"),
+        timeseries("Errors by condition", "The common error codes per second: deadlocks, serialization "
+                   "failures, unique violations, cancelled statements, lock and idle timeouts, out of memory, "
+                   "disk full, too many connections.",
+                   [target(f"sum by (sqlstate, condition) (rate(pg_log_errors_total{{{PG}}}[{RI}]))",
+                           "{{sqlstate}} {{condition}}")], "cps"),
+        timeseries("Deadlocks per second", "Deadlocks the server detected and resolved by killing a "
+                   "transaction, by database (from the log, with the statements in /events).",
+                   [target(f"sum by (datname) (rate(pg_log_deadlocks_total{{{PGD}}}[{RI}]))", "{{datname}}")],
+                   "cps"),
+        row("Slow statements, locks, temporary files, DDL"),
+        timeseries("Slow statements per second", "Statements slower than log_min_duration_statement per "
+                   "second, by database and user (their text and plan: /events?kind=slow).",
+                   [target(f"sum by (datname, user) (rate(pg_log_statement_duration_seconds_count{{{PGD}}}[{RI}]))",
+                           "{{user}}@{{datname}}")], "ops"),
+        timeseries("Slow statement duration p50 / p95", "Duration of the logged slow statements, by database.",
+                   [target(f"histogram_quantile(0.{q}, sum by (datname, le) (rate("
+                           f"pg_log_statement_duration_seconds_bucket{{{PGD}}}[{RI}])))", f"p{q} {{{{datname}}}}")
+                    for q in (50, 95)], "s"),
+        timeseries("Lock waits per second", "Waits longer than deadlock_timeout per second, by database "
+                   "(log_lock_waits).",
+                   [target(f"sum by (datname) (rate(pg_log_lock_waits_total{{{PGD}}}[{RI}]))", "{{datname}}")],
+                   "ops"),
+        timeseries("Lock wait time p95", "95th percentile of the logged lock waits, by database.",
+                   [target("histogram_quantile(0.95, sum by (datname, le) (rate("
+                           f"pg_log_lock_wait_seconds_bucket{{{PGD}}}[{RI}])))", "{{datname}}")], "s"),
+        timeseries("Temporary files", "Bytes per second written to temporary files (sorts and hashes over "
+                   "work_mem, log_temp_files) and files per second, by database.",
+                   [target(f"sum by (datname) (rate(pg_log_temp_file_bytes_sum{{{PGD}}}[{RI}]))", "{{datname}}"),
+                    target(f"sum by (datname) (rate(pg_log_temp_files_total{{{PGD}}}[{RI}]))",
+                           "files/s {{datname}}")], "Bps"),
+        table("Schema changes over the range", "DDL statements (log_statement = ddl) by database, user and "
+              "command over the selected range; PostgreSQLDDLOnProduction reports each as info.",
+              [target(f"sum by (datname, user, command) (increase(pg_log_ddl_total{{{PGD}}}[$__range])) > 0")],
+              "short", w=12,
+              columns={"datname": "Database", "user": "User", "command": "Command", "Value": "Statements"},
+              sort="Statements"),
+        row("Checkpoints and autovacuum"),
+        timeseries("Checkpoints per hour by reason", "Checkpoints in the last hour by reason (time, wal, "
+                   "immediate, force, shutdown), and how many checkpoint_timeout allows: above it, WAL "
+                   "volume forces checkpoints (PostgreSQLCheckpointsTooFrequent).",
+                   [target(f"sum by (reason) (increase(pg_log_checkpoints_total{{{PG}}}[1h]))", "{{reason}}"),
+                    target(f"3600 / max(pg_settings_checkpoint_timeout_seconds{{{PG}}})", "checkpoint_timeout allows")],
+                   "short"),
+        timeseries("Checkpoint time", "Seconds per second spent writing, syncing and in total by "
+                   "checkpoints (1 = a checkpoint always running).",
+                   [target(f"sum(rate(pg_log_checkpoint_{part}_seconds_total{{{PG}}}[{RI}]))", label)
+                    for part, label in (("write", "write"), ("sync", "sync"))]
+                   + [target(f"sum(rate(pg_log_checkpoint_seconds_total{{{PG}}}[{RI}]))", "total")], "percentunit"),
+        timeseries("Buffers written by checkpoints", "Shared buffers written by checkpoints per second.",
+                   [target(f"sum(rate(pg_log_checkpoint_buffers_written_total{{{PG}}}[{RI}]))", "buffers/s")],
+                   "short"),
+        timeseries("Autovacuum runs per hour", "Autovacuum and autoanalyze runs in the last hour by table "
+                   "(the busiest tables; the rest share relname=other), log_autovacuum_min_duration.",
+                   [target(f"sum by (schemaname, relname, operation) (increase(pg_log_autovacuum_total{{{PGD}}}[1h]))",
+                           "{{operation}} {{schemaname}}.{{relname}}")], "short"),
+        table("Autovacuum over the range", "Per table over the selected range: runs, time spent and dead "
+              "tuples removed.",
+              [target(f"sum by (datname, schemaname, relname) (increase(pg_log_autovacuum_total{{{PGD}}}[$__range]))"),
+               target(f"sum by (datname, schemaname, relname) (increase(pg_log_autovacuum_seconds_total{{{PGD}}}"
+                      f"[$__range]))"),
+               target(f"sum by (datname, schemaname, relname) (increase(pg_log_autovacuum_tuples_removed_total"
+                      f"{{{PGD}}}[$__range]))")], "short",
+              columns={"datname": "Database", "schemaname": "Schema", "relname": "Table", "Value #A": "Runs",
+                       "Value #B": "Time", "Value #C": "Tuples removed"},
+              units={"Time": "s"}, sort="Time"),
+        row("The application's own log"),
+        timeseries("Application error logs by logger", "ERROR and CRITICAL records per second by application "
+                   "and logger (exporter.instrument's log handler; the last ones are in its slow log); "
+                   "AppErrorLogsRising fires when a logger triples its daily rate.",
+                   [target(f'sum by (job, logger) (rate(app_log_messages_total{{{APPL}, level=~"ERROR|CRITICAL"}}'
+                           f"[{RI}]))", "{{job}} {{logger}}")], "cps"),
+        timeseries("Application log records by level", "Log records per second by level.",
+                   [target(f"sum by (level) (rate(app_log_messages_total{{{APPL}}}[{RI}]))", "{{level}}")], "cps"),
+        row("dbperf's log reader"),
+        timeseries("Log lines read and dropped", "Server log lines dbperf parsed per second, and lines it "
+                   "dropped by reason (over the parse budget, cut at the length limit, ...).",
+                   [target(f"sum(rate(dbperf_log_lines_total{{{PG}}}[{RI}]))", "read"),
+                    target(f"sum by (reason) (rate(dbperf_log_lines_dropped_total{{{PG}}}[{RI}]))",
+                           "dropped {{reason}}")], "cps", w=24),
+    ]
+    variables = pg_variables() + [
+        query_var("app_job", "Application job", "label_values(app_log_messages_total, job)"),
+        query_var("app_instance", "Application instance",
+                  'label_values(app_log_messages_total{job=~"$app_job"}, instance)')]
+    return dashboard("dbperf-logs-access", "dbperf / Logs and access",
+                     "PostgreSQL's own log as metrics: logins and refused logins, errors by SQLSTATE, slow "
+                     "statements, lock waits, temporary files, schema changes, checkpoints and autovacuum; "
+                     "and the application's error-log rate by logger.", variables, items, tags=("logs",))
+
+
 DASHBOARDS = {"overview": overview, "postgresql-server": postgres, "queries": queries,
               "tables-indexes": tables, "application": application, "pipelines": pipelines,
-              "pgbouncer-host": pgbouncer_host, "monitoring-health": monitoring}
+              "pgbouncer-host": pgbouncer_host, "monitoring-health": monitoring, "logs-access": logs_access}
 
 
 def render() -> dict[str, str]:

@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 
 from conftest import Served, wait_until
 from exporter.config import parse
-from exporter.instrument import Instrumentation
+from exporter.instrument import Instrumentation, LogHandler
 from exporter.pipelines.schema import SQL as PIPELINES_SQL
 from exporter.server import Exporter
 from conftest import Prometheus
@@ -59,7 +59,7 @@ def exposition(pg):
                "('etl', '1', 'success', now() - interval '1 hour', now() - interval '50 minutes'), "
                "('etl', '2', 'failed', now() - interval '20 minutes', now() - interval '10 minutes'), "
                "('etl', '3', 'running', now() - interval '5 minutes', NULL)", dbname=DB)
-    pg.execute(f"CREATE TABLE IF NOT EXISTS alerts_t (id int); INSERT INTO alerts_t VALUES (1); DELETE FROM alerts_t",
+    pg.execute("CREATE TABLE IF NOT EXISTS alerts_t (id int); INSERT INTO alerts_t VALUES (1); DELETE FROM alerts_t",
                dbname=DB)
     if not pg.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", params=(SLOT,)):
         pg.execute("SELECT pg_create_physical_replication_slot(%s, true)", params=(SLOT,))
@@ -83,6 +83,7 @@ def exposition(pg):
     pool = psycopg_pool.ConnectionPool(pg.dsn("postgres"), min_size=1, max_size=2, open=True, name="main")
     try:
         inst.instrument_psycopg_pool(pool)
+        LogHandler(inst)  # app_log_messages_total (AppErrorLogsRising), not installed on any logger
         texts["app"] = generate_latest(inst.registry).decode()
     finally:
         pool.close()

@@ -124,7 +124,7 @@ def test_alert_style():
             assert group[0]["annotations"]["summary"] == group[1]["annotations"]["summary"], name
         assert len(group) <= 2, name
     # the names of a file share a prefix per concern
-    prefixes = {"postgres.yml": ("PostgreSQL", "Dbperf"), "queries.yml": ("PostgreSQL",),
+    prefixes = {"postgres.yml": ("PostgreSQL", "Dbperf"), "queries.yml": ("PostgreSQL",), "logs.yml": ("PostgreSQL",),
                 "application.yml": ("App",), "pipelines.yml": ("Pipeline",), "pgbouncer.yml": ("PgBouncer",),
                 "host.yml": ("Host",), "monitoring.yml": ("Watchdog", "Prometheus", "Alertmanager")}
     for a in alerts():

@@ -25,7 +25,7 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 UNITS = {"none", "short", "percentunit", "s", "ms", "dtdurations", "dateTimeFromNow", "bytes", "decbytes", "Bps",
          "ops", "reqps", "cps", "bool_on_off"}
 EXPECTED = {"overview.json", "postgresql-server.json", "queries.json", "tables-indexes.json", "application.json",
-            "pipelines.json", "pgbouncer-host.json", "monitoring-health.json"}
+            "pipelines.json", "pgbouncer-host.json", "monitoring-health.json", "logs-access.json"}
 FUNCTIONS = {"rate", "irate", "increase", "sum", "max", "min", "avg", "count", "topk", "bottomk", "by", "on",
              "without", "group_left", "group_right", "histogram_quantile", "time", "vector", "delta", "and", "or",
              "unless", "bool", "label_values", "le"}
@@ -169,12 +169,14 @@ def test_queries_follow_the_rules():
 
 
 def known_metrics() -> set:
-    """Metric names dbperf and exporter.instrument document (README's generated reference, docs/instrument.md),
+    """Metric names dbperf and exporter.instrument document (README's generated reference, docs/instrument.md,
+    docs/logs-and-access.md),
     the recording rules of alerts/rules, and what Prometheus and Alertmanager expose about themselves."""
     readme = (ROOT / "README.md").read_text()
     reference = readme[readme.index("<!-- metrics:begin -->"):readme.index("<!-- metrics:end -->")]
     names = set(re.findall(r"^\| `([a-z_]+)`", reference, re.M))
-    names |= set(re.findall(r"^\| `([a-z_]+)`", (ROOT / "docs" / "instrument.md").read_text(), re.M))
+    for doc in ("instrument.md", "logs-and-access.md"):  # the library's; the server log's metrics and their panels
+        names |= set(re.findall(r"^\| `([a-z_]+)`", (ROOT / "docs" / doc).read_text(), re.M))
     names |= {"pgbouncer_up"}
     for path in (ROOT / "alerts" / "rules").glob("*.yml"):
         for group in yaml.safe_load(path.read_text())["groups"]:

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.fast
 MODULES = ["exporter.instrument", "exporter.instrument.asgi", "exporter.instrument.wsgi",
            "exporter.instrument.core", "exporter.instrument.fingerprint", "exporter.instrument.pool",
            "exporter.instrument.psycopg", "exporter.instrument.sqlalchemy", "exporter.instrument.slowlog",
-           "exporter.instrument.exposition", "exporter.instrument.multiprocess"]
+           "exporter.instrument.exposition", "exporter.instrument.multiprocess",
+           "exporter.instrument.applog"]
 
 
 def test_instrument_imports_nothing_from_the_daemon():

@@ -105,6 +105,8 @@ def test_uvicorn_workers_aggregate_exact_totals(pg, tmp_path):
         for i in range(40):
             path = "/products" if i % 2 else f"/products/{i % 20 + 1}"
             assert httpx.get(url + path, headers={"Connection": "close"}, timeout=10).status_code == 200
+        for i in range(4):  # the shop logs a warning per missing product; app_from_env installs the log handler
+            assert httpx.get(f"{url}/products/{900 + i}", headers={"Connection": "close"}, timeout=10).status_code == 404
 
         def settled():
             s = Samples(httpx.get(url + "/metrics", headers={"Connection": "close"}).text)
@@ -115,6 +117,7 @@ def test_uvicorn_workers_aggregate_exact_totals(pg, tmp_path):
             assert s.value("http_requests_total", handler="/products", method="GET", status="200") == 20
             assert s.value("http_requests_total", handler="/products/{product_id}", method="GET", status="200") == 20
             assert s.value("db_client_queries_per_request_sum", handler="/products") == 20
+            assert s.value("app_log_messages_total", level="WARNING", logger="examples.shop") == 4  # over both workers
         pids = {f.name.rsplit("_", 1)[-1] for f in multiproc.glob("counter_*.db")}
         assert len(pids) == 2, pids  # both workers created metric files
     finally:

@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     except Exception as exc:  # bad DSN, database down: one clear line
         print(f"shop_app: cannot start: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
+    app.state.instrumentation.install_log_handler()  # app_log_messages_total, last errors in the slow log
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

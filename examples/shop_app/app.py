@@ -7,10 +7,15 @@
 - ``GET /fail``                          a statement on a missing table: 500
 - ``GET /healthz``                       not measured
 - ``/metrics``                           the app's own metrics; ``/debug/slowlog`` with a token
+
+It logs on the ``examples.shop`` logger: a warning for a missing product, an error (with the
+exception) for ``/fail``. ``app_from_env`` installs the library's log handler, which counts them
+(``app_log_messages_total``) and keeps the last ones in the slow log.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 from fastapi import FastAPI, HTTPException
@@ -18,6 +23,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
 from exporter.instrument import Instrumentation, PrometheusMiddleware
+
+log = logging.getLogger("examples.shop")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (id serial PRIMARY KEY, name text NOT NULL, price numeric(10,2) NOT NULL);
@@ -93,6 +100,7 @@ def create_app(dsn: str, instrumentation: Instrumentation | None = None, *, pool
             row = conn.execute(text("SELECT id, name, price FROM products WHERE id = :id"),
                                {"id": product_id}).first()
         if row is None:
+            log.warning("product %s not found", product_id)
             raise HTTPException(404, f"product {product_id} not found")
         return {"id": row.id, "name": row.name, "price": float(row.price)}
 
@@ -117,8 +125,12 @@ def create_app(dsn: str, instrumentation: Instrumentation | None = None, *, pool
 
     @app.get("/fail")
     def fail():
-        with engine.connect() as conn:
-            conn.execute(text("SELECT * FROM no_such_table"))
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT * FROM no_such_table"))
+        except Exception:
+            log.exception("listing failed")
+            raise
         return {}
 
     @app.get("/hold")
@@ -136,4 +148,6 @@ def app_from_env() -> FastAPI:
     dsn = os.environ.get("SHOP_DSN")
     if not dsn:
         raise SystemExit("SHOP_DSN is not set: export SHOP_DSN=postgresql://user@host/dbname")
-    return create_app(dsn, slowlog_token=os.environ.get("SHOP_SLOWLOG_TOKEN"))
+    app = create_app(dsn, slowlog_token=os.environ.get("SHOP_SLOWLOG_TOKEN"))
+    app.state.instrumentation.install_log_handler()
+    return app

@@ -83,11 +83,13 @@ def current_request() -> RequestState | None:
 
 
 class SlowLog:
-    """The last ``size`` slow requests and slow statements, newest last (thread-safe)."""
+    """The last ``size`` slow requests, slow statements and log records at WARNING and above (when
+    the log handler is installed), newest last (thread-safe)."""
 
     def __init__(self, size: int = 100):
         self.requests: deque = deque(maxlen=size)
         self.statements: deque = deque(maxlen=size)
+        self.log_records: deque = deque(maxlen=size)
         self._lock = threading.Lock()
 
     def add_request(self, entry: dict) -> None:
@@ -98,9 +100,14 @@ class SlowLog:
         with self._lock:
             self.statements.append(entry)
 
+    def add_log_record(self, entry: dict) -> None:
+        with self._lock:
+            self.log_records.append(entry)
+
     def snapshot(self) -> dict:
         with self._lock:
-            return {"requests": list(self.requests), "statements": list(self.statements)}
+            return {"requests": list(self.requests), "statements": list(self.statements),
+                    "log_records": list(self.log_records)}
 
 
 class Instrumentation:
@@ -379,6 +386,15 @@ class Instrumentation:
         :func:`.exposition.metrics_response`."""
         from .exposition import metrics_response
         return metrics_response(self, headers, query, method)
+
+    def install_log_handler(self, logger=None, *, max_loggers: int = 50, keep_level: int = logging.WARNING,
+                            max_message: int = 1000):
+        """Count the application's log records (``app_log_messages_total{level,logger}``) and keep
+        the last ones at ``keep_level`` and above in the slow log: adds a
+        :class:`.applog.LogHandler` to ``logger`` (a name or Logger; the root logger by default)
+        once, and returns it."""
+        from .applog import install
+        return install(self, logger, max_loggers=max_loggers, keep_level=keep_level, max_message=max_message)
 
     def slowlog_asgi_app(self, token: str):
         from .slowlog import slowlog_asgi_app
