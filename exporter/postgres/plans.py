@@ -244,12 +244,12 @@ class PlanSource:
                 continue
             before = self._totals.get(key)
             recent = total - before if before is not None and before <= total else total
-            by_db.setdefault(key[0], []).append((recent, key[1], names[key]))
+            by_db.setdefault(key[0], []).append((recent, total, key[1], names[key]))
         self._totals = totals
         out = []
         for ranked in by_db.values():
-            ranked.sort(key=lambda item: (-item[0], item[1]))
-            out += [(datname, queryid) for _, queryid, datname in ranked[:self.options.per_database]]
+            ranked.sort(key=lambda item: (-item[0], -item[1], item[2]))  # ties (an idle database): by all-time total
+            out += [(datname, queryid) for _, _, queryid, datname in ranked[:self.options.per_database]]
         return out
 
     # -- one round -----------------------------------------------------------------------
