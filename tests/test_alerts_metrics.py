@@ -59,7 +59,7 @@ def exposition(pg, tmp_path_factory):
                "('etl', '1', 'success', now() - interval '1 hour', now() - interval '50 minutes'), "
                "('etl', '2', 'failed', now() - interval '20 minutes', now() - interval '10 minutes'), "
                "('etl', '3', 'running', now() - interval '5 minutes', NULL)", dbname=DB)
-    pg.execute(f"CREATE TABLE IF NOT EXISTS alerts_t (id int); INSERT INTO alerts_t VALUES (1); DELETE FROM alerts_t",
+    pg.execute("CREATE TABLE IF NOT EXISTS alerts_t (id int); INSERT INTO alerts_t VALUES (1); DELETE FROM alerts_t",
                dbname=DB)
     if not pg.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", params=(SLOT,)):
         pg.execute("SELECT pg_create_physical_replication_slot(%s, true)", params=(SLOT,))
