@@ -101,6 +101,10 @@ def test_generic_plan_then_a_change_when_the_index_is_dropped(pg16, tmp_path):
     assert "orders_customer" in plan and "$1" in plan  # the generic plan: the parameter, no constant
     first = stored[0]["fingerprint"]
     assert (DB, key[1], first) in [labels for _, labels, _ in family(source, "pg_statement_plan_info")]
+    # the set-up's utility statements (CREATE TABLE, CREATE INDEX, ANALYZE) were refused once and no
+    # longer take a place among the statements picked
+    assert source.counters.refused >= 1 and source._unexplainable
+    assert not source._unexplainable & set(source.pick())
     # not again within plans.interval
     source.run_once()
     assert statement_plans(str(tmp_path), "main", key[1]) == stored
@@ -203,3 +207,27 @@ def test_sample_text_on_15_with_literals_masked(pg, tmp_path):
     kept = state_file(tmp_path, "plans", "main").read_text()
     assert "very-private" not in kept and "= 42" not in kept and "<redacted>" in kept
     assert PlanHistory(state_file(tmp_path, "plans", "main")).current(*key)[0] == stored["fingerprint"]
+
+
+def test_the_collector_through_the_exporter(pg, tmp_path):
+    """Served: the source's families at scrape time and its thread stopped with the exporter; a target
+    whose database has no pg_stat_statements: unsupported, saying why."""
+    from conftest import SECOND_DB, Served
+    from exporter.server import Exporter
+
+    config = parse({"listen": "127.0.0.1:0", "state_dir": str(tmp_path), "targets": [
+        {"name": "main", "dsn": pg.dsn("postgres"), "plans": {"enabled": True, "interval": "1s"}},
+        {"name": "bare", "dsn": pg.dsn(SECOND_DB), "plans": {"enabled": True}}]}, source="test-config")
+    served = Served(Exporter(config))
+    try:
+        samples = served.metrics("/probe?target=main")
+        assert samples.value("dbperf_collector_success", collector="plans") == 1
+        assert samples.has("dbperf_plans_explained_total")
+        (collector,) = [c for c in served.exporter.scrapers["main"].collectors if c.name == "plans"]
+        assert collector.source.running
+        bare = served.metrics("/probe?target=bare")
+        assert bare.value("dbperf_collector_supported", collector="plans") == 0
+        assert not bare.has("dbperf_collector_success", collector="plans")
+    finally:
+        served.close()
+    assert not collector.source.running

@@ -75,7 +75,13 @@ class SampleStore(Protocol):
 
 # -- the guard ---------------------------------------------------------------------------------------
 class Refused(ValueError):
-    """The text is not something dbperf EXPLAINs; the message (one line, no text quoted) says why."""
+    """The text is not something dbperf EXPLAINs; the message (one line, no text quoted) says why.
+    ``kind``: refused for what the statement is (utility, several statements), which no other text
+    of it changes; otherwise for this text only (a sample with parameters)."""
+
+    def __init__(self, message: str, kind: bool = False):
+        super().__init__(message)
+        self.kind = kind
 
 
 OPTIONS = {"generic": "GENERIC_PLAN, VERBOSE, FORMAT JSON", "sample": "VERBOSE, FORMAT JSON"}
@@ -92,12 +98,13 @@ def explain_sql(text: str, source: str) -> str:
         raise Refused("the text contains a NUL character")
     statements = _parse(text)
     if len(statements) != 1:
-        raise Refused(f"the text is {len(statements)} statements")
+        raise Refused(f"the text is {len(statements)} statements", kind=True)
     inner = statements[0].stmt
     if not isinstance(inner, (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)):
-        raise Refused(f"not a SELECT, INSERT, UPDATE or DELETE ({type(inner).__name__.removesuffix('Stmt')})")
+        raise Refused(f"not a SELECT, INSERT, UPDATE or DELETE ({type(inner).__name__.removesuffix('Stmt')})",
+                      kind=True)
     if isinstance(inner, ast.SelectStmt) and inner.intoClause is not None:
-        raise Refused("SELECT ... INTO creates a table")
+        raise Refused("SELECT ... INTO creates a table", kind=True)
     if source == "sample":
         from exporter.advisor.sqltree import walk
 
@@ -197,6 +204,10 @@ class PlanSource:
         self._log_limit = RateLimiter(600.0)
 
     # -- life ----------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         with self._lock:
             if self._thread is None and not self._stop.is_set():
@@ -311,6 +322,21 @@ class PlanSource:
         return {(datname, queryid): text for datname, queryid, text in rows}
 
     def _explain_database(self, datname: str, keys: list, texts: dict, generic: bool) -> int:
+        """EXPLAIN the due statements of one database (those with a text) on a session of its own."""
+        now = self.clock()
+        work = []
+        for key in keys:
+            self._checked[key] = now
+            candidates = [("generic", texts[key])] if generic and texts.get(key) else []
+            sample = self._sample_text(*key)
+            if sample:
+                candidates.append(("sample", sample))
+            if candidates:
+                work.append((key, candidates))
+            else:
+                self.counters.no_text += 1
+        if not work:
+            return 0  # nothing to plan here: no session opened
         conn = self._connection(datname)
         tried = 0
         try:
@@ -319,18 +345,14 @@ class PlanSource:
                 if tuple(rows[0]) != ("on", "on"):
                     raise RuntimeError(f"the session is not read-only with standard strings ({tuple(rows[0])})")
             except Exception as exc:
-                now = self.clock()
-                for key in keys:
-                    self._checked[key] = now
-                self.counters.failed += len(keys)
+                self.counters.failed += len(work)
                 self._warn(("db", datname), "cannot plan statements in database %s: %s", datname, conn.scrub(_one(exc)))
                 return 0
-            for key in keys:
+            for key, candidates in work:
                 if self._stop.is_set():
                     break
                 tried += 1
-                self._checked[key] = self.clock()
-                self._explain_one(conn, key, texts.get(key) if generic else None)
+                self._explain_one(conn, key, candidates)
         finally:
             conn.close()
         return tried
@@ -342,29 +364,22 @@ class PlanSource:
             return None
         return sample.text
 
-    def _explain_one(self, conn, key: tuple, normalised: str | None) -> None:
+    def _explain_one(self, conn, key: tuple, candidates: list) -> None:
+        """Plan the first of ``candidates`` (``(source, text)``, the generic one first) that dbperf
+        accepts; a generic text whose parameters' types cannot be inferred falls back to the sample."""
         datname, queryid = key
-        candidates = []
-        if normalised:
-            candidates.append(("generic", normalised))
-        sample = self._sample_text(datname, queryid)
-        if sample:
-            candidates.append(("sample", sample))
-        if not candidates:
-            self.counters.no_text += 1
-            return
         refusal = None
-        for source, text in candidates:
+        for i, (source, text) in enumerate(candidates):
             try:
                 sql = explain_sql(text, source)
             except Refused as exc:
-                refusal = str(exc)
+                refusal = exc
                 continue
             try:
                 (_, rows), = conn.query(sql, self.options.timeout)
                 document = rows[0][0]
             except Exception as exc:
-                if source == "generic" and sample and getattr(exc, "sqlstate", None) == "42P18":
+                if i + 1 < len(candidates) and getattr(exc, "sqlstate", None) == "42P18":
                     continue  # indeterminate_datatype: the parameters' types; try the sample
                 self.counters.failed += 1
                 # a sample's text has literals the server's message may quote: its SQLSTATE only
@@ -376,7 +391,8 @@ class PlanSource:
             self._keep(datname, queryid, document, source)
             return
         self.counters.refused += 1
-        self._unexplainable.add(key)  # its text does not change: never picked again
+        if refusal is not None and refusal.kind:  # what the statement is does not change: never picked again
+            self._unexplainable.add(key)
         LOG.debug("target=%s plans: statement %s in database %s is not explained: %s", self.target.name, queryid,
                   datname, refusal)
 
