@@ -389,6 +389,10 @@ def queries():
         rec.append(Record(f"dbperf:pg_stat_statements_mean_seconds:rate{window}",
                           f'rate(pg_stat_statements_seconds_total{{queryid!="other"}}[{window}])\n'
                           f'/ rate(pg_stat_statements_calls_total{{queryid!="other"}}[{window}])'))
+    pw, pr = "${plan_change_window}", "${plan_change_rate_window}"
+    mean = f"dbperf:pg_statement_mean_seconds:rate{pr}"
+    rec.append(Record(mean, f'sum by ({BY_DB}, queryid) (rate(pg_stat_statements_seconds_total{{queryid!="other"}}[{pr}]))\n'
+                            f'/ sum by ({BY_DB}, queryid) (rate(pg_stat_statements_calls_total{{queryid!="other"}}[{pr}]))'))
     alerts = [
         Alert("PostgreSQLWorkloadLatencyHigh", "warning",
               f"dbperf:pg_statement_duration_seconds:p95_rate{w} > ${{workload_p95_warning}}\n"
@@ -431,6 +435,28 @@ def queries():
               "> ${statement_min_calls_per_second} calls/s, for ${statement_mean_for}",
               "A plan flip or lock contention shows as one statement's mean tripling; the floor and the call rate "
               "skip fast and rare statements where a 3x jump costs nothing."),
+        Alert("PostgreSQLStatementPlanChanged", "warning",
+              # the current plan, new since the window began, with the plan of then as old_plan...
+              f"(\n  (max by ({BY_DB}, queryid, plan) (pg_statement_plan_info)\n"
+              f"    unless on ({BY_DB}, queryid, plan) (pg_statement_plan_info offset {pw}))\n"
+              f"  * on ({BY_DB}, queryid) group_left (old_plan)\n"
+              f"  max by ({BY_DB}, queryid, old_plan) (label_replace(pg_statement_plan_info offset {pw}, "
+              '"old_plan", "$1", "plan", "(.*)"))\n'
+              # ...times how many times slower a call is now than then (the alert's value)
+              f")\n* on ({BY_DB}, queryid) group_left ()\n"
+              f"(\n  {mean} / ({mean} offset {pw}) >= ${{plan_change_factor}}\n"
+              f"  and {mean} - ({mean} offset {pw}) >= ${{plan_change_floor}}\n)",
+              "${plan_change_for}",
+              "A statement's plan changed and it became much slower.",
+              "The plan of statement {{ $labels.queryid }} in {{ $labels.datname }} on {{ $labels.target }} changed "
+              "from {{ $labels.old_plan }} to {{ $labels.plan }} within ${plan_change_window}, and a call now takes "
+              "{{ $value | humanize }}x as long as before (dbperf plans --target {{ $labels.target }} --queryid "
+              "{{ $labels.queryid }} prints both plans).",
+              "plan changed within ${plan_change_window}, mean per call >= ${plan_change_factor}x and >= "
+              "${plan_change_floor}s more than before it (over ${plan_change_rate_window})",
+              "A new plan that makes a statement slower is the one regression that needs a DBA, not a code change: "
+              "a dropped or invalid index, stale statistics. The floor keeps fast statements quiet; a plan change "
+              "without a slowdown (ANALYZE picking an equally good plan) never fires. Needs plans: {enabled: true}."),
         Alert("PostgreSQLStatementsDeallocating", "warning",
               "increase(pg_stat_statements_dealloc_total[${dealloc_window}]) > 0", "${dealloc_for}",
               "PostgreSQL evicts statements from pg_stat_statements.",

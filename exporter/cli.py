@@ -1,4 +1,4 @@
-"""``dbperf serve | check-config | demo | advise | report | pipelines | alerts | setup-sql | version``."""
+"""``dbperf serve | check-config | demo | advise | report | pipelines | alerts | plans | setup-sql | version``."""
 
 from __future__ import annotations
 
@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_convert_arguments(sub.add_parser("convert-queries", help="convert a postgres_exporter queries.yaml "
                                          "into a dbperf collector file"))
+
+    from exporter.plans_cli import add_arguments as add_plans_arguments
+
+    add_plans_arguments(sub.add_parser("plans", help="the stored plans of a statement, newest first (from the "
+                                       "state directory)"))
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"dbperf {__version__}") or 0)

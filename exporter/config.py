@@ -20,7 +20,7 @@ from exporter.configfile import (  # noqa: F401 - re-exported: the config's read
 )
 
 from exporter.target import (  # noqa: F401 - re-exported: the typed settings the config builds
-    MANAGED_ADMIN_DATABASES, RANK_BY, CollectorSettings, Databases, StatementsOptions, Target, WaitEventsOptions,
+    MANAGED_ADMIN_DATABASES, RANK_BY, CollectorSettings, Databases, PlansOptions, StatementsOptions, Target, WaitEventsOptions,
 )
 
 DEFAULT_PORT = 9847
@@ -149,8 +149,17 @@ def _wait_events(reader: _Reader) -> WaitEventsOptions:
                                                     "wait_events.interval"))
 
 
+def _plans(reader: _Reader, state_dir: str) -> PlansOptions:
+    reader.allow("enabled", "per_database", "interval", "timeout")
+    d = PlansOptions
+    return PlansOptions(enabled=reader.get("enabled", bool, d.enabled),
+                        per_database=reader.ranged("per_database", int, d.per_database, "plans.per_database"),
+                        interval=reader.ranged("interval", float, d.interval, "plans.interval"),
+                        timeout=reader.ranged("timeout", float, d.timeout, "plans.timeout"), state_dir=state_dir)
+
+
 TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
-               "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "pipelines")
+               "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "pipelines", "plans")
 PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
 
 
@@ -168,7 +177,7 @@ def _pgbouncer_target(source: str, reader: _Reader, name: str, env=os.environ, s
 
 
 def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secrets: bool = True,
-            known: frozenset = frozenset()) -> Target:
+            known: frozenset = frozenset(), state_dir: str = "") -> Target:
     reader.allow(*TARGET_KEYS)
     name = reader.get("name", str)
     if name is None:
@@ -195,6 +204,11 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         current = collectors.get("pipelines")  # on unless switched off explicitly
         if current is None or current.enabled is None:
             collectors["pipelines"] = replace(current or CollectorSettings(enabled=True), enabled=True)
+    plans = _plans(reader.sub("plans"), state_dir)
+    if plans.enabled:  # `plans: {enabled: true}` turns the plans collector on, unless switched off explicitly
+        current = collectors.get("plans")
+        if current is None or current.enabled is None:
+            collectors["plans"] = replace(current or CollectorSettings(enabled=True), enabled=True)
     max_conn = reader.ranged("max_connections", int, 4, "max_connections")
     dsn, where, missing = _dsn(source, reader, name, env, secrets)
     return Target(
@@ -204,7 +218,7 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         connect_timeout=reader.ranged("connect_timeout", float, 3.0, "connect_timeout"),
         statements=_statements(reader.sub("statements")),
         wait_events=_wait_events(reader.sub("wait_events")),
-        pipelines=pipelines,
+        pipelines=pipelines, plans=plans,
     )
 
 
@@ -244,20 +258,20 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
     scrape_timeout = top.ranged("scrape_timeout", float, 10.0, "scrape_timeout")
     specs, known = _collector_files(source, top)
     defaults = _collectors(source, top.sub("collectors"), known)
+    state = top.get("state_dir", str, "")
+    if state and not Path(state).is_absolute():
+        state = str(Path(source).parent / state)
     raw_targets = top.data.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
         top.fail("targets", "must be a non-empty list of targets")
     targets, seen = [], set()
     for i, raw in enumerate(raw_targets):
-        target = _target(source, _Reader(source, raw, f"targets[{i}]"), defaults, env, secrets, known)
+        target = _target(source, _Reader(source, raw, f"targets[{i}]"), defaults, env, secrets, known, state)
         if target.name in seen:
             raise ConfigError(source, f"targets[{i}].name", f"duplicate target name {show(target.name)}")
         seen.add(target.name)
         targets.append(target)
     web = _web(source, top, scrape_timeout)
-    state = top.get("state_dir", str, "")
-    if state and not Path(state).is_absolute():
-        state = str(Path(source).parent / state)
     from exporter.private import read_token
 
     token = read_token(top.sub("private_endpoints"), Path(source).parent, env, secrets)

@@ -61,6 +61,9 @@ RANGES = {
     "statements.query_text_ttl": (0.0, DAY),
     "statements.slow_threshold": (0.0, DAY),
     "wait_events.interval": (0.1, 60.0),
+    "plans.per_database": (1, 100),
+    "plans.interval": (1.0, DAY),
+    "plans.timeout": (0.01, 60.0),
 }
 
 

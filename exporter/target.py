@@ -61,6 +61,18 @@ class WaitEventsOptions:
 
 
 @dataclass(frozen=True)
+class PlansOptions:
+    """``plans:`` of a target: EXPLAIN of its top statements in the background
+    (:mod:`exporter.postgres.plans`), off by default."""
+
+    enabled: bool = False
+    per_database: int = 10       # statements per database (the top by total time among those shown)
+    interval: float = 600.0      # seconds between two EXPLAINs of one statement
+    timeout: float = 2.0         # statement_timeout of each EXPLAIN
+    state_dir: str = ""          # the config's top-level state_dir (exporter.state.state_dir resolves it)
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     dsn: str = field(repr=False)  # holds the password: never log it, use exporter.secrets.describe_dsn
@@ -74,6 +86,7 @@ class Target:
     connect_timeout: float = 3.0
     statements: StatementsOptions = StatementsOptions()  # options of the statements and live_queries collectors
     wait_events: WaitEventsOptions = WaitEventsOptions()  # the session sampler's options
+    plans: PlansOptions = PlansOptions()  # EXPLAIN of the top statements (exporter.postgres.plans)
     pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
     kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)
     dsn_from: str = ""      # where the DSN comes from when not inline: "environment variable PG_DSN", "file ..."

@@ -49,7 +49,7 @@ def types_of(text: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def exposition(pg):
+def exposition(pg, tmp_path_factory):
     texts = {}
     # dbperf: a PostgreSQL target with a pipelines source and a replication slot, and a PgBouncer
     pg.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -64,8 +64,8 @@ def exposition(pg):
     if not pg.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", params=(SLOT,)):
         pg.execute("SELECT pg_create_physical_replication_slot(%s, true)", params=(SLOT,))
     bouncer = Bouncer(pg.dsn("postgres")).start()
-    config = parse({"listen": "127.0.0.1:0", "targets": [
-        {"name": "main", "dsn": pg.dsn("postgres"), "collectors": {"pipelines": {"ttl": 0}},
+    config = parse({"listen": "127.0.0.1:0", "state_dir": str(tmp_path_factory.mktemp("state")), "targets": [
+        {"name": "main", "dsn": pg.dsn("postgres"), "collectors": {"pipelines": {"ttl": 0}}, "plans": {"enabled": True},
          "pipelines": {"sources": [{"type": "table", "database": DB, "expected_intervals": {"etl": "1h"}}]}},
         {"name": "bouncer", "kind": "pgbouncer", "dsn": bouncer.admin_dsn()}]}, source="test-config")
     served = Served(Exporter(config))

@@ -31,6 +31,7 @@ def builtin_collectors() -> list[Collector]:
     from exporter.postgres import catalog
     from exporter.postgres.budget import RELATION_COLLECTORS, SeriesBudget
     from exporter.postgres.live import LiveQueriesCollector
+    from exporter.postgres.plans import PlansCollector
     from exporter.postgres.privileges import PrivilegesCollector
     from exporter.postgres.relations import RelationCollector
     from exporter.postgres.settings import SettingsCollector
@@ -44,6 +45,8 @@ def builtin_collectors() -> list[Collector]:
     sampler = SharedSampler(statements)  # one session sampler per target, for both wait-event collectors
     return [*builtin, SettingsCollector(), statements, LiveQueriesCollector(),
             WaitEventsCollector(sampler), StatementWaitEventsCollector(sampler),
+            # opt-in (plans: {enabled: true}): EXPLAIN of the top statements, with the sampler's samples
+            PlansCollector(statements, samples=lambda: getattr(sampler.sampler, "store", None)),
             PrivilegesCollector(),  # fails naming the grant when the role lacks what pg_monitor grants
             AdvisorCollector(),     # opt-in: dbperf_advisor_findings
             PipelinesCollector()]   # on for targets with `pipelines:` sources
