@@ -1,4 +1,4 @@
-"""``dbperf serve | check-config | demo | advise | report | pipelines | alerts | setup-sql | version``."""
+"""``dbperf serve | check-config | demo | advise | report | pipelines | alerts | top | setup-sql | version``."""
 
 from __future__ import annotations
 
@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_arguments(sub.add_parser("report", help="performance report of a period from Prometheus "
                                         "(markdown, html, json)"))
+
+    from exporter.top.cli import add_arguments as add_top_arguments
+
+    add_top_arguments(sub.add_parser("top", help="a live terminal view: load by wait event, sessions, blocking "
+                                     "chains, top statements (--once: one frame as text)"))
 
     from exporter.setupsql import add_arguments as add_setup_sql_arguments
 
