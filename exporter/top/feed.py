@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import psycopg
+
 from exporter.postgres.sampler import Sampler
 from exporter.postgres.sqlmark import mark
 from exporter.postgres.waits import OTHER, Schedule
@@ -27,6 +29,7 @@ PGSS_SCHEMA_SQL = mark("""SELECT n.nspname::text FROM pg_extension e JOIN pg_nam
 WHERE e.extname = 'pg_stat_statements'""")
 PGSS_TEXT_SQL = "SELECT queryid::text, query FROM {schema}.pg_stat_statements WHERE queryid IN ({ids})"
 TEXT_LOOKUPS = 20  # statements whose text is looked up per refresh at most (the top ones)
+ASK_AGAIN = 30.0  # seconds before pg_stat_statements is asked again for a statement it did not have
 FORGET_EVERY = 60.0  # seconds between drops of the statements with no load in the window
 
 
@@ -73,8 +76,9 @@ class Feed:
         self.sessions_window = Window(window)
         self.statements_window = Window(window)
         self.redact = Redactor()
-        self.texts: dict[str, str] = {}  # queryid -> redacted text
-        self.asked: set[str] = set()  # queryids looked up in pg_stat_statements
+        self.texts: dict[str, str] = {}       # queryid -> redacted text from pg_stat_statements
+        self.seen_texts: dict[str, str] = {}  # queryid -> redacted text of a session running it
+        self.asked: dict[str, float] = {}     # queryid -> when pg_stat_statements did not have it
         self.pgss_schema: str | None = None  # None: not looked up yet; "": not installed (or not readable)
         self._forgot_at = clock()
         self._snapshot = Snapshot(target.name)
@@ -132,16 +136,22 @@ class Feed:
         for (datname, queryid, wait_type), rate in self.statements_window.rates().items():
             if rate > 0:
                 per.setdefault((datname, queryid), {})[wait_type] = rate
-        out = [Statement(datname, queryid, sum(waits.values()), max(waits, key=waits.get), self.texts.get(queryid, ""))
+        out = [Statement(datname, queryid, sum(waits.values()), max(waits, key=waits.get),
+                         self.texts.get(queryid) or self.seen_texts.get(queryid, ""))
                for (datname, queryid), waits in per.items()]
         return sorted(out, key=lambda s: (-s.load, s.datname, s.queryid))
 
     def _look_up_texts(self) -> None:
-        for s in self._sessions:  # a running statement's own text, until pg_stat_statements has one
-            if s.queryid and s.query and s.queryid not in self.texts:
-                self.texts[s.queryid] = s.query
+        """Texts of the top statements: a running session's until pg_stat_statements has the
+        statement (it records a statement when it ends: one not there is asked again after
+        :data:`ASK_AGAIN` seconds)."""
+        for s in self._sessions:
+            if s.queryid and s.query:
+                self.seen_texts[s.queryid] = s.query
+        now = self.clock()
         wanted = [s.queryid for s in self._statement_loads()[:TEXT_LOOKUPS]
-                  if s.queryid != OTHER and s.queryid.lstrip("-").isdigit() and s.queryid not in self.asked]
+                  if s.queryid != OTHER and s.queryid.lstrip("-").isdigit() and s.queryid not in self.texts
+                  and now - self.asked.get(s.queryid, -ASK_AGAIN) >= ASK_AGAIN]
         if not wanted or self.pgss_schema == "":
             return
         if self.pgss_schema is None:
@@ -151,18 +161,22 @@ class Feed:
                 return
         schema = '"' + self.pgss_schema.replace('"', '""') + '"'
         sql = mark(PGSS_TEXT_SQL.format(schema=schema, ids=", ".join(wanted)))
+        for queryid in wanted:
+            self.asked[queryid] = now
         try:
             (_, rows), = self.conn.query(sql, self.sampler.timeout)
-        except Exception:  # not in shared_preload_libraries, or not readable: the sessions' texts only
-            self.pgss_schema = ""
+        except (psycopg.errors.ObjectNotInPrerequisiteState, psycopg.errors.InsufficientPrivilege):
+            self.pgss_schema = ""  # not in shared_preload_libraries, or not readable: the sessions' texts only
             return
-        self.asked.update(wanted)  # found or not, asked once
+        except Exception:  # a timeout, a lost connection: asked again later
+            return
         for queryid, text in rows:
             if text and not text.startswith("<insufficient privilege>"):
                 self.texts[queryid] = self.redact(text)
-        if len(self.texts) > Redactor.LIMIT or len(self.asked) > Redactor.LIMIT:
-            self.texts.clear()
-            self.asked.clear()
+                self.asked.pop(queryid, None)
+        for table in (self.texts, self.seen_texts, self.asked):  # bounded
+            if len(table) > Redactor.LIMIT:
+                table.clear()
 
     def _build(self, error: str) -> Snapshot:
         previous = self._snapshot

@@ -129,7 +129,7 @@ def _summary(snap, sessions, database) -> str:
     if snap.span <= 0:
         load = "load: measuring (needs two samples)"
     else:
-        load = f"load {total:.2f} average active sessions over {format_duration(round(snap.span))}"
+        load = f"load {total:.2f} average active sessions over {format_duration(round(snap.span, 1))}"
     active = sum(1 for s in sessions if s.state == "active")
     locks = sum(1 for s in sessions if s.wait_type == "Lock")
     idle_tx = sum(1 for s in sessions if s.state.startswith("idle in transaction"))
@@ -228,11 +228,12 @@ def render(snap, view: View, width: int, height: int | None = None, interval: fl
         lines = top + body + [("title", keys)]
     else:
         room = height - len(top) - 1
-        load = _fit(load, min(len(load), max(1, room // 6)), "wait event types")
+        load = _fit(load, min(len(load), max(1, room // 4)), "wait event types")
         room -= len(load)
-        chain = _fit(chain, min(len(chain), max(2, room // 3)), "sessions in chains")
+        chain = _fit(chain, min(len(chain), max(3, room // 3)), "sessions in chains")
         room -= len(chain)
-        statements = _fit(statements, min(len(statements), 2 + STATEMENT_ROWS, max(0, room - 4)), "statements")
+        fits = min(len(statements), 2 + STATEMENT_ROWS, room - 6)  # the sessions keep 6 lines at least
+        statements = _fit(statements, fits, "statements") if fits >= 3 else []
         room -= len(statements)
         offset = max(0, min(view.offset, len(s_rows) - max(1, room - 1)))
         view.offset = offset
