@@ -7,6 +7,7 @@ shown on the screen, which keeps retrying."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -75,6 +76,8 @@ def run(args) -> int:
     from exporter.top.feed import Feed
 
     target = target_of(args)
+    # the sampler's log lines would draw over the screen: its errors are shown in the frame instead
+    logging.getLogger("dbperf").addHandler(logging.NullHandler())
     window = _seconds("--window", args.window, 1.0, MAX_WINDOW)
     if not args.once and not (sys.stdout.isatty() and sys.stdin.isatty()):
         raise UsageError("stdout is not a terminal: dbperf top draws a live screen (--once prints one frame "

@@ -1,0 +1,89 @@
+"""exporter.top.feed on a real server, as a role with only pg_monitor: the sampler's load by wait
+event, the sessions and chains, top statements with their texts (pg_stat_statements, or a running
+session's), redacted; and a server that cannot be reached."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from conftest import wait_until
+from exporter.pgcluster import free_port
+from exporter.target import Target, WaitEventsOptions
+from exporter.top.feed import Feed
+from topkit import SECRET_LITERAL, lock_chain, monitor_dsn
+
+pytestmark = pytest.mark.pg
+
+
+def feed_of(dsn: str, interval: float = 0.2, window: float = 60.0) -> Feed:
+    return Feed(Target(name="t", dsn=dsn, wait_events=WaitEventsOptions(interval=interval)), window)
+
+
+def every_text(snap) -> list[str]:
+    return [s.query for s in snap.sessions] + [s.text for s in snap.statements]
+
+
+def test_the_chain_its_load_and_its_statement_as_pg_monitor(pg):
+    feed = feed_of(monitor_dsn(pg))
+    try:
+        with lock_chain(pg) as (a, b, c):
+            def measured():
+                snap = feed.refresh()
+                assert not snap.error, snap.error
+                return snap if snap.span > 0 and snap.statements else None
+
+            snap = wait_until(measured, interval=0.2, message="load measured")
+            by_pid = {s.pid: s for s in snap.sessions}
+            assert by_pid[b].blocked_by == (a,) and by_pid[c].blocked_by == (b,)
+            assert snap.version == int(pg.execute("SHOW server_version_num")[0][0]) and snap.version >= 100000
+            lock = sum(r for (d, t, _), r in snap.load.items() if d == "postgres" and t == "Lock")
+            assert 1.5 <= lock <= 2.5  # B and C wait all along: two average active sessions
+            client = snap.load.get(("postgres", "Client", "ClientRead"), 0.0)
+            assert 0.5 <= client <= 1.5  # A, idle in its transaction
+            top = snap.statements[0]
+            assert top.wait_type == "Lock" and 1.5 <= top.load <= 2.5 and top.queryid == by_pid[b].queryid
+            assert top.text.startswith("UPDATE top_chain_") and "?" in top.text  # from the running sessions
+            assert not any(SECRET_LITERAL in t for t in every_text(snap))
+            assert feed.sampler.failures == 0 and feed.conn.connects == 1  # one session for all of it
+    finally:
+        feed.close()
+
+
+def test_a_finished_statement_gets_its_text_from_pg_stat_statements(pg):
+    stop = threading.Event()
+
+    def workload():
+        with psycopg.connect(pg.dsn(application_name="top-load"), autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute(f"SELECT pg_sleep(0.05), 'top-pgss-{SECRET_LITERAL}' AS marker")
+
+    thread = threading.Thread(target=workload, daemon=True)
+    thread.start()
+    feed = feed_of(monitor_dsn(pg), interval=0.1)
+    try:
+        def from_pgss():
+            snap = feed.refresh()
+            assert not snap.error, snap.error
+            return next((s for s in snap.statements if s.queryid in feed.texts and "pg_sleep" in s.text), None)
+
+        statement = wait_until(from_pgss, interval=0.1, message="a statement with its pg_stat_statements text")
+        assert statement.text == "SELECT pg_sleep(?), ? AS marker"
+        assert feed.pgss_schema == "public" and statement.wait_type in ("Timeout", "CPU")
+        assert not any(SECRET_LITERAL in t for t in every_text(feed.snapshot))
+    finally:
+        stop.set()
+        thread.join(10)
+        feed.close()
+
+
+def test_a_server_that_cannot_be_reached_is_an_error_without_the_password():
+    feed = feed_of(f"host=127.0.0.1 port={free_port()} user=u password=hunter2secret dbname=x", window=5)
+    try:
+        snap = feed.refresh()
+        assert snap.error.startswith("cannot connect to host=127.0.0.1") and "hunter2secret" not in snap.error
+        assert snap.sessions == [] and snap.load == {} and snap.refreshes == 1
+    finally:
+        feed.close()
