@@ -192,7 +192,7 @@ class Feed:
         self._thread.start()
 
     def _loop(self) -> None:
-        schedule = Schedule(self.interval, self.clock())
+        schedule = Schedule(self.interval, self.clock() + self.interval)  # after the refresh made at start
         while not self._stop.is_set():
             delay = schedule.wait(self.clock())
             if delay > 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import curses
 import locale
+import os
 import signal
 
 from exporter.top.frame import View, databases_of, render
@@ -27,6 +28,8 @@ def _terminate(_signum, _frame):
 
 def run(feed, interval: float) -> int:
     locale.setlocale(locale.LC_ALL, "")
+    for name in ("LINES", "COLUMNS"):  # curses would take these over the terminal's own size
+        os.environ.pop(name, None)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         curses.wrapper(_loop, feed, interval)
