@@ -5,6 +5,7 @@ session's), redacted; and a server that cannot be reached."""
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
 import pytest
@@ -87,3 +88,25 @@ def test_a_server_that_cannot_be_reached_is_an_error_without_the_password():
         assert snap.sessions == [] and snap.load == {} and snap.refreshes == 1
     finally:
         feed.close()
+
+
+def test_a_frozen_backend_makes_a_refresh_fail_in_bounded_time_then_it_recovers():
+    from exporter.pgcluster import Cluster
+    from freezing import frozen
+
+    with Cluster() as cluster:
+        feed = feed_of(cluster.dsn(), interval=0.5)
+        try:
+            assert not feed.refresh().error
+            before = feed.refresh()
+            assert not before.error and before.version
+            pid = feed.conn.backend_pid
+            with frozen(pid):
+                started = time.monotonic()
+                snap = feed.refresh()
+                assert time.monotonic() - started < 3.0  # bounded by the sampler's deadline, never a hang
+                assert "did not finish before the deadline" in snap.error and snap.version == before.version
+            wait_until(lambda: not feed.refresh().error, message="a refresh after the freeze")
+            assert feed.conn.backend_pid != pid  # the broken-off session was replaced
+        finally:
+            feed.close()

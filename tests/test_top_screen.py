@@ -4,8 +4,10 @@ send-keys (s, d, p, a resize, q). The tmux server is killed even when a test fai
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -151,6 +153,19 @@ def test_ctrl_c_exits_cleanly_and_restores_the_terminal(pg, pane, tmp_path):
     pane.show(lambda ls: ls and ls[0].startswith("dbperf top - dsn - ") and footer(ls).startswith("s sort"),
               "the screen")
     pane.keys("C-c")
+    lines = pane.show(lambda ls: any("(stty)" in x for x in ls), "the exit", history=True)
+    assert "top exited 0" in lines and next(x for x in lines if "(stty)" in x).split() == ["icanon", "echo", "(stty)"]
+    assert pane.value("alternate_on") == "0"
+
+
+def test_sigterm_exits_cleanly_and_restores_the_terminal(pg, pane, tmp_path):
+    start(pane, tmp_path, pg.dsn())
+    pane.show(lambda ls: ls and ls[0].startswith("dbperf top - dsn - ") and footer(ls).startswith("s sort"),
+              "the screen")
+    shell = int(pane.value("pane_pid"))
+    (child,) = [int(p) for p in subprocess.run(["ps", "-o", "pid=", "--ppid", str(shell)], capture_output=True,
+                                                text=True, check=True).stdout.split()]
+    os.kill(child, signal.SIGTERM)
     lines = pane.show(lambda ls: any("(stty)" in x for x in ls), "the exit", history=True)
     assert "top exited 0" in lines and next(x for x in lines if "(stty)" in x).split() == ["icanon", "echo", "(stty)"]
     assert pane.value("alternate_on") == "0"
