@@ -110,3 +110,27 @@ def test_a_frozen_backend_makes_a_refresh_fail_in_bounded_time_then_it_recovers(
             assert feed.conn.backend_pid != pid  # the broken-off session was replaced
         finally:
             feed.close()
+
+
+def test_the_targets_database_rules_apply_to_the_sessions_as_to_the_load(pg):
+    import re
+
+    from conftest import SECOND_DB
+    from exporter.target import Databases
+
+    with psycopg.connect(pg.dsn(SECOND_DB, application_name="top-excluded"), autocommit=True) as other:
+        other.execute("BEGIN")
+        other.execute("SELECT 1")
+        pid = other.info.backend_pid
+        shown = {}
+        for name, databases in (("all", Databases()), ("excluded", Databases(exclude=re.compile(SECOND_DB)))):
+            feed = Feed(Target(name="t", dsn=pg.dsn(), databases=databases,
+                               wait_events=WaitEventsOptions(interval=0.2)), 60)
+            try:
+                feed.refresh()
+                snap = wait_until(lambda: (s := feed.refresh()).span > 0 and s, message="two samples")
+                shown[name] = (pid in {s.pid for s in snap.sessions}, any(d == SECOND_DB for d, _, _ in snap.load))
+            finally:
+                feed.close()
+        other.execute("ROLLBACK")
+    assert shown == {"all": (True, True), "excluded": (False, False)}

@@ -129,7 +129,10 @@ class Feed:
         if self.sampler.version is None:
             return []
         (_, rows), = self.conn.query(sessions_sql(self.sampler.version), self.sampler.timeout)
-        return sessions_of(rows, self.redact)
+        sessions = sessions_of(rows, self.redact)
+        wanted = self.target.databases.wanted  # the target's database rules, as for the load
+        blockers = {pid for s in sessions for pid in s.blocked_by}
+        return [s for s in sessions if not s.datname or wanted(s.datname) or s.pid in blockers]
 
     def _statement_loads(self) -> list[Statement]:
         per: dict[tuple, dict] = {}
