@@ -134,3 +134,30 @@ def test_the_targets_database_rules_apply_to_the_sessions_as_to_the_load(pg):
                 feed.close()
         other.execute("ROLLBACK")
     assert shown == {"all": (True, True), "excluded": (False, False)}
+
+
+@pytest.mark.parametrize("major", [13, 18])
+def test_the_oldest_and_newest_majors(major):
+    """13 has no pg_stat_activity.query_id: its statements are `other`, with the reason."""
+    from conftest import PG
+    from exporter.pgcluster import Cluster
+    from pgdist import bindir
+
+    with Cluster(bindir=bindir(major)) as cluster:
+        handle = PG(cluster, None)
+        handle.execute("CREATE EXTENSION pg_stat_statements")
+        feed = feed_of(monitor_dsn(handle))
+        try:
+            with lock_chain(handle) as (a, b, c):
+                snap = wait_until(lambda: (s := feed.refresh()).statements and s, message="load measured")
+                assert not snap.error and snap.version // 10000 == major
+                by_pid = {s.pid: s for s in snap.sessions}
+                assert by_pid[b].blocked_by == (a,) and by_pid[c].blocked_by == (b,)
+                top = snap.statements[0]
+                if major == 13:
+                    assert top.queryid == "other" and snap.query_ids_off.startswith("pg_stat_activity.query_id needs")
+                else:
+                    assert top.queryid == by_pid[b].queryid and top.text.startswith("UPDATE top_chain_")
+                assert top.wait_type == "Lock"
+        finally:
+            feed.close()
