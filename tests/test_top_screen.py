@@ -63,6 +63,8 @@ def pane():
     p = Pane(socket)
     yield p
     subprocess.run([TMUX, "-L", socket, "kill-server"], capture_output=True, timeout=10)
+    # tmux leaves its socket file behind
+    (Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket).unlink(missing_ok=True)
 
 
 def start(pane: Pane, tmp_path: Path, dsn: str) -> None:

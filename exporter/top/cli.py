@@ -8,7 +8,6 @@ shown on the screen, which keeps retrying."""
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import time
@@ -105,7 +104,7 @@ def _once(feed) -> int:
     snap = feed.refresh()
     if snap.error:
         raise UnavailableError(f"target {feed.target.name}: {snap.error}").hide(password_of(feed.target.dsn))
-    width = shutil.get_terminal_size((int(os.environ.get("COLUMNS") or 120), 40)).columns
+    width = shutil.get_terminal_size((120, 40)).columns  # $COLUMNS, else the terminal, else 120
     sys.stdout.write(plain(render(snap, View(), width, None, feed.interval)))
     sys.stdout.flush()
     return 0

@@ -203,7 +203,8 @@ def _fit(lines: list, room: int, what: str) -> list:
 
 def render(snap, view: View, width: int, height: int | None = None, interval: float = 1.0,
            clock=time.localtime) -> list[tuple[str, str]]:
-    """The screen's lines (see the module's docstring)."""
+    """The screen's lines (see the module's docstring). The only state it changes: ``view.offset``
+    is kept within the sessions (scrolled past the end, the last rows)."""
     if width < MIN_WIDTH or (height is not None and height < MIN_HEIGHT):
         text = f"terminal too small ({width}x{height}): dbperf top needs {MIN_WIDTH}x{MIN_HEIGHT}; q quits"
         return [("error", text[:max(1, width)])]
