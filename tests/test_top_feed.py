@@ -49,6 +49,7 @@ def test_the_chain_its_load_and_its_statement_as_pg_monitor(pg):
             assert top.text.startswith("UPDATE top_chain_") and "?" in top.text  # from the running sessions
             assert not any(SECRET_LITERAL in t for t in every_text(snap))
             assert feed.sampler.failures == 0 and feed.conn.connects == 1  # one session for all of it
+            assert snap.note == ""  # pg_monitor is enough
     finally:
         feed.close()
 
@@ -161,3 +162,34 @@ def test_the_oldest_and_newest_majors(major):
                 assert top.wait_type == "Lock"
         finally:
             feed.close()
+
+
+def bare_role(pg, name: str, *grants: str) -> str:
+    pg.execute(f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN "
+               f"CREATE ROLE {name} LOGIN; END IF; END $$")
+    for grant in grants:
+        pg.execute(f"GRANT {grant} TO {name}")
+    return pg.dsn(user=name)
+
+
+def test_a_role_without_pg_monitor_is_told_the_grant(pg):
+    feed = feed_of(bare_role(pg, "dbperf_top_bare"))
+    try:
+        snap = feed.refresh()  # the sampler reads settings only pg_read_all_settings may read
+        assert snap.error.startswith("must be superuser or have privileges of pg_read_all_settings")
+        assert snap.error.endswith(": GRANT pg_monitor TO dbperf_top_bare")
+    finally:
+        feed.close()
+
+
+def test_a_role_that_reads_settings_but_not_stats_is_told_what_it_cannot_see(pg):
+    feed = feed_of(bare_role(pg, "dbperf_top_settings", "pg_read_all_settings"))
+    try:
+        with lock_chain(pg) as (a, b, c):
+            snap = wait_until(lambda: (s := feed.refresh()).span > 0 and s, message="two samples")
+            assert not snap.error
+            assert snap.note == ("role dbperf_top_settings lacks pg_read_all_stats: other roles' sessions and texts "
+                                 "are hidden (GRANT pg_monitor TO dbperf_top_settings)")
+            assert not {a, b, c} & {s.pid for s in snap.sessions}
+    finally:
+        feed.close()

@@ -98,10 +98,11 @@ def test_the_database_filter_cycles_and_filters_every_section():
     assert "d database: crm" in lines[-1]
 
 
-def test_paused_and_errors_are_said():
-    lines = texts(render(snapshot(error="cannot connect to host=db port=5432"), View(paused=True), 120, None))
+def test_paused_errors_and_notes_are_said():
+    snap = snapshot(error="cannot connect to host=db port=5432", note="role x lacks pg_read_all_stats")
+    lines = texts(render(snap, View(paused=True), 120, None))
     assert lines[0].endswith("PAUSED (p resumes)") and "p resume |" in lines[-1]
-    assert lines[2] == "error: cannot connect to host=db port=5432"
+    assert lines[2:4] == ["error: cannot connect to host=db port=5432", "note: role x lacks pg_read_all_stats"]
 
 
 def test_before_two_samples_the_load_is_being_measured():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from exporter.postgres.privileges import grant_hint
 from exporter.postgres.sampler import Sampler
 from exporter.postgres.sqlmark import mark
 from exporter.postgres.waits import OTHER, Schedule
@@ -28,6 +29,7 @@ from exporter.top.window import Window
 PGSS_SCHEMA_SQL = mark("""SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname = 'pg_stat_statements'""")
 PGSS_TEXT_SQL = "SELECT queryid::text, query FROM {schema}.pg_stat_statements WHERE queryid IN ({ids})"
+ROLE_SQL = mark("SELECT current_user::text, pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')")
 TEXT_LOOKUPS = 20  # statements whose text is looked up per refresh at most (the top ones)
 ASK_AGAIN = 30.0  # seconds before pg_stat_statements is asked again for a statement it did not have
 FORGET_EVERY = 60.0  # seconds between drops of the statements with no load in the window
@@ -63,6 +65,7 @@ class Snapshot:
     statements: list = field(default_factory=list)  # of Statement, the highest load first
     error: str = ""                 # why the last refresh failed ("" when it worked)
     query_ids_off: str = ""         # why statements have no queryid ("" when they have)
+    note: str = ""                  # what the role cannot see ("" when it has pg_monitor's pg_read_all_stats)
     refreshes: int = 0
 
 
@@ -79,6 +82,7 @@ class Feed:
         self.texts: dict[str, str] = {}       # queryid -> redacted text from pg_stat_statements
         self.seen_texts: dict[str, str] = {}  # queryid -> redacted text of a session running it
         self.asked: dict[str, float] = {}     # queryid -> when pg_stat_statements did not have it
+        self.note: str | None = None  # None: the role not checked yet
         self.pgss_schema: str | None = None  # None: not looked up yet; "": not installed (or not readable)
         self._forgot_at = clock()
         self._snapshot = Snapshot(target.name)
@@ -99,6 +103,7 @@ class Feed:
         now = self.clock()
         if not self.sampler.sample_once():
             error = self.sampler.last_error or "the sample failed"
+            error += grant_hint(RuntimeError(error), self.target.dsn)
         self._windows(now)
         if not error:
             try:
@@ -128,11 +133,22 @@ class Feed:
     def _read_sessions(self) -> list[Session]:
         if self.sampler.version is None:
             return []
+        if self.note is None:
+            self.note = self._role_note()
         (_, rows), = self.conn.query(sessions_sql(self.sampler.version), self.sampler.timeout)
         sessions = sessions_of(rows, self.redact)
         wanted = self.target.databases.wanted  # the target's database rules, as for the load
         blockers = {pid for s in sessions for pid in s.blocked_by}
         return [s for s in sessions if not s.datname or wanted(s.datname) or s.pid in blockers]
+
+    def _role_note(self) -> str:
+        from exporter.advisor import quote_ident
+
+        (_, ((user, reads_all),)), = self.conn.query(ROLE_SQL, self.sampler.timeout)
+        if reads_all:
+            return ""
+        return (f"role {user} lacks pg_read_all_stats: other roles' sessions and texts are hidden "
+                f"(GRANT pg_monitor TO {quote_ident(user)})")
 
     def _statement_loads(self) -> list[Statement]:
         per: dict[tuple, dict] = {}
@@ -187,7 +203,7 @@ class Feed:
                         span=self.sessions_window.span,
                         load={k: v for k, v in self.sessions_window.rates().items() if v > 0},
                         sessions=list(self._sessions), statements=self._statement_loads(), error=error,
-                        query_ids_off=self.sampler.query_ids_off, refreshes=previous.refreshes + 1)
+                        query_ids_off=self.sampler.query_ids_off, note=self.note or "", refreshes=previous.refreshes + 1)
 
     # -- the thread ------------------------------------------------------------------------
     def start(self) -> None:

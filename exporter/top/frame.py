@@ -216,6 +216,8 @@ def render(snap, view: View, width: int, height: int | None = None, interval: fl
     top = [("title", title), ("", _summary(snap, sessions, database))]
     if snap.error:
         top.append(("error", f"error: {snap.error}"))
+    if snap.note:
+        top.append(("error", f"note: {snap.note}"))
     keys = (f"s sort: {view.sort} | d database: {database or 'all'} | p {'resume' if view.paused else 'pause'} | "
             "q quit | up/down scroll")
     load = _load_lines(snap, database, width)
