@@ -1,4 +1,4 @@
-"""``dbperf serve | check-config | demo | advise | report | pipelines | alerts | plans | setup-sql | version``."""
+"""``dbperf serve | check-config | demo | advise | report | pipelines | alerts | plans | top | setup-sql | version``."""
 
 from __future__ import annotations
 
@@ -131,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_arguments(sub.add_parser("report", help="performance report of a period from Prometheus "
                                         "(markdown, html, json)"))
+
+    from exporter.top.cli import add_arguments as add_top_arguments
+
+    add_top_arguments(sub.add_parser(
+        "top", help="a live terminal view: load by wait event, sessions, blocking chains, top statements "
+                    "(--once: one frame as text)",
+        description="A live view of one server: load by wait event, sessions, blocking chains, top statements "
+                    "by load; query texts redacted. Keys: s sort, d database filter, p pause, up/down scroll, "
+                    "q quit. Needs only pg_monitor (docs/top.md)."))
 
     from exporter.setupsql import add_arguments as add_setup_sql_arguments
 

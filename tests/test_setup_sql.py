@@ -129,5 +129,7 @@ def test_the_grant_each_failure_names():
     assert grant_hint(refused, dsn) == ': GRANT CONNECT ON DATABASE "a b" TO "Mon", or leave it out with databases.exclude'
     hba = RuntimeError('FATAL: pg_hba.conf rejects connection for host "127.0.0.1", user "Mon", database "x"')
     assert "pg_hba.conf" in grant_hint(hba, dsn) and "databases.exclude" in grant_hint(hba, dsn)
+    settings = RuntimeError('must be superuser or have privileges of pg_read_all_settings to examine "x"')
+    assert grant_hint(settings, dsn) == ': GRANT pg_monitor TO "Mon"'  # as text (the sampler's last error)
     assert grant_hint(TimeoutError("canceling statement due to statement timeout"), dsn) == ""
     assert role_of("postgresql://u%40x@h/db") == "u@x"

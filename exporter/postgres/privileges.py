@@ -71,7 +71,8 @@ def grant_hint(exc: BaseException, dsn: str) -> str:
         found = _DATABASE.search(text)
         database = quote_ident(found.group(1).replace('""', '"')) if found else "..."
         return f": GRANT CONNECT ON DATABASE {database} TO {role}, or leave it out with databases.exclude"
-    if getattr(exc, "sqlstate", None) == INSUFFICIENT_PRIVILEGE or text.startswith("permission denied"):
+    if (getattr(exc, "sqlstate", None) == INSUFFICIENT_PRIVILEGE or text.startswith("permission denied")
+            or text.startswith("must be superuser or have privileges of pg_")):  # a message kept as text
         if "pg_ls_waldir" in text:  # Aurora grants it to no role, pg_monitor or not
             return f": GRANT pg_monitor TO {role} (on Aurora no role may: turn the wal collector off there)"
         return f": GRANT pg_monitor TO {role}"
