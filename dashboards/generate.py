@@ -381,6 +381,24 @@ def db_load() -> dict:
     return panel
 
 
+def load_by_wait_event() -> dict:
+    return timeseries(
+        "DB load by wait event", "Average active client sessions by wait event (type: event), the $topn largest "
+        "at each instant (pg_active_sessions_seconds_total, state active): which lock, I/O or LWLock the load "
+        "in the panel on the left waits on.",
+        [target(f'topk($topn, sum by (wait_event_type, wait_event) (rate(pg_active_sessions_seconds_total{{{PGD}, '
+                f'state="active"}}[{RI}])))', "{{wait_event_type}}: {{wait_event}}")], "short", stack=True)
+
+
+def load_by_statement() -> dict:
+    return timeseries(
+        "DB load by statement", "Average active sessions running each statement (the wait_events sampler's "
+        "pg_statement_active_seconds_total), the $topn largest at each instant, stacked: the statements the "
+        "database's time goes to. Its Query ID leads to the tables below (and the plan, where shown).",
+        [target(f"topk($topn, sum by ({QBY}) (rate(pg_statement_active_seconds_total{{{PGD}, queryid!=\"other\"}}"
+                f"[{RI}])))", "{{datname}} {{queryid}}")], "short", stack=True)
+
+
 def queries() -> dict:
     calls = f'sum by ({QBY}) (increase(pg_stat_statements_calls_total{{{PGD}, queryid!="other"}}[$__range]))'
     secs = f'sum by ({QBY}) (increase(pg_stat_statements_seconds_total{{{PGD}, queryid!="other"}}[$__range]))'
@@ -394,6 +412,8 @@ def queries() -> dict:
     items = [
         row("Database load"),
         db_load(),
+        load_by_wait_event(),
+        load_by_statement(),
         row("Workload latency"),
         timeseries("Statement latency p50 / p95 / p99", "Percentiles of statement execution time by database, "
                    "from the pg_statement_duration_seconds histogram (5 minute rate; recording rules).",
@@ -410,6 +430,10 @@ def queries() -> dict:
                    [target(f"topk(10, dbperf:pg_stat_statements_mean_seconds:rate5m{{{PGD}}})",
                            "{{datname}} {{queryid}}")], "s"),
         row("Top statements over the selected range"),
+        top_table("Top statements by DB load", "Statements whose sessions were active the longest in the range "
+                  "(pg_statement_active_seconds_total: seconds of active sessions; divided by the range, the "
+                  "average sessions running it), whatever they waited on.",
+                  top_statements("pg_statement_active_seconds_total"), "s", "Active time"),
         top_table("Top statements by total time", "Statements that spent the most execution time in the "
                   "range (query text shown when statements.query_text is on).", top_statements(
                       "pg_stat_statements_seconds_total"), "s", "Total time"),
@@ -448,7 +472,8 @@ def queries() -> dict:
     ]
     variables = [*pg_variables(), custom_var("topn", "Top N", ["5", "10", "20", "50"], "10")]
     return dashboard("dbperf-queries", "dbperf / Queries",
-                     "Database load by wait event, statement latency, the top statements by time, calls, rows "
+                     "Database load by wait event and statement, statement latency, the top statements by load, "
+                     "time, calls, rows "
                      "and I/O, live slow and "
                      "blocked queries, and the advisor's findings.", variables, items, tags=("queries",))
 
@@ -874,7 +899,7 @@ def monitoring() -> dict:
                    "(dbperf alerts ack).",
                    [target(f"sum by (state) (alertmanager_silences{{{AM}}})", "{{state}}")], "short"),
         timeseries("Scrape targets up", "Share of scrape targets up per job.",
-                   [target(f'avg by (job) (up{{job=~"$job|$prometheus_job|$alertmanager_job"}})', "{{job}}")],
+                   [target('avg by (job) (up{job=~"$job|$prometheus_job|$alertmanager_job"})', "{{job}}")],
                    "percentunit", max_=1),
     ]
     variables = [query_var("job", "dbperf job", "label_values(dbperf_build_info, job)"),
