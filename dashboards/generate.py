@@ -381,22 +381,10 @@ def db_load() -> dict:
     return panel
 
 
-def load_by_wait_event() -> dict:
-    return timeseries(
-        "DB load by wait event", "Average active client sessions by wait event (type: event), the $topn largest "
-        "at each instant (pg_active_sessions_seconds_total, state active): which lock, I/O or LWLock the load "
-        "in the panel on the left waits on.",
-        [target(f'topk($topn, sum by (wait_event_type, wait_event) (rate(pg_active_sessions_seconds_total{{{PGD}, '
-                f'state="active"}}[{RI}])))', "{{wait_event_type}}: {{wait_event}}")], "short", stack=True)
-
-
-def load_by_statement() -> dict:
-    return timeseries(
-        "DB load by statement", "Average active sessions running each statement (the wait_events sampler's "
-        "pg_statement_active_seconds_total), the $topn largest at each instant, stacked: the statements the "
-        "database's time goes to. Its Query ID leads to the tables below (and the plan, where shown).",
-        [target(f"topk($topn, sum by ({QBY}) (rate(pg_statement_active_seconds_total{{{PGD}, queryid!=\"other\"}}"
-                f"[{RI}])))", "{{datname}} {{queryid}}")], "short", stack=True)
+def top_load(title: str, description: str, selector: str, by: str, legend: str) -> dict:
+    """The $topn largest shares of a DB load counter (seconds of active sessions) at each instant, stacked."""
+    return timeseries(title, description, [target(f"topk($topn, sum by ({by}) (rate({selector}[{RI}])))", legend)],
+                      "short", stack=True)
 
 
 def queries() -> dict:
@@ -412,8 +400,15 @@ def queries() -> dict:
     items = [
         row("Database load"),
         db_load(),
-        load_by_wait_event(),
-        load_by_statement(),
+        top_load("DB load by wait event", "Average active client sessions by wait event (type: event), the $topn "
+                 "largest at each instant (pg_active_sessions_seconds_total, state active): which lock, I/O or "
+                 "LWLock the load on the left waits on.",
+                 f'pg_active_sessions_seconds_total{{{PGD}, state="active"}}', "wait_event_type, wait_event",
+                 "{{wait_event_type}}: {{wait_event}}"),
+        top_load("DB load by statement", "Average active sessions running each statement (the wait_events "
+                 "sampler's pg_statement_active_seconds_total), the $topn largest at each instant: the statements "
+                 "the database's time goes to; their Query ID leads to the tables below.",
+                 f'pg_statement_active_seconds_total{{{PGD}, queryid!="other"}}', QBY, "{{datname}} {{queryid}}"),
         row("Workload latency"),
         timeseries("Statement latency p50 / p95 / p99", "Percentiles of statement execution time by database, "
                    "from the pg_statement_duration_seconds histogram (5 minute rate; recording rules).",
