@@ -353,11 +353,24 @@ def postgres() -> dict:
 QBY = f"{BY}, datname, queryid"
 
 
+def with_label(expr: str, info: str, label: str) -> str:
+    """``expr`` (one series per statement) with ``label`` of the info series ``info`` (one per
+    statement) where there is one, and the statements without one kept as they are."""
+    return f"({expr}) * on ({QBY}) group_left ({label}) {info} or on ({QBY}) ({expr})"
+
+
 def with_text(expr: str) -> str:
-    """``expr`` (one series per statement) with the statement's text as a ``query`` label when
-    dbperf exposes it (statements.query_text), and without it otherwise."""
-    info = f"max by ({QBY}, query) (pg_stat_statements_query_info{{{PGD}}})"
-    return f"({expr}) * on ({QBY}) group_left (query) {info} or on ({QBY}) ({expr})"
+    """``expr`` with the statement's text as a ``query`` label when dbperf exposes it
+    (statements.query_text), and without it otherwise."""
+    return with_label(expr, f"max by ({QBY}, query) (pg_stat_statements_query_info{{{PGD}}})", "query")
+
+
+def with_plan(expr: str) -> str:
+    """``expr`` with the statement's plan (pg_statement_plan_info, one plan per statement) as a ``plan`` label."""
+    return with_label(expr, f"topk by ({QBY}) (1, pg_statement_plan_info{{{PGD}}})", "plan")
+
+
+ROUTE_LOAD = f'pg_route_active_seconds_total{{{PGD}, route=~"$route"}}'
 
 
 def top_statements(metric: str) -> str:
@@ -409,6 +422,15 @@ def queries() -> dict:
                  "sampler's pg_statement_active_seconds_total), the $topn largest at each instant: the statements "
                  "the database's time goes to; their Query ID leads to the tables below.",
                  f'pg_statement_active_seconds_total{{{PGD}, queryid!="other"}}', QBY, "{{datname}} {{queryid}}"),
+        timeseries("DB load by route", "Average active sessions running statements sent by each route of the "
+                   "applications (pg_route_active_seconds_total: the route template of the sqlcommenter tag "
+                   "exporter.instrument adds with sql_comments=True), stacked.",
+                   [target(f"sum by (route) (rate({ROUTE_LOAD}[{RI}]))", "{{route}}")], "short", stack=True),
+        timeseries("DB load of the selected routes by wait event type", "The load of the routes selected above "
+                   "(Route variable; the Application dashboard links here with one route) by what their sessions "
+                   "wait on: CPU, Lock, LWLock, IO, IPC, Client ...",
+                   [target(f"sum by (wait_event_type) (rate({ROUTE_LOAD}[{RI}]))", "{{wait_event_type}}")], "short",
+                   stack=True),
         row("Workload latency"),
         timeseries("Statement latency p50 / p95 / p99", "Percentiles of statement execution time by database, "
                    "from the pg_statement_duration_seconds histogram (5 minute rate; recording rules).",
@@ -429,6 +451,12 @@ def queries() -> dict:
                   "(pg_statement_active_seconds_total: seconds of active sessions; divided by the range, the "
                   "average sessions running it), whatever they waited on.",
                   top_statements("pg_statement_active_seconds_total"), "s", "Active time"),
+        table("Plans of the top statements by DB load", "The statements with the most active time in the range, "
+              "with their plan (pg_statement_plan_info) where dbperf has one: read it for the scans and joins "
+              "the time goes to.",
+              [target(with_text(with_plan(top_statements("pg_statement_active_seconds_total"))))], "s", h=9,
+              columns={**cols, "plan": "Plan", "Value": "Active time"}, hide=hide, units={"Active time": "s"},
+              sort="Active time"),
         top_table("Top statements by total time", "Statements that spent the most execution time in the "
                   "range (query text shown when statements.query_text is on).", top_statements(
                       "pg_stat_statements_seconds_total"), "s", "Total time"),
@@ -465,9 +493,11 @@ def queries() -> dict:
               columns={"datname": "Database", "kind": "Kind", "check": "Check", "severity": "Severity",
                        "Value": "Findings"}, hide=("Time", "__name__", "job", "instance"), sort="Findings"),
     ]
-    variables = [*pg_variables(), custom_var("topn", "Top N", ["5", "10", "20", "50"], "10")]
+    variables = [*pg_variables(),
+                 query_var("route", "Route", f"label_values(pg_route_active_seconds_total{{{PGD}}}, route)"),
+                 custom_var("topn", "Top N", ["5", "10", "20", "50"], "10")]
     return dashboard("dbperf-queries", "dbperf / Queries",
-                     "Database load by wait event and statement, statement latency, the top statements by load, "
+                     "Database load by wait event, statement and application route, statement latency, the top statements by load, "
                      "time, calls, rows "
                      "and I/O, live slow and "
                      "blocked queries, and the advisor's findings.", variables, items, tags=("queries",))
@@ -560,15 +590,29 @@ APPH = APP + ', handler=~"$handler"'
 APPR = 'job=~"$app_job", handler=~"$handler"'   # the http recording rules keep job and handler only
 
 
+def route_link() -> dict:
+    """A data link from a per-route series to the Queries dashboard, its Route variable set (the
+    route template of the SQL comments is the handler label's value; Grafana encodes it)."""
+    return {"title": "Open the DB load and statements of this route (Queries dashboard)",
+            "url": "/d/dbperf-queries/dbperf-queries?${__url_time_range}&var-datasource=${datasource}"
+                   "&var-route=${__field.labels.handler}", "targetBlank": False}
+
+
+def route_linked(panel: dict) -> dict:
+    panel["fieldConfig"]["defaults"]["links"] = [route_link()]
+    return panel
+
+
 def application() -> dict:
     objective = T["slo_error_objective"]
     budget = 1 - objective
     lat = T["slo_latency_threshold"]
     items = [
         row("Requests, errors, duration (RED)"),
-        timeseries("Requests per second", "HTTP requests per second by route template.",
-                   [target(f"sum by (handler) (rate(http_requests_total{{{APPH}}}[{RI}]))", "{{handler}}")],
-                   "reqps", stack=True),
+        route_linked(timeseries("Requests per second", "HTTP requests per second by route template (a series "
+                                "links to the route's DB load on the Queries dashboard).",
+                                [target(f"sum by (handler) (rate(http_requests_total{{{APPH}}}[{RI}]))", "{{handler}}")],
+                                "reqps", stack=True)),
         timeseries("Errors per second", "HTTP responses with a 5xx status per second, by route.",
                    [target(f'sum by (handler) (rate(http_requests_total{{{APPH}, status=~"5.."}}[{RI}]))',
                            "{{handler}}")], "reqps"),
@@ -616,10 +660,13 @@ def application() -> dict:
                     for w in ("5m", "30m", "1h", "6h")], "none", thresholds=[T["slo_ticket_factor"],
                                                                                T["slo_page_factor"]]),
         row("Database time per request"),
-        timeseries("SQL time per request (p95)", "95th percentile of total SQL time per HTTP request, by route.",
-                   [target("histogram_quantile(0.95, sum by (handler, le) (rate("
-                           f"db_client_request_operation_duration_seconds_bucket{{{APPH}}}[{RI}])))", "{{handler}}")],
-                   "s"),
+        route_linked(timeseries(
+            "SQL time per request (p95)", "95th percentile of total SQL time per HTTP request, by route. A "
+            "route's series links to the Queries dashboard: the database's load from that route by wait event, "
+            "and the top statements with their plans (the route's statements are tagged with sql_comments=True).",
+            [target("histogram_quantile(0.95, sum by (handler, le) (rate("
+                    f"db_client_request_operation_duration_seconds_bucket{{{APPH}}}[{RI}])))", "{{handler}}")],
+            "s")),
         timeseries("Statements per request (mean)", "Mean number of SQL statements per HTTP request, by route.",
                    [target(f"sum by (handler) (rate(db_client_queries_per_request_sum{{{APPH}}}[{RI}])) / "
                            f"sum by (handler) (rate(db_client_queries_per_request_count{{{APPH}}}[{RI}]))",
