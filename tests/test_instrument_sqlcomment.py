@@ -17,9 +17,9 @@ from sqlalchemy import create_engine, text
 
 from conftest import wait_until
 from examples.shop_app.app import sqlalchemy_url
-from exporter.instrument import Instrumentation, PrometheusMiddleware
+from exporter.instrument import Instrumentation, PrometheusMiddleware, instrument_flask
 from exporter.instrument.sqlcomment import SqlComments, format_comment, split
-from test_instrument_support import ASGIServer
+from test_instrument_support import ASGIServer, WSGIThreadServer
 
 pytestmark = pytest.mark.fast
 
@@ -191,6 +191,28 @@ def test_hostile_raw_path_is_never_sent(pg):
     query = response.json()["query"]
     assert "secret-user-token" not in query and "DROP" not in query
     assert tags_of(query) == {"application": "shop", "framework": "fastapi", "route": "/files/{path:path}"}
+
+
+@pytest.mark.pg
+def test_flask_routes_are_tagged_with_their_rule(pg):
+    import flask
+
+    inst = Instrumentation(CollectorRegistry(), sql_comments=True)
+    app = flask.Flask("tagged")
+    instrument_flask(app, inst)
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id):
+        with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+            inst.instrument_psycopg(conn, pool="flask")
+            return {"query": conn.execute("SELECT %s::int, current_query()", (item_id,)).fetchone()[1]}
+
+    server = WSGIThreadServer(app, inst)
+    try:
+        query = server.get("/items/31337").json()["query"]
+    finally:
+        server.close()
+    assert query == "SELECT $1::int, current_query() /*framework='flask',route='%2Fitems%2F%3Cint%3Aitem_id%3E'*/"
 
 
 @pytest.mark.pg
