@@ -63,16 +63,27 @@ def test_hostile_route_names_cannot_leave_the_comment(route):
     ("SELECT 1", "SELECT 1 <c>"),
     ("SELECT 1;", "SELECT 1 <c>;"),
     ("SELECT 1 ;  \n", "SELECT 1 <c> ;  \n"),
-    ("SELECT 1 -- note", "SELECT 1 <c> -- note"),
+    ("SELECT 1 -- note", "SELECT 1 -- note\n<c>"),
+    ("SELECT 1 -- note  \n ", "SELECT 1 -- note\n<c>  \n "),
     ("SELECT 1 -- note\n;", "SELECT 1 -- note\n<c>\n;"),
-    ("SELECT 1; -- done", "SELECT 1 <c>; -- done"),
+    ("SELECT 1; -- done", "SELECT 1; -- done\n<c>"),
     ("SELECT 'a;b', $$;--$$", "SELECT 'a;b', $$;--$$ <c>"),
     ("SELECT %s::int", "SELECT %s::int <c>"),
     ("BEGIN; SELECT 1; COMMIT;", "BEGIN; SELECT 1; COMMIT <c>;"),
 ])
 def test_where_the_comment_goes(sql, tagged):
-    head, tail = split(sql)
-    assert head + "<c>" + tail == tagged
+    head, tail, size = split(sql)
+    assert head + "<c>" + tail == tagged and size == len(sql)
+
+
+def test_a_long_statement_takes_the_comment_at_its_start():
+    comments = SqlComments()
+    comment = comments.comment(ROUTE, "fastapi")[0]
+    fits = "SELECT '" + "é" * ((1023 - len(comment) - 11) // 2) + "';"  # 2 bytes a character
+    assert len(fits.encode()) + len(comment) + 1 <= 1023
+    assert comments.tag(fits, ROUTE, "fastapi", False) == fits[:-1] + " " + comment + ";"
+    longer = fits.replace("'", "'éé", 1)
+    assert comments.tag(longer, ROUTE, "fastapi", False) == comment + " " + longer
 
 
 @pytest.mark.parametrize("sql", [
@@ -139,11 +150,12 @@ def orders_app(inst, dsn, sql, params):
     return app
 
 
-def seen_while_running(pg, sql_comments: bool, path: str) -> str:
+def seen_while_running(pg, sql_comments: bool, path: str, padding: str = "x") -> str:
     """The text pg_stat_activity shows, from another session, for the statement the app runs for
     ``path`` while it waits on an advisory lock the test holds."""
     inst = Instrumentation(CollectorRegistry(), sql_comments=sql_comments)
-    server = ASGIServer(orders_app(inst, pg.dsn("postgres"), "SELECT pg_advisory_xact_lock(%s), 'x'", (424242,)), inst)
+    sql = f"SELECT pg_advisory_xact_lock(%s), '{padding}'"
+    server = ASGIServer(orders_app(inst, pg.dsn("postgres"), sql, (424242,)), inst)
     holder = psycopg.connect(pg.dsn("postgres"), autocommit=True)
     answers = []
     try:
@@ -155,7 +167,7 @@ def seen_while_running(pg, sql_comments: bool, path: str) -> str:
         def waiting():
             seen[:] = [r[0] for r in holder.execute(
                 "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE 'SELECT pg_advisory_xact_lock%'").fetchall()]
+                "AND query LIKE '%SELECT pg_advisory_xact_lock%'").fetchall()]
             return seen
         wait_until(waiting, message="the app's statement waiting on the advisory lock")
         holder.execute("SELECT pg_advisory_unlock(424242)")
@@ -171,6 +183,15 @@ def seen_while_running(pg, sql_comments: bool, path: str) -> str:
 def test_tagged_statement_reaches_the_server_and_raw_paths_do_not(pg):
     query = seen_while_running(pg, True, "/orders/98765")
     assert query == "SELECT pg_advisory_xact_lock($1), 'x' /*framework='fastapi',route='%2Forders%2F%7Bid%7D'*/"
+    assert "98765" not in query
+
+
+@pytest.mark.pg
+def test_a_long_statement_keeps_its_tag_in_pg_stat_activity(pg):
+    kept = int(pg.execute("SELECT setting FROM pg_settings WHERE name = 'track_activity_query_size'")[0][0]) - 1
+    query = seen_while_running(pg, True, "/orders/98765", "x" * 1100)
+    sent = f"{TAG} SELECT pg_advisory_xact_lock($1), '{'x' * 1100}'"
+    assert query == sent[:kept]  # cut at 1023 bytes by default, the tag at its start still there
     assert "98765" not in query
 
 

@@ -8,11 +8,15 @@ time goes to. Keys are sorted; keys and values are URL-encoded (every character 
 digits and ``_.-~``), values then single-quoted, as sqlcommenter specifies: a value can hold no
 quote, backslash, ``*/`` or newline, whatever the route's name.
 
-The comment goes at the end of the statement, before a trailing ``;`` (after trailing ``--``
-comments it would be swallowed, so it goes before them). Statements left unchanged: outside a
-request; empty or comment-only texts; ``COPY``; texts that already hold a ``/* */`` comment
-(sqlcommenter's rule: another commenter or an optimiser hint was there first); texts whose
-statement end depends on ``standard_conforming_strings``.
+The comment goes at the end of the statement, before a trailing ``;``, or on a line of its own
+after a trailing ``--`` comment: the last thing in the text but ``;`` and blanks, where
+sqlcommenter's readers look. A statement whose tagged text would be longer than PostgreSQL's
+default ``track_activity_query_size`` (1024 bytes, what ``pg_stat_activity`` keeps of it) takes
+the comment at its start instead, where a truncated text still shows it.
+
+Statements left unchanged: outside a request; empty or comment-only texts; ``COPY``; texts that
+already hold a ``/* */`` comment (sqlcommenter's rule: another commenter or an optimiser hint was
+there first); texts whose statement end depends on ``standard_conforming_strings``.
 
 ``pg_stat_statements``' queryid is computed from the parse tree, without comments: tagged and
 untagged executions of a statement share one queryid (checked on a real server by
@@ -29,6 +33,9 @@ from . import sqllex
 _CACHE = 4096  # statement texts and (route, framework) pairs kept; cleared when full
 _UNTAGGED = ()  # cached "leave this text alone"
 _MAX_VALUE = 200  # characters of a developer-given value
+# pg_stat_activity.query keeps track_activity_query_size - 1 bytes (1024 by default): a longer
+# tagged text takes the comment at its start, where the sampler still reads it
+SHOWN_BYTES = 1023
 
 
 def encode(value: str) -> str:
@@ -46,32 +53,32 @@ def format_comment(tags: dict) -> str:
 
 def _site(sql: str, backslash_quotes: bool):
     """(insertion index, separator) of ``sql`` in one reading of its strings, or None (untaggable)."""
-    last = previous = None
+    last = previous = None  # the last two tokens that are neither comments nor blanks
+    line_comment_last = False
     for kind, start, end in sqllex.tokens(sql, backslash_quotes):
         if kind == sqllex.COMMENT:
             if sql.startswith("/*", start):
                 return None  # a comment of another commenter, or a hint: sqlcommenter leaves it alone
+            line_comment_last = True
         elif kind != sqllex.CODE or sql[start:end].strip():
             previous, last = last, (kind, start, end)
-            continue
-        # whitespace or a -- comment: part of the tail, whatever comes next decides
+            line_comment_last = False
     if last is None:
         return None
+    if line_comment_last:  # after it, on a line of its own: the tag stays the last thing in the text
+        return len(sql.rstrip()), "\n"
     kind, start, end = last
     text = sql[start:end].rstrip()
     if kind == sqllex.CODE and text.endswith(";"):
         body = text[:-1].rstrip()
-        point = start + len(body)
-        if not body:  # the last code is just " ;": the comment goes after the token before it
-            if previous is None:
-                return None  # nothing but ";"
-            point, before = start, previous[2]
-            # a -- comment between that token and the ';' would swallow the tag: put it on a new line
-            if "--" in sql[before:start]:
-                return point, "\n"
-        return point, " "
-    point = start + len(text)
-    return point, " "
+        if body:
+            return start + len(body), " "
+        if previous is None:
+            return None  # nothing but ";"
+        # the last code is just " ;": the comment goes after the token before it, on a new line
+        # when a -- comment is in between (it would swallow the tag)
+        return start, "\n" if "--" in sql[previous[2]:start] else " "
+    return start + len(text), " "
 
 
 def _first_word(sql: str) -> str:
@@ -85,15 +92,15 @@ def _first_word(sql: str) -> str:
 
 
 def split(sql: str):
-    """(head, tail) such that ``head + comment + tail`` is ``sql`` tagged, or None when ``sql`` is
-    left unchanged."""
+    """(head, tail, length in bytes): ``head + comment + tail`` is ``sql`` tagged at its end; None
+    when ``sql`` is left unchanged."""
     site = _site(sql, False)
     if site is None or site != _site(sql, True):  # unchanged unless both readings agree
         return None
     if _first_word(sql) == "COPY":
         return None
     point, separator = site
-    return sql[:point] + separator, sql[point:]
+    return sql[:point] + separator, sql[point:], len(sql.encode(errors="replace"))
 
 
 class SqlComments:
@@ -135,5 +142,7 @@ class SqlComments:
             sites[sql] = site
         if not site:
             return sql
-        comments = self._comments.get((route, framework)) or self.comment(route, framework)
-        return site[0] + comments[percent] + site[1]
+        comment = (self._comments.get((route, framework)) or self.comment(route, framework))[percent]
+        if site[2] + len(comment) > SHOWN_BYTES:  # the end would be cut off in pg_stat_activity
+            return comment + " " + sql
+        return site[0] + comment + site[1]
