@@ -19,7 +19,7 @@ from conftest import wait_until
 from examples.shop_app.app import sqlalchemy_url
 from exporter.instrument import Instrumentation, PrometheusMiddleware, instrument_flask
 from exporter.instrument.sqlcomment import SqlComments, format_comment, split
-from test_instrument_support import ASGIServer, WSGIThreadServer
+from test_instrument_support import ASGIServer, WSGIThreadServer, samples
 
 pytestmark = pytest.mark.fast
 
@@ -88,7 +88,7 @@ def test_a_long_statement_takes_the_comment_at_its_start():
 
 @pytest.mark.parametrize("sql", [
     "", "   ", ";", "-- only a comment", "/* only a comment */",
-    "COPY t FROM STDIN", "copy (SELECT 1) TO STDOUT;",
+    "COPY t FROM STDIN", "copy (SELECT 1) TO STDOUT;", "-- load\n  COPY(SELECT 1) TO STDOUT",
     "SELECT /*+ IndexScan(t) */ * FROM t",      # a hint, or another commenter's tag
     "SELECT 1 /*traceparent='00-x'*/",
     "SELECT 'a\\'; --'",                         # where it ends depends on standard_conforming_strings
@@ -250,9 +250,12 @@ def test_sqlalchemy_hooks_tag_and_keep_the_metrics_untagged(pg, hooks):
                 with_params = conn.execute(text("SELECT :p || '%', current_query()"), {"p": "x"}).one()
                 without = conn.execute(text(OWN_ACTIVITY)).scalar()
                 driver_sql = conn.exec_driver_sql(OWN_ACTIVITY).scalar()
-                streaming = conn.execution_options(stream_results=True).execute(text("SELECT 1"))
+                streaming = conn.execute(text("SELECT 1"), execution_options={"stream_results": True})
                 streamed = conn.exec_driver_sql(CURSORS).scalar()  # the server-side cursor's DECLARE
                 streaming.close()
+                with pytest.raises(Exception, match="division by zero"):
+                    conn.execute(text("SELECT 1 / 0"))
+                conn.rollback()
             finally:
                 inst.end_context(token)
             outside = conn.execute(text(OWN_ACTIVITY)).scalar()
@@ -264,6 +267,8 @@ def test_sqlalchemy_hooks_tag_and_keep_the_metrics_untagged(pg, hooks):
     assert "/*" not in streamed and "/*" not in outside  # server-side cursor; no request
     texts = {key[0] for key in inst._statements}
     assert OWN_ACTIVITY in texts and not any("/*" in t for t in texts)
+    failed = samples(inst).series("db_client_operation_errors_total", error_type="DivisionByZero")
+    assert [x.labels["fingerprint"] for x in failed] == [inst.statement("SELECT 1 / 0")[1]]
 
 
 @pytest.mark.pg

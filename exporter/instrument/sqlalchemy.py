@@ -52,12 +52,14 @@ class StatementHooks:
                                    cursor.rowcount if self.rows else None)
 
     def on_error(self, context):
+        self._failed(context, context.statement)
+
+    def _failed(self, context, statement) -> None:
         end = time.perf_counter()
         start = self._start(context.connection, context.execution_context)
-        if start is None or context.statement is None:
+        if start is None or statement is None:
             return
-        self.inst.record_statement(context.statement, end - start, self.namespace, self.pool,
-                                   context.original_exception)
+        self.inst.record_statement(statement, end - start, self.namespace, self.pool, context.original_exception)
 
 
 class TaggingHooks(StatementHooks):
@@ -86,15 +88,7 @@ class TaggingHooks(StatementHooks):
         super().after(conn, cursor, statement, parameters, context, executemany)
 
     def on_error(self, context):
-        original = getattr(context.execution_context, "_dbperf_sql", None)
-        if original is not None:
-            end = time.perf_counter()
-            start = self._start(context.connection, context.execution_context)
-            if start is not None:
-                self.inst.record_statement(original, end - start, self.namespace, self.pool,
-                                           context.original_exception)
-            return
-        super().on_error(context)
+        self._failed(context, getattr(context.execution_context, "_dbperf_sql", None) or context.statement)
 
 
 def instrument_engine(inst: Instrumentation, engine, pool: str | None = None, max_overflow: int | None = None,

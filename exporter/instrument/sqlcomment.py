@@ -26,6 +26,7 @@ Imports the standard library only."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 from . import sqllex
@@ -36,6 +37,7 @@ _MAX_VALUE = 200  # characters of a developer-given value
 # pg_stat_activity.query keeps track_activity_query_size - 1 bytes (1024 by default): a longer
 # tagged text takes the comment at its start, where the sampler still reads it
 SHOWN_BYTES = 1023
+_WORD = re.compile(r"[A-Za-z_]+")
 
 
 def encode(value: str) -> str:
@@ -84,9 +86,9 @@ def _site(sql: str, backslash_quotes: bool):
 def _first_word(sql: str) -> str:
     for kind, start, end in sqllex.tokens(sql):
         if kind == sqllex.CODE and sql[start:end].strip():
-            words = sql[start:end].split(None, 1)
-            return words[0].upper() if words else ""
-        if kind not in (sqllex.COMMENT, sqllex.CODE):
+            word = _WORD.match(sql, start + len(sql[start:end]) - len(sql[start:end].lstrip()))
+            return word.group().upper() if word else ""
+        if kind != sqllex.COMMENT:
             return ""
     return ""
 
