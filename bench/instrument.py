@@ -22,8 +22,8 @@ one and adds ``dbperf (REF)`` rows to the same run.
     python bench/instrument.py [--dsn DSN] [--requests 24000] [--statements 8000] [--before REF] [--write]
 
 Needs prometheus-fastapi-instrumentator and starlette_exporter (``pip install
-prometheus-fastapi-instrumentator starlette_exporter``; --no-peers leaves them out). Without --dsn a throwaway cluster is started
-(exporter.pgcluster). --write rewrites bench/INSTRUMENT_RESULTS.md.
+prometheus-fastapi-instrumentator starlette_exporter``; --no-peers leaves them out). Without --dsn a
+throwaway cluster is started (exporter.pgcluster). --write rewrites bench/INSTRUMENT_RESULTS.md.
 """
 
 from __future__ import annotations

@@ -497,10 +497,9 @@ def queries() -> dict:
                  query_var("route", "Route", f"label_values(pg_route_active_seconds_total{{{PGD}}}, route)"),
                  custom_var("topn", "Top N", ["5", "10", "20", "50"], "10")]
     return dashboard("dbperf-queries", "dbperf / Queries",
-                     "Database load by wait event, statement and application route, statement latency, the top statements by load, "
-                     "time, calls, rows "
-                     "and I/O, live slow and "
-                     "blocked queries, and the advisor's findings.", variables, items, tags=("queries",))
+                     "Database load by wait event, statement and application route, statement latency, the top "
+                     "statements by load, time, calls, rows and I/O with their plans, live slow and blocked queries, "
+                     "and the advisor's findings.", variables, items, tags=("queries",))
 
 
 # -- Tables and indexes -----------------------------------------------------------------------
@@ -609,10 +608,11 @@ def application() -> dict:
     lat = T["slo_latency_threshold"]
     items = [
         row("Requests, errors, duration (RED)"),
-        route_linked(timeseries("Requests per second", "HTTP requests per second by route template (a series "
-                                "links to the route's DB load on the Queries dashboard).",
-                                [target(f"sum by (handler) (rate(http_requests_total{{{APPH}}}[{RI}]))", "{{handler}}")],
-                                "reqps", stack=True)),
+        route_linked(timeseries(
+            "Requests per second", "HTTP requests per second by route template (a series links to the route's DB "
+            "load on the Queries dashboard).",
+            [target(f"sum by (handler) (rate(http_requests_total{{{APPH}}}[{RI}]))", "{{handler}}")], "reqps",
+            stack=True)),
         timeseries("Errors per second", "HTTP responses with a 5xx status per second, by route.",
                    [target(f'sum by (handler) (rate(http_requests_total{{{APPH}, status=~"5.."}}[{RI}]))',
                            "{{handler}}")], "reqps"),

@@ -6,6 +6,7 @@ prepared statements, server-side cursors and COPY still working."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from urllib.parse import unquote
 
@@ -212,6 +213,30 @@ def test_hostile_raw_path_is_never_sent(pg):
     query = response.json()["query"]
     assert "secret-user-token" not in query and "DROP" not in query
     assert tags_of(query) == {"application": "shop", "framework": "fastapi", "route": "/files/{path:path}"}
+
+
+@pytest.mark.pg
+def test_async_psycopg_and_compositions_are_tagged(pg):
+    from psycopg import sql
+
+    inst = Instrumentation(CollectorRegistry(), sql_comments=True)
+
+    async def run():
+        async with await psycopg.AsyncConnection.connect(pg.dsn("postgres"), autocommit=True) as conn:
+            inst.instrument_psycopg(conn, pool="async")
+            state, token = inst.start_request("GET", ROUTE, framework="fastapi")
+            try:
+                plain = await (await conn.execute(OWN_ACTIVITY)).fetchone()
+                query = sql.SQL("SELECT {}, current_query()").format(sql.Literal(7))
+                composed = await (await conn.execute(query)).fetchone()
+                raw = await (await conn.execute(b"SELECT current_query()")).fetchone()
+            finally:
+                inst.end_context(token)
+            return plain[0], composed[1], raw[0]
+    plain, composed, raw = asyncio.run(run())
+    assert plain == OWN_ACTIVITY + " " + TAG
+    assert composed == "SELECT 7, current_query() " + TAG
+    assert raw == "SELECT current_query()"  # bytes are sent as they are
 
 
 @pytest.mark.pg
