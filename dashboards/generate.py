@@ -366,7 +366,7 @@ def with_text(expr: str) -> str:
 
 
 def with_plan(expr: str) -> str:
-    """``expr`` with the statement's plan (pg_statement_plan_info, one plan per statement) as a ``plan`` label."""
+    """``expr`` with the fingerprint of the statement's current plan (pg_statement_plan_info) as a ``plan`` label."""
     return with_label(expr, f"topk by ({QBY}) (1, pg_statement_plan_info{{{PGD}}})", "plan")
 
 
@@ -424,7 +424,8 @@ def queries() -> dict:
                  f'pg_statement_active_seconds_total{{{PGD}, queryid!="other"}}', QBY, "{{datname}} {{queryid}}"),
         timeseries("DB load by route", "Average active sessions running statements sent by each route of the "
                    "applications (pg_route_active_seconds_total: the route template of the sqlcommenter tag "
-                   "exporter.instrument adds with sql_comments=True), stacked.",
+                   "exporter.instrument adds with sql_comments=True), stacked; untagged statements (route \"\") "
+                   "are left out, routes past wait_events.max_routes are \"other\".",
                    [target(f"sum by (route) (rate({ROUTE_LOAD}[{RI}]))", "{{route}}")], "short", stack=True),
         timeseries("DB load of the selected routes by wait event type", "The load of the routes selected above "
                    "(Route variable; the Application dashboard links here with one route) by what their sessions "
@@ -451,12 +452,13 @@ def queries() -> dict:
                   "(pg_statement_active_seconds_total: seconds of active sessions; divided by the range, the "
                   "average sessions running it), whatever they waited on.",
                   top_statements("pg_statement_active_seconds_total"), "s", "Active time"),
-        table("Plans of the top statements by DB load", "The statements with the most active time in the range, "
-              "with their plan (pg_statement_plan_info) where dbperf has one: read it for the scans and joins "
-              "the time goes to.",
+        table("Plans of the top statements by DB load", "The statements with the most active time in the range "
+              "and the fingerprint of their current plan (pg_statement_plan_info: node types, relations and "
+              "indexes; the plans source), where dbperf has one: `dbperf plans --target T --queryid Q` prints "
+              "the plans, and a fingerprint that changes is a plan change.",
               [target(with_text(with_plan(top_statements("pg_statement_active_seconds_total"))))], "s", h=9,
-              columns={**cols, "plan": "Plan", "Value": "Active time"}, hide=hide, units={"Active time": "s"},
-              sort="Active time"),
+              columns={**cols, "plan": "Plan fingerprint", "Value": "Active time"}, hide=hide,
+              units={"Active time": "s"}, sort="Active time"),
         top_table("Top statements by total time", "Statements that spent the most execution time in the "
                   "range (query text shown when statements.query_text is on).", top_statements(
                       "pg_stat_statements_seconds_total"), "s", "Total time"),
