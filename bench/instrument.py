@@ -6,7 +6,8 @@
    (``Instrumentator().instrument(app)``) and starlette_exporter (``app.add_middleware(
    PrometheusMiddleware)``), each in its default setup.
 2. SQL: the hook cost measured directly (``record_statement`` with a warm cache, the SQLAlchemy
-   listener pair), then timed vs untimed ``SELECT 1`` round trips over real connections (psycopg,
+   listener pair, the SQL comment of ``sql_comments`` off and on), then timed vs untimed (and
+   tagged) ``SELECT 1`` round trips over real connections (psycopg,
    SQLAlchemy with hooks='driver' and hooks='events') against PostgreSQL.
 
 Every figure is CPU time of this process (``time.process_time``): other jobs share the machine, and
@@ -21,8 +22,8 @@ one and adds ``dbperf (REF)`` rows to the same run.
     python bench/instrument.py [--dsn DSN] [--requests 24000] [--statements 8000] [--before REF] [--write]
 
 Needs prometheus-fastapi-instrumentator and starlette_exporter (``pip install
-prometheus-fastapi-instrumentator starlette_exporter``). Without --dsn a throwaway cluster is started
-(exporter.pgcluster). --write rewrites bench/INSTRUMENT_RESULTS.md.
+prometheus-fastapi-instrumentator starlette_exporter``; --no-peers leaves them out). Without --dsn a
+throwaway cluster is started (exporter.pgcluster). --write rewrites bench/INSTRUMENT_RESULTS.md.
 """
 
 from __future__ import annotations
@@ -135,14 +136,15 @@ def summarise(rounds: dict, base: str) -> dict:
     return out
 
 
-def bench_http(requests: int, before=None) -> dict:
+def bench_http(requests: int, before=None, peers: bool = True) -> dict:
     variants = {"bare": make_app("bare"), "dbperf": make_app("dbperf"),
                 "dbperf+timing": make_app("dbperf+timing")}
     if before is not None:
         variants[f"dbperf ({before[0]})"] = make_app("dbperf", before[1])
         variants[f"dbperf+timing ({before[0]})"] = make_app("dbperf+timing", before[1])
-    variants["instrumentator"] = make_app("instrumentator")
-    variants["starlette_exporter"] = make_app("starlette_exporter")
+    if peers:
+        variants["instrumentator"] = make_app("instrumentator")
+        variants["starlette_exporter"] = make_app("starlette_exporter")
     per_round = HTTP_ROUND
     rounds = max(MIN_ROUNDS, requests // HTTP_ROUND)
     results = {v: [] for v in variants}
@@ -177,6 +179,8 @@ def bench_hooks(n: int, libs: dict) -> dict:
             inst.record_statement(sql, 0.001, "shop", "main")
         out[f"record_statement inside a request{label}"] = (CLOCK() - start) / n * 1e6
         inst.end_context(token)
+        if not label:
+            out.update(bench_tagging(n, lib, sql))
         rounds = []
         for _ in range(5):
             start = CLOCK()
@@ -197,6 +201,32 @@ def bench_hooks(n: int, libs: dict) -> dict:
     return out
 
 
+def bench_tagging(n: int, lib, sql: str) -> dict:
+    """What sql_comments adds per statement in a request: the cursor's ``tag is None`` test when
+    off (all it does then), the comment added (cached per text and route) when on, in an ASGI
+    request already routed (the route template read from the scope for each statement)."""
+    class Route:
+        path = "/items/{item_id}"
+
+    out = {}
+    for label, on in (("off", False), ("on", True)):
+        inst = lib.Instrumentation(registry=CollectorRegistry(), sql_comments=on)
+        middleware = lib.PrometheusMiddleware(None, instrumentation=inst)
+        state, token = inst.start_request("GET", lib.UNMATCHED, middleware, {"route": Route(), "root_path": ""},
+                                          "fastapi")
+        tag = None if inst.sql_comments is None else inst.tagged
+        rounds = []
+        for _ in range(5):
+            start = CLOCK()
+            for _ in range(n):
+                sent = sql if tag is None else tag(sql, True)
+            rounds.append((CLOCK() - start) / n * 1e6)
+        inst.end_context(token)
+        assert (sent != sql) is on
+        out[f"SQL comment, sql_comments {label}, inside an ASGI request"] = statistics.median(rounds)
+    return out
+
+
 def bench_sql(dsn: str, n: int, libs: dict) -> dict:
     import psycopg
     from sqlalchemy import create_engine, event, text
@@ -209,6 +239,12 @@ def bench_sql(dsn: str, n: int, libs: dict) -> dict:
     for label, lib in libs.items():
         inst = lib.Instrumentation(registry=CollectorRegistry())
         conns[f"psycopg timed{label}"] = inst.instrument_psycopg(psycopg.connect(dsn, autocommit=True), pool="bench")
+        if not label:
+            tagging = lib.Instrumentation(registry=CollectorRegistry(), sql_comments=True)
+            conns["psycopg timed, sql_comments"] = tagging.instrument_psycopg(
+                psycopg.connect(dsn, autocommit=True), pool="bench")
+            engines["SQLAlchemy hooks='events', sql_comments"] = tagging.instrument_sqlalchemy(
+                create_engine(url, pool_size=1), pool="bench-events", hooks="events")
         engines[f"SQLAlchemy hooks='driver'{label}"] = inst.instrument_sqlalchemy(
             create_engine(url, pool_size=1), pool="bench-driver", hooks="driver")
         engines[f"SQLAlchemy hooks='events'{label}"] = inst.instrument_sqlalchemy(
@@ -235,12 +271,16 @@ def bench_sql(dsn: str, n: int, libs: dict) -> dict:
 
     runs = {**{k: (run_psycopg, c) for k, c in conns.items()}, **{k: (run_sa, c) for k, c in held.items()}}
     rows = {k: [] for k in runs}
+    # every variant runs inside one request (only the sql_comments one tags in it)
+    request = current.Instrumentation(registry=CollectorRegistry())
+    _, token = request.start_request("GET", "/items/{item_id}", framework="fastapi")
     for fn, c in runs.values():
         fn(c)
     for r in range(sql_rounds):
         for name in rotated(list(runs), r):
             fn, c = runs[name]
             rows[name].append(fn(c))
+    request.end_context(token)
     for c in (*conns.values(), *held.values()):
         c.close()
     for engine in engines.values():
@@ -326,7 +366,8 @@ def render(http: dict, hooks: dict, sql: dict, args) -> str:
     if sql:
         lines += [
             "",
-            "Real `SELECT 1` round trips to PostgreSQL (one connection each, loopback; client CPU only).",
+            "Real `SELECT 1` round trips to PostgreSQL (one connection each, loopback; client CPU only;",
+            "all inside one HTTP request's context, so `sql_comments` tags `SELECT 1` with its route).",
             "hooks='driver' (the default for psycopg 3 engines) times statements in the psycopg cursor;",
             "hooks='events' uses SQLAlchemy's cursor events (the fallback for other drivers):",
             "",
@@ -345,13 +386,14 @@ def main(argv=None) -> int:
     parser.add_argument("--before", help="also measure exporter/instrument at this git ref")
     parser.add_argument("--label", default="", help="a note for the title line")
     parser.add_argument("--no-db", action="store_true", help="skip the round-trip SQL measurement")
+    parser.add_argument("--no-peers", action="store_true", help="skip the other libraries' HTTP middlewares")
     parser.add_argument("--write", action="store_true", help="write bench/INSTRUMENT_RESULTS.md")
     args = parser.parse_args(argv)
     if args.requests < HTTP_ROUND or args.statements < SQL_ROUND:
         parser.error(f"--requests must be at least {HTTP_ROUND} and --statements at least {SQL_ROUND}")
     before = (args.before, load_before(args.before)) if args.before else None
     libs = {"": current, **({f" ({before[0]})": before[1]} if before else {})}
-    http = bench_http(args.requests, before)
+    http = bench_http(args.requests, before, not args.no_peers)
     hooks = bench_hooks(args.statements * 10, libs)
     sql = {}
     if not args.no_db:

@@ -353,11 +353,24 @@ def postgres() -> dict:
 QBY = f"{BY}, datname, queryid"
 
 
+def with_label(expr: str, info: str, label: str) -> str:
+    """``expr`` (one series per statement) with ``label`` of the info series ``info`` (one per
+    statement) where there is one, and the statements without one kept as they are."""
+    return f"({expr}) * on ({QBY}) group_left ({label}) {info} or on ({QBY}) ({expr})"
+
+
 def with_text(expr: str) -> str:
-    """``expr`` (one series per statement) with the statement's text as a ``query`` label when
-    dbperf exposes it (statements.query_text), and without it otherwise."""
-    info = f"max by ({QBY}, query) (pg_stat_statements_query_info{{{PGD}}})"
-    return f"({expr}) * on ({QBY}) group_left (query) {info} or on ({QBY}) ({expr})"
+    """``expr`` with the statement's text as a ``query`` label when dbperf exposes it
+    (statements.query_text), and without it otherwise."""
+    return with_label(expr, f"max by ({QBY}, query) (pg_stat_statements_query_info{{{PGD}}})", "query")
+
+
+def with_plan(expr: str) -> str:
+    """``expr`` with the fingerprint of the statement's current plan (pg_statement_plan_info) as a ``plan`` label."""
+    return with_label(expr, f"topk by ({QBY}) (1, pg_statement_plan_info{{{PGD}}})", "plan")
+
+
+ROUTE_LOAD = f'pg_route_active_seconds_total{{{PGD}, route=~"$route"}}'
 
 
 def top_statements(metric: str) -> str:
@@ -381,6 +394,12 @@ def db_load() -> dict:
     return panel
 
 
+def top_load(title: str, description: str, selector: str, by: str, legend: str) -> dict:
+    """The $topn largest shares of a DB load counter (seconds of active sessions) at each instant, stacked."""
+    return timeseries(title, description, [target(f"topk($topn, sum by ({by}) (rate({selector}[{RI}])))", legend)],
+                      "short", stack=True)
+
+
 def queries() -> dict:
     calls = f'sum by ({QBY}) (increase(pg_stat_statements_calls_total{{{PGD}, queryid!="other"}}[$__range]))'
     secs = f'sum by ({QBY}) (increase(pg_stat_statements_seconds_total{{{PGD}, queryid!="other"}}[$__range]))'
@@ -394,6 +413,25 @@ def queries() -> dict:
     items = [
         row("Database load"),
         db_load(),
+        top_load("DB load by wait event", "Average active client sessions by wait event (type: event), the $topn "
+                 "largest at each instant (pg_active_sessions_seconds_total, state active): which lock, I/O or "
+                 "LWLock the load on the left waits on.",
+                 f'pg_active_sessions_seconds_total{{{PGD}, state="active"}}', "wait_event_type, wait_event",
+                 "{{wait_event_type}}: {{wait_event}}"),
+        top_load("DB load by statement", "Average active sessions running each statement (the wait_events "
+                 "sampler's pg_statement_active_seconds_total), the $topn largest at each instant: the statements "
+                 "the database's time goes to; their Query ID leads to the tables below.",
+                 f'pg_statement_active_seconds_total{{{PGD}, queryid!="other"}}', QBY, "{{datname}} {{queryid}}"),
+        timeseries("DB load by route", "Average active sessions running statements sent by each route of the "
+                   "applications (pg_route_active_seconds_total: the route template of the sqlcommenter tag "
+                   "exporter.instrument adds with sql_comments=True), stacked; untagged statements (route \"\") "
+                   "are left out, routes past wait_events.max_routes are \"other\".",
+                   [target(f"sum by (route) (rate({ROUTE_LOAD}[{RI}]))", "{{route}}")], "short", stack=True),
+        timeseries("DB load of the selected routes by wait event type", "The load of the routes selected above "
+                   "(Route variable; the Application dashboard links here with one route) by what their sessions "
+                   "wait on: CPU, Lock, LWLock, IO, IPC, Client ...",
+                   [target(f"sum by (wait_event_type) (rate({ROUTE_LOAD}[{RI}]))", "{{wait_event_type}}")], "short",
+                   stack=True),
         row("Workload latency"),
         timeseries("Statement latency p50 / p95 / p99", "Percentiles of statement execution time by database, "
                    "from the pg_statement_duration_seconds histogram (5 minute rate; recording rules).",
@@ -410,6 +448,17 @@ def queries() -> dict:
                    [target(f"topk(10, dbperf:pg_stat_statements_mean_seconds:rate5m{{{PGD}}})",
                            "{{datname}} {{queryid}}")], "s"),
         row("Top statements over the selected range"),
+        top_table("Top statements by DB load", "Statements whose sessions were active the longest in the range "
+                  "(pg_statement_active_seconds_total: seconds of active sessions; divided by the range, the "
+                  "average sessions running it), whatever they waited on.",
+                  top_statements("pg_statement_active_seconds_total"), "s", "Active time"),
+        table("Plans of the top statements by DB load", "The statements with the most active time in the range "
+              "and the fingerprint of their current plan (pg_statement_plan_info: node types, relations and "
+              "indexes; the plans source), where dbperf has one: `dbperf plans --target T --queryid Q` prints "
+              "the plans, and a fingerprint that changes is a plan change.",
+              [target(with_text(with_plan(top_statements("pg_statement_active_seconds_total"))))], "s", h=9,
+              columns={**cols, "plan": "Plan fingerprint", "Value": "Active time"}, hide=hide,
+              units={"Active time": "s"}, sort="Active time"),
         top_table("Top statements by total time", "Statements that spent the most execution time in the "
                   "range (query text shown when statements.query_text is on).", top_statements(
                       "pg_stat_statements_seconds_total"), "s", "Total time"),
@@ -446,11 +495,13 @@ def queries() -> dict:
               columns={"datname": "Database", "kind": "Kind", "check": "Check", "severity": "Severity",
                        "Value": "Findings"}, hide=("Time", "__name__", "job", "instance"), sort="Findings"),
     ]
-    variables = [*pg_variables(), custom_var("topn", "Top N", ["5", "10", "20", "50"], "10")]
+    variables = [*pg_variables(),
+                 query_var("route", "Route", f"label_values(pg_route_active_seconds_total{{{PGD}}}, route)"),
+                 custom_var("topn", "Top N", ["5", "10", "20", "50"], "10")]
     return dashboard("dbperf-queries", "dbperf / Queries",
-                     "Database load by wait event, statement latency, the top statements by time, calls, rows "
-                     "and I/O, live slow and "
-                     "blocked queries, and the advisor's findings.", variables, items, tags=("queries",))
+                     "Database load by wait event, statement and application route, statement latency, the top "
+                     "statements by load, time, calls, rows and I/O with their plans, live slow and blocked queries, "
+                     "and the advisor's findings.", variables, items, tags=("queries",))
 
 
 # -- Tables and indexes -----------------------------------------------------------------------
@@ -540,15 +591,30 @@ APPH = APP + ', handler=~"$handler"'
 APPR = 'job=~"$app_job", handler=~"$handler"'   # the http recording rules keep job and handler only
 
 
+def route_link() -> dict:
+    """A data link from a per-route series to the Queries dashboard, its Route variable set (the
+    route template of the SQL comments is the handler label's value; Grafana encodes it)."""
+    return {"title": "Open the DB load and statements of this route (Queries dashboard)",
+            "url": "/d/dbperf-queries/dbperf-queries?${__url_time_range}&var-datasource=${datasource}"
+                   "&var-route=${__field.labels.handler}", "targetBlank": False}
+
+
+def route_linked(panel: dict) -> dict:
+    panel["fieldConfig"]["defaults"]["links"] = [route_link()]
+    return panel
+
+
 def application() -> dict:
     objective = T["slo_error_objective"]
     budget = 1 - objective
     lat = T["slo_latency_threshold"]
     items = [
         row("Requests, errors, duration (RED)"),
-        timeseries("Requests per second", "HTTP requests per second by route template.",
-                   [target(f"sum by (handler) (rate(http_requests_total{{{APPH}}}[{RI}]))", "{{handler}}")],
-                   "reqps", stack=True),
+        route_linked(timeseries(
+            "Requests per second", "HTTP requests per second by route template (a series links to the route's DB "
+            "load on the Queries dashboard).",
+            [target(f"sum by (handler) (rate(http_requests_total{{{APPH}}}[{RI}]))", "{{handler}}")], "reqps",
+            stack=True)),
         timeseries("Errors per second", "HTTP responses with a 5xx status per second, by route.",
                    [target(f'sum by (handler) (rate(http_requests_total{{{APPH}, status=~"5.."}}[{RI}]))',
                            "{{handler}}")], "reqps"),
@@ -596,10 +662,13 @@ def application() -> dict:
                     for w in ("5m", "30m", "1h", "6h")], "none", thresholds=[T["slo_ticket_factor"],
                                                                                T["slo_page_factor"]]),
         row("Database time per request"),
-        timeseries("SQL time per request (p95)", "95th percentile of total SQL time per HTTP request, by route.",
-                   [target("histogram_quantile(0.95, sum by (handler, le) (rate("
-                           f"db_client_request_operation_duration_seconds_bucket{{{APPH}}}[{RI}])))", "{{handler}}")],
-                   "s"),
+        route_linked(timeseries(
+            "SQL time per request (p95)", "95th percentile of total SQL time per HTTP request, by route. A "
+            "route's series links to the Queries dashboard: the database's load from that route by wait event, "
+            "and the top statements with their plans (the route's statements are tagged with sql_comments=True).",
+            [target("histogram_quantile(0.95, sum by (handler, le) (rate("
+                    f"db_client_request_operation_duration_seconds_bucket{{{APPH}}}[{RI}])))", "{{handler}}")],
+            "s")),
         timeseries("Statements per request (mean)", "Mean number of SQL statements per HTTP request, by route.",
                    [target(f"sum by (handler) (rate(db_client_queries_per_request_sum{{{APPH}}}[{RI}])) / "
                            f"sum by (handler) (rate(db_client_queries_per_request_count{{{APPH}}}[{RI}]))",
@@ -874,7 +943,7 @@ def monitoring() -> dict:
                    "(dbperf alerts ack).",
                    [target(f"sum by (state) (alertmanager_silences{{{AM}}})", "{{state}}")], "short"),
         timeseries("Scrape targets up", "Share of scrape targets up per job.",
-                   [target(f'avg by (job) (up{{job=~"$job|$prometheus_job|$alertmanager_job"}})', "{{job}}")],
+                   [target('avg by (job) (up{job=~"$job|$prometheus_job|$alertmanager_job"})', "{{job}}")],
                    "percentunit", max_=1),
     ]
     variables = [query_var("job", "dbperf job", "label_values(dbperf_build_info, job)"),

@@ -3,9 +3,11 @@ generator (``python -m examples.shop_app.load``): every generated request is cou
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
+from urllib.parse import unquote
 
 import httpx
 
@@ -38,6 +40,9 @@ def test_shop_app_module_and_load_generator(pg):
             except httpx.HTTPError:
                 return False
         wait_until(up, timeout=30, message="the shop app to serve")
+        # the shop's statements from here on: those run in a request carry their route (sql_comments)
+        pg.execute("SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = %s), 0)",
+                   params=(SHOP_DB,))
         load = subprocess.run([sys.executable, "-m", "examples.shop_app.load", "--url", url, "--requests", "60",
                                "--concurrency", "3", "--seed", "7"], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
@@ -50,6 +55,11 @@ def test_shop_app_module_and_load_generator(pg):
         assert handlers <= {"/products", "/products/{product_id}", "/customers/{customer_id}/orders", "/slow",
                             "/fail", "<unmatched>"}
         assert promtool_check_metrics(text) == ""
+        texts = [r[0] for r in pg.execute("SELECT query FROM pg_stat_statements s JOIN pg_database d "
+                                          "ON d.oid = s.dbid WHERE d.datname = %s", params=(SHOP_DB,))]
+        routes = {unquote(m) for t in texts for m in re.findall(r"route='([^']*)'", t)}
+        assert "/products/{product_id}" in routes and routes <= handlers, texts
+        assert all("application='shop'" in t for t in texts if "route=" in t)
     finally:
         proc.terminate()
         proc.wait(15)

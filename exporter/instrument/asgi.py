@@ -41,6 +41,15 @@ class PrometheusMiddleware:
         self.inst = instrumentation
         self.excluded_paths = instrumentation.excluded_paths
         self._prematch: dict = {}
+        # the SQL comments' framework tag, found at the first request (None: not yet)
+        self.framework: str | None = None if instrumentation.sql_comments is not None else ""
+
+    def _framework_of(self, scope) -> str:
+        """The framework of the application this middleware serves: the top-level package of
+        ``scope["app"]`` (``fastapi``, ``starlette``), ``""`` when the server sets none."""
+        app = scope.get("app")
+        self.framework = type(app).__module__.partition(".")[0] if app is not None else ""
+        return self.framework
 
     def _pre_handler(self, scope) -> str:
         key = (scope["method"], scope["path"])
@@ -81,7 +90,10 @@ class PrometheusMiddleware:
             await self.app(scope, receive, send)
             return
         inst = self.inst
-        state, token = inst.start_request(scope["method"], UNMATCHED, self, scope)
+        framework = self.framework
+        if framework is None:
+            framework = self._framework_of(scope)
+        state, token = inst.start_request(scope["method"], UNMATCHED, self, scope, framework)
         finish = inst.finish_request
         status = 500
         done = False

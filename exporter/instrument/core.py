@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, valu
 from . import httpstore
 from .fingerprint import Fingerprints
 from .httpstore import HELP, UNMATCHED, ClientRoute, InProgress, Observe, OwnRoute, OwnStore, StatementStore
+from .sqlcomment import SqlComments
 
 if TYPE_CHECKING:
     from .exposition import Exposition
@@ -66,6 +67,7 @@ class RequestState:
     resolver: Resolver | None = None
     source: object = None
     gauge: Callable[[float], None] | None = None  # multi-process mode: inc of the in-progress child
+    framework: str | None = None  # the middleware's, for the SQL comment's framework tag
 
     def handler_now(self) -> str:
         """The handler as far as known now (the route template once routing is done)."""
@@ -118,19 +120,28 @@ class Instrumentation:
     ``n_plus_one_threshold`` (5 executions of one fingerprint in one request), ``max_fingerprints``
     (500 per process, the rest are ``"other"``), ``excluded_paths`` (exact raw paths not measured),
     ``server_timing`` (add a Server-Timing header), ``slowlog_size`` (100 of each kind),
-    ``returned_rows`` (also observe rows returned per statement)."""
+    ``returned_rows`` (also observe rows returned per statement), ``sql_comments`` (tag each
+    statement sent during a request with its route template, in the sqlcommenter format; see
+    :mod:`.sqlcomment`), ``application`` (a name added to those tags)."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, slow_request_seconds: float = 0.5,
                  slow_statement_seconds: float = 0.1, n_plus_one_threshold: int = 5,
                  max_fingerprints: int = 500, excluded_paths=DEFAULT_EXCLUDED, server_timing: bool = False,
                  slowlog_size: int = 100, returned_rows: bool = False,
-                 http_buckets: tuple = HTTP_BUCKETS, db_buckets: tuple = DB_BUCKETS):
+                 http_buckets: tuple = HTTP_BUCKETS, db_buckets: tuple = DB_BUCKETS,
+                 sql_comments: bool = False, application: str | None = None):
         if slow_request_seconds <= 0 or slow_statement_seconds <= 0:
             raise ValueError("slow_request_seconds and slow_statement_seconds must be positive")
         if n_plus_one_threshold < 2:
             raise ValueError(f"n_plus_one_threshold must be at least 2, got {n_plus_one_threshold}")
         if isinstance(excluded_paths, str):
             raise ValueError("excluded_paths must be a list of paths, not a string")
+        if not isinstance(sql_comments, bool):
+            raise TypeError(f"sql_comments must be True or False, got {type(sql_comments).__name__}")
+        # None when off: the SQL hooks test that one attribute and change nothing
+        self.sql_comments: SqlComments | None = SqlComments(application) if sql_comments else None
+        if application is not None and not sql_comments:
+            raise ValueError("application= names the SQL comments: it needs sql_comments=True")
         self.registry = registry if registry is not None else CollectorRegistry()
         self.slow_request_seconds = float(slow_request_seconds)
         self.slow_statement_seconds = float(slow_statement_seconds)
@@ -219,12 +230,13 @@ class Instrumentation:
     # -- requests --------------------------------------------------------------------------------
 
     def start_request(self, method: str, handler: str = UNMATCHED, resolver=None,
-                      source=None) -> tuple[RequestState, Token[RequestState | None]]:
+                      source=None, framework: str | None = None) -> tuple[RequestState, Token[RequestState | None]]:
         """Open a request: ``handler`` if known, else ``resolver.handler_of(state)`` tells it
-        (``source``: what the resolver reads). Returns (state, context token)."""
+        (``source``: what the resolver reads; ``framework``: for the SQL comments). Returns
+        (state, context token)."""
         if method not in HTTP_METHODS:
             method = "_OTHER"
-        state = RequestState(method, _perf(), handler, 0, 0.0, None, None, resolver, source)
+        state = RequestState(method, _perf(), handler, 0, 0.0, None, None, resolver, source, None, framework)
         active = self._active
         if active is not None:
             active.add(state)
@@ -289,6 +301,16 @@ class Instrumentation:
         return path in self.excluded_paths
 
     # -- statements ------------------------------------------------------------------------------
+
+    def tagged(self, sql: str, percent: bool = False) -> str:
+        """``sql`` with the SQL comment of the request in progress (see :mod:`.sqlcomment`), or
+        unchanged: outside a request, with ``sql_comments`` off, or for a statement left alone.
+        ``percent``: double the comment's ``%`` (the driver formats the text with parameters)."""
+        comments = self.sql_comments
+        state = _current.get()
+        if comments is None or state is None:
+            return sql
+        return comments.tag(sql, state.handler_now(), state.framework, percent)
 
     def statement(self, sql) -> tuple[str, str, str]:
         """(operation, fingerprint, normalised text) of a statement (str, bytes or other)."""

@@ -1,6 +1,10 @@
 """psycopg 3 statement timing: a cursor factory whose ``execute``/``executemany`` are timed.
 ``instrument_connection(inst, conn)`` sets it on a connection (sync or async); ``conn.execute()``
-goes through it too. Server-side (named) cursors are not timed."""
+goes through it too. Server-side (named) cursors are not timed (nor tagged).
+
+With ``sql_comments`` on, ``execute``/``executemany`` send the statement with the request's SQL
+comment (:mod:`.sqlcomment`); the metrics keep the statement as the application wrote it. Bytes
+are sent unchanged; a ``psycopg.sql`` composition is rendered (``as_string``) and tagged."""
 
 from __future__ import annotations
 
@@ -40,6 +44,25 @@ def _namespace(conn) -> str:
         return name
 
 
+def _tagger(inst: Instrumentation):
+    """``tag(cursor, query, percent)``: the query to send, with the request's SQL comment."""
+    from .core import current_request
+
+    tagged = inst.tagged
+
+    def tag(cursor, query, percent):
+        if type(query) is str:
+            return tagged(query, percent)
+        if isinstance(query, (bytes, bytearray)) or current_request() is None:
+            return query
+        try:
+            text = query.as_string(cursor.connection)  # psycopg.sql.Composable
+        except Exception:  # not a composition, or one that cannot render here: send it as it is
+            return query
+        return tagged(text, percent) if isinstance(text, str) else query
+    return tag
+
+
 def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type, type]:
     """(sync cursor class, async cursor class) recording into ``inst`` with ``pool`` as label."""
     key = (id(inst), pool)
@@ -53,6 +76,7 @@ def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type
     rows_wanted = inst.db_rows is not None
     sync_execute, sync_many = psycopg.Cursor.execute, psycopg.Cursor.executemany
     async_execute, async_many = psycopg.AsyncCursor.execute, psycopg.AsyncCursor.executemany
+    tag = _tagger(inst) if inst.sql_comments is not None else None
 
     # The per-statement path is kept short (bench/instrument.py): the base methods called
     # directly, no keyword arguments into record_statement, a plain str passed through untouched.
@@ -67,9 +91,10 @@ def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type
 
     class TimedCursor(psycopg.Cursor):
         def execute(self, query, params=None, **kw):
+            sent = query if tag is None else tag(self, query, params is not None)
             start = perf()
             try:
-                result = sync_execute(self, query, params, **kw)
+                result = sync_execute(self, sent, params, **kw)
             except Exception as exc:
                 done(self, query, perf() - start, exc)
                 raise
@@ -77,9 +102,10 @@ def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type
             return result
 
         def executemany(self, query, params_seq, **kw):
+            sent = query if tag is None else tag(self, query, True)
             start = perf()
             try:
-                result = sync_many(self, query, params_seq, **kw)
+                result = sync_many(self, sent, params_seq, **kw)
             except Exception as exc:
                 done(self, query, perf() - start, exc)
                 raise
@@ -88,9 +114,10 @@ def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type
 
     class AsyncTimedCursor(psycopg.AsyncCursor):
         async def execute(self, query, params=None, **kw):
+            sent = query if tag is None else tag(self, query, params is not None)
             start = perf()
             try:
-                result = await async_execute(self, query, params, **kw)
+                result = await async_execute(self, sent, params, **kw)
             except Exception as exc:
                 done(self, query, perf() - start, exc)
                 raise
@@ -98,9 +125,10 @@ def cursor_factories(inst: Instrumentation, pool: str = "default") -> tuple[type
             return result
 
         async def executemany(self, query, params_seq, **kw):
+            sent = query if tag is None else tag(self, query, True)
             start = perf()
             try:
-                result = await async_many(self, query, params_seq, **kw)
+                result = await async_many(self, sent, params_seq, **kw)
             except Exception as exc:
                 done(self, query, perf() - start, exc)
                 raise

@@ -52,12 +52,43 @@ class StatementHooks:
                                    cursor.rowcount if self.rows else None)
 
     def on_error(self, context):
+        self._failed(context, context.statement)
+
+    def _failed(self, context, statement) -> None:
         end = time.perf_counter()
         start = self._start(context.connection, context.execution_context)
-        if start is None or context.statement is None:
+        if start is None or statement is None:
             return
-        self.inst.record_statement(context.statement, end - start, self.namespace, self.pool,
-                                   context.original_exception)
+        self.inst.record_statement(statement, end - start, self.namespace, self.pool, context.original_exception)
+
+
+class TaggingHooks(StatementHooks):
+    """StatementHooks that also send each statement with the request's SQL comment
+    (``sql_comments=True``): ``before`` is a ``retval=True`` listener returning the tagged text;
+    the metrics keep the text as SQLAlchemy compiled it. Server-side cursors (``stream_results``)
+    and executions without an execution context are sent unchanged."""
+
+    __slots__ = ()
+
+    def before(self, conn, cursor, statement, parameters, context, executemany):
+        super().before(conn, cursor, statement, parameters, context, executemany)
+        if context is None or getattr(context, "_is_server_side", False):
+            return statement, parameters
+        # format/pyformat drivers read % as a placeholder whenever parameters are passed, which
+        # SQLAlchemy does unless the execution has none and asked for no_parameters
+        percent = conn.dialect.paramstyle in ("format", "pyformat") and bool(parameters or not context.no_parameters)
+        sent = self.inst.tagged(statement, percent)
+        if sent is not statement:
+            context._dbperf_sql = statement
+        return sent, parameters
+
+    def after(self, conn, cursor, statement, parameters, context, executemany):
+        if context is not None:
+            statement = getattr(context, "_dbperf_sql", statement)
+        super().after(conn, cursor, statement, parameters, context, executemany)
+
+    def on_error(self, context):
+        self._failed(context, getattr(context.execution_context, "_dbperf_sql", None) or context.statement)
 
 
 def instrument_engine(inst: Instrumentation, engine, pool: str | None = None, max_overflow: int | None = None,
@@ -69,7 +100,8 @@ def instrument_engine(inst: Instrumentation, engine, pool: str | None = None, ma
     driver. ``hooks="driver"`` (psycopg 3 engines only) gives each new DB-API connection the timed
     psycopg cursor instead: the same metrics without SQLAlchemy's per-statement event dispatch,
     which costs about as much as the timing itself. ``hooks="auto"`` (default) takes ``driver`` for
-    psycopg 3 engines and ``events`` for the others. Returns the engine."""
+    psycopg 3 engines and ``events`` for the others. With ``sql_comments`` on, either way tags the
+    statements sent during a request. Returns the engine."""
     from sqlalchemy import event
 
     sync_engine = getattr(engine, "sync_engine", engine)
@@ -82,9 +114,10 @@ def instrument_engine(inst: Instrumentation, engine, pool: str | None = None, ma
     if hooks == "auto":
         hooks = "driver" if sync_engine.dialect.driver == "psycopg" else "events"
     if hooks == "events":
-        listeners = StatementHooks(inst, namespace, name)
+        tagging = inst.sql_comments is not None
+        listeners = (TaggingHooks if tagging else StatementHooks)(inst, namespace, name)
         inst.sqlalchemy_hooks[name] = listeners
-        event.listen(sync_engine, "before_cursor_execute", listeners.before)
+        event.listen(sync_engine, "before_cursor_execute", listeners.before, retval=tagging)
         event.listen(sync_engine, "after_cursor_execute", listeners.after)
         event.listen(sync_engine, "handle_error", listeners.on_error)
     elif hooks == "driver":

@@ -37,14 +37,16 @@ class _Closing:
 class WSGIMiddleware:
     """``app.wsgi_app = WSGIMiddleware(app.wsgi_app, inst)`` (Flask: use ``instrument_flask``).
 
-    ``resolve``: ``environ -> route template or None``, for apps without a routing hook."""
+    ``resolve``: ``environ -> route template or None``, for apps without a routing hook;
+    ``framework``: the framework tag of the SQL comments (``sql_comments=True``)."""
 
-    def __init__(self, app, instrumentation: Instrumentation, resolve=None):
+    def __init__(self, app, instrumentation: Instrumentation, resolve=None, framework: str | None = None):
         if not isinstance(instrumentation, Instrumentation):
             raise TypeError("WSGIMiddleware needs an Instrumentation(...) as its second argument")
         self.app = app
         self.inst = instrumentation
         self.resolve = resolve
+        self.framework = framework
         self._prematch: dict = {}
 
     def _pre_handler(self, environ) -> str:
@@ -67,7 +69,8 @@ class WSGIMiddleware:
         inst = self.inst
         if environ.get("PATH_INFO", "") in inst.excluded_paths:
             return self.app(environ, start_response)
-        state, token = inst.start_request(environ.get("REQUEST_METHOD", "GET"), UNMATCHED, self, environ)
+        state, token = inst.start_request(environ.get("REQUEST_METHOD", "GET"), UNMATCHED, self, environ,
+                                          self.framework)
         status = [500]
 
         def wrapped_start_response(status_line, headers, exc_info=None):
@@ -116,7 +119,8 @@ def instrument_flask(flask_app, instrumentation: Instrumentation):
     exceptions Flask turns into 500 responses counted by type. Returns the app."""
     import flask
 
-    flask_app.wsgi_app = WSGIMiddleware(flask_app.wsgi_app, instrumentation, resolve=flask_resolver(flask_app))
+    flask_app.wsgi_app = WSGIMiddleware(flask_app.wsgi_app, instrumentation, resolve=flask_resolver(flask_app),
+                                       framework="flask")
 
     def on_started(sender, **extra):
         state = current_request()
