@@ -21,7 +21,10 @@ import logging
 import threading
 from prometheus_client import Counter
 
-from .core import Instrumentation, _current
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: core imports this module lazily, no import back at run time
+    from .core import Instrumentation
 
 NAME = "app_log_messages_total"
 HELP = "Log records the application emitted, by level and logger (the first max_loggers logger names, other beyond)."
@@ -59,7 +62,7 @@ class LogHandler(logging.Handler):
 
     def __init__(self, instrumentation: Instrumentation, *, max_loggers: int = 50,
                  keep_level: int = logging.WARNING, max_message: int = 1000, level: int = logging.NOTSET):
-        if not isinstance(instrumentation, Instrumentation):
+        if not callable(getattr(instrumentation, "request_state", None)):
             raise TypeError("LogHandler needs an Instrumentation(...) as its first argument")
         for key, value, least in (("max_loggers", max_loggers, 1), ("max_message", max_message, 16)):
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
@@ -140,7 +143,7 @@ class LogHandler(logging.Handler):
         if len(message) > self.max_message:
             message = message[:self.max_message] + "…"
         exc = record.exc_info[0] if record.exc_info and record.exc_info[0] is not None else None
-        state = _current.get()
+        state = self.instrumentation.request_state()
         self._slowlog.add_log_record({
             "time": record.created, "level": level_name(record.levelno),
             "logger": str(record.name)[:MAX_LOGGER_NAME], "message": message,

@@ -418,6 +418,10 @@ class Instrumentation:
         from .applog import install
         return install(self, logger, max_loggers=max_loggers, keep_level=keep_level, max_message=max_message)
 
+    # the request in progress in this context (thread or task), or None outside one; for the
+    # modules core imports lazily, which may not import core back
+    request_state = staticmethod(current_request)
+
     def slowlog_asgi_app(self, token: str):
         from .slowlog import slowlog_asgi_app
         return slowlog_asgi_app(self, token)

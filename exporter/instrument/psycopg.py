@@ -46,9 +46,7 @@ def _namespace(conn) -> str:
 
 def _tagger(inst: Instrumentation):
     """``tag(cursor, query, percent)``: the query to send, with the request's SQL comment."""
-    from .core import current_request
-
-    tagged = inst.tagged
+    tagged, current_request = inst.tagged, inst.request_state
 
     def tag(cursor, query, percent):
         if type(query) is str:
