@@ -61,6 +61,9 @@ RANGES = {
     "statements.query_text_ttl": (0.0, DAY),
     "statements.slow_threshold": (0.0, DAY),
     "wait_events.interval": (0.1, 60.0),
+    "wait_events.max_routes": (1, 10_000),
+    "samples.limit": (0, 10_000),
+    "samples.max_age": (1.0, DAY),
 }
 
 
