@@ -5,13 +5,15 @@
     python bench/sampler.py --seconds 20 --output ''   # shorter, figures on stdout only
 
 Per connection count, a throwaway cluster (exporter.pgcluster.Cluster, max_connections raised) with
-that many client sessions: 10 % active (``pg_sleep``), 4 % blocked on one row lock behind one
-session idle in transaction, the rest idle. The real :class:`exporter.postgres.sampler.Sampler`
+that many client sessions: 10 % active (``pg_sleep`` in a statement of about 1 kB, the default
+``track_activity_query_size``, with literals and a sqlcommenter route tag), 4 % blocked on one row
+lock behind one session idle in transaction, the rest idle. The real :class:`exporter.postgres.sampler.Sampler`
 then runs in this process for ``--seconds`` at its default 1 s interval, nothing else of dbperf
 running (no scrapes), and the bench reads:
 
-- server time per sample: ``mean_exec_time`` of the sample's statement in pg_stat_statements (reset
-  before the run), and the CPU of the sampler's backend (``/proc``, parse and plan included) per sample;
+- server time per sample: ``mean_exec_time`` of the sample's statement (the aggregated sessions and
+  the active backends with their texts) in pg_stat_statements (reset before the run), and the CPU
+  of the sampler's backend (``/proc``, parse and plan included) per sample;
 - dbperf's CPU: this process's CPU over the run (the sampler thread, its watchdog; the bench's
   own sessions are idle) as a share of one core.
 
@@ -56,7 +58,9 @@ class Sessions:
         for i in range(n - 1):
             conn = psycopg.connect(dsn, autocommit=True, application_name="bench")
             if i < active:
-                conn.pgconn.send_query(b"SELECT pg_sleep(3600)")
+                filler = "x" * 900
+                conn.pgconn.send_query(f"SELECT pg_sleep(3600), '{filler}', {i} "
+                                       f"/*route='%2Fbench%2F{i % 5}',framework='bench'*/".encode())
             elif i < active + blocked:
                 conn.pgconn.send_query(b"UPDATE bench_lock SET v = v + 1 WHERE id = 1")
             self.conns.append(conn)
@@ -100,19 +104,22 @@ def run(count: int, seconds: float, log) -> dict:
             failures, skipped = sampler.failures, sampler.skipped
             same_backend = sampler.conn.backend_pid == pid
             seen = sum(sampler.integrator.snapshot()[0].values())
+            routes = sampler.integrator.routes_snapshot()
+            kept = len(sampler.store)
         finally:
             sampler.close()
             sessions.close()
         with psycopg.connect(dsn, autocommit=True) as c:
             calls, mean_ms, max_ms, rows = c.execute(
-                "SELECT sum(calls), sum(total_exec_time) / sum(calls), max(max_exec_time), sum(rows) "
+                "SELECT sum(calls), sum(total_exec_time) / sum(calls), max(max_exec_time), sum(rows) / sum(calls) "
                 "FROM pg_stat_statements WHERE query LIKE '%FROM pg_stat_activity a%' "
                 "AND query LIKE '%application=''dbperf''%'").fetchone()
     dbperf_cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     return {"connections": count, "active": sessions.active, "blocked": sessions.blocked, "postgres": version,
             "seconds": t1 - t0, "samples": samples, "failures": failures, "skipped": skipped,
             "statement_calls": int(calls or 0), "exec_ms_mean": float(mean_ms or 0), "exec_ms_max": float(max_ms or 0),
-            "rows_per_sample": float(rows or 0) / max(1, int(calls or 0)),
+            "rows_per_sample": float(rows or 0),
+            "routes": len({k[1] for k in routes}), "samples_kept": kept,
             "backend_cpu_ms": (server1 - server0) * 1000 if same_backend else None,
             "dbperf_cpu_percent": 100 * dbperf_cpu / (t1 - t0), "session_seconds": seen}
 
@@ -135,15 +142,16 @@ def report(results: list[dict], seconds: float) -> str:
         "sessions (10 % active in pg_sleep, 4 % blocked on a row lock behind one idle-in-transaction "
         f"session, the rest idle) and the real sampler at its default 1 s interval for {seconds:g} s, no scrapes.",
         "",
-        "| client connections | samples (failed, skipped) | server exec per sample, mean (max) | sampler backend CPU per sample | rows per sample | dbperf CPU, % of one core |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| client connections | samples (failed, skipped) | server exec per sample, mean (max) | sampler backend CPU per sample | rows per sample | routes, samples kept | dbperf CPU, % of one core |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         cpu = r["backend_cpu_ms"]
         backend = "?" if cpu is None else f"{cpu / max(1, r['samples']):.2f} ms ({cpu:.0f} ms in all)"
         lines.append(f"| {r['connections']} | {r['samples']} ({r['failures']}, {r['skipped']}) | "
-                     f"{r['exec_ms_mean']:.3f} ms ({r['exec_ms_max']:.3f} ms) | {backend} | "
-                     f"{r['rows_per_sample']:.1f} | {r['dbperf_cpu_percent']:.2f} % |")
+                     f"{r['exec_ms_mean']:.3f} ms ({r['exec_ms_max']:.3f} ms) | "
+                     f"{backend} | {r['rows_per_sample']:.1f} | {r['routes']}, {r['samples_kept']} | "
+                     f"{r['dbperf_cpu_percent']:.2f} % |")
     verdicts = []
     for r in results:
         server = "met" if r["exec_ms_mean"] < 1 else "not met" if r["connections"] <= 50 else "(the target is for 50)"
@@ -153,15 +161,19 @@ def report(results: list[dict], seconds: float) -> str:
     lines += [
         "", "Targets: under 1 ms server time per sample at 50 connections, under 1 % of one core for dbperf: "
         + "; ".join(verdicts) + ". The server's cost grows with the connections (pg_stat_activity copies "
-        "every backend's status entry); what dbperf receives does not (rows are grouped on the server).", "",
+        "every backend's status entry); what dbperf receives grows with the active sessions only (the counted "
+        "sessions are grouped on the server; the active ones come back one row each, with their text).", "",
         "- *server exec*: pg_stat_statements' `total_exec_time / calls` of the sample's statement (reset before "
-        "the run): the server's execution, which scans every backend's status entry (`max_connections` slots) and "
-        "groups the client backends by database, state, wait event and query_id;",
+        "the run): the server's execution, which reads every backend's status entry (`max_connections` slots) "
+        "once (a materialised CTE over pg_stat_activity), groups the counted client backends by database, state, "
+        "wait event and query_id, and returns the active ones with their text (`left(query, 8192)`), query start, "
+        "application, client and user;",
         "- *sampler backend CPU*: user + system CPU of the sampler's backend over the run (`/proc`), per sample: "
         "parse, plan, execution and the protocol, as the server pays it (the kernel counts in 10 ms ticks: the "
         "total over the run is the figure, the per-sample value its average);",
-        "- *rows per sample*: what comes back (one row per database, state, wait event and statement, not one per "
-        "session);",
+        "- *rows per sample*: what comes back (one row per database, state, wait event and statement, plus one per "
+        "active session);",
+        "- *routes, samples kept*: distinct route tags integrated, statements in the sample store at the end;",
         "- *dbperf CPU*: this process's CPU over the run (the sampler's thread and its watchdog; the bench's own "
         "client sessions are idle in it), as a share of one core.",
     ]

@@ -11,7 +11,9 @@ import threading
 import psycopg
 import pytest
 
-from conftest import Served, Samples, make_config, promtool_check_metrics, wait_until
+import pgdist
+from conftest import PG, Served, Samples, make_config, promtool_check_metrics, wait_until
+from exporter.pgcluster import Cluster
 from exporter.server import Exporter
 
 pytestmark = pytest.mark.pg
@@ -152,3 +154,26 @@ def test_before_the_first_scrape_there_is_no_sampler(db, monkeypatch):
     with served(db, monkeypatch) as server:
         status, body = get_samples(server)
         assert status == 200 and body["samples"] == [] and body["sampler"].startswith("not running")
+
+
+@pytest.mark.parametrize("major", [13, 18])
+def test_the_oldest_and_newest_majors(major):
+    """PostgreSQL 13 has no query_id (a sample is keyed by its normalised text); 18 the newest."""
+    from exporter.postgres.sampler import Sampler
+
+    with Cluster(bindir=pgdist.bindir(major)) as cluster:
+        other = PG(cluster, None)
+        other.execute(f"CREATE DATABASE {DB}")
+        other.execute("CREATE TABLE samples_t (id int, name text)", dbname=DB)
+        sampler = Sampler(make_config(other).targets[0], interval=0.2)
+        try:
+            with running(other, SLOW):
+                wait_until(lambda: sampler.sample_once() and len(sampler.store) > 0 and sampler.integrator.routes,
+                           message="a sample and route time")
+                (sample,) = sampler.store.recent(10)
+            assert sample.text == SLOW and sample.route == "/orders/{id}"
+            assert (sample.queryid is None) == (major < 14)
+            assert sampler.store.slowest(DB, sample.key) == sample
+            assert (DB, "/orders/{id}", "Timeout") in sampler.integrator.routes_snapshot()
+        finally:
+            sampler.close()

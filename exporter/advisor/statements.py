@@ -431,17 +431,19 @@ def sample_findings(samples, statements=(), redact: bool = True, wanted=lambda d
     a large OFFSET that pg_stat_statements only shows as ``$1``. The RAW text is analysed; what
     the finding shows (message, query) is redacted unless ``redact`` is False. ``statements``
     (from :func:`top_statements`) give a sampled statement its total time. Returns the findings
-    and the counts of samples not checked (``unparsable``: a truncated text mostly)."""
+    and the counts of samples ``checked`` and not (``unparsable``: a truncated text mostly;
+    ``too_long``); a sample of a database not ``wanted``, or whose text carries a secret, is neither."""
     from exporter.advisor.guard import MAX_CHARS, carries_secret
 
     totals = {(st["datname"], str(st["queryid"])): st for st in statements}
-    findings, skipped = [], {"unparsable": 0, "too_long": 0}
+    findings, skipped = [], {"checked": 0, "unparsable": 0, "too_long": 0}
     for sample in samples:
         if not wanted(sample.datname) or len(sample.text) > MAX_CHARS or carries_secret(sample.text):
             continue  # a statement that carries a secret is never quoted, even redacted
         issues = _checked(sample.text, skipped, redact)
         if issues is None:
             continue
+        skipped["checked"] += 1
         issues = [i for i in issues if i.check in LITERAL_CHECKS]
         known = totals.get((sample.datname, str(sample.queryid)))
         text = " ".join(sample.shown(redact).split())

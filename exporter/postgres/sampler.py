@@ -10,13 +10,12 @@ scrape time without any SQL (:mod:`exporter.postgres.wait_events`).
   interval after it started, or 1 s after its timeout when sooner (a frozen server): that sample fails, counted, the session is
   replaced. One thread, one sample at a time: a slow server makes samples fail or be skipped
   (counted), never a pile-up of threads.
-- Two statements per sample, in one round trip and one transaction, so they read the same
-  snapshot of the backends' status (PostgreSQL copies it once per transaction: the second read
-  costs little): the counted sessions aggregated on the server (one row per database, state, wait
-  event and statement) for the counters, and one row per active backend with its text (at most
-  :data:`~exporter.postgres.samples.MAX_TEXT` characters, and the end of a longer one for its route
-  tag) for the route counter and the query samples (:attr:`Sampler.store`). Every minute the same
-  round trip also reads the server version, whether ``query_id`` is computed
+- One statement per sample, reading ``pg_stat_activity`` once (a materialised CTE) and returning
+  two kinds of rows: the counted sessions aggregated on the server (one row per database, state,
+  wait event and statement) for the counters, and one row per active backend with its text (at
+  most :data:`~exporter.postgres.samples.MAX_TEXT` characters, and the end of a longer one for its
+  route tag) for the route counter and the query samples (:attr:`Sampler.store`). Every minute the
+  same round trip also reads the server version, whether ``query_id`` is computed
   (``compute_query_id``) and ``track_activity_query_size`` (a text that long looks truncated).
 - It starts at the target's first scrape with a wait_events collector enabled, and stops when the
   Exporter closes (:meth:`Sampler.close`: the thread ends, the session is closed).
@@ -46,25 +45,46 @@ SETTINGS_SQL = """SELECT current_setting('server_version_num')::int, current_set
   (SELECT setting::int FROM pg_settings WHERE name = 'track_activity_query_size')"""
 
 _STATES = ", ".join(f"'{s}'" for s in COUNTED_STATES)
-SAMPLE_SQL = f"""SELECT a.datid, a.datname::text, a.state, a.wait_event_type, a.wait_event, {{query_id}}, count(*)::int
-FROM pg_stat_activity a
-WHERE a.backend_type = 'client backend' AND a.state IN ({_STATES})
-  AND a.pid <> pg_backend_pid() AND a.application_name IS DISTINCT FROM '{APPLICATION_NAME}'
-GROUP BY 1, 2, 3, 4, 5, 6"""
 _ACTIVE = ", ".join(f"'{s}'" for s in ACTIVE_STATES)
-BACKENDS_SQL = f"""SELECT a.datid, a.datname::text, a.wait_event_type, a.wait_event, {{query_id}},
-  left(a.query, {MAX_TEXT}), octet_length(a.query), CASE WHEN length(a.query) > {MAX_TEXT} THEN right(a.query, {TAIL}) END,
-  extract(epoch FROM now() - a.query_start)::float8, a.application_name, host(a.client_addr), a.usename::text, a.pid
-FROM pg_stat_activity a
-WHERE a.backend_type = 'client backend' AND a.state IN ({_ACTIVE})
-  AND a.pid <> pg_backend_pid() AND a.application_name IS DISTINCT FROM '{APPLICATION_NAME}'"""
+# One read of pg_stat_activity (a materialised CTE: the view's function copies every backend's
+# entry, text included, at each call), then two kinds of rows: backend = false, the counted
+# sessions grouped (for the counters); backend = true, one per active backend with its text.
+SAMPLE_SQL = f"""WITH a AS MATERIALIZED (
+  SELECT a.datid, a.datname::text AS datname, a.state, a.wait_event_type, a.wait_event, {{query_id}} AS queryid,
+    CASE WHEN a.state IN ({_ACTIVE}) THEN left(a.query, {MAX_TEXT}) END AS text,
+    CASE WHEN a.state IN ({_ACTIVE}) THEN octet_length(a.query) END AS octets,
+    CASE WHEN a.state IN ({_ACTIVE}) AND length(a.query) > {MAX_TEXT} THEN right(a.query, {TAIL}) END AS tail,
+    extract(epoch FROM now() - a.query_start)::float8 AS duration, a.application_name, host(a.client_addr) AS client,
+    a.usename::text AS usename, a.pid
+  FROM pg_stat_activity a
+  WHERE a.backend_type = 'client backend' AND a.state IN ({_STATES})
+    AND a.pid <> pg_backend_pid() AND a.application_name IS DISTINCT FROM '{APPLICATION_NAME}')
+SELECT false, datid, datname, state, wait_event_type, wait_event, queryid, count(*)::int, NULL, NULL::int, NULL,
+  NULL::float8, NULL, NULL, NULL, NULL::int
+FROM a GROUP BY datid, datname, state, wait_event_type, wait_event, queryid
+UNION ALL
+SELECT true, datid, datname, state, wait_event_type, wait_event, queryid, 1, text, octets, tail, duration,
+  application_name, client, usename, pid
+FROM a WHERE text IS NOT NULL"""
 
 
 def sample_sql(version: int) -> str:
-    """The sample's statements on a server of ``version`` (``query_id`` is PostgreSQL 14+): the
-    aggregated sessions, then the active backends, in one batch."""
-    query_id = "a.query_id::text" if version >= 140000 else "NULL::text"
-    return batch([SAMPLE_SQL.format(query_id=query_id), BACKENDS_SQL.format(query_id=query_id)])
+    """The sample's statement on a server of ``version`` (``query_id`` is PostgreSQL 14+)."""
+    return mark(SAMPLE_SQL.format(query_id="a.query_id::text" if version >= 140000 else "NULL::text"))
+
+
+def split_rows(rows) -> tuple[list, list]:
+    """The sample's rows as ``(sessions, backends)``: the grouped sessions ``(datid, datname, state,
+    wait_event_type, wait_event, queryid, count)`` for :class:`~exporter.postgres.waits.Integrator`,
+    and the active backends ``(datid, datname, wait_event_type, wait_event, queryid, text, octets,
+    tail, duration, application, client, user, pid)``."""
+    sessions, backends = [], []
+    for row in rows:
+        if row[0]:
+            backends.append(row[1:3] + row[4:7] + row[8:])
+        else:
+            sessions.append(row[1:8])
+    return sessions, backends
 
 
 def looks_truncated(text: str, octets: int, track_size: int | None) -> bool:
@@ -178,12 +198,12 @@ class Sampler:
             self._settings(self.conn.query(mark(SETTINGS_SQL), self.timeout, deadline=deadline)[0][1], start)
             return [], []  # a baseline (the integrator's first sample adds nothing)
         if start - self._settings_at >= SETTINGS_EVERY:
-            settings, sessions, backends = self.conn.query(mark(SETTINGS_SQL) + ";\n" + sample_sql(self.version),
-                                                           self.timeout, deadline=deadline)
+            settings, sample = self.conn.query(batch([SETTINGS_SQL, sample_sql(self.version)]), self.timeout,
+                                               deadline=deadline)
             self._settings(settings[1], start)
-            return sessions[1], backends[1]
-        (_, rows), (_, backends) = self.conn.query(sample_sql(self.version), self.timeout, deadline=deadline)
-        return rows, backends
+            return split_rows(sample[1])
+        (_, rows), = self.conn.query(sample_sql(self.version), self.timeout, deadline=deadline)
+        return split_rows(rows)
 
     def _backends(self, dt: float, backends: list, shown) -> None:
         """The route counter and the query samples, from the active backends' rows."""
