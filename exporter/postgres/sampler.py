@@ -187,7 +187,13 @@ class Sampler:
             self.last_duration = self.clock() - start
         shown = self.shown()
         dt = self.integrator.add(start, rows, shown, self.target.databases.wanted)
-        self._backends(dt, backends, shown)
+        try:
+            self._backends(dt, backends, shown)
+        except Exception as exc:  # never let a sample's text stop the thread (nor show it: the type only)
+            if self._log_limit.allow("backends"):
+                LOG.error("target=%s wait_events sampler: reading the active backends failed: %s (logged at most "
+                          "once a minute)", self.target.name, type(exc).__name__,
+                          extra={"target": self.target.name, "collector": "wait_events"})
         self.samples += 1
         self._log_limit.forget("sample")
         return True

@@ -16,6 +16,7 @@ literals, as ``pg_stat_activity`` showed it (:mod:`exporter.postgres.sampler` fe
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -41,20 +42,12 @@ class Sample:
     @property
     def key(self) -> str:
         """The statement's key within its database: the queryid, or ``text:<digest>`` without one."""
-        if self.queryid is not None:
-            return self.queryid
-        from exporter.instrument.fingerprint import digest, normalise
-
-        return "text:" + digest(normalise(self.text))
+        return self.queryid if self.queryid is not None else _text_key(self.text)
 
     def shown(self, redact: bool = True) -> str:
         """The text as it may leave the process: literals as placeholders of their shape
         (:func:`exporter.instrument.redact.redact_literals`), unless ``redact`` is False."""
-        if not redact:
-            return self.text
-        from exporter.instrument.redact import redact_literals
-
-        return redact_literals(self.text)
+        return _redacted(self.text) if redact else self.text
 
     def as_dict(self, redact: bool = True) -> dict:
         return {"datname": self.datname, "queryid": self.queryid, "text": self.shown(redact), "redacted": redact,
@@ -62,6 +55,20 @@ class Sample:
                 "wait_event_type": self.wait_event_type, "wait_event": self.wait_event,
                 "application": self.application, "client": self.client, "user": self.user,
                 "route": self.route, "seen_at": self.seen_at}
+
+
+@functools.lru_cache(maxsize=256)
+def _text_key(text: str) -> str:
+    from exporter.instrument.fingerprint import digest, normalise
+
+    return "text:" + digest(normalise(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _redacted(text: str) -> str:
+    from exporter.instrument.redact import redact_literals
+
+    return redact_literals(text)
 
 
 class SampleStore:
