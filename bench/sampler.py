@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -38,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from exporter.config import parse  # noqa: E402
 from exporter.pgcluster import Cluster  # noqa: E402
-from exporter.postgres.sampler import Sampler  # noqa: E402
+from exporter.postgres.sampler import Sampler, sample_sql  # noqa: E402
+from exporter.postgres.sqlmark import mark  # noqa: E402
 
 COUNTS = (50, 500)
 
@@ -70,6 +72,33 @@ class Sessions:
         for conn in self.conns:
             conn.pgconn.finish()  # no cancel: the server ends their backends
         self.holder.close()
+
+
+# the sample's statement before it read the active backends' texts (issue 17's first step), for
+# the comparison: the counted sessions grouped on the server, nothing else
+AGGREGATED_ONLY = mark("""SELECT a.datid, a.datname::text, a.state, a.wait_event_type, a.wait_event, a.query_id::text,
+  count(*)::int FROM pg_stat_activity a
+WHERE a.backend_type = 'client backend'
+  AND a.state IN ('active', 'idle in transaction', 'idle in transaction (aborted)', 'fastpath function call')
+  AND a.pid <> pg_backend_pid() AND a.application_name IS DISTINCT FROM 'dbperf'
+GROUP BY 1, 2, 3, 4, 5, 6""")
+ROUNDS, TRIES = 3, 200
+
+
+def compare(conn, *statements: str) -> list[float]:
+    """Client-side median milliseconds per round trip of each statement, interleaved in
+    :data:`ROUNDS` rounds of :data:`TRIES` (the shared machine's load hits both alike); the
+    lowest round's median each."""
+    best = [float("inf")] * len(statements)
+    for _ in range(ROUNDS):
+        for i, sql in enumerate(statements):
+            times = []
+            for _ in range(TRIES):
+                t0 = time.perf_counter()
+                conn.execute(sql).fetchall()
+                times.append(time.perf_counter() - t0)
+            best[i] = min(best[i], statistics.median(times) * 1000)
+    return best
 
 
 def backend_cpu(pid: int) -> float:
@@ -106,20 +135,25 @@ def run(count: int, seconds: float, log) -> dict:
             seen = sum(sampler.integrator.snapshot()[0].values())
             routes = sampler.integrator.routes_snapshot()
             kept = len(sampler.store)
+            sampler.close()
+            with psycopg.connect(dsn, autocommit=True) as c:  # before the comparison adds its own calls
+                calls, mean_ms, max_ms, rows = c.execute(
+                    "SELECT sum(calls), sum(total_exec_time) / sum(calls), max(max_exec_time), sum(rows) / sum(calls) "
+                    "FROM pg_stat_statements WHERE query LIKE '%FROM pg_stat_activity a%' "
+                    "AND query LIKE '%application=''dbperf''%'").fetchone()
+            log("   timing the statement against the aggregated one alone")
+            with psycopg.connect(dsn, autocommit=True, application_name="dbperf") as c:
+                medians = compare(c, sample_sql(150000), AGGREGATED_ONLY)
         finally:
             sampler.close()
             sessions.close()
-        with psycopg.connect(dsn, autocommit=True) as c:
-            calls, mean_ms, max_ms, rows = c.execute(
-                "SELECT sum(calls), sum(total_exec_time) / sum(calls), max(max_exec_time), sum(rows) / sum(calls) "
-                "FROM pg_stat_statements WHERE query LIKE '%FROM pg_stat_activity a%' "
-                "AND query LIKE '%application=''dbperf''%'").fetchone()
     dbperf_cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     return {"connections": count, "active": sessions.active, "blocked": sessions.blocked, "postgres": version,
             "seconds": t1 - t0, "samples": samples, "failures": failures, "skipped": skipped,
             "statement_calls": int(calls or 0), "exec_ms_mean": float(mean_ms or 0), "exec_ms_max": float(max_ms or 0),
             "rows_per_sample": float(rows or 0),
             "routes": len({k[1] for k in routes}), "samples_kept": kept,
+            "round_trip_ms": medians[0], "aggregated_only_ms": medians[1],
             "backend_cpu_ms": (server1 - server0) * 1000 if same_backend else None,
             "dbperf_cpu_percent": 100 * dbperf_cpu / (t1 - t0), "session_seconds": seen}
 
@@ -143,8 +177,8 @@ def report(results: list[dict], seconds: float) -> str:
         "4 % blocked on a row lock behind one idle-in-transaction "
         f"session, the rest idle) and the real sampler at its default 1 s interval for {seconds:g} s, no scrapes.",
         "",
-        "| client connections | samples (failed, skipped) | server exec per sample, mean (max) | sampler backend CPU per sample | rows per sample | routes, samples kept | dbperf CPU, % of one core |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| client connections | samples (failed, skipped) | server exec per sample, mean (max) | sampler backend CPU per sample | rows per sample | routes, samples kept | dbperf CPU, % of one core | round trip, median: this statement / the aggregated one alone |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         cpu = r["backend_cpu_ms"]
@@ -152,7 +186,7 @@ def report(results: list[dict], seconds: float) -> str:
         lines.append(f"| {r['connections']} | {r['samples']} ({r['failures']}, {r['skipped']}) | "
                      f"{r['exec_ms_mean']:.3f} ms ({r['exec_ms_max']:.3f} ms) | "
                      f"{backend} | {r['rows_per_sample']:.1f} | {r['routes']}, {r['samples_kept']} | "
-                     f"{r['dbperf_cpu_percent']:.2f} % |")
+                     f"{r['dbperf_cpu_percent']:.2f} % | {r['round_trip_ms']:.3f} ms / {r['aggregated_only_ms']:.3f} ms |")
     verdicts = []
     for r in results:
         server = "met" if r["exec_ms_mean"] < 1 else "not met" if r["connections"] <= 50 else "(the target is for 50)"
@@ -175,6 +209,9 @@ def report(results: list[dict], seconds: float) -> str:
         "- *rows per sample*: what comes back (one row per database, state, wait event and statement, plus one per "
         "active session);",
         "- *routes, samples kept*: distinct route tags integrated, statements in the sample store at the end;",
+        "- *round trip, median*: after the run, the sample's statement and the aggregated statement alone (what a "
+        f"sample was before it read the texts) timed from the client, interleaved, {ROUNDS} rounds of {TRIES} "
+        "each, the lowest round's median: what reading the active backends' texts adds, under the same load;",
         "- *dbperf CPU*: this process's CPU over the run (the sampler's thread and its watchdog; the bench's own "
         "client sessions are idle in it), as a share of one core.",
     ]
