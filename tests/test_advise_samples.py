@@ -61,7 +61,7 @@ def _run(conn, sql):
 
 def config_file(tmp_path, pg, **target):
     path = tmp_path / "advise.yaml"
-    path.write_text(json.dumps({"targets": [{"name": "main", "dsn": pg.dsn("postgres"),
+    path.write_text(json.dumps({"targets": [{"name": "main", "dsn": pg.dsn(DB),  # its statements alone
                                              "databases": {"include": DB}, **target}]}))
     return path
 
