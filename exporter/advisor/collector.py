@@ -50,8 +50,9 @@ class AdvisorCollector(Collector):
         self.shared = shared  # the target's exporter.postgres.wait_events.SharedSampler: its samples
         super().__init__(name="advisor", scope=DATABASE, enabled_by_default=False, default_ttl=900.0,
                          default_timeout=10.0,
-                         help="counts of index and maintenance findings of dbperf advise "
-                              "(dbperf_advisor_findings)",
+                         help="counts of index and maintenance findings of dbperf advise, and of the statement "
+                              "findings in the wait_events sampler's real query samples (a leading-wildcard LIKE, "
+                              "a large OFFSET) (dbperf_advisor_findings)",
                          families=("dbperf_advisor_findings",))
 
     def collect(self, conn, ctx: Context, timeout: float = 10.0) -> list[Family]:
@@ -71,7 +72,8 @@ class AdvisorCollector(Collector):
             key = (ctx.datname, f.kind, f.check, f.severity)
             counts[key] = counts.get(key, 0) + 1
         family = Family("dbperf_advisor_findings", "gauge",
-                        "Findings of dbperf advise (index and maintenance checks) by kind, check and severity",
+                        "Findings of dbperf advise (index and maintenance checks; statement checks on the sampler's query "
+                        "samples) by kind, check and severity",
                         ("datname", "kind", "check", "severity"))
         for key in sorted(counts):
             family.add(key, counts[key])
