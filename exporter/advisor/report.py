@@ -57,7 +57,8 @@ def _meta_line(key: str, value) -> str:
                 f"{too_long}{value.get('dbperf_own_skipped', 0)} of dbperf's own left out")
     if key == "samples" and isinstance(value, dict):
         return (f"samples: pg_stat_activity sampled for {value['seconds']:g} s ({value['taken']} samples, "
-                f"{value['failed']} failed): {value['statements_seen']} running statements seen, "
+                f"{value['failed']} failed): {value['statements_seen']} running statement"
+                f"{'' if value['statements_seen'] == 1 else 's'} seen, "
                 f"{value.get('checked', 0)} checked with their literals ({value.get('unparsable', 0)} unparsable, "
                 "e.g. cut at track_activity_query_size)"
                 + ("" if value.get("redacted", True) else " (samples.redact is false: literals shown)"))
