@@ -85,3 +85,9 @@ def test_as_dict_is_redacted_unless_asked():
 ])
 def test_looks_truncated(text, octets, track, cut):
     assert looks_truncated(text, octets, track) is cut
+
+
+def test_a_secret_is_redacted_even_with_redact_false():
+    secret = replace(BASE, text="ALTER ROLE app PASSWORD 'LeakMe123'")
+    assert "LeakMe123" not in secret.as_dict(redact=False)["text"]
+    assert "LeakMe123" not in secret.as_dict()["text"]

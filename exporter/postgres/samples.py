@@ -46,8 +46,9 @@ class Sample:
 
     def shown(self, redact: bool = True) -> str:
         """The text as it may leave the process: literals as placeholders of their shape
-        (:func:`exporter.instrument.redact.redact_literals`), unless ``redact`` is False."""
-        return _redacted(self.text) if redact else self.text
+        (:func:`exporter.instrument.redact.redact_literals`); with ``redact`` False the raw text,
+        except a statement that carries a secret (a password ...), which is always redacted wholesale."""
+        return _redacted(self.text) if redact else _secrets_redacted(self.text)
 
     def as_dict(self, redact: bool = True) -> dict:
         return {"datname": self.datname, "queryid": self.queryid, "text": self.shown(redact), "redacted": redact,
@@ -69,6 +70,13 @@ def _redacted(text: str) -> str:
     from exporter.instrument.redact import redact_literals
 
     return redact_literals(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _secrets_redacted(text: str) -> str:
+    from exporter.instrument.redact import redact
+
+    return redact(text)
 
 
 class SampleStore:
