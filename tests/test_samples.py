@@ -177,3 +177,15 @@ def test_the_oldest_and_newest_majors(major):
             assert (DB, "/orders/{id}", "Timeout") in sampler.integrator.routes_snapshot()
         finally:
             sampler.close()
+
+
+def test_dbperfs_own_statements_are_never_kept(db, monkeypatch):
+    own = "SELECT pg_sleep(30), 'own-7d2a' /*application='dbperf'*/"
+    with served(db, monkeypatch) as server:
+        server.metrics("/probe?target=main")
+        sampler = sampler_of(server)
+        with running(db, own, application="dbperf-advise"), running(db, SLOW):
+            wait_until(lambda: seen(server, SECRET) is not None, message="the other statement's sample")
+            start = sampler.samples
+            wait_until(lambda: sampler.samples >= start + 3, message="more samples")
+            assert seen(server, "own-7d2a") is None

@@ -433,13 +433,15 @@ def sample_findings(samples, statements=(), redact: bool = True, wanted=lambda d
     (from :func:`top_statements`) give a sampled statement its total time. Returns the findings
     and the counts of samples ``checked`` and not (``unparsable``: a truncated text mostly;
     ``too_long``); a sample of a database not ``wanted``, or whose text carries a secret, is neither."""
+    from exporter.advisor import is_own
     from exporter.advisor.guard import MAX_CHARS, carries_secret
 
     totals = {(st["datname"], str(st["queryid"])): st for st in statements}
     findings, skipped = [], {"checked": 0, "unparsable": 0, "too_long": 0}
     for sample in samples:
-        if not wanted(sample.datname) or len(sample.text) > MAX_CHARS or carries_secret(sample.text):
-            continue  # a statement that carries a secret is never quoted, even redacted
+        if not wanted(sample.datname) or len(sample.text) > MAX_CHARS or carries_secret(sample.text) \
+                or is_own(sample.text):
+            continue  # a statement that carries a secret is never quoted, even redacted; dbperf's own never judged
         issues = _checked(sample.text, skipped, redact)
         if issues is None:
             continue

@@ -30,7 +30,7 @@ import time
 from exporter.log import RateLimiter
 from exporter.postgres.connection import Connection, Watchdog
 from exporter.postgres.session import APPLICATION_NAME
-from exporter.postgres.sqlmark import batch, mark
+from exporter.postgres.sqlmark import batch, is_own, mark
 from exporter.postgres.samples import MAX_TEXT, Sample, SampleStore
 from exporter.postgres.waits import ACTIVE_STATES, COUNTED_STATES, CPU, Integrator, Schedule, sample_timeout
 
@@ -225,6 +225,8 @@ class Sampler:
             if wait_type is None:
                 wait_type, wait_event = CPU, CPU
             routes.append((datname, tag, wait_type))
+            if is_own(text):
+                continue  # dbperf's own statement (advise, the recorder): counted, never kept as a sample
             kept = store.slowest(datname, queryid) if queryid is not None else None
             if kept is not None and (duration or 0.0) < kept.duration and kept.seen_at >= now - store.max_age:
                 continue  # the common case of a statement seen again, decided without building a sample
