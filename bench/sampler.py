@@ -5,13 +5,15 @@
     python bench/sampler.py --seconds 20 --output ''   # shorter, figures on stdout only
 
 Per connection count, a throwaway cluster (exporter.pgcluster.Cluster, max_connections raised) with
-that many client sessions: 10 % active (``pg_sleep``), 4 % blocked on one row lock behind one
-session idle in transaction, the rest idle. The real :class:`exporter.postgres.sampler.Sampler`
+that many client sessions: 10 % active (``pg_sleep`` in a statement of about 1 kB, the default
+``track_activity_query_size``, with literals and a sqlcommenter route tag), 4 % blocked on one row
+lock behind one session idle in transaction, the rest idle. The real :class:`exporter.postgres.sampler.Sampler`
 then runs in this process for ``--seconds`` at its default 1 s interval, nothing else of dbperf
 running (no scrapes), and the bench reads:
 
-- server time per sample: ``mean_exec_time`` of the sample's statement in pg_stat_statements (reset
-  before the run), and the CPU of the sampler's backend (``/proc``, parse and plan included) per sample;
+- server time per sample: ``mean_exec_time`` of the sample's statement (the aggregated sessions and
+  the active backends with their texts) in pg_stat_statements (reset before the run), and the CPU
+  of the sampler's backend (``/proc``, parse and plan included) per sample;
 - dbperf's CPU: this process's CPU over the run (the sampler thread, its watchdog; the bench's
   own sessions are idle) as a share of one core.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -36,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from exporter.config import parse  # noqa: E402
 from exporter.pgcluster import Cluster  # noqa: E402
-from exporter.postgres.sampler import Sampler  # noqa: E402
+from exporter.postgres.sampler import Sampler, sample_sql  # noqa: E402
+from exporter.postgres.sqlmark import mark  # noqa: E402
 
 COUNTS = (50, 500)
 
@@ -56,7 +60,9 @@ class Sessions:
         for i in range(n - 1):
             conn = psycopg.connect(dsn, autocommit=True, application_name="bench")
             if i < active:
-                conn.pgconn.send_query(b"SELECT pg_sleep(3600)")
+                filler = "x" * 900
+                conn.pgconn.send_query(f"SELECT pg_sleep(3600), '{filler}', {i} "
+                                       f"/*route='%2Fbench%2F{i % 5}',framework='bench'*/".encode())
             elif i < active + blocked:
                 conn.pgconn.send_query(b"UPDATE bench_lock SET v = v + 1 WHERE id = 1")
             self.conns.append(conn)
@@ -66,6 +72,33 @@ class Sessions:
         for conn in self.conns:
             conn.pgconn.finish()  # no cancel: the server ends their backends
         self.holder.close()
+
+
+# the sample's statement before it read the active backends' texts (issue 17's first step), for
+# the comparison: the counted sessions grouped on the server, nothing else
+AGGREGATED_ONLY = mark("""SELECT a.datid, a.datname::text, a.state, a.wait_event_type, a.wait_event, a.query_id::text,
+  count(*)::int FROM pg_stat_activity a
+WHERE a.backend_type = 'client backend'
+  AND a.state IN ('active', 'idle in transaction', 'idle in transaction (aborted)', 'fastpath function call')
+  AND a.pid <> pg_backend_pid() AND a.application_name IS DISTINCT FROM 'dbperf'
+GROUP BY 1, 2, 3, 4, 5, 6""")
+ROUNDS, TRIES = 3, 200
+
+
+def compare(conn, *statements: str) -> list[float]:
+    """Client-side median milliseconds per round trip of each statement, interleaved in
+    :data:`ROUNDS` rounds of :data:`TRIES` (the shared machine's load hits both alike); the
+    lowest round's median each."""
+    best = [float("inf")] * len(statements)
+    for _ in range(ROUNDS):
+        for i, sql in enumerate(statements):
+            times = []
+            for _ in range(TRIES):
+                t0 = time.perf_counter()
+                conn.execute(sql).fetchall()
+                times.append(time.perf_counter() - t0)
+            best[i] = min(best[i], statistics.median(times) * 1000)
+    return best
 
 
 def backend_cpu(pid: int) -> float:
@@ -100,19 +133,27 @@ def run(count: int, seconds: float, log) -> dict:
             failures, skipped = sampler.failures, sampler.skipped
             same_backend = sampler.conn.backend_pid == pid
             seen = sum(sampler.integrator.snapshot()[0].values())
+            routes = sampler.integrator.routes_snapshot()
+            kept = len(sampler.store)
+            sampler.close()
+            with psycopg.connect(dsn, autocommit=True) as c:  # before the comparison adds its own calls
+                calls, mean_ms, max_ms, rows = c.execute(
+                    "SELECT sum(calls), sum(total_exec_time) / sum(calls), max(max_exec_time), sum(rows) / sum(calls) "
+                    "FROM pg_stat_statements WHERE query LIKE '%FROM pg_stat_activity a%' "
+                    "AND query LIKE '%application=''dbperf''%'").fetchone()
+            log("   timing the statement against the aggregated one alone")
+            with psycopg.connect(dsn, autocommit=True, application_name="dbperf") as c:
+                medians = compare(c, sample_sql(150000), AGGREGATED_ONLY)
         finally:
             sampler.close()
             sessions.close()
-        with psycopg.connect(dsn, autocommit=True) as c:
-            calls, mean_ms, max_ms, rows = c.execute(
-                "SELECT sum(calls), sum(total_exec_time) / sum(calls), max(max_exec_time), sum(rows) "
-                "FROM pg_stat_statements WHERE query LIKE '%FROM pg_stat_activity a%' "
-                "AND query LIKE '%application=''dbperf''%'").fetchone()
     dbperf_cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     return {"connections": count, "active": sessions.active, "blocked": sessions.blocked, "postgres": version,
             "seconds": t1 - t0, "samples": samples, "failures": failures, "skipped": skipped,
             "statement_calls": int(calls or 0), "exec_ms_mean": float(mean_ms or 0), "exec_ms_max": float(max_ms or 0),
-            "rows_per_sample": float(rows or 0) / max(1, int(calls or 0)),
+            "rows_per_sample": float(rows or 0),
+            "routes": len({k[1] for k in routes}), "samples_kept": kept,
+            "round_trip_ms": medians[0], "aggregated_only_ms": medians[1],
             "backend_cpu_ms": (server1 - server0) * 1000 if same_backend else None,
             "dbperf_cpu_percent": 100 * dbperf_cpu / (t1 - t0), "session_seconds": seen}
 
@@ -132,18 +173,20 @@ def report(results: list[dict], seconds: float) -> str:
         f"Machine: {machine()}; PostgreSQL {results[0]['postgres']}; {when}. **Shared machine**: other "
         "helpers ran tests meanwhile, so every figure is an upper bound.",
         f"`python bench/sampler.py --seconds {seconds:g}`: per row a throwaway cluster with that many client "
-        "sessions (10 % active in pg_sleep, 4 % blocked on a row lock behind one idle-in-transaction "
+        "sessions (10 % active in pg_sleep, in statements of about 1 kB with literals and a route tag among 5, "
+        "4 % blocked on a row lock behind one idle-in-transaction "
         f"session, the rest idle) and the real sampler at its default 1 s interval for {seconds:g} s, no scrapes.",
         "",
-        "| client connections | samples (failed, skipped) | server exec per sample, mean (max) | sampler backend CPU per sample | rows per sample | dbperf CPU, % of one core |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| client connections | samples (failed, skipped) | server exec per sample, mean (max) | sampler backend CPU per sample | rows per sample | routes, samples kept | dbperf CPU, % of one core | round trip, median: this statement / the aggregated one alone |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         cpu = r["backend_cpu_ms"]
         backend = "?" if cpu is None else f"{cpu / max(1, r['samples']):.2f} ms ({cpu:.0f} ms in all)"
         lines.append(f"| {r['connections']} | {r['samples']} ({r['failures']}, {r['skipped']}) | "
-                     f"{r['exec_ms_mean']:.3f} ms ({r['exec_ms_max']:.3f} ms) | {backend} | "
-                     f"{r['rows_per_sample']:.1f} | {r['dbperf_cpu_percent']:.2f} % |")
+                     f"{r['exec_ms_mean']:.3f} ms ({r['exec_ms_max']:.3f} ms) | "
+                     f"{backend} | {r['rows_per_sample']:.1f} | {r['routes']}, {r['samples_kept']} | "
+                     f"{r['dbperf_cpu_percent']:.2f} % | {r['round_trip_ms']:.3f} ms / {r['aggregated_only_ms']:.3f} ms |")
     verdicts = []
     for r in results:
         server = "met" if r["exec_ms_mean"] < 1 else "not met" if r["connections"] <= 50 else "(the target is for 50)"
@@ -153,15 +196,22 @@ def report(results: list[dict], seconds: float) -> str:
     lines += [
         "", "Targets: under 1 ms server time per sample at 50 connections, under 1 % of one core for dbperf: "
         + "; ".join(verdicts) + ". The server's cost grows with the connections (pg_stat_activity copies "
-        "every backend's status entry); what dbperf receives does not (rows are grouped on the server).", "",
+        "every backend's status entry); what dbperf receives grows with the active sessions only (the counted "
+        "sessions are grouped on the server; the active ones come back one row each, with their text).", "",
         "- *server exec*: pg_stat_statements' `total_exec_time / calls` of the sample's statement (reset before "
-        "the run): the server's execution, which scans every backend's status entry (`max_connections` slots) and "
-        "groups the client backends by database, state, wait event and query_id;",
+        "the run): the server's execution, which reads every backend's status entry (`max_connections` slots) "
+        "once (a materialised CTE over pg_stat_activity), groups the counted client backends by database, state, "
+        "wait event and query_id, and returns the active ones with their text (`left(query, 8192)`), query start, "
+        "application, client and user;",
         "- *sampler backend CPU*: user + system CPU of the sampler's backend over the run (`/proc`), per sample: "
         "parse, plan, execution and the protocol, as the server pays it (the kernel counts in 10 ms ticks: the "
         "total over the run is the figure, the per-sample value its average);",
-        "- *rows per sample*: what comes back (one row per database, state, wait event and statement, not one per "
-        "session);",
+        "- *rows per sample*: what comes back (one row per database, state, wait event and statement, plus one per "
+        "active session);",
+        "- *routes, samples kept*: distinct route tags integrated, statements in the sample store at the end;",
+        "- *round trip, median*: after the run, the sample's statement and the aggregated statement alone (what a "
+        f"sample was before it read the texts) timed from the client, interleaved, {ROUNDS} rounds of {TRIES} "
+        "each, the lowest round's median: what reading the active backends' texts adds, under the same load;",
         "- *dbperf CPU*: this process's CPU over the run (the sampler's thread and its watchdog; the bench's own "
         "client sessions are idle in it), as a share of one core.",
     ]

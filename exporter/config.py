@@ -20,7 +20,8 @@ from exporter.configfile import (  # noqa: F401 - re-exported: the config's read
 )
 
 from exporter.target import (  # noqa: F401 - re-exported: the typed settings the config builds
-    MANAGED_ADMIN_DATABASES, RANK_BY, CollectorSettings, Databases, PlansOptions, StatementsOptions, Target, WaitEventsOptions,
+    MANAGED_ADMIN_DATABASES, RANK_BY, CollectorSettings, Databases, PlansOptions, SamplesOptions, StatementsOptions,
+    Target, WaitEventsOptions,
 )
 
 DEFAULT_PORT = 9847
@@ -144,9 +145,18 @@ def _statements(reader: _Reader) -> StatementsOptions:
 
 
 def _wait_events(reader: _Reader) -> WaitEventsOptions:
-    reader.allow("interval")
+    reader.allow("interval", "max_routes")
     return WaitEventsOptions(interval=reader.ranged("interval", float, WaitEventsOptions.interval,
-                                                    "wait_events.interval"))
+                                                    "wait_events.interval"),
+                             max_routes=reader.ranged("max_routes", int, WaitEventsOptions.max_routes,
+                                                      "wait_events.max_routes"))
+
+
+def _samples(reader: _Reader) -> SamplesOptions:
+    reader.allow("redact", "limit", "max_age")
+    return SamplesOptions(redact=reader.get("redact", bool, SamplesOptions.redact),
+                          limit=reader.ranged("limit", int, SamplesOptions.limit, "samples.limit"),
+                          max_age=reader.ranged("max_age", float, SamplesOptions.max_age, "samples.max_age"))
 
 
 def _plans(reader: _Reader, state_dir: str) -> PlansOptions:
@@ -159,7 +169,8 @@ def _plans(reader: _Reader, state_dir: str) -> PlansOptions:
 
 
 TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
-               "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "pipelines", "plans")
+               "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "samples",
+               "pipelines", "plans")
 PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
 
 
@@ -218,6 +229,7 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         connect_timeout=reader.ranged("connect_timeout", float, 3.0, "connect_timeout"),
         statements=_statements(reader.sub("statements")),
         wait_events=_wait_events(reader.sub("wait_events")),
+        samples=_samples(reader.sub("samples")),
         pipelines=pipelines, plans=plans,
     )
 

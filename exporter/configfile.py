@@ -64,6 +64,9 @@ RANGES = {
     "plans.per_database": (1, 100),
     "plans.interval": (1.0, DAY),
     "plans.timeout": (0.01, 60.0),
+    "wait_events.max_routes": (1, 10_000),
+    "samples.limit": (0, 10_000),
+    "samples.max_age": (1.0, DAY),
 }
 
 

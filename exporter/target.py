@@ -58,6 +58,17 @@ class WaitEventsOptions:
     collector is enabled (``collectors: {wait_events: false, statement_wait_events: false}`` stops it)."""
 
     interval: float = 1.0  # seconds between two reads of pg_stat_activity
+    max_routes: int = 100  # distinct routes of pg_route_active_seconds_total; the rest in route="other"
+
+
+@dataclass(frozen=True)
+class SamplesOptions:
+    """``samples:`` of a target: the real query samples the session sampler keeps
+    (:mod:`exporter.postgres.samples`), served on ``/samples`` and read by the advisor."""
+
+    redact: bool = True      # literals as placeholders wherever a sample leaves the process
+    limit: int = 100         # statements kept (their slowest recent sample each); 0: none
+    max_age: float = 600.0   # seconds a statement's sample is kept without being seen again
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ class Target:
     connect_timeout: float = 3.0
     statements: StatementsOptions = StatementsOptions()  # options of the statements and live_queries collectors
     wait_events: WaitEventsOptions = WaitEventsOptions()  # the session sampler's options
+    samples: SamplesOptions = SamplesOptions()  # the query samples it keeps
     plans: PlansOptions = PlansOptions()  # EXPLAIN of the top statements (exporter.postgres.plans)
     pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
     kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)

@@ -54,6 +54,7 @@ NOT_IN_MATRIX_PREFIX = {
     "pg_stat_progress_": "only while a VACUUM, ANALYZE, CLUSTER or CREATE INDEX runs",
     "pg_active_sessions_": "needs client sessions seen by two samples of the wait_events sampler",
     "pg_statement_active_": "needs client sessions seen by two samples of the wait_events sampler",
+    "pg_route_active_": "needs client sessions seen by two samples of the wait_events sampler",
 }
 REPLICA_ONLY = "replica only"
 

@@ -108,3 +108,30 @@ def test_wait_events_config_key():
         parse({"targets": [{"name": "a", "dsn": "host=x", "wait_events": {"interval": "10ms"}}]})
     with pytest.raises(ConfigError, match=r"targets\[0\]\.wait_events\.enabled: unknown key"):
         parse({"targets": [{"name": "a", "dsn": "host=x", "wait_events": {"enabled": True}}]})
+
+
+def test_routes_add_the_samples_seconds_untagged_as_empty_and_past_the_cap_as_other():
+    i = Integrator(1.0, max_routes=2)
+    i.add_routes(0.0, [("app", "/a", "CPU")])  # a baseline sample added nothing
+    assert i.routes == {}
+    i.add_routes(1.0, [("app", "/a", "CPU"), ("app", "/a", "Lock"), ("app", None, None), ("app", "/b", "IO")])
+    i.add_routes(0.5, [("app", "/c", "CPU"), ("app", "/a", "CPU")])  # a third route: over the cap
+    assert i.routes == {("app", "/a", "CPU"): 1.5, ("app", "/a", "Lock"): 1.0, ("app", "", "CPU"): 1.0,
+                        ("app", "/b", "IO"): 1.0, ("app", "other", "CPU"): 0.5}
+    i.forget(databases=["other_db"])
+    assert i.routes_snapshot() == {}
+
+
+def test_the_samples_and_wait_events_config_keys():
+    target = parse({"targets": [{"name": "m", "dsn": "host=x", "wait_events": {"max_routes": 5},
+                                 "samples": {"redact": False, "limit": 0, "max_age": "5m"}}]}, source="c").targets[0]
+    assert target.wait_events.max_routes == 5
+    assert (target.samples.redact, target.samples.limit, target.samples.max_age) == (False, 0, 300.0)
+    for section, message in [({"wait_events": {"max_routes": 0}}, "targets[0].wait_events.max_routes"),
+                             ({"samples": {"redact": "no"}}, "targets[0].samples.redact"),
+                             ({"samples": {"limit": 10**6}}, "targets[0].samples.limit"),
+                             ({"samples": {"max_age": "0s"}}, "targets[0].samples.max_age"),
+                             ({"samples": {"text": 1}}, "targets[0].samples.text")]:
+        with pytest.raises(ConfigError) as err:
+            parse({"targets": [{"name": "m", "dsn": "host=x", **section}]}, source="c")
+        assert message in str(err.value) and "\n" not in str(err.value)

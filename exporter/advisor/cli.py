@@ -1,4 +1,11 @@
-"""``dbperf advise --config FILE --target NAME [--format table|json] [--explain SQL [--analyze]]``.
+"""``dbperf advise --config FILE --target NAME [--format table|json] [--explain SQL [--analyze]]
+[--sample-seconds N]``.
+
+``--sample-seconds N`` first samples ``pg_stat_activity`` for N seconds with the session sampler's
+own code (:class:`exporter.postgres.sampler.Sampler`, every :data:`SAMPLE_INTERVAL`): the real
+texts of running statements, with their literals, are checked for what pg_stat_statements' ``$1``
+hides (a leading-wildcard LIKE, a large OFFSET); the findings show them redacted unless the
+target's ``samples.redact`` is false, and the output says how many samples were taken.
 
 Exit codes (docs/exit-codes.md): 0 advice printed (with or without findings); 2 bad input
 (:class:`~exporter.advisor.AdviseError`: config error, unknown target, SQL that does not parse or is
@@ -15,6 +22,8 @@ import argparse
 import sys
 
 APPLICATION_NAME = "dbperf-advise"
+SAMPLE_INTERVAL = 0.1    # seconds between two samples of --sample-seconds
+MAX_SAMPLE_SECONDS = 600.0
 DATABASES_SQL = """
 SELECT datname FROM pg_database
 WHERE datallowconn AND NOT datistemplate AND has_database_privilege(oid, 'CONNECT') ORDER BY 1
@@ -32,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "effects are refused")
     parser.add_argument("--database", help="with --explain: the database to run it in (default: the target's)")
     parser.add_argument("--top", type=int, default=50, help="how many top statements to examine (default 50)")
+    parser.add_argument("--sample-seconds", type=float, default=0.0, metavar="N",
+                        help="first sample pg_stat_activity for N seconds (0 to 600) and check the real texts of the "
+                             "running statements, with their literals (default 0: no sampling)")
     parser.add_argument("--timeout", default="30s", help="statement_timeout: 30s, 2m or seconds, 1ms to 1d (default 30s)")
     parser.set_defaults(func=run)
 
@@ -59,6 +71,10 @@ def run(args) -> int:
             raise AdviseError("--analyze needs --explain SQL")
         if args.top < 1:
             raise AdviseError("--top must be positive")
+        if not 0 <= args.sample_seconds <= MAX_SAMPLE_SECONDS:  # NaN fails too
+            raise AdviseError(f"--sample-seconds must be from 0 to {MAX_SAMPLE_SECONDS:g}")
+        if args.sample_seconds and args.explain:
+            raise AdviseError("--sample-seconds does not go with --explain")
         args.timeout = _timeout(args.timeout)
         meta, findings = _explain(args, target) if args.explain else _advise(args, target)
     except DbperfError as exc:  # a server's message may quote the DSN's password
@@ -168,6 +184,7 @@ def _advise(args, target):
     from exporter.secrets import password_of, scrub
 
     secret = password_of(target.dsn)
+    samples, sample_meta = take_samples(target, args.sample_seconds) if args.sample_seconds else ([], None)
     main = connect(target, None, args.timeout)
     findings, skipped, own = [], [], "the target"
     try:
@@ -188,6 +205,14 @@ def _advise(args, target):
                 findings += found
                 stmt_meta = {"checked": True, "examined": len(statements), "unparsable": not_checked["unparsable"],
                              "too_long": not_checked["too_long"], "dbperf_own_skipped": own_statements}
+            if sample_meta is not None:
+                from exporter.advisor.statements import sample_findings
+
+                found, not_checked = sample_findings(samples, statements, target.samples.redact,
+                                                     lambda d: d in wanted)
+                findings += found
+                sample_meta.update(checked=not_checked["checked"],
+                                   unparsable=not_checked["unparsable"] + not_checked["too_long"])
             findings += connection_findings(main)
             findings += [f for f in cluster_wraparound(main) if f.database in wanted]
             findings += _database_findings(main, own, statements, index_findings, maintenance_findings)
@@ -211,9 +236,37 @@ def _advise(args, target):
             conn.close()
     meta = {"target": target.name, "server": server, "databases": databases, "statements": stmt_meta,
             "note": "connection findings are a point-in-time sample of pg_stat_activity"}
+    if sample_meta is not None:
+        meta["samples"] = sample_meta
     if skipped:
         meta["skipped"] = skipped
     return meta, dedupe(findings)
+
+
+def take_samples(target, seconds: float) -> tuple[list, dict]:
+    """Sample ``pg_stat_activity`` for ``seconds`` with the session sampler's code; the samples
+    kept (the slowest of each statement, :class:`exporter.postgres.samples.SampleStore`) and what
+    to say about them. :class:`~exporter.errors.UnavailableError` when no sample could be taken."""
+    import time
+
+    from exporter.errors import UnavailableError
+    from exporter.postgres.sampler import Sampler
+
+    sampler = Sampler(target, interval=SAMPLE_INTERVAL)
+    try:
+        sampler.sample_once()  # the server's settings (the statement depends on its version)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            started = time.monotonic()
+            sampler.sample_once()
+            time.sleep(max(0.0, min(end, started + SAMPLE_INTERVAL) - time.monotonic()))
+    finally:
+        sampler.close()
+    if not sampler.samples:
+        raise UnavailableError(f"could not sample pg_stat_activity: {sampler.last_error}")
+    samples = sampler.store.recent(sampler.store.limit)
+    return samples, {"seconds": seconds, "taken": sampler.samples, "failed": sampler.failures,
+                     "statements_seen": len(samples), "redacted": target.samples.redact}
 
 
 def _database_findings(conn, datname, statements, index_findings, maintenance_findings) -> list:

@@ -55,6 +55,13 @@ def _meta_line(key: str, value) -> str:
         too_long = f"{value['too_long']} not checked (statement too long), " if value.get("too_long") else ""
         return (f"statements: {value.get('examined', 0)} examined, {value.get('unparsable', 0)} unparsable, "
                 f"{too_long}{value.get('dbperf_own_skipped', 0)} of dbperf's own left out")
+    if key == "samples" and isinstance(value, dict):
+        return (f"samples: pg_stat_activity sampled for {value['seconds']:g} s ({value['taken']} samples, "
+                f"{value['failed']} failed): {value['statements_seen']} running statement"
+                f"{'' if value['statements_seen'] == 1 else 's'} seen, "
+                f"{value.get('checked', 0)} checked with their literals ({value.get('unparsable', 0)} unparsable, "
+                "e.g. cut at track_activity_query_size)"
+                + ("" if value.get("redacted", True) else " (samples.redact is false: literals shown)"))
     if isinstance(value, dict):
         value = ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
     elif isinstance(value, list):
@@ -65,7 +72,7 @@ def _meta_line(key: str, value) -> str:
 def render_table(meta: dict, findings) -> str:
     findings = sort_findings(findings)
     lines = [f"dbperf advise: target {meta.get('target')} ({meta.get('server', '')})"]
-    for key in ("databases", "statements", "skipped"):
+    for key in ("databases", "statements", "samples", "skipped"):
         if meta.get(key):
             lines.append(_meta_line(key, meta[key]))
     if not findings:

@@ -6,7 +6,8 @@ applies both to the top statements of ``pg_stat_statements``.
 
 pg_stat_statements replaces constants with ``$n``: a leading-wildcard ``LIKE '%x'`` becomes
 ``LIKE $1`` and ``OFFSET 5000`` becomes ``OFFSET $1``, so those two checks only see constants in
-SQL given directly (``--explain``, tests); a parameterised OFFSET is reported, with low severity, as
+SQL given directly (``--explain``, tests) and in real samples of ``pg_stat_activity`` (the session
+sampler's, :func:`sample_findings`); a parameterised OFFSET is reported, with low severity, as
 OFFSET pagination.
 """
 
@@ -92,8 +93,10 @@ def _where_clauses(stmt):
 
 
 # -- the checks -----------------------------------------------------------------------------------
-def check_sql(sql: str) -> list[Issue]:
-    """The anti-patterns in ``sql``; raises :class:`Unparsable` when it does not parse."""
+def check_sql(sql: str, redact: bool = False) -> list[Issue]:
+    """The anti-patterns in ``sql``; raises :class:`Unparsable` when it does not parse. ``redact``:
+    messages show a literal only as its placeholder (``'%…'``: exporter.instrument.redact), for raw
+    text whose literals are private."""
     issues: list[Issue] = []
     for raw in parse(sql):
         stmt = raw.stmt
@@ -101,9 +104,9 @@ def check_sql(sql: str) -> list[Issue]:
         issues += _unfiltered_write(stmt)
         for node in walk(stmt):
             if isinstance(node, ast.SelectStmt):
-                issues += _order_random(node) + _offset(node)
+                issues += _order_random(node) + _offset(node, redact)
             elif isinstance(node, ast.A_Expr):
-                issues += _leading_wildcard(node)
+                issues += _leading_wildcard(node, redact)
             elif isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.NOT_EXPR:
                 issues += _not_in(node)
         for _owner, where in _where_clauses(stmt):
@@ -180,10 +183,11 @@ def _order_random(select: ast.SelectStmt) -> list[Issue]:
     return []
 
 
-def _offset(select: ast.SelectStmt) -> list[Issue]:
+def _offset(select: ast.SelectStmt, redact: bool = False) -> list[Issue]:
     offset = select.limitOffset
     if isinstance(offset, ast.A_Const) and isinstance(offset.val, ast.Integer) and offset.val.ival > LARGE_OFFSET:
-        return [Issue("large_offset", "medium", f"OFFSET {offset.val.ival} reads and discards {offset.val.ival} rows",
+        rows = f"over {LARGE_OFFSET}" if redact else str(offset.val.ival)
+        return [Issue("large_offset", "medium", f"OFFSET {'?' if redact else rows} reads and discards {rows} rows",
                       "Use keyset pagination: WHERE (sort_key, id) > (last_seen_key, last_seen_id) "
                       "ORDER BY sort_key, id LIMIT n, backed by an index on (sort_key, id).")]
     if isinstance(offset, ast.ParamRef):
@@ -195,18 +199,21 @@ def _offset(select: ast.SelectStmt) -> list[Issue]:
     return []
 
 
-def _leading_wildcard(expr: ast.A_Expr) -> list[Issue]:
+def _leading_wildcard(expr: ast.A_Expr, redact: bool = False) -> list[Issue]:
     if expr.kind not in (A_Expr_Kind.AEXPR_LIKE, A_Expr_Kind.AEXPR_ILIKE):
         return []
     pattern = expr.rexpr
     if isinstance(pattern, ast.A_Const) and isinstance(pattern.val, ast.String) and pattern.val.sval[:1] in ("%", "_"):
+        from exporter.instrument.redact import literal_shape
+
         op = "ILIKE" if expr.kind == A_Expr_Kind.AEXPR_ILIKE else "LIKE"
         column = deparse(expr.lexpr)
+        shown = literal_shape(pattern.val.sval) if redact else "'" + pattern.val.sval + "'"
         return [Issue("leading_wildcard_like", "medium",
-                      f"{column} {op} '{pattern.val.sval}' starts with a wildcard: no B-tree index can be used",
+                      f"{column} {op} {shown} starts with a wildcard: no B-tree index can be used",
                       f"Use a trigram index (CREATE EXTENSION IF NOT EXISTS pg_trgm; CREATE INDEX CONCURRENTLY ... "
                       f"USING gin ({column} gin_trgm_ops)) or full-text search instead of a leading-wildcard {op}.",
-                      at=f"{column} {op} '{pattern.val.sval}'")]
+                      at=f"{column} {op} {shown}")]
     return []
 
 
@@ -372,6 +379,17 @@ def top_statements(conn, databases: list[str], limit: int = TOP_STATEMENTS) -> t
     return statements, int(rows[0][0])
 
 
+def _checked(sql: str, skipped: dict, redact: bool = False) -> list[Issue] | None:
+    """:func:`check_sql`, or None with ``skipped`` counting why (``too_long``, ``unparsable``)."""
+    try:
+        return check_sql(sql, redact=redact)
+    except TooLong:
+        skipped["too_long"] += 1
+    except Unparsable:
+        skipped["unparsable"] += 1
+    return None
+
+
 def statement_findings(statements: list[dict], wanted=lambda datname: True) -> tuple[list[Finding], dict]:
     """Findings for ``statements`` (from :func:`top_statements`) and the counts of those not
     checked: ``{"unparsable": n, "too_long": n}`` (too long: over exporter.advisor.guard's bounds,
@@ -388,13 +406,8 @@ def statement_findings(statements: list[dict], wanted=lambda datname: True) -> t
             continue
         query = st["query"]
         redacted = carries_secret(query) if len(query) <= MAX_CHARS else None
-        try:
-            issues = check_sql(mask_literals(query) if redacted else query)
-        except TooLong:
-            skipped["too_long"] += 1
-            continue
-        except Unparsable:
-            skipped["unparsable"] += 1
+        issues = _checked(mask_literals(query) if redacted else query, skipped)
+        if issues is None:
             continue
         text = redacted or " ".join(query.split())
         for issue in issues:
@@ -404,4 +417,50 @@ def statement_findings(statements: list[dict], wanted=lambda datname: True) -> t
                 time_ms=st["total_ms"],
                 details={"query": text[:300], "calls": st["calls"],
                          "mean_ms": round(st["total_ms"] / st["calls"], 3) if st["calls"] else 0.0}))
+    return findings, skipped
+
+
+# -- real samples of pg_stat_activity ------------------------------------------------------------------
+# The checks whose finding depends on a literal's value: pg_stat_statements' $n text never shows them.
+LITERAL_CHECKS = frozenset(("leading_wildcard_like", "large_offset"))
+
+
+def sample_findings(samples, statements=(), redact: bool = True, wanted=lambda datname: True) -> tuple[list, dict]:
+    """Findings from real samples (exporter.postgres.samples.Sample: raw text with its literals)
+    for the checks that need a literal's value (:data:`LITERAL_CHECKS`): a leading-wildcard LIKE or
+    a large OFFSET that pg_stat_statements only shows as ``$1``. The RAW text is analysed; what
+    the finding shows (message, query) is redacted unless ``redact`` is False. ``statements``
+    (from :func:`top_statements`) give a sampled statement its total time. Returns the findings
+    and the counts of samples ``checked`` and not (``unparsable``: a truncated text mostly;
+    ``too_long``); a sample of a database not ``wanted``, or whose text carries a secret, is neither."""
+    from exporter.advisor import is_own
+    from exporter.advisor.guard import MAX_CHARS, carries_secret
+
+    totals = {(st["datname"], str(st["queryid"])): st for st in statements}
+    findings, skipped = [], {"checked": 0, "unparsable": 0, "too_long": 0}
+    for sample in samples:
+        if not wanted(sample.datname) or len(sample.text) > MAX_CHARS or carries_secret(sample.text) \
+                or is_own(sample.text):
+            continue  # a statement that carries a secret is never quoted, even redacted; dbperf's own never judged
+        issues = _checked(sample.text, skipped, redact)
+        if issues is None:
+            continue
+        skipped["checked"] += 1
+        issues = [i for i in issues if i.check in LITERAL_CHECKS]
+        known = totals.get((sample.datname, str(sample.queryid)))
+        text = " ".join(sample.shown(redact).split())
+        subject = f"queryid {sample.queryid}" if sample.queryid is not None else f"sample {sample.key}"
+        for issue in issues:
+            details = {"query": text[:300], "source": "sample of pg_stat_activity",
+                       "sample_duration_s": round(sample.duration, 3), "application": sample.application}
+            if sample.route:
+                details["route"] = sample.route
+            if known:
+                details.update(calls=known["calls"], mean_ms=round(known["total_ms"] / known["calls"], 3)
+                               if known["calls"] else 0.0)
+            findings.append(Finding(
+                kind="statement", check=issue.check, severity=issue.severity, database=sample.datname,
+                subject=subject, message=f"{issue.message} (seen in a sample of a running statement)",
+                recommendation=issue.recommendation,
+                time_ms=known["total_ms"] if known else sample.duration * 1000, details=details))
     return findings, skipped

@@ -226,3 +226,64 @@ def redact(text: str) -> str:
     """``text``, or its redacted form when it carries a secret."""
     redacted = redact_secrets(text)
     return text if redacted is None else redacted
+
+
+# -- literals as placeholders of their type and shape -------------------------------------------------
+NUMBER_PLACEHOLDER = "?"
+ELLIPSIS = "\u2026"
+_EDGE_WILDCARDS = re.compile(r"\A[%_]{0,3}")
+_MAX_PASSES = 8
+
+
+def literal_shape(value: str, number: bool = False) -> str:
+    """The placeholder of one literal: ``?`` for a number; for a string ``'…'`` keeping its LIKE
+    wildcards at either edge (``'%…'``: a leading wildcard stays visible) and ``''`` for an
+    empty one. Nothing else of the literal is kept."""
+    if number:
+        return NUMBER_PLACEHOLDER
+    if not value:
+        return "''"
+    lead = _EDGE_WILDCARDS.match(value).group()
+    if len(lead) == len(value):
+        return f"'{lead}'"
+    trail = _EDGE_WILDCARDS.match(value[::-1]).group()[::-1]
+    return f"'{lead}{ELLIPSIS}{trail}'"
+
+
+def _placeholders(sql: str) -> tuple[str, bool]:
+    from .sqltags import tags
+
+    out: list[str] = []
+    ambiguous = False
+    for kind, start, end in sqllex.tokens(sql):
+        if kind in sqllex.LITERALS:
+            ambiguous = ambiguous or sqllex.ambiguous(sql, kind, start, end)
+            out.append(literal_shape(sqllex.string_value(sql, kind, start, end), kind == sqllex.NUMBER))
+        elif kind == sqllex.COMMENT:
+            comment = sql[start:end]
+            out.append(comment if comment.startswith("/*") and tags(comment) else "/*" + ELLIPSIS + "*/")
+        else:
+            out.append(sql[start:end])
+    return "".join(out), ambiguous
+
+
+def redact_literals(text: str) -> str:
+    """``text`` as dbperf shows a raw statement (a pg_stat_activity sample): redacted wholesale when
+    it carries a secret (:func:`redact_secrets`), else with every literal replaced by
+    :func:`literal_shape` (``name LIKE '%…'``, ``OFFSET ?``, ``IN (?, ?, ?)``: lists keep their
+    length), every comment but a sqlcommenter tag comment by ``/*…*/``; identifiers, keywords,
+    parameters and casts (``'…'::date``) stay. A standard string holding a backslash (whose extent
+    depends on standard_conforming_strings) makes whatever is a literal in either reading one
+    placeholder. An unterminated literal (a text cut by track_activity_query_size) runs to the end."""
+    redacted = redact_secrets(text)
+    if redacted is not None:
+        return redacted
+    shown, ambiguous = _placeholders(text)
+    passes = 1
+    while ambiguous:
+        if passes >= _MAX_PASSES:
+            return "'" + ELLIPSIS + "'"
+        text = sqllex.both_readings_masked(text, "'" + ELLIPSIS + "'")
+        shown, ambiguous = _placeholders(text)
+        passes += 1
+    return shown

@@ -36,7 +36,8 @@ def builtin_collectors() -> list[Collector]:
     from exporter.postgres.relations import RelationCollector
     from exporter.postgres.settings import SettingsCollector
     from exporter.postgres.statements import StatementsCollector
-    from exporter.postgres.wait_events import SharedSampler, StatementWaitEventsCollector, WaitEventsCollector
+    from exporter.postgres.wait_events import (RouteWaitEventsCollector, SharedSampler, StatementWaitEventsCollector,
+                                              WaitEventsCollector)
 
     budget = SeriesBudget()  # the target's max_series, shared by its per-relation collectors only
     builtin = [RelationCollector(c.spec, budget) if c.name in RELATION_COLLECTORS else copy.copy(c)
@@ -44,11 +45,11 @@ def builtin_collectors() -> list[Collector]:
     statements = StatementsCollector()
     sampler = SharedSampler(statements)  # one session sampler per target, for both wait-event collectors
     return [*builtin, SettingsCollector(), statements, LiveQueriesCollector(),
-            WaitEventsCollector(sampler), StatementWaitEventsCollector(sampler),
+            WaitEventsCollector(sampler), StatementWaitEventsCollector(sampler), RouteWaitEventsCollector(sampler),
             # opt-in (plans: {enabled: true}): EXPLAIN of the top statements, with the sampler's samples
             PlansCollector(statements, samples=lambda: getattr(sampler.sampler, "store", None)),
             PrivilegesCollector(),  # fails naming the grant when the role lacks what pg_monitor grants
-            AdvisorCollector(),     # opt-in: dbperf_advisor_findings
+            AdvisorCollector(sampler),  # opt-in: dbperf_advisor_findings (statement ones from the samples)
             PipelinesCollector()]   # on for targets with `pipelines:` sources
 
 

@@ -143,15 +143,23 @@ class PlanHistory:
         write_json(self.path, data)
 
 
+def plans_by_statement(configured_dir: str, target: str) -> dict[tuple[str, str], list[dict]]:
+    """Every stored plan of ``target``, by ``(datname, queryid)``, newest first: ``{"datname",
+    "queryid", "fingerprint", "first_seen", "last_seen" (Unix times), "source" ("generic" or
+    "sample"), "plan" (EXPLAIN's JSON plan, literals masked; None when too large to keep)}``. Reads
+    the state file only, once (what ``dbperf plans`` and ``/samples`` show)."""
+    history = PlanHistory.for_target(configured_dir, target)
+    out = {}
+    for (db, qid), entry in history.statements.items():
+        plans = [{"datname": db, "queryid": qid, **plan} for plan in entry["plans"]]
+        out[(db, qid)] = sorted(plans, key=lambda p: -float(p.get("last_seen") or 0))
+    return out
+
+
 def statement_plans(configured_dir: str, target: str, queryid: str, datname: str | None = None) -> list[dict]:
     """The stored plans of statement ``queryid`` of ``target`` (in database ``datname``, or in any),
-    newest first: ``{"datname", "queryid", "fingerprint", "first_seen", "last_seen" (Unix times),
-    "source" ("generic" or "sample"), "plan" (EXPLAIN's JSON plan, literals masked; None when too
-    large to keep)}``. Reads the state file only (what ``dbperf plans`` and ``/samples`` show)."""
-    history = PlanHistory.for_target(configured_dir, target)
-    out = []
-    for (db, qid), entry in history.statements.items():
-        if qid == str(queryid) and (datname is None or db == datname):
-            out += [{"datname": db, "queryid": qid, **plan} for plan in entry["plans"]]
+    newest first (see :func:`plans_by_statement`)."""
+    out = [plan for (db, qid), plans in plans_by_statement(configured_dir, target).items()
+           if qid == str(queryid) and (datname is None or db == datname) for plan in plans]
     out.sort(key=lambda p: -float(p.get("last_seen") or 0))
     return out

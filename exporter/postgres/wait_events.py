@@ -19,6 +19,12 @@ time; a scrape sends no SQL for them and never waits for a sample.
 
   Where query_id is not computed, the collector is unsupported and says why (once, in the log).
 
+- ``pg_route_active_seconds_total{datname, route, wait_event_type}``: the same seconds of active
+  sessions by the sqlcommenter ``route`` tag of their statement (``/*route='%2Forders%2F%7Bid%7D'*/``,
+  as exporter.instrument tags its SQL); a statement without the tag counts as ``route=""`` (the
+  routes of a database sum to its active sessions), routes past ``wait_events.max_routes`` as
+  ``route="other"``.
+
 Label sets are bounded: ``state`` by :data:`~exporter.postgres.waits.COUNTED_STATES`, wait events
 by PostgreSQL's fixed list (plus those extensions register), ``datname`` by the target's
 ``databases`` rules (a database that is gone loses its series at the next scrape), ``queryid`` by
@@ -34,12 +40,17 @@ from exporter.metrics import Family
 
 SESSION_LABELS = ("datname", "state", "wait_event_type", "wait_event")
 STATEMENT_LABELS = ("datname", "queryid", "wait_event_type")
+ROUTE_LABELS = ("datname", "route", "wait_event_type")
 SESSIONS_HELP = ("Seconds client sessions spent in each state and wait event, from pg_stat_activity sampled every "
                  "wait_events.interval (rate: average sessions, the DB load; wait_event_type and wait_event "
                  "\"CPU\" when waiting on nothing).")
 STATEMENTS_HELP = ("Seconds active sessions spent running each shown statement (the statements collector's top N; "
                    "the rest in queryid=\"other\") by wait event type (\"CPU\" when waiting on nothing); "
                    "PostgreSQL 14+ with compute_query_id.")
+
+ROUTES_HELP = ("Seconds active sessions spent running statements tagged with each sqlcommenter route "
+               "(/*route='...'*/; route=\"\" untagged, route=\"other\" past wait_events.max_routes) by wait event "
+               "type (\"CPU\" when waiting on nothing).")
 
 
 class QueryIdsOff(RuntimeError):
@@ -159,6 +170,31 @@ class StatementWaitEventsCollector(Collector):
         sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
         _, statements = sampler.integrator.snapshot()
         return [_counter("pg_statement_active_seconds_total", STATEMENTS_HELP, STATEMENT_LABELS, statements)]
+
+    def close(self) -> None:
+        self.shared.close()
+
+
+class RouteWaitEventsCollector(Collector):
+    def __init__(self, shared: SharedSampler | None = None):
+        super().__init__(
+            name="route_wait_events", scope=CLUSTER, optional=False,
+            help="database load per application route by wait event type, from the wait_events sampler's texts of "
+                 "the active sessions: the sqlcommenter route tag (/*route='%2Forders%2F%7Bid%7D'*/) that "
+                 "exporter.instrument adds; untagged statements in route=\"\", routes past wait_events.max_routes "
+                 "in route=\"other\"",
+            families=("pg_route_active_seconds_total",))
+        self.shared = shared or SharedSampler()
+
+    @staticmethod
+    def describe() -> list[Family]:
+        return [Family("pg_route_active_seconds_total", "counter", ROUTES_HELP, ROUTE_LABELS)]
+
+    def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
+        sampler = self.shared.get(ctx.options)
+        sampler.integrator.forget(databases=ctx.server.databases)
+        return [_counter("pg_route_active_seconds_total", ROUTES_HELP, ROUTE_LABELS,
+                         sampler.integrator.routes_snapshot())]
 
     def close(self) -> None:
         self.shared.close()

@@ -20,6 +20,13 @@ Sessions counted
     ``disabled`` (track_activities off) are not counted. A session that waits on nothing (NULL
     wait event) is counted as ``wait_event_type="CPU", wait_event="CPU"``: on CPU, or in code
     PostgreSQL does not instrument. Per statement, only the active states count.
+
+Routes
+    Active sessions (the active states) by the sqlcommenter ``route`` tag of their statement's text
+    (:mod:`exporter.instrument.sqltags`): ``routes[(datname, route, wait_event_type)]``. A session
+    whose text has no route tag counts as ``route=""``, so the routes of a database sum to its
+    active sessions; past ``max_routes`` distinct routes per target, a new one counts as
+    ``route="other"``.
 """
 
 from __future__ import annotations
@@ -38,10 +45,13 @@ class Integrator:
     """The counters of one target: ``sessions[(datname, state, wait_event_type, wait_event)]`` and
     ``statements[(datname, queryid, wait_event_type)]``, in seconds."""
 
-    def __init__(self, interval: float):
+    def __init__(self, interval: float, max_routes: int = 100):
         self.interval = interval
+        self.max_routes = max_routes
         self.sessions: dict[tuple, float] = {}
         self.statements: dict[tuple, float] = {}
+        self.routes: dict[tuple, float] = {}
+        self.route_names: set = set()  # the distinct routes admitted (at most max_routes)
         self.last: float | None = None  # time of the previous successful sample; None: the next is a baseline
         self.lock = threading.Lock()
 
@@ -80,13 +90,31 @@ class Integrator:
                     statements[key] = statements.get(key, 0.0) + seconds
         return dt
 
+    def add_routes(self, dt: float, sessions) -> None:
+        """Add ``dt`` seconds (what :meth:`add` returned for the same sample) for each active session
+        of ``sessions``: ``(datname, route or None, wait_event_type)``, already filtered by the
+        target's database rules."""
+        if dt <= 0:
+            return
+        routes, names = self.routes, self.route_names
+        with self.lock:
+            for datname, route, wait_type in sessions:
+                route = route or ""
+                if route and route not in names:
+                    if len(names) >= self.max_routes:
+                        route = OTHER
+                    else:
+                        names.add(route)
+                key = (datname, route, wait_type or CPU)
+                routes[key] = routes.get(key, 0.0) + dt
+
     def forget(self, databases=None, shown_queryids=None) -> None:
         """Drop the series of databases not in ``databases`` (dropped, renamed) and the statements
         no longer shown (``shown_queryids``; ``other`` stays): the label sets stay bounded."""
         with self.lock:
             if databases is not None:
                 keep = set(databases)
-                for table in (self.sessions, self.statements):
+                for table in (self.sessions, self.statements, self.routes):
                     for key in [k for k in table if k[0] not in keep]:
                         del table[key]
             if shown_queryids is not None:
@@ -96,6 +124,10 @@ class Integrator:
     def snapshot(self) -> tuple[dict, dict]:
         with self.lock:
             return dict(self.sessions), dict(self.statements)
+
+    def routes_snapshot(self) -> dict:
+        with self.lock:
+            return dict(self.routes)
 
 
 class Schedule:
