@@ -44,7 +44,7 @@ def test_rows_become_sessions_with_the_text_redacted():
     rows = [(11, "app", "bob", "psql", None, "client backend", "active", None, None, -0.1, "42",
              "UPDATE t SET v = 'secret' WHERE id = 1", None)]
     (one,) = sessions_of(rows)
-    assert one.query == "UPDATE t SET v = ? WHERE id = ?" and one.duration == 0.0 and one.wait == ""
+    assert one.query == "UPDATE t SET v = '…' WHERE id = ?" and one.duration == 0.0 and one.wait == ""
     assert one.blocked_by == () and one.client == ""
 
 

@@ -5,15 +5,16 @@ that are not idle, other than dbperf's own (as the sampler counts them), plus an
 blocks one of them (an autovacuum worker, a session idle outside a transaction holding an
 advisory lock). ``pg_blocking_pids`` is called only for the sessions waiting on a heavyweight
 lock (``wait_event_type = 'Lock'``), which keeps the statement cheap. The query text is shown
-redacted (:func:`exporter.instrument.fingerprint.shown_text`: literals replaced by ``?``, a
-statement that carries a secret reduced to its leading keywords).
+redacted as the samples are (:func:`exporter.instrument.redact.redact_literals`: literals
+replaced by placeholders that keep their shape, ``'…'``, ``?``, ``LIKE '%…'``; a statement that
+carries a secret reduced to its leading keywords).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.instrument.fingerprint import shown_text
+from exporter.instrument.redact import redact_literals
 from exporter.postgres.session import APPLICATION_NAME
 from exporter.postgres.sqlmark import mark
 
@@ -62,6 +63,12 @@ class Session:
     @property
     def wait(self) -> str:
         return f"{self.wait_type}:{self.wait_event}" if self.wait_type else ""
+
+
+def shown_text(text: str) -> str:
+    """A session's text as top shows it: redacted as the samples are (literals as placeholders that
+    keep their shape, ``LIKE '%…'``; wholesale when it carries a secret), on one line."""
+    return " ".join(redact_literals(text).split())
 
 
 class Redactor:
