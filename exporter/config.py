@@ -150,7 +150,8 @@ def _wait_events(reader: _Reader) -> WaitEventsOptions:
 
 
 TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
-               "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "pipelines")
+               "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "pipelines",
+               "server_log")
 PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
 
 
@@ -168,7 +169,7 @@ def _pgbouncer_target(source: str, reader: _Reader, name: str, env=os.environ, s
 
 
 def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secrets: bool = True,
-            known: frozenset = frozenset()) -> Target:
+            known: frozenset = frozenset(), state: str = "") -> Target:
     reader.allow(*TARGET_KEYS)
     name = reader.get("name", str)
     if name is None:
@@ -195,6 +196,14 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         current = collectors.get("pipelines")  # on unless switched off explicitly
         if current is None or current.enabled is None:
             collectors["pipelines"] = replace(current or CollectorSettings(enabled=True), enabled=True)
+    server_log = None
+    if reader.data.get("server_log") is not None:
+        from exporter.serverlog.options import parse as parse_server_log
+
+        server_log = parse_server_log(reader.sub("server_log"), Path(source).parent, state)
+        current = collectors.get("server_log")  # on unless switched off explicitly
+        if current is None or current.enabled is None:
+            collectors["server_log"] = replace(current or CollectorSettings(enabled=True), enabled=True)
     max_conn = reader.ranged("max_connections", int, 4, "max_connections")
     dsn, where, missing = _dsn(source, reader, name, env, secrets)
     return Target(
@@ -204,7 +213,7 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         connect_timeout=reader.ranged("connect_timeout", float, 3.0, "connect_timeout"),
         statements=_statements(reader.sub("statements")),
         wait_events=_wait_events(reader.sub("wait_events")),
-        pipelines=pipelines,
+        pipelines=pipelines, server_log=server_log,
     )
 
 
@@ -247,17 +256,17 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
     raw_targets = top.data.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
         top.fail("targets", "must be a non-empty list of targets")
+    state = top.get("state_dir", str, "")
+    if state and not Path(state).is_absolute():
+        state = str(Path(source).parent / state)
     targets, seen = [], set()
     for i, raw in enumerate(raw_targets):
-        target = _target(source, _Reader(source, raw, f"targets[{i}]"), defaults, env, secrets, known)
+        target = _target(source, _Reader(source, raw, f"targets[{i}]"), defaults, env, secrets, known, state)
         if target.name in seen:
             raise ConfigError(source, f"targets[{i}].name", f"duplicate target name {show(target.name)}")
         seen.add(target.name)
         targets.append(target)
     web = _web(source, top, scrape_timeout)
-    state = top.get("state_dir", str, "")
-    if state and not Path(state).is_absolute():
-        state = str(Path(source).parent / state)
     from exporter.private import read_token
 
     token = read_token(top.sub("private_endpoints"), Path(source).parent, env, secrets)

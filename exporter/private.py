@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 from exporter.instrument.auth import Credentials, check_token, token_in_query
 
 # path -> "module:function"
-ENDPOINTS: dict[str, str] = {}
+ENDPOINTS: dict[str, str] = {"/events": "exporter.serverlog.events:events"}
 
 MAX_BODY_ITEMS = 1000  # no endpoint returns more items than this, whatever it is asked
 

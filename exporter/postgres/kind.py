@@ -36,6 +36,7 @@ def builtin_collectors() -> list[Collector]:
     from exporter.postgres.settings import SettingsCollector
     from exporter.postgres.statements import StatementsCollector
     from exporter.postgres.wait_events import SharedSampler, StatementWaitEventsCollector, WaitEventsCollector
+    from exporter.serverlog.collector import ServerLogCollector
 
     budget = SeriesBudget()  # the target's max_series, shared by its per-relation collectors only
     builtin = [RelationCollector(c.spec, budget) if c.name in RELATION_COLLECTORS else copy.copy(c)
@@ -46,7 +47,8 @@ def builtin_collectors() -> list[Collector]:
             WaitEventsCollector(sampler), StatementWaitEventsCollector(sampler),
             PrivilegesCollector(),  # fails naming the grant when the role lacks what pg_monitor grants
             AdvisorCollector(),     # opt-in: dbperf_advisor_findings
-            PipelinesCollector()]   # on for targets with `pipelines:` sources
+            PipelinesCollector(),   # on for targets with `pipelines:` sources
+            ServerLogCollector()]   # on for targets with `server_log:`
 
 
 class PostgresKind:

@@ -1,0 +1,146 @@
+"""The server-log reader of one target: a thread of its own that reads the log once per
+``server_log.interval`` (default 1 s), parses at most ``max_lines_per_second`` entries per second
+(the rest of a burst is skipped and counted in ``dbperf_log_lines_dropped_total{reason="rate_limit"}``),
+and adds them to its :class:`~exporter.serverlog.tally.Tally`. A scrape only reads the tally.
+
+Bounded: at most :data:`READS_PER_TICK` reads of :data:`~exporter.serverlog.options.MAX_READ_BYTES`
+per interval, an entry longer than ``max_line_bytes`` is cut; memory is the read buffer, the event
+rings and the capped label sets. Its position is stored in the state directory after each read
+(:class:`~exporter.serverlog.follow.Follower`). A log that cannot be read (missing path, no
+permission, a remote server without the functions or grants) makes the collector fail or
+unsupported with the reason, logged once a minute at most; the thread keeps trying."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from exporter import state
+from exporter.log import RateLimiter
+from exporter.serverlog.follow import Follower, LocalSource
+from exporter.serverlog.options import MAX_READ_BYTES
+from exporter.serverlog.records import Framer, Parser
+from exporter.serverlog.tally import Tally
+
+LOG = logging.getLogger("dbperf.serverlog")
+
+READS_PER_TICK = 8
+
+
+class Unavailable(RuntimeError):
+    """The log cannot be read this way on this server (the collector is unsupported: the kind's
+    feature_not_supported SQLSTATE)."""
+
+    sqlstate = "0A000"
+
+
+class LogReader:
+    def __init__(self, target, clock=time.monotonic, source=None):
+        self.target = target
+        self.options = opts = target.server_log
+        self.clock = clock
+        if source is None:
+            if opts.remote:
+                from exporter.serverlog.remote import RemoteSource
+
+                source = RemoteSource(target)
+            else:
+                source = LocalSource(opts.path, opts.suffix)
+        self.source = source
+        path = state.state_file(state.state_dir(opts.state_dir), "serverlog", target.name)
+        self.follower = Follower(source, path)
+        self.framer = Framer(opts.format, opts.max_line_bytes)
+        self.parser = Parser(opts.format, opts.prefix)
+        self.tally = Tally(opts)
+        self.lines = 0           # entries parsed
+        self.dropped = 0         # entries skipped by the rate limit
+        self.reads = 0           # successful reads (ticks)
+        self.failures = 0        # ticks that failed
+        self.last_error = ""     # "" when the last tick succeeded
+        self.unavailable = ""    # why this way of reading cannot work on this server ("" when it can)
+        self._allowance = float(opts.max_lines_per_second)
+        self._last = clock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._log_limit = RateLimiter(60.0)
+        self._tick_lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._loop, name=f"dbperf-serverlog-{self.target.name}",
+                                                daemon=True)
+                self._thread.start()
+
+    def close(self, wait: float = 3.0) -> None:
+        with self._start_lock:
+            self._stop.set()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait)
+        with self._tick_lock:
+            try:
+                self.follower.save()
+            except OSError as exc:
+                LOG.warning("target=%s server_log: cannot store the read position: %s", self.target.name, exc)
+            self.source.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.options.interval)
+
+    def tick(self) -> bool:
+        """Read what the log gained (the thread calls it; tests may too); True when it succeeded."""
+        with self._tick_lock:
+            if self._stop.is_set() and self._thread is not None:
+                return False
+            try:
+                self._read()
+            except Exception as exc:
+                self.failures += 1
+                self.last_error = " ".join(str(exc).split())[:300] or type(exc).__name__
+                if isinstance(exc, Unavailable):
+                    self.unavailable = self.last_error
+                if self._log_limit.allow("read"):
+                    LOG.warning("target=%s server_log: cannot read the log: %s (repeats are logged at most once a "
+                                "minute)", self.target.name, self.last_error,
+                                extra={"target": self.target.name, "collector": "server_log"})
+                return False
+            self.reads += 1
+            self.last_error = self.unavailable = ""
+            self._log_limit.forget("read")
+            return True
+
+    def _read(self) -> None:
+        now = self.clock()
+        rate = self.options.max_lines_per_second
+        self._allowance = min(float(rate), self._allowance + (now - self._last) * rate)
+        self._last = now
+        entries = []
+        for _ in range(READS_PER_TICK):
+            data, at_eof, new_file = self.follower.read(MAX_READ_BYTES)
+            if new_file:
+                self.framer.reset()
+            records, consumed = self.framer.split(data, at_eof)
+            allowed = int(self._allowance)
+            if len(records) > allowed:
+                self.dropped += len(records) - allowed
+                records = records[:allowed]
+            self._allowance -= len(records)
+            entries += self.parser.parse(records)
+            self.lines += len(records)
+            moved = self.follower.consumed(consumed, at_eof, len(data) - consumed)
+            if moved:
+                self.framer.reset()
+                continue
+            if at_eof or not data:
+                break
+        self.tally.add(entries)
+        self.follower.save()
