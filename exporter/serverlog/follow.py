@@ -4,7 +4,7 @@ A *source* lists the log's files (``files()``: name, size, mtime, identity, olde
 bytes of one (``read(name, offset, length)``):
 
 - :class:`LocalSource`: a file, or a directory whose files ending in the format's suffix
-  (``.json``, ``.csv``, ``.log``) the logging collector writes; identity is ``(device, inode)``
+  (``.json``, ``.csv``; for stderr every other file) the logging collector writes; identity is ``(device, inode)``
   so a renamed file is still known.
 - :class:`RemoteSource`: the server's ``log_directory`` through ``pg_ls_logdir()`` (pg_monitor)
   and ``pg_read_binary_file()`` (superuser, pg_read_server_files, or a GRANT EXECUTE on it).
@@ -36,13 +36,20 @@ class LocalSource:
         if self.path.is_dir():
             out = []
             for entry in os.scandir(self.path):
-                if entry.name.endswith(self.suffix) and entry.is_file():
+                if self._wanted(entry.name) and entry.is_file():
                     st = entry.stat()
                     out.append((entry.path, st.st_size, st.st_mtime, f"{st.st_dev}:{st.st_ino}"))
             out.sort(key=lambda f: (f[2], f[0]))
             return out
         st = os.stat(self.path)
         return [(str(self.path), st.st_size, st.st_mtime, f"{st.st_dev}:{st.st_ino}")]
+
+    def _wanted(self, name: str) -> bool:
+        if self.suffix:
+            return name.endswith(self.suffix)
+        # stderr: the logging collector's files are named by log_filename as is; csvlog and jsonlog
+        # files beside them end in .csv and .json
+        return not name.endswith((".csv", ".json")) and not name.startswith(".")
 
     def size(self, name: str) -> int:
         return os.stat(name).st_size
@@ -149,6 +156,8 @@ class Follower:
         (``rest``: bytes left unread at the end, an incomplete last entry, given up). True when
         the position moved to another file."""
         cur = self.current
+        if cur is None:  # no file yet
+            return False
         cur["offset"] += n
         self.lag = max(0, self.lag - n)
         # the newer file exists, so the server writes there now: this one is complete when its size

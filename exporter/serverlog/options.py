@@ -24,7 +24,7 @@ from pathlib import Path
 from exporter.serverlog.records import FORMATS
 from exporter.serverlog.tally import DEFAULT_ERRORS
 
-SUFFIXES = {"jsonlog": ".json", "csvlog": ".csv", "stderr": ".log"}
+SUFFIXES = {"jsonlog": ".json", "csvlog": ".csv", "stderr": ""}  # stderr: any file but .csv and .json
 MAX_READ_BYTES = 1024 * 1024  # bytes read from the log at a time; max_line_bytes is at most this
 _SQLSTATE = re.compile(r"^[0-9A-Z]{5}$")
 _CONDITION = re.compile(r"^[a-z][a-z0-9_]{0,62}$")

@@ -1,0 +1,259 @@
+"""The server-log reader against real servers that log what the docs ask for: jsonlog and stderr on the
+machine's PostgreSQL (15+), csvlog on PostgreSQL 13 (tests/pgdist.py); one cluster per format.
+Counts are checked against what the test did, as deltas of the metrics dbperf serves."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import psycopg
+import pytest
+
+from conftest import Samples, promtool_check_metrics, wait_until
+from exporter import private
+from exporter.config import parse
+from exporter.pgcluster import Cluster
+from exporter.server import Exporter
+from exporter.serverlog.collector import ServerLogCollector
+
+pytestmark = pytest.mark.pg
+
+TOKEN = "serverlog-test-token-0123456789"
+PASSWORD = "right-horse-battery"
+SETTINGS = {
+    "logging_collector": "on", "log_rotation_age": "0", "log_rotation_size": "0",
+    "log_filename": "'postgresql-%Y%m%d_%H%M%S'", "lc_messages": "'C'",
+    "log_connections": "on", "log_disconnections": "on", "log_lock_waits": "on", "deadlock_timeout": "'100ms'",
+    "log_temp_files": "0", "log_checkpoints": "on", "log_autovacuum_min_duration": "0", "autovacuum_naptime": "1",
+    "log_min_duration_statement": "'200ms'", "log_statement": "'ddl'",
+    "password_encryption": "'scram-sha-256'",
+    "shared_preload_libraries": "'pg_stat_statements,auto_explain'", "auto_explain.log_min_duration": "'200ms'",
+}
+
+
+PREFIX = "%m [%p] %q%u@%d %h %e "
+
+
+@pytest.fixture(scope="module", params=[("jsonlog", None), ("csvlog", 13), ("stderr", None)],
+                ids=["jsonlog", "csvlog13", "stderr"])
+def logged(request, tmp_path_factory):
+    fmt, major = request.param
+    bindir = None
+    if major is not None:
+        from pgdist import bindir as dist_bindir
+
+        bindir = dist_bindir(major)
+    settings = dict(SETTINGS, log_destination=f"'{fmt}'", log_line_prefix=f"'{PREFIX}'")
+    if major is None or major >= 14:
+        settings["compute_query_id"] = "on"
+    cluster = Cluster(settings=settings, bindir=bindir)
+    settings["log_directory"] = f"'{cluster.root / 'log'}'"
+    cluster.settings.update(settings)
+    with cluster:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'")
+            conn.execute("CREATE TABLE locked (id int PRIMARY KEY, v int)")
+            conn.execute("INSERT INTO locked VALUES (1, 0), (2, 0)")
+            conn.execute("GRANT ALL ON locked TO app")
+        cluster.require_password("app")
+        yield cluster, fmt, tmp_path_factory.mktemp(f"state-{fmt}")
+
+
+def exporter_for(logged) -> Exporter:
+    cluster, fmt, state = logged
+    config = parse({"targets": [{"name": "main", "dsn": cluster.dsn(),
+                                 "server_log": {"path": str(cluster.root / "log"), "format": fmt, "interval": 0.1,
+                                                "client_network_prefix": 24,
+                                                **({"prefix": PREFIX} if fmt == "stderr" else {})}}],
+                    "state_dir": str(state), "private_endpoints": {"token_env": "TOK"}},
+                   source="test-config", env={"TOK": TOKEN})
+    return Exporter(config, collectors=(ServerLogCollector(),))
+
+
+@pytest.fixture(scope="module")
+def exp(logged):
+    box = {"exporter": exporter_for(logged)}
+    scrape(box["exporter"])  # the reader starts at the end of the log
+    yield box
+    box["exporter"].close()
+
+
+def scrape(exporter) -> Samples:
+    return Samples(exporter.probe("main", 10.0).decode())
+
+
+def total(samples: Samples, name: str, **labels) -> float:
+    return sum(s.value for s in samples.series(name, **labels))
+
+
+def settled(exporter, name: str, expected: float, **labels) -> Samples:
+    """The scrape where ``name`` (summed over ``labels``) reached ``expected`` with nothing left to read."""
+    def done():
+        samples = scrape(exporter)
+        if total(samples, name, **labels) >= expected and samples.value("dbperf_log_reader_lag_bytes") == 0:
+            return samples
+        return None
+    samples = wait_until(done, timeout=30, message=f"{name}{labels} >= {expected}")
+    assert total(samples, name, **labels) == expected
+    return samples
+
+
+def login(cluster, password: str) -> None:
+    with psycopg.connect(cluster.dsn(user="app") + f" password={password}", autocommit=True) as conn:
+        conn.execute("SELECT 1")
+
+
+def events(exporter, kind: str) -> list:
+    status, body, _ = private.answer(exporter, "/events", f"target=main&kind={kind}", f"Bearer {TOKEN}")
+    assert status == 200, body
+    return json.loads(body)["events"]
+
+
+def test_logins_and_wrong_passwords(logged, exp):
+    cluster, fmt, _ = logged
+    e = exp["exporter"]
+    before = scrape(e)
+    for _ in range(3):
+        login(cluster, PASSWORD)
+    for _ in range(2):
+        with pytest.raises(psycopg.OperationalError):
+            login(cluster, "wrong")
+    s = settled(e, "pg_log_auth_failures_total", total(before, "pg_log_auth_failures_total", user="app") + 2,
+                user="app", reason="password")
+    s = settled(e, "pg_log_connections_total", total(before, "pg_log_connections_total", user="app") + 3, user="app")
+    assert s.value("pg_log_connections_total", user="app", datname="postgres",
+                   method="unknown" if cluster.bindir.parent.parent.name.startswith("13") else "scram-sha-256") >= 3
+    assert total(s, "pg_log_auth_failures_by_network_total", network="127.0.0.0/24") >= 2
+    s = settled(e, "pg_log_disconnections_total", total(before, "pg_log_disconnections_total", user="app") + 3,
+                user="app")
+    assert total(s, "pg_log_session_duration_seconds_count") >= 3
+    access = events(e, "access")
+    assert any(ev.get("reason") == "password" and ev["user"] == "app" and ev["client"] == "127.0.0.1" for ev in access)
+
+
+def test_deadlocks_and_lock_waits(logged, exp):
+    cluster, _, _ = logged
+    e = exp["exporter"]
+    before = scrape(e)
+    with psycopg.connect(cluster.dsn()) as holder, psycopg.connect(cluster.dsn(), autocommit=True) as waiter:
+        holder.execute("UPDATE locked SET v = v + 1 WHERE id = 1")
+        blocked = threading.Thread(target=lambda: waiter.execute("UPDATE locked SET v = v + 1 WHERE id = 1"))
+        blocked.start()
+        settled(e, "pg_log_lock_waits_total", total(before, "pg_log_lock_waits_total") + 1)
+        holder.commit()
+        blocked.join(10)
+    s = settled(e, "pg_log_lock_wait_seconds_count", total(before, "pg_log_lock_wait_seconds_count") + 1)
+    deadlocks = 2
+    for _ in range(deadlocks):
+        deadlock(cluster)
+    s = settled(e, "pg_log_deadlocks_total", total(before, "pg_log_deadlocks_total") + deadlocks)
+    assert total(s, "pg_log_errors_total", sqlstate="40P01", condition="deadlock_detected") == \
+        total(before, "pg_log_errors_total", sqlstate="40P01") + deadlocks
+    lock = [ev for ev in events(e, "lock") if ev.get("sqlstate") == "40P01"]
+    assert len(lock) >= deadlocks
+    assert any("UPDATE locked SET v = v + ? WHERE id = ?" in st["statement"] for st in lock[-1]["statements"])
+
+
+def deadlock(cluster) -> None:
+    with psycopg.connect(cluster.dsn()) as a, psycopg.connect(cluster.dsn()) as b:
+        a.execute("UPDATE locked SET v = v + 1 WHERE id = 1")
+        b.execute("UPDATE locked SET v = v + 1 WHERE id = 2")
+        failures = []
+
+        def second(conn, row):
+            try:
+                conn.execute(f"UPDATE locked SET v = v + 1 WHERE id = {row}")
+            except psycopg.errors.DeadlockDetected:
+                failures.append(row)
+            conn.rollback()
+        threads = [threading.Thread(target=second, args=(a, 2)), threading.Thread(target=second, args=(b, 1))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert len(failures) == 1
+
+
+def test_checkpoint_temp_file_errors_ddl(logged, exp):
+    cluster, _, _ = logged
+    e = exp["exporter"]
+    before = scrape(e)
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+        conn.execute("SET work_mem = '64kB'")
+        conn.execute("SELECT count(*) FROM (SELECT g FROM generate_series(1, 200000) g ORDER BY g DESC) s")
+        conn.execute("CREATE TABLE ddl_probe (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO ddl_probe VALUES (1)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO ddl_probe VALUES (1)")
+        conn.execute("DROP TABLE ddl_probe")
+    s = settled(e, "pg_log_checkpoints_total", total(before, "pg_log_checkpoints_total", reason="immediate") + 1,
+                reason="immediate")
+    assert total(s, "pg_log_checkpoint_seconds_total") > total(before, "pg_log_checkpoint_seconds_total")
+    assert s.value("pg_log_checkpoint_write_seconds_total") >= 0 and s.value("pg_log_checkpoint_sync_seconds_total") >= 0
+    s = settled(e, "pg_log_ddl_total", total(before, "pg_log_ddl_total", command="DROP TABLE") + 1, command="DROP TABLE")
+    assert total(s, "pg_log_ddl_total", command="CREATE TABLE") == total(before, "pg_log_ddl_total",
+                                                                         command="CREATE TABLE") + 1
+    assert total(s, "pg_log_temp_files_total", datname="postgres") >= total(before, "pg_log_temp_files_total") + 1
+    assert total(s, "pg_log_temp_file_bytes_sum") > total(before, "pg_log_temp_file_bytes_sum")
+    assert total(s, "pg_log_errors_total", sqlstate="23505") == total(before, "pg_log_errors_total", sqlstate="23505") + 1
+    assert total(s, "pg_log_messages_total", severity="ERROR", sqlstate_class="23") >= 1
+    ddl = events(e, "ddl")
+    assert ddl[-1]["command"] == "DROP TABLE" and ddl[-1]["statement"] == "DROP TABLE ddl_probe"
+
+
+def test_slow_statement_with_plan(logged, exp):
+    cluster, _, _ = logged
+    e = exp["exporter"]
+    before = scrape(e)
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("SELECT pg_sleep(0.3), 'secret literal'")
+    settled(e, "pg_log_statement_duration_seconds_count",
+            total(before, "pg_log_statement_duration_seconds_count", datname="postgres") + 1, datname="postgres")
+    slow = wait_until(lambda: [ev for ev in events(e, "slow") if "pg_sleep" in ev.get("statement", "")], timeout=10)
+    event = slow[-1]
+    assert event["statement"] == "SELECT pg_sleep(?), ?" and event["duration_seconds"] >= 0.3
+    assert "Result" in event["plan"] and "secret literal" not in json.dumps(event)
+
+
+def test_autovacuum(logged, exp):
+    cluster, _, _ = logged
+    e = exp["exporter"]
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE vac_probe (id int)")
+        conn.execute("INSERT INTO vac_probe SELECT generate_series(1, 2000)")
+        conn.execute("DELETE FROM vac_probe")
+    s = wait_until(lambda: (lambda s: s if total(s, "pg_log_autovacuum_total", relname="vac_probe", operation="vacuum")
+                            else None)(scrape(e)), timeout=60, message="an autovacuum of vac_probe")
+    assert total(s, "pg_log_autovacuum_tuples_removed_total", relname="vac_probe", schemaname="public") > 0
+
+
+def test_restart_and_rotation_count_every_line_once(logged, exp):
+    """dbperf stops (storing its position), logins happen, the server rotates its log, more logins:
+    the new dbperf counts exactly those after its position, in both files."""
+    cluster, _, _ = logged
+    first = exp["exporter"]
+    before = total(scrape(first), "pg_log_connections_total", user="app")
+    login(cluster, PASSWORD)
+    settled(first, "pg_log_connections_total", before + 1, user="app")
+    first.close()
+    for _ in range(2):
+        login(cluster, PASSWORD)
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        files = len(list((cluster.root / "log").glob("*")))
+        conn.execute("SELECT pg_rotate_logfile()")
+    wait_until(lambda: len(list((cluster.root / "log").glob("*"))) > files, message="a new log file")
+    for _ in range(3):
+        login(cluster, PASSWORD)
+    exp["exporter"] = second = exporter_for(logged)
+    s = settled(second, "pg_log_connections_total", 5, user="app")
+    assert s.value("dbperf_log_reader_rotations_total") >= 1
+    assert s.value("dbperf_log_parse_errors_total") == 0 and s.value("dbperf_log_lines_dropped_total") == 0
+
+
+@pytest.mark.prom
+def test_exposition_passes_promtool(exp):
+    text = exp["exporter"].probe("main", 10.0).decode()
+    assert "pg_log_messages_total" in text
+    assert promtool_check_metrics(text) == ""
