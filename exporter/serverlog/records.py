@@ -126,7 +126,7 @@ _JSON_FIELDS = {"timestamp": "time", "user": "user", "dbname": "database", "pid"
                 "state_code": "sqlstate", "message": "message", "detail": "detail", "hint": "hint",
                 "context": "context", "statement": "statement", "query_id": "query_id",
                 "application_name": "application", "backend_type": "backend_type"}
-_JSON_PAIR = re.compile(rb'"(\w+)":(?:"((?:[^"\\]|\\.)*)"|(-?\d+))')
+_JSON_PAIR = re.compile(rb'"(\w+)"\s*:\s*(?:"((?:[^"\\]|\\.)*)(?:"|\Z)|(-?\d+))')
 # csvlog columns (PostgreSQL 13: 24, 14+: 26) -> Entry fields
 _CSV_FIELDS = ((0, "time"), (1, "user"), (2, "database"), (3, "pid"), (4, "client"), (5, "session"),
                (11, "severity"), (12, "sqlstate"), (13, "message"), (14, "detail"), (15, "hint"), (18, "context"),
@@ -223,10 +223,13 @@ def _salvage_json(record: bytes) -> dict | None:
     for m in _JSON_PAIR.finditer(record):
         key = m.group(1).decode()
         if m.group(2) is not None:
-            try:
-                out[key] = json.loads(b'"' + m.group(2) + b'"')
-            except ValueError:
-                continue
+            text = m.group(2)
+            for _ in range(6):  # a string cut inside an escape (\u00e9): shorten to before it
+                try:
+                    out[key] = json.loads(b'"' + text + b'"')
+                    break
+                except ValueError:
+                    text = text[:-1]
         else:
             out[key] = int(m.group(3))
     return out or None
