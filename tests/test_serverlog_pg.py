@@ -60,13 +60,14 @@ def logged(request, tmp_path_factory):
         yield cluster, fmt, tmp_path_factory.mktemp(f"state-{fmt}")
 
 
-def exporter_for(logged) -> Exporter:
+def exporter_for(logged, remote: bool = False, user: str = "postgres") -> Exporter:
     cluster, fmt, state = logged
-    config = parse({"targets": [{"name": "main", "dsn": cluster.dsn(),
-                                 "server_log": {"path": str(cluster.root / "log"), "format": fmt, "interval": 0.1,
-                                                "client_network_prefix": 24,
+    where = {"remote": True} if remote else {"path": str(cluster.root / "log")}
+    config = parse({"targets": [{"name": "main", "dsn": cluster.dsn(user=user),
+                                 "server_log": {**where, "format": fmt, "interval": 0.1, "client_network_prefix": 24,
                                                 **({"prefix": PREFIX} if fmt == "stderr" else {})}}],
-                    "state_dir": str(state), "private_endpoints": {"token_env": "TOK"}},
+                    "state_dir": str(state / ("remote" if remote else "local")),
+                    "private_endpoints": {"token_env": "TOK"}},
                    source="test-config", env={"TOK": TOKEN})
     return Exporter(config, collectors=(ServerLogCollector(),))
 
@@ -257,3 +258,44 @@ def test_exposition_passes_promtool(exp):
     text = exp["exporter"].probe("main", 10.0).decode()
     assert "pg_log_messages_total" in text
     assert promtool_check_metrics(text) == ""
+
+
+def test_remote_reading_through_sql_with_the_documented_grants(logged):
+    """remote: true as a role with pg_monitor and EXECUTE on pg_read_binary_file (no superuser)
+    reads the same log."""
+    cluster, _, _ = logged
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'logreader') THEN "
+                     "CREATE ROLE logreader LOGIN; END IF; END $$")
+        conn.execute("GRANT pg_monitor TO logreader")
+        conn.execute("GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO logreader")
+    e = exporter_for(logged, remote=True, user="logreader")
+    try:
+        scrape(e)  # starts at the end of the log
+        wait_until(lambda: e.scrapers["main"].collectors[0].shared.reader.reads > 0, message="a first remote read")
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE remote_probe (id int)")
+            conn.execute("DROP TABLE remote_probe")
+        s = settled(e, "pg_log_ddl_total", 1, command="DROP TABLE")
+        assert s.value("dbperf_log_reader_up") == 1
+    finally:
+        e.close()
+
+
+def test_remote_reading_without_the_grants_is_unsupported_with_the_reason(logged):
+    cluster, _, _ = logged
+    e = exporter_for(logged, remote=True, user="app_nogrant")
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_nogrant') THEN "
+                     "CREATE ROLE app_nogrant LOGIN; END IF; END $$")
+    try:
+        def unsupported():
+            s = scrape(e)
+            return s if s.has("dbperf_collector_supported", collector="server_log") and \
+                s.value("dbperf_collector_supported", collector="server_log") == 0 else None
+        s = wait_until(unsupported, timeout=20, message="server_log unsupported")
+        assert s.value("pg_up") == 1
+        reader = e.scrapers["main"].collectors[0].shared.reader
+        assert "pg_ls_logdir()" in reader.unavailable and "pg_read_binary_file" in reader.unavailable
+    finally:
+        e.close()

@@ -27,6 +27,15 @@ from exporter import state
 HEAD_BYTES = 256  # the first bytes of a file, hashed: its identity beside the inode (inodes are reused)
 
 
+def wanted(name: str, suffix: str) -> bool:
+    """Whether a file of the log directory is of the format (by its name's ``suffix``). stderr
+    (suffix ""): the logging collector names its files by log_filename as is; the csvlog and
+    jsonlog files beside them end in .csv and .json."""
+    if suffix:
+        return name.endswith(suffix)
+    return not name.endswith((".csv", ".json")) and not name.startswith(".")
+
+
 class LocalSource:
     def __init__(self, path: str, suffix: str):
         self.path, self.suffix = Path(path), suffix
@@ -36,20 +45,13 @@ class LocalSource:
         if self.path.is_dir():
             out = []
             for entry in os.scandir(self.path):
-                if self._wanted(entry.name) and entry.is_file():
+                if wanted(entry.name, self.suffix) and entry.is_file():
                     st = entry.stat()
                     out.append((entry.path, st.st_size, st.st_mtime, f"{st.st_dev}:{st.st_ino}"))
             out.sort(key=lambda f: (f[2], f[0]))
             return out
         st = os.stat(self.path)
         return [(str(self.path), st.st_size, st.st_mtime, f"{st.st_dev}:{st.st_ino}")]
-
-    def _wanted(self, name: str) -> bool:
-        if self.suffix:
-            return name.endswith(self.suffix)
-        # stderr: the logging collector's files are named by log_filename as is; csvlog and jsonlog
-        # files beside them end in .csv and .json
-        return not name.endswith((".csv", ".json")) and not name.startswith(".")
 
     def size(self, name: str) -> int:
         return os.stat(name).st_size

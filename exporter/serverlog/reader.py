@@ -26,6 +26,7 @@ from exporter.serverlog.tally import Tally
 LOG = logging.getLogger("dbperf.serverlog")
 
 READS_PER_TICK = 8
+UNAVAILABLE_RETRY = 60.0  # seconds before a log that cannot be read this way is tried again
 
 
 class Unavailable(RuntimeError):
@@ -59,6 +60,7 @@ class LogReader:
         self.failures = 0        # ticks that failed
         self.last_error = ""     # "" when the last tick succeeded
         self.unavailable = ""    # why this way of reading cannot work on this server ("" when it can)
+        self._unavailable_at = 0.0
         self._allowance = float(opts.max_lines_per_second)
         self._last = clock()
         self._stop = threading.Event()
@@ -101,13 +103,15 @@ class LogReader:
         with self._tick_lock:
             if self._stop.is_set() and self._thread is not None:
                 return False
+            if self.unavailable and self.clock() - self._unavailable_at < UNAVAILABLE_RETRY:
+                return False  # asked again once a minute, not every interval
             try:
                 self._read()
             except Exception as exc:
                 self.failures += 1
                 self.last_error = " ".join(str(exc).split())[:300] or type(exc).__name__
                 if isinstance(exc, Unavailable):
-                    self.unavailable = self.last_error
+                    self.unavailable, self._unavailable_at = self.last_error, self.clock()
                 if self._log_limit.allow("read"):
                     LOG.warning("target=%s server_log: cannot read the log: %s (repeats are logged at most once a "
                                 "minute)", self.target.name, self.last_error,
