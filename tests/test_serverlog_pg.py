@@ -299,3 +299,23 @@ def test_remote_reading_without_the_grants_is_unsupported_with_the_reason(logged
         assert "pg_ls_logdir()" in reader.unavailable and "pg_read_binary_file" in reader.unavailable
     finally:
         e.close()
+
+
+def test_check_config_connect_says_which_logging_settings_are_off(logged):
+    from exporter.checkconnect import _server_log
+
+    cluster, _, _ = logged
+    e = exporter_for(logged)
+    target = e.scrapers["main"].target
+    e.close()
+    assert _server_log(target) == ["server log settings: every setting the server_log metrics need is on"]
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET log_lock_waits = off")
+        conn.execute("SELECT pg_reload_conf()")
+        try:
+            lines = wait_until(lambda: (lambda lines: lines if len(lines) > 1 else None)(_server_log(target)))
+            assert lines[1] == ("  - log_lock_waits is off: pg_log_lock_waits_total, pg_log_lock_wait_seconds stay "
+                                "empty; set log_lock_waits = 'on'")
+        finally:
+            conn.execute("ALTER SYSTEM RESET log_lock_waits")
+            conn.execute("SELECT pg_reload_conf()")

@@ -40,7 +40,9 @@ pytestmark = pytest.mark.pg
 
 MAJORS = pgdist.MAJORS
 RESULT = Path(tempfile.gettempdir()) / "dbperf-postgres-versions.json"  # a changed result, for --versions
-DISABLED = {"pipelines"}  # opt-in and version-independent (its own table): docs/pipelines.md
+# opt-in collectors, version-independent, and why they are not in the matrix
+DISABLED = {"pipelines": "opt-in: needs pipelines sources, see docs/pipelines.md",
+            "server_log": "opt-in: needs server_log: (the server's log), see docs/server-log.md"}
 
 # families one throwaway primary cannot serve, by name prefix or help text, with the reason the
 # README gives; everything else a collector documents must be served where PostgreSQL has it
@@ -350,8 +352,7 @@ def matrix_result(matrix) -> dict:
             documented_names[name] = help_
     why = {name: reason for name, help_ in documented_names.items()
            if name != SETTINGS and (reason := not_in_matrix(name, help_))}
-    why.update({name: "opt-in: needs pipelines sources, see docs/pipelines.md"
-                for c in all_collectors() if c.name in DISABLED for name, *_ in documented(c)})
+    why.update({name: DISABLED[c.name] for c in all_collectors() if c.name in DISABLED for name, *_ in documented(c)})
     for major, server in matrix.items():
         served = served_families(server.need().text)
         settings[str(major)] = sum(1 for n in served if n.startswith("pg_settings_"))
