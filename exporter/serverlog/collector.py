@@ -75,7 +75,7 @@ class ServerLogCollector(Collector):
             raise RuntimeError("server_log is enabled but the target has no server_log: key (path or remote)")
         reader = self.shared.get(target)
         if reader.unavailable:
-            from exporter.serverlog.reader import Unavailable
+            from exporter.serverlog.follow import Unavailable
 
             raise Unavailable(reader.unavailable)
         if reader.reads == 0 and reader.last_error:

@@ -24,6 +24,13 @@ from pathlib import Path
 
 from exporter import state
 
+class Unavailable(RuntimeError):
+    """The log cannot be read this way on this server (the collector is unsupported: the kind's
+    feature_not_supported SQLSTATE)."""
+
+    sqlstate = "0A000"
+
+
 HEAD_BYTES = 256  # the first bytes of a file, hashed: its identity beside the inode (inodes are reused)
 
 

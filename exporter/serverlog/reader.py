@@ -18,7 +18,7 @@ import time
 
 from exporter import state
 from exporter.log import RateLimiter
-from exporter.serverlog.follow import Follower, LocalSource
+from exporter.serverlog.follow import Follower, LocalSource, Unavailable
 from exporter.serverlog.options import MAX_READ_BYTES
 from exporter.serverlog.records import Framer, Parser
 from exporter.serverlog.tally import Tally
@@ -27,13 +27,6 @@ LOG = logging.getLogger("dbperf.serverlog")
 
 READS_PER_TICK = 8
 UNAVAILABLE_RETRY = 60.0  # seconds before a log that cannot be read this way is tried again
-
-
-class Unavailable(RuntimeError):
-    """The log cannot be read this way on this server (the collector is unsupported: the kind's
-    feature_not_supported SQLSTATE)."""
-
-    sqlstate = "0A000"
 
 
 class LogReader:

@@ -6,7 +6,7 @@ beside the server: ``pg_ls_logdir()`` lists the logging collector's files (pg_mo
 
 Its own session (dbperf's session set-up, marked SQL, a statement timeout), never a scrape's. A
 server where this cannot work (logging_collector off, the functions missing or not granted, as on
-most managed services) raises :class:`~exporter.serverlog.reader.Unavailable` with what is missing:
+most managed services) raises :class:`~exporter.serverlog.follow.Unavailable` with what is missing:
 the collector is then unsupported with that reason; nothing else fails."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 
 from exporter.postgres.connection import Connection, Watchdog
 from exporter.postgres.sqlmark import mark
-from exporter.serverlog.follow import wanted
+from exporter.serverlog.follow import Unavailable, wanted
 from exporter.setupsql import quote_literal
 
 TIMEOUT = 5.0
@@ -46,8 +46,6 @@ class RemoteSource:
 
     def check(self) -> None:
         """Raises Unavailable naming what is missing (once a minute at most; kept otherwise)."""
-        from exporter.serverlog.reader import Unavailable
-
         now = time.monotonic()
         if self._checked_at is not None and now - self._checked_at < 60:
             return
