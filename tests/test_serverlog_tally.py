@@ -159,3 +159,13 @@ def test_events_ring_is_bounded():
     t.add([entry(f"statement: DROP TABLE t{i}") for i in range(10)])
     assert [e["statement"] for e in t.recent("ddl", 100)] == ["DROP TABLE t7", "DROP TABLE t8", "DROP TABLE t9"]
     assert counters(t)["ddl"] == {("shop", "bob", "DROP TABLE"): 10}
+
+
+def test_redact_off_still_redacts_a_secret_in_a_plan_query_text():
+    t = tally(redact=False)
+    t.add([entry("duration: 300.0 ms  plan:\nQuery Text: ALTER ROLE bob PASSWORD 'hunter2'\nUtility", pid="5"),
+           entry("duration: 300.0 ms  plan:\nQuery Text: SELECT 'ann'\nResult", pid="6")])
+    t.add([])
+    t.add([])
+    plans = [e["plan"] for e in t.recent("slow", 10)]
+    assert "hunter2" not in "".join(plans) and any("SELECT 'ann'" in p for p in plans)

@@ -152,14 +152,15 @@ def ddl_command(statement: str) -> str:
     return f"{verb} {OTHER}"
 
 
-def redact_plan(plan: str) -> str:
+def redact_plan(plan: str, literals: bool = True) -> str:
     """An auto_explain plan with the literals of its conditions replaced by ``?`` and its query
-    text normalised."""
+    text normalised; ``literals=False``: only a query text that carries a secret is redacted."""
     out = []
     for line in plan.split("\n"):
         if line.startswith("Query Text: "):
-            line = "Query Text: " + shown_text(line[len("Query Text: "):])
-        else:
+            text = line[len("Query Text: "):]
+            line = "Query Text: " + (shown_text(text) if literals else redact_secret_statement(text))
+        elif literals:
             m = _PLAN_CONDITION.search(line)
             if m:
                 line = line[:m.end()] + _PLAN_LITERALS.sub("?", line[m.end():])
@@ -219,7 +220,7 @@ class Tally:
                 self._event("lock", e, message=msg, statements=self._deadlock_statements(e.detail),
                             query_ids=[e.query_id] if e.query_id and e.query_id != "0" else [])
             elif not (severity == "FATAL" and state in ("28P01", "28000")):
-                self._event("error", e, message=msg, statement=self._text(e.statement) if e.statement else "",
+                self._event("error", e, message=msg, statement=e.statement,
                             **({"detail": e.detail} if e.detail and not self.redact else {}))
 
     def _log_message(self, e, msg: str, db: str) -> None:
@@ -232,7 +233,7 @@ class Tally:
             command = ddl_command(m.group(1)) if m else ""
             if command:
                 _inc(c["ddl"], (db, self.users(e.user), command))
-                self._event("ddl", e, command=command, statement=self._text(m.group(1)))
+                self._event("ddl", e, command=command, statement=m.group(1))
         elif first.startswith("connection a"):
             m = _AUTHORIZED.match(msg)
             if m:
@@ -261,7 +262,7 @@ class Tally:
             m = _LOCK_WAIT.match(msg)
             if m:
                 _inc(c["lock_waits"], (db,))
-                self._event("lock", e, message=msg, statement=self._text(e.statement) if e.statement else "")
+                self._event("lock", e, message=msg, statement=e.statement)
                 return
             m = _LOCK_ACQUIRED.match(msg)
             if m:
@@ -301,9 +302,7 @@ class Tally:
             if pending is not None:
                 self.events["slow"].append(pending[0])
             q = _PLAN_QUERY.match(text)
-            plan = redact_plan(text) if self.redact else text
-            event = self._make_event(e, duration_seconds=seconds, statement=self._text(q.group(1)) if q else "",
-                                     plan=plan)
+            event = self._make_event(e, duration_seconds=seconds, statement=q.group(1) if q else "", plan=text)
             if len(self._plans) > 1000:
                 self._plans.clear()
             self._plans[e.pid] = (event, self._reads)
@@ -314,7 +313,7 @@ class Tally:
         if kind is None:
             return  # log_duration: no text
         pending = self._plans.pop(e.pid, None)
-        event = self._make_event(e, duration_seconds=seconds, statement=self._text(text))
+        event = self._make_event(e, duration_seconds=seconds, statement=text)
         if e.query_id and e.query_id != "0":
             event["query_id"] = e.query_id
         if pending is not None:
@@ -352,10 +351,22 @@ class Tally:
             _inc(self.counters["autovacuum_removed"], labels, float(removed.group(1)))
 
     def _deadlock_statements(self, detail: str) -> list:
-        return [{"pid": pid, "statement": self._text(text)} for pid, text in _DEADLOCK_PROCESS.findall(detail)[:4]]
+        return [{"pid": pid, "statement": text} for pid, text in _DEADLOCK_PROCESS.findall(detail)[:4]]
 
     def _text(self, statement: str) -> str:
         return shown_text(statement) if self.redact else redact_secret_statement(statement)
+
+    def _shown(self, event: dict) -> dict:
+        """The event as served: statements and plans redacted (done here, for the few events read,
+        not for every entry the reader counts)."""
+        out = dict(event)
+        if out.get("statement"):
+            out["statement"] = self._text(out["statement"])
+        if out.get("plan"):
+            out["plan"] = redact_plan(out["plan"], self.redact)
+        if "statements" in out:
+            out["statements"] = [{**st, "statement": self._text(st["statement"])} for st in out["statements"]]
+        return out
 
     def _make_event(self, e, **extra) -> dict:
         event = {"time": e.time, "database": e.database, "user": e.user, "client": e.client, "pid": e.pid,
@@ -382,7 +393,7 @@ class Tally:
                 events = list(self.events[kind])
             else:
                 events = sorted((ev for ring in self.events.values() for ev in ring), key=lambda ev: ev["time"])
-        return events[-limit:]
+        return [self._shown(event) for event in events[-limit:]]
 
 
 def client_network(client: str, prefix: int) -> str:
