@@ -237,7 +237,9 @@ class Tally:
         elif first.startswith("connection a"):
             m = _AUTHORIZED.match(msg)
             if m:
-                method = self._methods.pop(e.pid, "unknown")
+                # 14+ logs "connection authenticated" for every method but trust; a log that shows 14+
+                # (a query_id field: jsonlog, csvlog of 14+) without one for this process means trust
+                method = self._methods.pop(e.pid, None) or ("trust" if e.query_id else "unknown")
                 user = e.user or m.group(1)
                 database = e.database or m.group(2) or ""
                 _inc(c["connections"], (self.databases(database) if database else "", self.users(user), method))
@@ -415,7 +417,8 @@ def client_network(client: str, prefix: int) -> str:
 COUNTERS = {
     "connections": ("pg_log_connections_total", ("datname", "user", "method"),
                     "Connections authorised, from the log's \"connection authorized\" lines (log_connections); method "
-                    "from the \"connection authenticated\" line before it (PostgreSQL 14+; trust logs none: unknown)."),
+                    "from the \"connection authenticated\" line before it (PostgreSQL 14+; none there: trust; unknown "
+                    "on 13 and in a stderr log)."),
     "disconnections": ("pg_log_disconnections_total", ("datname", "user"),
                        "Sessions ended, from the log's \"disconnection\" lines (log_disconnections)."),
     "auth_failures": ("pg_log_auth_failures_total", ("datname", "user", "reason"),
