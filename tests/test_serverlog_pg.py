@@ -16,6 +16,8 @@ from exporter.config import parse
 from exporter.pgcluster import Cluster
 from exporter.server import Exporter
 from exporter.serverlog.collector import ServerLogCollector
+from exporter.serverlog.follow import wanted
+from exporter.serverlog.options import SUFFIXES
 
 pytestmark = pytest.mark.pg
 
@@ -75,9 +77,15 @@ def exporter_for(logged, remote: bool = False, user: str = "postgres") -> Export
 @pytest.fixture(scope="module")
 def exp(logged):
     box = {"exporter": exporter_for(logged)}
-    scrape(box["exporter"])  # the reader starts at the end of the log
+    started(box["exporter"])
     yield box
     box["exporter"].close()
+
+
+def started(exporter) -> None:
+    """The first scrape starts the reader; its first read puts it at the end of the log."""
+    scrape(exporter)
+    wait_until(lambda: exporter.scrapers["main"].collectors[0].shared.reader.reads > 0, message="a first read")
 
 
 def scrape(exporter) -> Samples:
@@ -194,7 +202,9 @@ def test_checkpoint_temp_file_errors_ddl(logged, exp):
         conn.execute("DROP TABLE ddl_probe")
     s = settled(e, "pg_log_checkpoints_total", total(before, "pg_log_checkpoints_total", reason="immediate") + 1,
                 reason="immediate")
-    assert total(s, "pg_log_checkpoint_seconds_total") > total(before, "pg_log_checkpoint_seconds_total")
+    # "complete" is a line of its own, which may come after the CHECKPOINT returned
+    s = settled(e, "pg_log_checkpoints_completed_total", total(before, "pg_log_checkpoints_completed_total") + 1)
+    assert total(s, "pg_log_checkpoint_seconds_total") >= total(before, "pg_log_checkpoint_seconds_total")
     assert s.value("pg_log_checkpoint_write_seconds_total") >= 0 and s.value("pg_log_checkpoint_sync_seconds_total") >= 0
     s = settled(e, "pg_log_ddl_total", total(before, "pg_log_ddl_total", command="DROP TABLE") + 1, command="DROP TABLE")
     assert total(s, "pg_log_ddl_total", command="CREATE TABLE") == total(before, "pg_log_ddl_total",
@@ -233,10 +243,24 @@ def test_autovacuum(logged, exp):
     assert total(s, "pg_log_autovacuum_tuples_removed_total", relname="vac_probe", schemaname="public") > 0
 
 
+def rotate(cluster, fmt: str) -> None:
+    """A new log file of the format: log_filename has a resolution of one second, so a rotation
+    within the second of the last one reopens the same file; ask again until a new one is there."""
+    def files():
+        return {p for p in (cluster.root / "log").iterdir() if wanted(p.name, SUFFIXES[fmt])}
+    before = files()
+
+    def rotated():
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("SELECT pg_rotate_logfile()")
+        return files() - before
+    wait_until(rotated, message="a new log file")
+
+
 def test_restart_and_rotation_count_every_line_once(logged, exp):
     """dbperf stops (storing its position), logins happen, the server rotates its log, more logins:
     the new dbperf counts exactly those after its position, in both files."""
-    cluster, _, _ = logged
+    cluster, fmt, _ = logged
     first = exp["exporter"]
     before = total(scrape(first), "pg_log_connections_total", user="app")
     login(cluster, PASSWORD)
@@ -244,16 +268,19 @@ def test_restart_and_rotation_count_every_line_once(logged, exp):
     first.close()
     for _ in range(2):
         login(cluster, PASSWORD)
-    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-        files = len(list((cluster.root / "log").glob("*")))
-        conn.execute("SELECT pg_rotate_logfile()")
-    wait_until(lambda: len(list((cluster.root / "log").glob("*"))) > files, message="a new log file")
+    rotate(cluster, fmt)
     for _ in range(3):
         login(cluster, PASSWORD)
     exp["exporter"] = second = exporter_for(logged)
     s = settled(second, "pg_log_connections_total", 5, user="app")
     assert s.value("dbperf_log_reader_rotations_total") >= 1
     assert s.value("dbperf_log_parse_errors_total") == 0 and s.value("dbperf_log_lines_dropped_total") == 0
+    rotations = s.value("dbperf_log_reader_rotations_total")
+    login(cluster, PASSWORD)  # and a rotation while it runs
+    rotate(cluster, fmt)
+    wait_until(lambda: scrape(second).value("dbperf_log_reader_rotations_total") > rotations, message="a rotation")
+    login(cluster, PASSWORD)
+    settled(second, "pg_log_connections_total", 7, user="app")
 
 
 @pytest.mark.prom
@@ -274,8 +301,7 @@ def test_remote_reading_through_sql_with_the_documented_grants(logged):
         conn.execute("GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO logreader")
     e = exporter_for(logged, remote=True, user="logreader")
     try:
-        scrape(e)  # starts at the end of the log
-        wait_until(lambda: e.scrapers["main"].collectors[0].shared.reader.reads > 0, message="a first remote read")
+        started(e)
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute("CREATE TABLE remote_probe (id int)")
             conn.execute("DROP TABLE remote_probe")

@@ -111,6 +111,7 @@ def test_lock_wait_temp_file_checkpoint_autovacuum():
     assert t.snapshot()[1]["lock"][("shop",)][1] == 2.5005
     assert c["checkpoints"] == {("immediate",): 1, ("time",): 1, ("wal",): 1}
     assert (c["checkpoint_buffers"][()], c["checkpoint_write"][()], c["checkpoint_total"][()]) == (12, 0.101, 0.12)
+    assert c["checkpoints_done"] == {(): 1}
     assert c["autovacuum"] == {("shop", "public", "orders", "vacuum"): 1, ("shop", "public", "orders", "analyze"): 1}
     assert c["autovacuum_removed"] == {("shop", "public", "orders"): 2000}
     assert c["autovacuum_seconds"][("shop", "public", "orders", "vacuum")] == 0.25
@@ -171,3 +172,20 @@ def test_redact_off_still_redacts_a_secret_in_a_plan_query_text():
     t.add([])
     plans = [e["plan"] for e in t.recent("slow", 10)]
     assert "hunter2" not in "".join(plans) and any("SELECT 'ann'" in p for p in plans)
+
+
+def test_a_password_guessing_run_does_not_take_the_labels_of_real_users():
+    t = tally(max_users=3, max_databases=3)
+    t.add([entry(f'password authentication failed for user "guess{i}"', "FATAL", sqlstate="28P01",
+                 user=f"guess{i}", database=f"db{i}") for i in range(1000)])
+    t.add([entry("connection authorized: user=bob database=shop")])
+    c = counters(t)
+    assert c["connections"] == {("shop", "bob", "unknown"): 1}
+    assert len(c["auth_failures"]) == 4 and c["auth_failures"][("other", "other", "password")] == 997
+    assert sum(c["auth_failures"].values()) == 1000
+
+
+def test_a_malformed_sqlstate_is_unknown():
+    t = tally()
+    t.add([entry("x", "ERROR", sqlstate="a\nb;c")])
+    assert counters(t)["messages"] == {("ERROR", "unknown"): 1}

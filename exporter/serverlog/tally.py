@@ -79,6 +79,7 @@ _ELAPSED = re.compile(r"elapsed: ([\d.]+) s")
 _DURATION = re.compile(r"duration: ([\d.]+) ms(?:  (statement|execute|parse|bind|plan|fastpath)([^:\n]*):\s?(.*))?\Z",
                        re.S)
 _STATEMENT = re.compile(r"statement: (.*)\Z", re.S)
+_SQLSTATE = re.compile(r"[0-9A-Z]{5}\Z")
 _WORDS = re.compile(r"[A-Za-z_]+")
 _LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*\n?|/\*.*?\*/)*", re.S)
 _DEADLOCK_PROCESS = re.compile(r"^Process (\d+): (.*)$", re.M)
@@ -180,6 +181,8 @@ class Tally:
         self.databases = Cap(options.max_databases)
         self.tables = Cap(options.max_tables)
         self.networks = Cap(options.max_networks)
+        self.failed_users = Cap(options.max_users)      # users and databases of refused connections
+        self.failed_databases = Cap(options.max_databases)
         self.lock = threading.Lock()
         self.counters: dict[str, dict] = {name: {} for name in COUNTERS}
         self.histograms = {"session": Histogram(SESSION_BUCKETS), "lock": Histogram(LOCK_BUCKETS),
@@ -203,23 +206,26 @@ class Tally:
     def _one(self, e) -> None:
         c = self.counters
         severity = e.severity
-        state = e.sqlstate if len(e.sqlstate) == 5 else ""
+        state = e.sqlstate if _SQLSTATE.match(e.sqlstate) else ""
         _inc(c["messages"], (severity, state[:2] if state else "unknown"))
         condition = self.errors.get(state) if state else None
         if condition and severity in ("ERROR", "FATAL", "PANIC"):
             _inc(c["errors"], (state, condition))
         msg = e.message
+        if severity == "FATAL" and state in ("28P01", "28000"):
+            # the user and database of a refused connection are whatever the client sent: capped apart
+            # from those of real sessions, so a password-guessing run never takes their labels
+            self._auth_failure(e, msg, self.failed_databases(e.database) if e.database else "")
+            return
         db = self.databases(e.database) if e.database else ""
         if severity == "LOG":
             self._log_message(e, msg, db)
-        elif severity == "FATAL" and state in ("28P01", "28000"):
-            self._auth_failure(e, msg, db)
         if severity in ("ERROR", "FATAL", "PANIC"):
             if state == "40P01" or msg.startswith("deadlock detected"):
                 _inc(c["deadlocks"], (db,))
                 self._event("lock", e, message=msg, statements=self._deadlock_statements(e.detail),
                             query_ids=[e.query_id] if e.query_id and e.query_id != "0" else [])
-            elif not (severity == "FATAL" and state in ("28P01", "28000")):
+            else:
                 self._event("error", e, message=msg, statement=e.statement,
                             **({"detail": e.detail} if e.detail and not self.redact else {}))
 
@@ -284,6 +290,7 @@ class Tally:
             m = _CHECKPOINT_DONE.match(msg)
             if m:
                 buffers, write, sync, total = m.groups()
+                _inc(c["checkpoints_done"], ())
                 _inc(c["checkpoint_buffers"], (), float(buffers))
                 _inc(c["checkpoint_write"], (), float(write))
                 _inc(c["checkpoint_sync"], (), float(sync))
@@ -329,7 +336,7 @@ class Tally:
         if not user:
             m = _FOR_USER.search(msg)
             user = m.group(1) if m else ""
-        _inc(self.counters["auth_failures"], (db, self.users(user), reason))
+        _inc(self.counters["auth_failures"], (db, self.failed_users(user), reason))
         prefix = self.options.client_network_prefix
         if prefix is not None:
             _inc(self.counters["auth_networks"], (self.networks(client_network(e.client, prefix)),))
@@ -438,6 +445,8 @@ COUNTERS = {
                    "Temporary files written, from log_temp_files lines."),
     "checkpoints": ("pg_log_checkpoints_total", ("reason",),
                     "Checkpoints (and restartpoints) started, by their first reason (log_checkpoints)."),
+    "checkpoints_done": ("pg_log_checkpoints_completed_total", (),
+                         "Checkpoints (and restartpoints) completed (log_checkpoints \"complete\" lines)."),
     "checkpoint_write": ("pg_log_checkpoint_write_seconds_total", (), "Seconds checkpoints spent writing buffers."),
     "checkpoint_sync": ("pg_log_checkpoint_sync_seconds_total", (), "Seconds checkpoints spent syncing files."),
     "checkpoint_total": ("pg_log_checkpoint_seconds_total", (), "Seconds checkpoints took in all."),
