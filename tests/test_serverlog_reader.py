@@ -168,3 +168,24 @@ def test_config_resolves_the_path_beside_the_config_and_turns_the_collector_on(t
     off = parse({"targets": [{"name": "m", "dsn": "host=x", "collectors": {"server_log": False},
                               "server_log": {"remote": True}}]}, source="c.yaml").targets[0]
     assert not off.collectors["server_log"].enabled
+
+
+def test_stderr_last_entry_waits_one_read_for_its_continuation_lines(tmp_path):
+    (tmp_path / "log").mkdir()
+    path = tmp_path / "log" / "postgresql.log"
+    path.write_text("")
+    reader = LogReader(target(tmp_path, format="stderr", prefix="%m [%p] "))
+    reader.tick()
+    with open(path, "a") as f:
+        f.write("2026-01-01 10:00:00.000 UTC [7] LOG:  duration: 300.0 ms  plan:\n\tQuery Text: SELECT 1\n")
+    reader.tick()
+    assert reader.tally.recent("slow", 10) == [] and reader.lines == 0  # might go on
+    with open(path, "a") as f:
+        f.write("\tResult  (cost=0.00..0.01 rows=1 width=4)\n")  # the same message's next write
+    reader.tick()
+    assert reader.lines == 0
+    reader.tick()  # the file did not grow: the entry is complete
+    reader.tick()
+    reader.tick()  # and the plan, waiting for its statement line, becomes an event of its own
+    event, = reader.tally.recent("slow", 10)
+    assert event["plan"].endswith("Result  (cost=0.00..0.01 rows=1 width=4)") and reader.parser.errors == 0

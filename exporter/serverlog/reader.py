@@ -54,6 +54,7 @@ class LogReader:
         self.last_error = ""     # "" when the last tick succeeded
         self.unavailable = ""    # why this way of reading cannot work on this server ("" when it can)
         self._unavailable_at = 0.0
+        self._tail = None  # (file, offset, bytes) of an unfinished last entry seen at the end of the file
         self._allowance = float(opts.max_lines_per_second)
         self._last = clock()
         self._stop = threading.Event()
@@ -125,7 +126,12 @@ class LogReader:
             data, at_eof, new_file = self.follower.read(MAX_READ_BYTES)
             if new_file:
                 self.framer.reset()
-            records, consumed = self.framer.split(data, at_eof)
+            # stderr: an entry's continuation lines may come in a later write (a long message), so the
+            # last entry of the file is taken only when the file did not grow since the previous read
+            where = (self.follower.current or {}).get("name"), (self.follower.current or {}).get("offset"), len(data)
+            idle = at_eof and where == self._tail
+            records, consumed = self.framer.split(data, idle)
+            self._tail = where if at_eof and consumed < len(data) else None
             allowed = int(self._allowance)
             if len(records) > allowed:
                 self.dropped += len(records) - allowed

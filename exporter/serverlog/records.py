@@ -59,7 +59,9 @@ class Framer:
 
     def split(self, data: bytes, at_eof: bool) -> tuple[list[bytes], int]:
         """``(records, consumed)``: the complete records at the start of ``data`` and how many
-        bytes they (and skipped bytes) took; the rest is read again with what follows. When
+        bytes they (and skipped bytes) took; the rest is read again with what follows.
+        ``at_eof``: ``data`` ends where the file ends and the file is not growing (stderr only: its
+        last line is then complete, no continuation line can follow). When
         ``data`` holds no record end at all and is at least ``max_line_bytes`` long, its start is
         returned as a cut record and the rest of that record is skipped."""
         records: list[bytes] = []
