@@ -9,6 +9,7 @@ import threading
 
 import psycopg
 import pytest
+import requests
 
 from conftest import Samples, promtool_check_metrics, wait_until
 from exporter import private
@@ -229,6 +230,27 @@ def test_slow_statement_with_plan(logged, exp):
     event = slow[-1]
     assert event["statement"] == "SELECT pg_sleep(?), ?" and event["duration_seconds"] >= 0.3
     assert "Result" in event["plan"] and "secret literal" not in json.dumps(event)
+
+
+def test_events_over_http_need_the_token(logged, exp):
+    from exporter.server import serve_in_thread
+
+    cluster, _, _ = logged
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("SELECT pg_sleep(0.25), 'over http'")
+    server, _ = serve_in_thread(exp["exporter"], port=0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/events?target=main&kind=slow"
+        assert requests.get(url, timeout=10).status_code == 401
+
+        def served():
+            answer = requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+            assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/json")
+            return [ev for ev in answer.json()["events"] if ev["statement"] == "SELECT pg_sleep(?), ?"]
+        assert wait_until(served, message="the slow statement over HTTP")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_autovacuum(logged, exp):
