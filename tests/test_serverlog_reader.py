@@ -189,3 +189,18 @@ def test_stderr_last_entry_waits_one_read_for_its_continuation_lines(tmp_path):
     reader.tick()  # and the plan, waiting for its statement line, becomes an event of its own
     event, = reader.tally.recent("slow", 10)
     assert event["plan"].endswith("Result  (cost=0.00..0.01 rows=1 width=4)") and reader.parser.errors == 0
+
+
+def test_stderr_last_entry_of_a_rotated_file_is_not_lost(tmp_path):
+    (tmp_path / "log").mkdir()
+    old = tmp_path / "log" / "postgresql-1.log"
+    old.write_text("")
+    reader = LogReader(target(tmp_path, format="stderr", prefix="%m [%p] "))
+    reader.tick()
+    old.write_text("2026-01-01 10:00:00.000 UTC [7] LOG:  statement: DROP TABLE a\n")
+    new = tmp_path / "log" / "postgresql-2.log"
+    new.write_text("2026-01-01 10:00:01.000 UTC [7] LOG:  statement: DROP TABLE b\n")
+    touch_later(new, 5)
+    for _ in range(3):
+        reader.tick()
+    assert [e["statement"] for e in reader.tally.recent("ddl", 10)] == ["DROP TABLE a", "DROP TABLE b"]

@@ -83,6 +83,12 @@ class Follower:
         self.truncations = 0  # files that shrank under the position
         self.lag = 0          # bytes not read yet (the current file's rest and newer files)
         self._saved = None
+        self._newer = None    # the next file, when the last read saw one
+
+    @property
+    def newer_exists(self) -> bool:
+        """The last read saw a newer file beside the current one (the server writes there now)."""
+        return self._newer is not None
 
     # -- the position --------------------------------------------------------------------
     def _head(self, name: str) -> str:

@@ -127,9 +127,10 @@ class LogReader:
             if new_file:
                 self.framer.reset()
             # stderr: an entry's continuation lines may come in a later write (a long message), so the
-            # last entry of the file is taken only when the file did not grow since the previous read
+            # last entry of the file is taken only when the file did not grow since the previous read,
+            # or when a newer file exists (the server writes there now)
             where = (self.follower.current or {}).get("name"), (self.follower.current or {}).get("offset"), len(data)
-            idle = at_eof and where == self._tail
+            idle = at_eof and (where == self._tail or self.follower.newer_exists)  # a rotated file is complete
             records, consumed = self.framer.split(data, idle)
             self._tail = where if at_eof and consumed < len(data) else None
             allowed = int(self._allowance)
