@@ -32,10 +32,12 @@ def test_connection_with_its_method_and_disconnection():
            entry("connection authorized: user=bob database=shop application_name=psql"),
            entry("connection authorized: user=bob database=shop", pid="18"),
            entry("connection authorized: user=bob database=shop", pid="19", query_id="0"),  # 14+: no line = trust
+           entry("replication connection authorized: user=rep application_name=standby1", pid="20", user="rep",
+                 database=""),
            entry("disconnection: session time: 1:02:03.500 user=bob database=shop host=10.1.2.3 port=5000")])
     c = counters(t)
     assert c["connections"] == {("shop", "bob", "scram-sha-256"): 1, ("shop", "bob", "unknown"): 1,
-                                ("shop", "bob", "trust"): 1}
+                                ("shop", "bob", "trust"): 1, ("", "rep", "unknown"): 1}
     assert c["disconnections"] == {("shop", "bob"): 1}
     buckets, total = t.snapshot()[1]["session"][("shop",)]
     assert total == 3723.5 and buckets[-1] == (float("inf"), 1)

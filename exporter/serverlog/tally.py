@@ -240,7 +240,7 @@ class Tally:
             if command:
                 _inc(c["ddl"], (db, self.users(e.user), command))
                 self._event("ddl", e, command=command, statement=m.group(1))
-        elif first.startswith("connection a"):
+        elif first.startswith(("connection a", "replication ")):
             m = _AUTHORIZED.match(msg)
             if m:
                 # 14+ logs "connection authenticated" for every method but trust; a log that shows 14+
