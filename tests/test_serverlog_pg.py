@@ -287,7 +287,9 @@ def test_restart_and_rotation_count_every_line_once(logged, exp):
     before = total(scrape(first), "pg_log_connections_total", user="app")
     login(cluster, PASSWORD)
     settled(first, "pg_log_connections_total", before + 1, user="app")
+    reader = first.scrapers["main"].collectors[0].shared.reader
     first.close()
+    assert not reader.running  # the reader's thread stops with the exporter
     for _ in range(2):
         login(cluster, PASSWORD)
     rotate(cluster, fmt)

@@ -120,3 +120,18 @@ def test_hostile_prefix_match_is_bounded():
     parser = Parser("stderr", "%u@%d@%a ")
     entries = parser.parse([b"@" * 200_000 + b" LOG:  x"])
     assert entries == [] and parser.errors == 1  # the prefix is looked for in the first 2 KiB only
+
+
+@pytest.mark.parametrize("fmt", ["jsonlog", "csvlog", "stderr"])
+def test_random_bytes_never_raise_and_stay_bounded(fmt):
+    import random
+
+    rng = random.Random(18)
+    alphabet = b'{}[]",:\\\n\t "LOG:  ERROR:  DETAIL:  2026-01-01 10:00:00.000 UTC [1] \xff\x00abc'
+    framer, parser = Framer(fmt, 512), Parser(fmt, "%m [%p] %q%u@%d ")
+    for _ in range(300):
+        data = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 3000)))
+        records, consumed = framer.split(data, at_eof=rng.random() < 0.5)
+        assert 0 <= consumed <= len(data) and all(len(r) <= 512 for r in records)
+        for e in parser.parse(records):
+            assert isinstance(e.message, str) and len(e.message) <= 512
