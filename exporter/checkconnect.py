@@ -45,6 +45,10 @@ def _scrape(target: Target, budget: float, config=None) -> tuple:
     from exporter.registry import collectors_for
     from exporter.scrape import TargetScraper
 
+    if getattr(target, "server_log", None) is not None:  # a check reads the log, it never moves serve's position
+        from dataclasses import replace
+
+        target = replace(target, server_log=replace(target.server_log, keep_position=False))
     scraper = TargetScraper(target, collectors_for(target, config))
     logger, quiet = logging.getLogger("dbperf"), logging.NullHandler()
     propagate = logger.propagate

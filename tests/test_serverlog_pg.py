@@ -5,6 +5,7 @@ Counts are checked against what the test did, as deltas of the metrics dbperf se
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import threading
 
 import psycopg
@@ -372,3 +373,20 @@ def test_check_config_connect_says_which_logging_settings_are_off(logged):
         finally:
             conn.execute("ALTER SYSTEM RESET log_lock_waits")
             conn.execute("SELECT pg_reload_conf()")
+
+
+def test_check_config_connect_never_moves_the_stored_position(logged, tmp_path):
+    from exporter.checkconnect import check_target
+
+    cluster, fmt, _ = logged
+    e = exporter_for(logged)
+    state = e.config.state_dir
+    e.close()
+    stored = tmp_path / "before.json"
+    position = Path(state) / "serverlog-main.json"
+    if position.exists():
+        stored.write_bytes(position.read_bytes())
+    login(cluster, PASSWORD)
+    lines, failure = check_target(e.scrapers["main"].target, 10.0, e.config)
+    assert failure == "" and any("server_log" in line for line in lines)
+    assert (position.read_bytes() if position.exists() else b"") == (stored.read_bytes() if stored.exists() else b"")

@@ -49,6 +49,7 @@ class ServerLogOptions:
     errors: tuple = tuple(sorted(DEFAULT_ERRORS.items()))  # (sqlstate, condition) counted by code
     state_dir: str = ""          # the config's state_dir (exporter.state resolves "")
     suffix: str = field(default="")  # the files of a directory that are read (by format)
+    keep_position: bool = True   # store the read position (False: check-config's one scrape)
 
 
 def parse(reader, source_dir, state_dir: str = "") -> ServerLogOptions:

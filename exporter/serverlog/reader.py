@@ -42,7 +42,8 @@ class LogReader:
             else:
                 source = LocalSource(opts.path, opts.suffix)
         self.source = source
-        path = state.state_file(state.state_dir(opts.state_dir), "serverlog", target.name)
+        path = state.state_file(state.state_dir(opts.state_dir), "serverlog", target.name) if opts.keep_position \
+            else None  # no position read nor stored: from the end of the log
         self.follower = Follower(source, path)
         self.framer = Framer(opts.format, opts.max_line_bytes)
         self.parser = Parser(opts.format, opts.prefix)
