@@ -64,8 +64,9 @@ def logged(request, tmp_path_factory):
         yield cluster, fmt, tmp_path_factory.mktemp(f"state-{fmt}")
 
 
-def exporter_for(logged, remote: bool = False, user: str = "postgres") -> Exporter:
-    cluster, fmt, state = logged
+def exporter_for(logged, remote: bool = False, user: str = "postgres", state=None) -> Exporter:
+    cluster, fmt, module_state = logged
+    state = state or module_state
     where = {"remote": True} if remote else {"path": str(cluster.root / "log")}
     config = parse({"targets": [{"name": "main", "dsn": cluster.dsn(user=user),
                                  "server_log": {**where, "format": fmt, "interval": 0.1, "client_network_prefix": 24,
@@ -378,15 +379,13 @@ def test_check_config_connect_says_which_logging_settings_are_off(logged):
 def test_check_config_connect_never_moves_the_stored_position(logged, tmp_path):
     from exporter.checkconnect import check_target
 
-    cluster, fmt, _ = logged
-    e = exporter_for(logged)
-    state = e.config.state_dir
+    cluster, _, _ = logged
+    e = exporter_for(logged, state=tmp_path)  # a state directory of its own (the module's exporter runs)
     e.close()
-    stored = tmp_path / "before.json"
-    position = Path(state) / "serverlog-main.json"
-    if position.exists():
-        stored.write_bytes(position.read_bytes())
+    position = Path(e.config.state_dir) / "serverlog-main.json"
+    position.parent.mkdir(parents=True)
+    position.write_text('{"sentinel": 1}')
     login(cluster, PASSWORD)
     lines, failure = check_target(e.scrapers["main"].target, 10.0, e.config)
     assert failure == "" and any("server_log" in line for line in lines)
-    assert (position.read_bytes() if position.exists() else b"") == (stored.read_bytes() if stored.exists() else b"")
+    assert position.read_text() == '{"sentinel": 1}'
