@@ -45,6 +45,10 @@ def _scrape(target: Target, budget: float, config=None) -> tuple:
     from exporter.registry import collectors_for
     from exporter.scrape import TargetScraper
 
+    if getattr(target, "server_log", None) is not None:  # a check reads the log, it never moves serve's position
+        from dataclasses import replace
+
+        target = replace(target, server_log=replace(target.server_log, keep_position=False))
     scraper = TargetScraper(target, collectors_for(target, config))
     logger, quiet = logging.getLogger("dbperf"), logging.NullHandler()
     propagate = logger.propagate
@@ -134,7 +138,27 @@ def check_target(target: Target, budget: float, config=None) -> tuple[list[str],
             f"({'replica' if server.in_recovery else 'primary'}) at {where}; "
             f"databases covered: {', '.join(databases)}")
     return [head, *_collector_lines(target, collectors, server, successes, reasons, unsupported),
-            *_not_served(target, collectors, server, unsupported, served), _series(scraper)], ""
+            *_not_served(target, collectors, server, unsupported, served), _series(scraper),
+            *_server_log(target)], ""
+
+
+def _server_log(target: Target) -> list[str]:
+    """For a target with ``server_log:``: the logging settings that are off (exporter.serverlog.settings)."""
+    if getattr(target, "server_log", None) is None:
+        return []
+    from exporter.postgres.connection import Connection
+    from exporter.serverlog import settings
+
+    conn = Connection(target.dsn, None, target.connect_timeout, statement_timeout=5.0)
+    try:
+        found = settings.off(settings.read(conn), target.server_log.format)
+    except Exception as exc:
+        return [f"server log settings: cannot be read: {conn.scrub(' '.join(str(exc).split()))[:300]}"]
+    finally:
+        conn.close()
+    if not found:
+        return ["server log settings: every setting the server_log metrics need is on"]
+    return ["server log settings off (their metrics stay empty):", *(f"  - {line}" for line in found)]
 
 
 def _series(scraper) -> str:

@@ -170,7 +170,7 @@ def _plans(reader: _Reader, state_dir: str) -> PlansOptions:
 
 TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
                "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "samples",
-               "pipelines", "plans")
+               "pipelines", "plans", "server_log")
 PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
 
 
@@ -220,6 +220,14 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         current = collectors.get("plans")
         if current is None or current.enabled is None:
             collectors["plans"] = replace(current or CollectorSettings(enabled=True), enabled=True)
+    server_log = None
+    if reader.data.get("server_log") is not None:
+        from exporter.serverlog.options import parse as parse_server_log
+
+        server_log = parse_server_log(reader.sub("server_log"), Path(source).parent, state_dir)
+        current = collectors.get("server_log")  # on unless switched off explicitly
+        if current is None or current.enabled is None:
+            collectors["server_log"] = replace(current or CollectorSettings(enabled=True), enabled=True)
     max_conn = reader.ranged("max_connections", int, 4, "max_connections")
     dsn, where, missing = _dsn(source, reader, name, env, secrets)
     return Target(
@@ -230,7 +238,7 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         statements=_statements(reader.sub("statements")),
         wait_events=_wait_events(reader.sub("wait_events")),
         samples=_samples(reader.sub("samples")),
-        pipelines=pipelines, plans=plans,
+        pipelines=pipelines, plans=plans, server_log=server_log,
     )
 
 

@@ -22,6 +22,7 @@ from exporter.instrument.auth import Credentials, check_token, token_in_query
 # path -> "module:function"
 ENDPOINTS: dict[str, str] = {
     "/samples": "exporter.postgres.samples:endpoint",
+    "/events": "exporter.serverlog.events:events",
 }
 
 MAX_BODY_ITEMS = 1000  # no endpoint returns more items than this, whatever it is asked

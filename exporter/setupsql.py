@@ -170,6 +170,9 @@ EXCEPTION WHEN object_not_in_prerequisite_state THEN
   RAISE WARNING 'pg_stat_statements is not loaded: add it to shared_preload_libraries in postgresql.conf and restart PostgreSQL';
 END"""),
     ]
+    from exporter.serverlog.settings import setup_lines
+
+    out += ["", *setup_lines(), ""]
     return "\n".join(out)
 
 

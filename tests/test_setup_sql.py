@@ -133,3 +133,12 @@ def test_the_grant_each_failure_names():
     assert grant_hint(settings, dsn) == ': GRANT pg_monitor TO "Mon"'  # as text (the sampler's last error)
     assert grant_hint(TimeoutError("canceling statement due to statement timeout"), dsn) == ""
     assert role_of("postgresql://u%40x@h/db") == "u@x"
+
+
+def test_the_script_lists_the_server_log_settings_as_comments_to_choose_from():
+    text = script()
+    from exporter.serverlog.settings import LOG_SETTINGS
+
+    for name, value, *_ in LOG_SETTINGS:
+        assert f"--   ALTER SYSTEM SET {name} = '{value}';" in text
+    assert not any(line.startswith("ALTER SYSTEM") for line in text.splitlines())  # nothing changed unasked

@@ -45,6 +45,7 @@ DISABLED = {
     "pipelines": "opt-in: needs pipelines sources, see docs/pipelines.md",
     "plans": "opt-in (plans.enabled): EXPLAINs top statements in the background; 16+ plans the normalised text, "
              "13-15 need a session sample, see docs/plans.md",
+    "server_log": "opt-in: needs server_log: (the server's log), see docs/server-log.md",
 }
 
 # families one throwaway primary cannot serve, by name prefix or help text, with the reason the

@@ -38,6 +38,7 @@ def builtin_collectors() -> list[Collector]:
     from exporter.postgres.statements import StatementsCollector
     from exporter.postgres.wait_events import (RouteWaitEventsCollector, SharedSampler, StatementWaitEventsCollector,
                                               WaitEventsCollector)
+    from exporter.serverlog.collector import ServerLogCollector
 
     budget = SeriesBudget()  # the target's max_series, shared by its per-relation collectors only
     builtin = [RelationCollector(c.spec, budget) if c.name in RELATION_COLLECTORS else copy.copy(c)
@@ -50,7 +51,8 @@ def builtin_collectors() -> list[Collector]:
             PlansCollector(statements, samples=lambda: getattr(sampler.sampler, "store", None)),
             PrivilegesCollector(),  # fails naming the grant when the role lacks what pg_monitor grants
             AdvisorCollector(sampler),  # opt-in: dbperf_advisor_findings (statement ones from the samples)
-            PipelinesCollector()]   # on for targets with `pipelines:` sources
+            PipelinesCollector(),   # on for targets with `pipelines:` sources
+            ServerLogCollector()]   # on for targets with `server_log:`
 
 
 class PostgresKind:
