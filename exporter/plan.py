@@ -20,7 +20,7 @@ def versions_supported(collector) -> str:
 def _where(target) -> str:
     if target.dsn_missing:
         return f"DSN from {target.dsn_from} (missing)"
-    return describe_dsn(target.dsn) + (f" (from {target.dsn_from})" if target.dsn_from else "")
+    return describe_dsn(target.dsn, target.kind) + (f" (from {target.dsn_from})" if target.dsn_from else "")
 
 
 def describe_plan(config: Config) -> str:

@@ -75,7 +75,7 @@ class Target:
     statements: StatementsOptions = StatementsOptions()  # options of the statements and live_queries collectors
     wait_events: WaitEventsOptions = WaitEventsOptions()  # the session sampler's options
     pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
-    kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)
+    kind: str = "postgres"  # a name of exporter.kind.KINDS: postgres, pgbouncer (exporter.pgbouncer), mysql (exporter.mysql)
     dsn_from: str = ""      # where the DSN comes from when not inline: "environment variable PG_DSN", "file ..."
     # set (one line: file, key, target, reason) when the DSN's secret was absent and the config was
     # parsed with secrets=False (check-config): dsn is then "" and the target cannot be connected to
