@@ -157,7 +157,7 @@ def _wait_events(reader: _Reader) -> WaitEventsOptions:
 TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
                "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "pipelines")
 PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
-MYSQL_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout", "collectors", "table_limit")
+MYSQL_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout", "collectors", "table_limit", "statements")
 
 
 def _mysql_target(source: str, reader: _Reader, name: str, defaults: dict, env=os.environ,
@@ -173,6 +173,7 @@ def _mysql_target(source: str, reader: _Reader, name: str, defaults: dict, env=o
     dsn, where, missing = _dsn(source, reader, name, env, secrets, target_kind="mysql")
     return Target(name=name, dsn=dsn, kind="mysql", collectors=collectors, max_connections=2,
                   table_limit=reader.ranged("table_limit", int, 1000, "table_limit"),
+                  statements=_statements(reader.sub("statements")),
                   connect_timeout=reader.ranged("connect_timeout", float, 3.0, "connect_timeout"),
                   dsn_from=where, dsn_missing=missing)
 

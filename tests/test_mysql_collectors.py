@@ -38,7 +38,7 @@ def test_every_collector_succeeds_and_promtool_accepts_the_output(scraper):
     text = scraper.scrape(10.0).encode().decode()
     samples = Samples(text)
     for collector in ("server", "variables", "innodb", "processlist", "tables", "table_io", "global_status",
-                      "replication"):
+                      "replication", "statements"):
         assert samples.value("dbperf_collector_success", collector=collector) == 1, collector
     assert samples.value("mysql_up") == 1
     assert promtool_check_metrics(text) == ""

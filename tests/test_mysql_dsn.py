@@ -60,6 +60,7 @@ def test_a_mysql_target():
     assert (target.kind, target.table_limit, target.connect_timeout) == ("mysql", 50, 2.0)
     assert target.collector("tables", True).ttl == 60 and not target.collector("table_io", True).enabled
     assert config({"dsn_env": "MY_DSN"}).targets[0].dsn == "mysql://mon:pw@db/"
+    assert config({"dsn": "mysql://db/", "statements": {"limit": 5, "query_text": True}}).targets[0].statements.limit == 5
     # the top-level collectors: apply to a MySQL target's collector of that name
     assert not config({"dsn": "mysql://db/"}, collectors={"global_status": False}).targets[0].collector(
         "global_status", True).enabled

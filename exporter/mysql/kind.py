@@ -4,7 +4,8 @@ One session per target (:class:`exporter.mysql.connection.MySQLConnection`), no 
 discovery (a MySQL server's schemas are labels, not sessions). The probe reads ``VERSION()``:
 the flavour (``mysql`` or ``mariadb``) and the version number pick each collector's SQL.
 Collectors: the catalog's (:file:`catalog.yaml`: server, variables, innodb, processlist, tables,
-table_io), ``global_status`` (:mod:`.status`) and ``replication`` (:mod:`.replication`).
+table_io), ``global_status`` (:mod:`.status`), ``replication`` (:mod:`.replication`) and
+``statements`` (:mod:`.statements`), all on the one session.
 """
 
 from __future__ import annotations
@@ -86,9 +87,11 @@ class MySQLKind:
     @staticmethod
     def collectors() -> list[Collector]:
         from exporter.mysql.replication import ReplicationCollector
+        from exporter.mysql.statements import MySQLStatementsCollector
         from exporter.mysql.status import GlobalStatusCollector
 
-        return [*(copy.copy(c) for c in catalog()), GlobalStatusCollector(), ReplicationCollector()]
+        return [*(copy.copy(c) for c in catalog()), GlobalStatusCollector(), ReplicationCollector(),
+                MySQLStatementsCollector()]
 
     @staticmethod
     def unsupported(exc: BaseException) -> bool:
