@@ -1,6 +1,6 @@
 """Every metric a rule reads exists in a real exposition, with the type its functions need:
-dbperf against the test PostgreSQL (pg_stat_statements, a pipelines source, a replication slot) and
-a real PgBouncer, the application library's registry with an instrumented pool, and the real
+dbperf against the test PostgreSQL (pg_stat_statements, a pipelines source, a replication slot), a
+real PgBouncer and a real MariaDB replica of another throwaway MariaDB (exporter.mysqlcluster), the application library's registry with an instrumented pool, and the real
 Prometheus and Alertmanager. A rule on a name nobody emits can never fire."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 from conftest import Served, wait_until
 from exporter.config import parse
 from exporter.instrument import Instrumentation, LogHandler
+from exporter.mysqlcluster import MariaDB
 from exporter.pipelines.schema import SQL as PIPELINES_SQL
 from exporter.server import Exporter
 from conftest import Prometheus
@@ -49,7 +50,24 @@ def types_of(text: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def exposition(pg):
+def mariadb_replica():
+    """A MariaDB replica (replication running, so it reports its lag) of another throwaway MariaDB."""
+    with MariaDB(settings={"server-id": "1", "log-bin": "mariadb-bin"}) as source, \
+            MariaDB(settings={"server-id": "2"}) as replica:
+        source.execute("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl-pw'")
+        source.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
+        replica.execute(f"CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {source.port}, "
+                        "MASTER_USER = 'repl', MASTER_PASSWORD = 'repl-pw', MASTER_USE_GTID = slave_pos")
+        replica.execute("START SLAVE")
+        source.execute("CREATE DATABASE shop")
+        source.execute("CREATE TABLE shop.orders (id INT PRIMARY KEY)")
+        wait_until(lambda: replica.execute("SHOW TABLES IN shop"), timeout=30, message="the replica applying")
+        replica.execute("SELECT COUNT(*) FROM shop.orders")  # a statement digest of the replica's own
+        yield replica
+
+
+@pytest.fixture(scope="module")
+def exposition(pg, mariadb_replica):
     texts = {}
     # dbperf: a PostgreSQL target with a pipelines source and a replication slot, and a PgBouncer
     pg.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -67,12 +85,15 @@ def exposition(pg):
     config = parse({"listen": "127.0.0.1:0", "targets": [
         {"name": "main", "dsn": pg.dsn("postgres"), "collectors": {"pipelines": {"ttl": 0}},
          "pipelines": {"sources": [{"type": "table", "database": DB, "expected_intervals": {"etl": "1h"}}]}},
-        {"name": "bouncer", "kind": "pgbouncer", "dsn": bouncer.admin_dsn()}]}, source="test-config")
+        {"name": "bouncer", "kind": "pgbouncer", "dsn": bouncer.admin_dsn()},
+        {"name": "my", "kind": "mysql", "dsn": mariadb_replica.dsn()}]}, source="test-config")
     served = Served(Exporter(config))
     try:
         # statements need two scrapes for the workload histogram; pipelines need its database found
-        wait_until(lambda: "pipeline_last_run_status{" in served.get()[1] and "pg_statement_duration_seconds_bucket"
-                   in served.get()[1], timeout=30, message="pipelines and statements series")
+        needed = ("pipeline_last_run_status{", "pg_statement_duration_seconds_bucket", "mysql_statements_calls_total{",
+                  "mysql_replication_lag_seconds{")
+        wait_until(lambda: all(n in served.get()[1] for n in needed), timeout=30,
+                   message="pipelines, statements and replication series")
         texts["dbperf"] = served.get()[1]
     finally:
         served.close()
