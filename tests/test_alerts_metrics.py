@@ -15,10 +15,10 @@ from prometheus_client import generate_latest
 from conftest import Served, wait_until
 from exporter.config import parse
 from exporter.instrument import Instrumentation, LogHandler
-from exporter.mysqlcluster import MariaDB
 from exporter.pipelines.schema import SQL as PIPELINES_SQL
 from exporter.server import Exporter
 from conftest import Prometheus
+from mysqlpair import replicated_pair
 from test_alerts_support import RULES, Alertmanager, metric_names, range_function_args, rules
 from test_pgbouncer import Bouncer
 
@@ -52,16 +52,7 @@ def types_of(text: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def mariadb_replica():
     """A MariaDB replica (replication running, so it reports its lag) of another throwaway MariaDB."""
-    with MariaDB(settings={"server-id": "1", "log-bin": "mariadb-bin"}) as source, \
-            MariaDB(settings={"server-id": "2"}) as replica:
-        source.execute("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl-pw'")
-        source.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
-        replica.execute(f"CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {source.port}, "
-                        "MASTER_USER = 'repl', MASTER_PASSWORD = 'repl-pw', MASTER_USE_GTID = slave_pos")
-        replica.execute("START SLAVE")
-        source.execute("CREATE DATABASE shop")
-        source.execute("CREATE TABLE shop.orders (id INT PRIMARY KEY)")
-        wait_until(lambda: replica.execute("SHOW TABLES IN shop"), timeout=30, message="the replica applying")
+    with replicated_pair() as (_, replica):
         replica.execute("SELECT COUNT(*) FROM shop.orders")  # a statement digest of the replica's own
         yield replica
 
