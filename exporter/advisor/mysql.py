@@ -51,16 +51,17 @@ INDEX_SIZES_SQL = f"""
 SELECT database_name, table_name, index_name, stat_value * @@innodb_page_size
 FROM mysql.innodb_index_stats WHERE stat_name = 'size' AND database_name NOT IN {SYSTEM}
 """
+# information_schema.statistics, not table_constraints: MariaDB shows a user with SELECT on the
+# tables no row of table_constraints
 NO_PK_SQL = f"""
 SELECT t.table_schema, t.table_name, COALESCE(t.engine, ''), COALESCE(t.table_rows, 0),
        COALESCE(t.data_length, 0) + COALESCE(t.index_length, 0),
-       (SELECT COUNT(*) FROM information_schema.table_constraints u
-        WHERE u.table_schema = t.table_schema AND u.table_name = t.table_name AND u.constraint_type = 'UNIQUE')
+       (SELECT COUNT(DISTINCT s.index_name) FROM information_schema.statistics s
+        WHERE s.table_schema = t.table_schema AND s.table_name = t.table_name AND s.non_unique = 0)
 FROM information_schema.tables t
 WHERE t.table_type = 'BASE TABLE' AND t.table_schema NOT IN {SYSTEM}
-  AND NOT EXISTS (SELECT 1 FROM information_schema.table_constraints c
-                  WHERE c.table_schema = t.table_schema AND c.table_name = t.table_name
-                    AND c.constraint_type = 'PRIMARY KEY')
+  AND NOT EXISTS (SELECT 1 FROM information_schema.statistics p
+                  WHERE p.table_schema = t.table_schema AND p.table_name = t.table_name AND p.index_name = 'PRIMARY')
 ORDER BY 1, 2
 """
 CONNECTIONS_SQL = """
