@@ -168,3 +168,88 @@ def test_each_flavour_has_its_queries():
     innodb = next(c for c in catalog() if c.name == "innodb")
     assert all("information_schema.global_status" in q.sql for q in innodb.plan(101100, "mariadb"))
     assert all("performance_schema.global_status" in q.sql for q in innodb.plan(80036, "mysql"))
+
+
+# MySQL-only SQL that MariaDB cannot run, and why (the rest of the MySQL paths must run here too)
+MYSQL_ONLY = {("innodb", 1054): "information_schema.innodb_metrics has ENABLED on MariaDB, MySQL's STATUS column"}
+
+
+def test_the_mysql_flavour_sql_runs_on_mariadb_where_it_reads_the_same_tables(mariadb):
+    """No MySQL 8 server is installable here: the MySQL-only queries run on MariaDB, which has
+    performance_schema.global_status, replication_connection_configuration, innodb_metrics and SHOW
+    REPLICA STATUS too, so a syntax error or a wrong table name fails here; only the differences
+    listed in MYSQL_ONLY may fail, and only with their error."""
+    import pymysql
+
+    from exporter.mysql.replication import ReplicationCollector
+
+    conn = mariadb.connect()
+    failures = []
+    try:
+        queries = [(c.name, q.sql) for c in catalog() for q in c.plan(80036, "mysql")]
+        queries.append(("replication", ReplicationCollector.sql("mysql", 80036)))
+        for name, sql in queries:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql.replace("{table_limit}", "10"))
+                    cur.fetchall()
+            except pymysql.err.MySQLError as exc:
+                if (name, exc.args[0]) not in MYSQL_ONLY:
+                    failures.append(f"{name}: {exc}")
+    finally:
+        conn.close()
+    assert not failures
+
+
+def test_row_lock_waits_and_deadlocks_are_counted(scraper, mariadb):
+    import pymysql
+
+    mariadb.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.locks (id INT PRIMARY KEY, v INT) ENGINE=InnoDB")
+    mariadb.execute(f"REPLACE INTO {SCHEMA}.locks VALUES (1, 0), (2, 0)")
+    before = scrape(scraper)
+    a, b = mariadb.connect(database=SCHEMA), mariadb.connect(database=SCHEMA)
+    try:
+        with a.cursor() as ca, b.cursor() as cb:
+            # one row lock wait of about 1 s: b waits for a's lock until innodb_lock_wait_timeout
+            cb.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            ca.execute("BEGIN")
+            ca.execute("UPDATE locks SET v = v + 1 WHERE id = 1")
+            with pytest.raises(pymysql.err.OperationalError) as waited:
+                cb.execute("UPDATE locks SET v = v + 1 WHERE id = 1")
+            assert waited.value.args[0] == 1205  # lock wait timeout exceeded
+            ca.execute("ROLLBACK")
+            # one deadlock: a holds 1 and wants 2, b holds 2 and wants 1
+            cb.execute("SET SESSION innodb_lock_wait_timeout = 20")
+            ca.execute("BEGIN")
+            cb.execute("BEGIN")
+            ca.execute("UPDATE locks SET v = v + 1 WHERE id = 1")
+            cb.execute("UPDATE locks SET v = v + 1 WHERE id = 2")
+            failed = []
+            waiter = threading.Thread(target=lambda: _catch(failed, ca, "UPDATE locks SET v = v + 1 WHERE id = 2"))
+            waiter.start()
+            wait_until(lambda: scrape(scraper).value("mysql_innodb_row_lock_current_waits") == 1, timeout=10,
+                       message="a waiting for b's row lock")
+            _catch(failed, cb, "UPDATE locks SET v = v + 1 WHERE id = 1")
+            waiter.join(20)
+            assert failed == [1213]  # one of the two was chosen as the deadlock victim
+            ca.execute("ROLLBACK")
+            cb.execute("ROLLBACK")
+    finally:
+        a.close()
+        b.close()
+    after = scrape(scraper)
+    assert after.value("mysql_innodb_row_lock_waits_total") - before.value("mysql_innodb_row_lock_waits_total") == 2
+    waited_seconds = (after.value("mysql_innodb_row_lock_wait_seconds_total")
+                      - before.value("mysql_innodb_row_lock_wait_seconds_total"))
+    assert 0.9 <= waited_seconds < 10
+    assert after.value("mysql_innodb_deadlocks_total") - before.value("mysql_innodb_deadlocks_total") == 1
+    assert after.value("mysql_innodb_row_lock_current_waits") == 0
+
+
+def _catch(failed: list, conn_cursor, sql: str) -> None:
+    import pymysql
+
+    try:
+        conn_cursor.execute(sql)
+    except pymysql.err.OperationalError as exc:
+        failed.append(exc.args[0])

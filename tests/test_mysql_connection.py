@@ -52,7 +52,7 @@ def test_query_past_its_timeout_is_killed_on_the_server_and_the_session_kept(con
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded, match="KILL QUERY"):
         conn.query("SELECT SLEEP(20)", timeout=0.5)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0  # the KILL's connect and statement: CANCEL_TIMEOUT at most
     assert conn.kills == 1
     # the server is no longer running it, and the same session answers the next query
     assert not mariadb.execute("SELECT 1 FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(20)%'")
@@ -66,7 +66,7 @@ def test_the_servers_own_statement_timeout_interrupts_first(mariadb):
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded, match="statement timeout"):
             conn.query("SELECT SLEEP(20) FROM information_schema.tables LIMIT 1", timeout=0.3)
-        assert time.monotonic() - started < 1.2
+        assert time.monotonic() - started < 2.0
         assert conn.kills == 0  # MariaDB's max_statement_time did it
     finally:
         conn.close()
@@ -76,7 +76,7 @@ def test_deadline_bounds_a_query(conn):
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded, match="before the deadline"):
         conn.query("SELECT SLEEP(20)", timeout=10.0, deadline=time.monotonic() + 0.4)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3.0  # the deadline, then the KILL (its connect: CANCEL_TIMEOUT at most)
 
 
 def test_wrong_password_is_one_line_without_the_password(mariadb):

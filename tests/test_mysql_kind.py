@@ -96,7 +96,7 @@ def test_a_collector_past_its_timeout_is_killed_and_the_others_kept(mariadb):
     try:
         started = time.monotonic()
         samples = Samples(scraper.scrape(5.0).encode().decode())
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 4.0  # not the 30 s of the SLEEP: the timeout, then the KILL
         assert samples.value("dbperf_collector_success", collector="slow") == 0
         assert samples.value("dbperf_collector_success", collector="global_status") == 1
         assert samples.value("mysql_up") == 1

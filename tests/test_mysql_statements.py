@@ -147,3 +147,26 @@ def test_a_full_digest_table_is_detected_and_summed_in_other(caplog):
             assert len(warnings) == 1 and "TRUNCATE performance_schema.events_statements_summary_by_digest" in warnings[0]
         finally:
             conn.close()
+
+
+def test_the_latency_histogram_counts_each_digests_new_calls_at_their_mean(server, conn):
+    run_workload(server, times=(1, 0, 0, 0, 0))  # the schema has digests before the baseline
+    collector = MySQLStatementsCollector(clock=Clock())
+    before = collect(collector, conn)  # the baseline: nothing counted yet
+    assert before.value("mysql_statement_duration_seconds_count", schema=SCHEMA) == 0
+    session = server.connect(database=SCHEMA)
+    try:
+        with session.cursor() as cur:
+            for _ in range(10):
+                cur.execute("SELECT SLEEP(0.015)")  # 15 ms each: the (0.01, 0.025] bucket
+    finally:
+        session.close()
+    after = collect(collector, conn)
+
+    def bucket(le: str) -> float:
+        return after.value("mysql_statement_duration_seconds_bucket", schema=SCHEMA, le=le)
+
+    assert bucket("0.025") - bucket("0.01") == 10
+    assert after.value("mysql_statement_duration_seconds_count", schema=SCHEMA) >= 10  # and the session's SET NAMES
+    assert after.value("mysql_statement_duration_seconds_sum", schema=SCHEMA) >= 0.15
+    assert bucket("+Inf") == after.value("mysql_statement_duration_seconds_count", schema=SCHEMA)

@@ -16,9 +16,10 @@ No call blocks its caller past its deadline, whatever the server does:
   ``connect_timeout`` bounds the TCP connect, ``read_timeout`` each read (the handshake of a server
   that accepts TCP and never answers too).
 - a query runs under a watchdog alarm. At its timeout or the deadline, ``KILL QUERY <id>`` is sent
-  from a second, short-lived connection (MySQL has no out-of-band cancel); a query still running
-  :data:`CANCEL_GRACE` later has its socket shut down under it. A session whose query was broken
-  off is closed and replaced on the next use.
+  from a second, short-lived connection (MySQL has no out-of-band cancel; its connect and the KILL
+  are bounded by :data:`CANCEL_TIMEOUT`); a query still running :data:`CANCEL_GRACE` after the KILL
+  (or after the KILL's own bound) has its socket shut down under it. A session whose query was
+  broken off is closed and replaced on the next use.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pymysql.constants import CLIENT
 
 from exporter.mysql import dsn as mysqldsn
 from exporter.postgres.connection import (
-    CANCEL_TIMEOUT, HUNG_AFTER, BoundedConnection, ConnectError, DeadlineExceeded, Watchdog, _Run,
+    CANCEL_GRACE, CANCEL_TIMEOUT, HUNG_AFTER, BoundedConnection, ConnectError, DeadlineExceeded, Watchdog, _Run,
 )
 from exporter.secrets import scrub
 
@@ -223,10 +224,17 @@ class MySQLConnection(BoundedConnection):
                     break
         return results
 
+    # the KILL needs a connect of its own (bounded by CANCEL_TIMEOUT): the socket is shut down
+    # CANCEL_GRACE after the KILL went out (see _kill_then_sever), or after this when it hangs
+    cancel_grace = CANCEL_TIMEOUT + CANCEL_GRACE
+
     def _cancel_run(self, run: _Run) -> None:
         """MySQL has no out-of-band cancel: ``KILL QUERY`` from a second connection, in a thread."""
-        threading.Thread(target=self._kill, args=(run.session.thread_id,), daemon=True,
-                         name="dbperf-mysql-kill").start()
+        threading.Thread(target=self._kill_then_sever, args=(run,), daemon=True, name="dbperf-mysql-kill").start()
+
+    def _kill_then_sever(self, run: _Run) -> None:
+        self._kill(run.session.thread_id)
+        self._watchdog.arm(time.monotonic() + CANCEL_GRACE, lambda: self._sever(run))
 
     def _kill(self, thread_id: int) -> None:
         """``KILL QUERY`` from a short-lived second connection, bounded by :data:`CANCEL_TIMEOUT`."""

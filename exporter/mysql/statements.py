@@ -30,8 +30,16 @@ Query text
     removed. It is still served only with ``statements.query_text`` on, through
     :func:`exporter.instrument.redact.redact`, cut to ``statements.query_text_length``.
 
-Not done here (yet): the workload latency histogram (MySQL 8's events_statements_histogram_*),
-dbperf's own statements in a pseudo row (the digest text has no comments to mark them).
+Workload latency histogram (``mysql_statement_duration_seconds{schema}``)
+    As PostgreSQL's ``pg_statement_duration_seconds``, from digest deltas: between two reads each
+    digest's new calls are counted in the bucket of its mean time over the interval, and ``_sum``
+    grows by its time; every digest counts (not only the top N), the NULL-digest row of a full
+    table as one. An approximation (a digest's calls at their mean), counted since dbperf started.
+    A digest whose calls went down (the table was truncated) counts its current values as new.
+    (MySQL 8's ``events_statements_histogram_global`` has true per-call buckets: not read yet.)
+
+Not done here (yet): dbperf's own statements in a pseudo row (the digest text has no comments to
+mark them).
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from exporter.collector import Collector, Context
 from exporter.instrument.redact import redact
 from exporter.metrics import Family, pairs_formatter
 from exporter.postgres.sqlmark import batch, mark
-from exporter.postgres.statements import normalise_text, top_and_sticky
+from exporter.postgres.statements import Histogram, normalise_text, top_and_sticky
 from exporter.target import StatementsOptions
 
 LOG = logging.getLogger("dbperf.statements")
@@ -89,6 +97,8 @@ FULL = ("mysql_statements_digest_table_full", "1 when the digest table is full: 
         "row (served in schema=\"\", digest=\"other\") and no longer told apart.")
 LOST = ("mysql_statements_digest_lost_total", "Digests that could not be kept because the table was full "
         "(Performance_schema_digest_lost).")
+HISTOGRAM = ("mysql_statement_duration_seconds", "Statement execution time per schema, every digest's new calls "
+             "counted at its mean time over the scrape interval (an approximation; counts since dbperf started).")
 TEXT = ("mysql_statements_query_info", "Normalised text (literals replaced by ?) of an exposed digest, cut to "
         "statements.query_text_length (only with statements.query_text).")
 
@@ -113,6 +123,8 @@ class DigestState:
     texts: dict = field(default_factory=dict)     # key -> normalised text
     texts_at: float = float("-inf")
     chosen: set = field(default_factory=set)      # keys exposed in the last read
+    histograms: dict = field(default_factory=dict)  # schema -> Histogram
+    read: bool = False                            # a read happened (the first one only sets the baseline)
     full_said: bool = False
 
 
@@ -135,7 +147,8 @@ class MySQLStatementsCollector(Collector):
     def describe() -> list[Family]:
         out = [Family(name, "counter", help_, LABELS) for name, _, _, help_ in COUNTERS]
         out += [Family(TEXT[0], "gauge", TEXT[1], LABELS + ("query",)), Family(DIGESTS[0], "gauge", DIGESTS[1]),
-                Family(SIZE[0], "gauge", SIZE[1]), Family(FULL[0], "gauge", FULL[1]), Family(LOST[0], "counter", LOST[1])]
+                Family(SIZE[0], "gauge", SIZE[1]), Family(FULL[0], "gauge", FULL[1]), Family(LOST[0], "counter", LOST[1]),
+                Family(HISTOGRAM[0], "histogram", HISTOGRAM[1], ("schema",))]
         return out
 
     def collect(self, conn, ctx: Context, timeout: float = 5.0) -> list[Family]:
@@ -148,7 +161,9 @@ class MySQLStatementsCollector(Collector):
         rows = [(schema or "", digest, *(float(v or 0) for v in values)) for schema, digest, *values in rows]
         state = self.state
         with state.lock:
+            self._observe(rows, state)
             families = self._counters(rows, opts, state)
+            families.append(self._histogram_family(state))
             full = any(row[1] is None for row in rows) or (size is not None and 0 < int(size) <= len(rows))
             self._say_full(ctx, state, full, size)
             if opts.query_text:
@@ -192,6 +207,34 @@ class MySQLStatementsCollector(Collector):
             families.append(family)
         state.chosen = chosen
         return families
+
+    @staticmethod
+    def _observe(rows: list, state: DigestState) -> None:
+        """Count each digest's new calls since the last read at their mean time (see the module)."""
+        previous, histograms, first = state.previous, state.histograms, not state.read
+        state.read = True
+        for row in rows:
+            histogram = histograms.get(row[0])
+            if histogram is None:
+                histogram = histograms[row[0]] = Histogram()
+            if first:
+                continue
+            calls, ps = row[CALLS], row[TIME]
+            before = previous.get(row[:2])
+            if before is not None and before[CALLS] <= calls and before[TIME] <= ps:
+                calls, ps = calls - before[CALLS], ps - before[TIME]
+            calls = int(round(calls))
+            if calls > 0:
+                seconds = ps / PS
+                histogram.observe(seconds / calls, calls, seconds)
+
+    @staticmethod
+    def _histogram_family(state: DigestState) -> Family:
+        family = Family(HISTOGRAM[0], "histogram", HISTOGRAM[1], ("schema",))
+        for schema in sorted(state.histograms):
+            histogram = state.histograms[schema]
+            family.add_histogram((schema,), histogram.cumulative(), histogram.total)
+        return family
 
     def _say_full(self, ctx: Context, state: DigestState, full: bool, size) -> None:
         if not full:

@@ -234,6 +234,8 @@ class BoundedConnection:
     ``_connect_in_thread`` (resolves a Future with a session that has ``sock`` and ``close()``),
     ``_bounded`` (one call under the watchdog), ``_lost`` and ``connected``."""
 
+    cancel_grace = CANCEL_GRACE  # seconds from the cancel to the shutdown of the socket
+
     def __init__(self, watchdog: "Watchdog | None"):
         self._session = None
         self._pending: Future | None = None   # a connect running in its thread
@@ -335,13 +337,13 @@ class BoundedConnection:
 
     def _on_deadline(self, run) -> None:
         """In the watchdog's thread: the call outlived its deadline: cancel it (the subclass's
-        ``_cancel_run``), and shut its socket down if it still runs :data:`CANCEL_GRACE` later."""
+        ``_cancel_run``), and shut its socket down if it still runs ``cancel_grace`` later."""
         with run.lock:
             if run.done:
                 return
             run.cancelled = True
         self._cancel_run(run)
-        self._watchdog.arm(time.monotonic() + CANCEL_GRACE, lambda: self._sever(run))
+        self._watchdog.arm(time.monotonic() + self.cancel_grace, lambda: self._sever(run))
 
     def _sever(self, run) -> None:
         with run.lock:  # the socket is closed only after run.done: never a reused descriptor
