@@ -130,3 +130,11 @@ def test_explain_is_refused_and_a_wrong_password_never_shown(server, tmp_path):
     code, out, err = run_advise(tmp_path, mysql_dsn(server, wrong))
     assert (code, out) == (1, ""), err
     assert len(err.strip().splitlines()) == 1 and wrong not in err and "Access denied" in err, err
+
+
+def test_a_server_that_is_down_is_exit_1(tmp_path):
+    from exporter.pgcluster import free_port
+
+    code, out, err = run_advise(tmp_path, f"mysql://dbperf:{MYSQL_PASSWORD}@127.0.0.1:{free_port()}/")
+    assert (code, out) == (1, ""), err
+    assert len(err.strip().splitlines()) == 1 and "cannot connect" in err and MYSQL_PASSWORD not in err, err
