@@ -11,7 +11,7 @@ session (a statement timeout per query, KILL QUERY at the deadline)."""
 from __future__ import annotations
 
 from exporter.advisor import Finding
-from exporter.advisor.statements import StatementsUnavailable, checked
+from exporter.advisor.statements import StatementsUnavailable, TooLong, Unparsable
 
 SYSTEM = "('mysql', 'information_schema', 'performance_schema', 'sys')"
 USAGE_WARN, USAGE_HIGH = 0.6, 0.8
@@ -118,8 +118,13 @@ def statement_findings(statements: list[dict]) -> tuple[list[Finding], dict]:
 
     findings, skipped = [], {"unparsable": 0, "too_long": 0}
     for st in statements:
-        issues = checked(check_sql, st["query"], skipped)
-        if issues is None:
+        try:
+            issues = check_sql(st["query"])
+        except TooLong:
+            skipped["too_long"] += 1
+            continue
+        except Unparsable:
+            skipped["unparsable"] += 1
             continue
         text = " ".join(st["query"].split())
         for issue in issues:

@@ -24,10 +24,6 @@ from exporter.advisor.sqltree import children, walk
 LARGE_OFFSET = 1000
 TOP_STATEMENTS = 50
 COMPARISONS = frozenset(("=", "<", ">", "<=", ">="))
-KEYSET_FIX = ("Use keyset pagination: WHERE (sort_key, id) > (last_seen_key, last_seen_id) "
-              "ORDER BY sort_key, id LIMIT n, backed by an index on (sort_key, id).")
-DEEP_PAGES_FIX = ("If deep pages are requested, switch to keyset pagination: WHERE (sort_key, id) > "
-                  "(last_seen_key, last_seen_id) ORDER BY sort_key, id LIMIT n.")
 
 
 @dataclass(frozen=True)
@@ -188,12 +184,14 @@ def _offset(select: ast.SelectStmt) -> list[Issue]:
     offset = select.limitOffset
     if isinstance(offset, ast.A_Const) and isinstance(offset.val, ast.Integer) and offset.val.ival > LARGE_OFFSET:
         return [Issue("large_offset", "medium", f"OFFSET {offset.val.ival} reads and discards {offset.val.ival} rows",
-                      KEYSET_FIX)]
+                      "Use keyset pagination: WHERE (sort_key, id) > (last_seen_key, last_seen_id) "
+                      "ORDER BY sort_key, id LIMIT n, backed by an index on (sort_key, id).")]
     if isinstance(offset, ast.ParamRef):
         return [Issue("offset_pagination", "low",
                       "OFFSET pagination (the offset is a parameter, or a constant normalised to $n by "
                       "pg_stat_statements, so its size is unknown); every page reads and discards all earlier rows",
-                      DEEP_PAGES_FIX)]
+                      "If deep pages are requested, switch to keyset pagination: WHERE (sort_key, id) > "
+                      "(last_seen_key, last_seen_id) ORDER BY sort_key, id LIMIT n.")]
     return []
 
 
@@ -374,17 +372,6 @@ def top_statements(conn, databases: list[str], limit: int = TOP_STATEMENTS) -> t
     return statements, int(rows[0][0])
 
 
-def checked(check, sql: str, skipped: dict) -> list[Issue] | None:
-    """``check(sql)``, or None with ``skipped["too_long"]`` or ``skipped["unparsable"]`` counted."""
-    try:
-        return check(sql)
-    except TooLong:
-        skipped["too_long"] += 1
-    except Unparsable:
-        skipped["unparsable"] += 1
-    return None
-
-
 def statement_findings(statements: list[dict], wanted=lambda datname: True) -> tuple[list[Finding], dict]:
     """Findings for ``statements`` (from :func:`top_statements`) and the counts of those not
     checked: ``{"unparsable": n, "too_long": n}`` (too long: over exporter.advisor.guard's bounds,
@@ -401,8 +388,13 @@ def statement_findings(statements: list[dict], wanted=lambda datname: True) -> t
             continue
         query = st["query"]
         redacted = carries_secret(query) if len(query) <= MAX_CHARS else None
-        issues = checked(check_sql, mask_literals(query) if redacted else query, skipped)
-        if issues is None:
+        try:
+            issues = check_sql(mask_literals(query) if redacted else query)
+        except TooLong:
+            skipped["too_long"] += 1
+            continue
+        except Unparsable:
+            skipped["unparsable"] += 1
             continue
         text = redacted or " ".join(query.split())
         for issue in issues:
