@@ -23,7 +23,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = HERE / "thresholds.yaml"
-CONCERNS = ("postgres", "queries", "logs", "application", "pipelines", "pgbouncer", "host", "monitoring")
+CONCERNS = ("postgres", "queries", "logs", "application", "pipelines", "pgbouncer", "mysql", "host", "monitoring")
 CHECKED_IN = ("production", "development")
 README_BEGIN, README_END = "<!-- alerts:begin -->", "<!-- alerts:end -->"
 BY = "job, instance, target"          # the labels that identify one monitored server
@@ -781,6 +781,137 @@ def pgbouncer():
     return [], alerts
 
 
+def mysql():
+    """MySQL and MariaDB targets (kind: mysql). Where the concept is PostgreSQL's (connections near
+    the limit, replication lag, deadlocks, a statement slower than its usual), the thresholds are the
+    same keys as the PostgreSQL alerts'."""
+    w, long_w, slow_w = "${rate_window}", "${statement_mean_long_window}", "${mysql_slow_queries_baseline_window}"
+    up = f"and on ({BY}) mysql_up == 1"
+    rec = [Record("dbperf:mysql_connections:use_ratio",
+                  "mysql_global_status_threads_connected / mysql_global_variables_max_connections")]
+    rec += [Record(f"dbperf:mysql_global_status_slow_queries:rate{x}",
+                   f"sum by ({BY}) (rate(mysql_global_status_slow_queries_total[{x}]))") for x in (w, slow_w)]
+    rec.append(Record(f"dbperf:mysql_innodb_buffer_pool:hit_ratio_rate{w}",
+                      f"rate(mysql_innodb_buffer_pool_read_requests_total[{w}])\n"
+                      f"/ (rate(mysql_innodb_buffer_pool_read_requests_total[{w}])"
+                      f" + rate(mysql_innodb_buffer_pool_disk_reads_total[{w}]))"))
+    rec += [Record(f"dbperf:mysql_statements_mean_seconds:rate{x}",
+                   f'rate(mysql_statements_seconds_total{{digest!="other"}}[{x}])\n'
+                   f'/ rate(mysql_statements_calls_total{{digest!="other"}}[{x}])') for x in (w, long_w)]
+    conn_desc = ("Target {{ $labels.target }} has {{ $value | humanizePercentage }} of max_connections in use.")
+    channel = "{{ if $labels.channel }} (channel {{ $labels.channel }}){{ end }}"
+    lag_desc = (f"Replica {{{{ $labels.target }}}}{channel} is {{{{ $value | humanizeDuration }}}} behind its source "
+                "{{ $labels.source_host }}.")
+    deadlock_desc = "{{ $value | humanize }} InnoDB deadlocks on {{ $labels.target }} in the last ${deadlocks_window}."
+    history_desc = ("InnoDB's history list on {{ $labels.target }} holds {{ $value | humanize }} undo records not "
+                    "purged yet: a long-running transaction keeps them.")
+    alerts = [
+        Alert("MySQLDown", "critical", "mysql_up == 0", "${mysql_down_for}",
+              "MySQL cannot be reached by dbperf.",
+              "dbperf could not connect to and query MySQL target {{ $labels.target }} (instance {{ $labels.instance }}).",
+              "mysql_up == 0 for ${mysql_down_for}",
+              "As PostgreSQLDown: nothing works without the server; one minute rides out a failed scrape and a "
+              "fast restart."),
+        Alert("MySQLTooManyConnections", "warning",
+              "dbperf:mysql_connections:use_ratio > ${connections_warning}", "${connections_warning_for}",
+              "MySQL connections are near max_connections.", conn_desc,
+              "> ${connections_warning} of max_connections for ${connections_warning_for}",
+              "The PostgreSQL thresholds: at max_connections new clients get 'Too many connections' (one more "
+              "is kept for a SUPER/CONNECTION_ADMIN user); 80% leaves room for a deploy's second pool."),
+        Alert("MySQLTooManyConnections", "critical",
+              "dbperf:mysql_connections:use_ratio > ${connections_critical}", "${connections_critical_for}",
+              "MySQL connections are near max_connections.", conn_desc,
+              "> ${connections_critical} for ${connections_critical_for}"),
+        Alert("MySQLThreadsRunningHigh", "warning",
+              f"mysql_global_status_threads_running > ${{mysql_threads_running_warning}}\n{up}",
+              "${mysql_threads_running_for}",
+              "Many MySQL threads run at once.",
+              "{{ $value }} threads run statements at once on {{ $labels.target }}.",
+              "> ${mysql_threads_running_warning} running for ${mysql_threads_running_for}",
+              "Connections are cheap, running threads are not: beyond a few per CPU core they queue for CPU and "
+              "InnoDB's latches and every statement slows down; sustained, it is a pile-up (a lock, a slow plan, "
+              "a traffic spike)."),
+        Alert("MySQLReplicationStopped", "critical",
+              f"mysql_replication_io_thread_running * mysql_replication_sql_thread_running == 0\n{up}",
+              "${mysql_replication_stopped_for}",
+              "MySQL replication has stopped.",
+              f"Replication of {{{{ $labels.target }}}}{channel} from {{{{ $labels.source_host }}}} is stopped: its I/O or SQL thread does not run (see Last_IO_Error / Last_SQL_Error).",
+              "I/O or SQL thread not running for ${mysql_replication_stopped_for}",
+              "A stopped replica falls behind without end and Seconds_Behind_Source is NULL then (no lag alert "
+              "can fire); five minutes allow a planned STOP REPLICA and a reconnect after a source restart."),
+        Alert("MySQLReplicationLagging", "warning",
+              "mysql_replication_lag_seconds > ${replication_lag_warning_seconds}", "${replication_lag_for}",
+              "A MySQL replica lags behind its source.", lag_desc,
+              "> ${replication_lag_warning} for ${replication_lag_for}",
+              "The PostgreSQL thresholds: reads from the replica are that stale and a failover loses as much."),
+        Alert("MySQLReplicationLagging", "critical",
+              "mysql_replication_lag_seconds > ${replication_lag_critical_seconds}", "${replication_lag_for}",
+              "A MySQL replica lags behind its source.", lag_desc,
+              "> ${replication_lag_critical}"),
+        Alert("MySQLInnoDBRowLockWaits", "warning",
+              f"rate(mysql_innodb_row_lock_wait_seconds_total[{w}]) > ${{mysql_row_lock_wait_sessions}}",
+              "${mysql_row_lock_wait_for}",
+              "MySQL sessions spend much time waiting for InnoDB row locks.",
+              "Sessions on {{ $labels.target }} waited {{ $value | humanize }} s per second for InnoDB row locks "
+              "(on average that many sessions always waiting).",
+              "> ${mysql_row_lock_wait_sessions} s of row lock waits per second for ${mysql_row_lock_wait_for}",
+              "Row lock time per second is the average number of sessions blocked; one session always blocked "
+              "for ten minutes is a hot row or a transaction held open, not a passing conflict."),
+        Alert("MySQLDeadlocks", "warning",
+              "increase(mysql_innodb_deadlocks_total[${deadlocks_window}]) > ${deadlocks_warning}", "${deadlocks_for}",
+              "MySQL is detecting InnoDB deadlocks.", deadlock_desc,
+              "> ${deadlocks_warning} in ${deadlocks_window}, for ${deadlocks_for}",
+              "The PostgreSQL thresholds: each deadlock is a transaction rolled back by InnoDB, a bug in lock "
+              "order worth a look; more than one every two minutes for ten minutes is a hot path failing."),
+        Alert("MySQLDeadlocks", "critical",
+              "increase(mysql_innodb_deadlocks_total[${deadlocks_window}]) > ${deadlocks_critical}",
+              "${deadlocks_critical_for}",
+              "MySQL is detecting InnoDB deadlocks.", deadlock_desc,
+              "> ${deadlocks_critical} in ${deadlocks_window}, for ${deadlocks_critical_for}"),
+        Alert("MySQLHistoryListLong", "warning",
+              "mysql_innodb_history_list_length > ${mysql_history_list_warning}", "${mysql_history_list_for}",
+              "InnoDB's undo history is not being purged.", history_desc,
+              "> ${mysql_history_list_warning} for ${mysql_history_list_for}",
+              "A few thousand is normal churn; a hundred thousand that stays means an old transaction (or a "
+              "stuck replica's view) stops the purge: reads walk longer version chains and undo grows. A "
+              "million slows every query of busy tables."),
+        Alert("MySQLHistoryListLong", "critical",
+              "mysql_innodb_history_list_length > ${mysql_history_list_critical}", "${mysql_history_list_for}",
+              "InnoDB's undo history is not being purged.", history_desc,
+              "> ${mysql_history_list_critical} for ${mysql_history_list_for}"),
+        Alert("MySQLSlowQueriesRising", "warning",
+              f"dbperf:mysql_global_status_slow_queries:rate{w}\n"
+              f"> ${{mysql_slow_queries_factor}} * dbperf:mysql_global_status_slow_queries:rate{slow_w}\n"
+              f"and dbperf:mysql_global_status_slow_queries:rate{w} > ${{mysql_slow_queries_min_per_second}}\n"
+              f"and on (job, instance) up offset {slow_w}",
+              "${mysql_slow_queries_for}",
+              "MySQL runs slow queries much more often than usual.",
+              "{{ $labels.target }} runs {{ $value | humanize }} slow queries/s (longer than long_query_time), "
+              "more than ${mysql_slow_queries_factor}x its rate over ${mysql_slow_queries_baseline_window}.",
+              "rate > ${mysql_slow_queries_factor}x its ${mysql_slow_queries_baseline_window} rate and > "
+              "${mysql_slow_queries_min_per_second}/s, for ${mysql_slow_queries_for}",
+              "Every server has a steady trickle of slow queries (reports, batch jobs); a rate three times the "
+              "day's for a quarter of an hour is a change (a plan, a missing index, contention). Quiet for the "
+              "first day of a server (no baseline)."),
+        Alert("MySQLStatementLatencyRegression", "warning",
+              f"dbperf:mysql_statements_mean_seconds:rate{w}\n"
+              f"> ${{statement_mean_factor}} * dbperf:mysql_statements_mean_seconds:rate{long_w}\n"
+              f"and dbperf:mysql_statements_mean_seconds:rate{w} > ${{statement_mean_floor}}\n"
+              f'and rate(mysql_statements_calls_total{{digest!="other"}}[{w}]) > ${{statement_min_calls_per_second}}',
+              "${statement_mean_for}",
+              "A MySQL statement digest became much slower than its own average.",
+              "Digest {{ $labels.digest }} in schema '{{ $labels.schema }}' on {{ $labels.target }} now takes "
+              "{{ $value | humanizeDuration }} per call, more than ${statement_mean_factor}x its "
+              "${statement_mean_long_window} mean.",
+              "mean > ${statement_mean_factor}x its ${statement_mean_long_window} mean, > ${statement_mean_floor}s, "
+              "> ${statement_min_calls_per_second} calls/s, for ${statement_mean_for}",
+              "PostgreSQLStatementSlower's rule and thresholds on performance_schema's digests: a plan change or "
+              "lock contention shows as one digest's mean tripling; the floor and the call rate skip fast and "
+              "rare statements."),
+    ]
+    return rec, alerts
+
+
 def host():
     fs = "host_filesystem_avail_bytes / (host_filesystem_size_bytes > 0)"
     rec = [
@@ -896,7 +1027,7 @@ def monitoring():
 
 
 DEFINITIONS = {"postgres": postgres, "queries": queries, "logs": logs, "application": application, "pipelines": pipelines,
-               "pgbouncer": pgbouncer, "host": host, "monitoring": monitoring}
+               "pgbouncer": pgbouncer, "mysql": mysql, "host": host, "monitoring": monitoring}
 
 
 # -- thresholds ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from panels import (bargauge, custom_var, dashboard, gauge, heatmap, query_var, row, stat,  # noqa: E402
                     state_timeline, table, target, timeseries, value_map)
+import mysql_dashboard  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "json"
@@ -93,10 +94,11 @@ UP_MAP = value_map({0: ("down", "red"), 1: ("up", "green")})
 def overview() -> dict:
     zero = f"0 * pg_up{{{PG}}}"
     items = [
-        stat("Servers up", "PostgreSQL servers dbperf could connect to and query in its last scrape.",
-             [target(f"sum(pg_up{{{PG}}})", "up")], "none"),
-        stat("Servers down", "Monitored servers with pg_up 0: dbperf cannot connect or query them.",
-             [target(f"count(pg_up{{{PG}}} == 0) or vector(0)", "down")], "none", thresholds=[1]),
+        stat("Servers up", "PostgreSQL and MySQL servers dbperf could connect to and query in its last scrape.",
+             [target(f"sum(pg_up{{{PG}}} or mysql_up{{{PG}}})", "up")], "none"),
+        stat("Servers down", "Monitored servers with pg_up or mysql_up 0: dbperf cannot connect or query them.",
+             [target(f"count(pg_up{{{PG}}} == 0 or mysql_up{{{PG}}} == 0) or vector(0)", "down")], "none",
+             thresholds=[1]),
         stat("Firing alerts", "Alerts firing now for the selected servers (the Prometheus ALERTS series).",
              [target(f'count(ALERTS{{alertstate="firing", {PG}}}) or vector(0)', "firing")], "none",
              thresholds=[1]),
@@ -138,14 +140,20 @@ def overview() -> dict:
                    "server (slowest database), from the pg_statement_duration_seconds histogram.",
                    [target(f"max by ({BY}) (dbperf:pg_statement_duration_seconds:p95_rate5m{{{PG}}})",
                            "{{target}}")], "s", thresholds=[T["workload_p95_warning"]])),
+        *mysql_dashboard.overview_items(T, PG),
         table("Firing alerts", "Every alert firing now for the selected servers, with its labels "
               "(empty when all is well).",
               [target(f'ALERTS{{alertstate="firing", {PG}}}')], "none", h=7,
               hide=("Time", "Value", "__name__", "alertstate")),
     ]
+    # every server of both kinds: the variables list the jobs, instances and targets of either
+    servers = '{__name__=~"pg_up|mysql_up", job=~"$job"'
+    variables = [query_var("job", "Job", 'label_values({__name__=~"pg_up|mysql_up"}, job)'),
+                 query_var("instance", "Instance", f"label_values({servers}}}, instance)"),
+                 query_var("target", "Target", f'label_values({servers}, instance=~"$instance"}}, target)')]
     return dashboard("dbperf-overview", "dbperf / Overview",
-                     "Every monitored PostgreSQL server on one screen; click a target for its details.",
-                     pg_variables(datname=False), items, tags=("overview",))
+                     "Every monitored PostgreSQL and MySQL server on one screen; click a target for its details.",
+                     variables, items, tags=("overview",))
 
 
 # -- PostgreSQL server ------------------------------------------------------------------------
@@ -1093,7 +1101,8 @@ def logs_access() -> dict:
 
 
 DASHBOARDS = {"overview": overview, "postgresql-server": postgres, "queries": queries,
-              "tables-indexes": tables, "application": application, "pipelines": pipelines,
+              "tables-indexes": tables, "mysql-server": lambda: mysql_dashboard.mysql(T, secs),
+              "application": application, "pipelines": pipelines,
               "pgbouncer-host": pgbouncer_host, "monitoring-health": monitoring, "logs-access": logs_access}
 
 

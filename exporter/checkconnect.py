@@ -123,7 +123,7 @@ def check_target(target: Target, budget: float, config=None) -> tuple[list[str],
         return [f"\ntarget {target.name}: not connected: its DSN is missing"], f"--connect: {target.dsn_missing}"
     scraper, successes, reasons, unsupported, served = _scrape(target, budget, config)
     server, collectors = scraper.server, scraper.collectors
-    where = describe_dsn(target.dsn)
+    where = describe_dsn(target.dsn, target.kind)
     if server is None:
         reason = scraper.failure or "no answer"
         if not reason.startswith("cannot connect"):

@@ -23,6 +23,7 @@ class ServerInfo:
     dbname: str = ""            # the target's own database
     extension_versions: tuple = ()  # ((name, extversion), ...) of those extensions
     version_text: str = ""      # the version as the server writes it, where that is what is kept (PgBouncer's "1.18.0")
+    flavour: str = ""           # which server of a kind it is: "mysql" or "mariadb" for kind mysql ("" for the others)
 
     def extension_version(self, name: str) -> str | None:
         """The installed version of extension ``name`` (``"1.10"``), None when unknown."""

@@ -68,10 +68,12 @@ def parse_listen(source: str, key: str, value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def _dsn(source: str, reader: _Reader, name: str, env=os.environ, secrets: bool = True) -> tuple[str, str, str]:
+def _dsn(source: str, reader: _Reader, name: str, env=os.environ, secrets: bool = True,
+         target_kind: str = "postgres") -> tuple[str, str, str]:
     """``(dsn, where it comes from, problem)``. A DSN from an unset environment variable or an
     unreadable file is an error, unless ``secrets`` is False (checking a config without its
-    secrets): then the DSN is "" and ``problem`` the one-line error serve would give."""
+    secrets): then the DSN is "" and ``problem`` the one-line error serve would give. ``target_kind``:
+    whose connection string it is (a MySQL one is a ``mysql://`` URL or MySQL key=value words)."""
     given = [k for k in ("dsn", "dsn_file", "dsn_env") if reader.data.get(k) is not None]
     if len(given) != 1:
         reader.fail("dsn", "exactly one of dsn, dsn_file, dsn_env is required"
@@ -102,7 +104,10 @@ def _dsn(source: str, reader: _Reader, name: str, env=os.environ, secrets: bool 
         if secrets:
             reader.fail(kind, missing)
         return "", where, str(ConfigError(source, reader.key(kind), missing))
-    from exporter.secrets import validate_dsn
+    if target_kind == "mysql":
+        from exporter.mysql.dsn import problem as validate_dsn
+    else:
+        from exporter.secrets import validate_dsn
 
     problem = validate_dsn(dsn)
     if problem:
@@ -172,6 +177,25 @@ TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "colle
                "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "samples",
                "pipelines", "plans", "server_log")
 PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
+MYSQL_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout", "collectors", "table_limit", "statements")
+
+
+def _mysql_target(source: str, reader: _Reader, name: str, defaults: dict, env=os.environ,
+                  secrets: bool = True) -> Target:
+    """``kind: mysql``: a MySQL or MariaDB server (exporter.mysql), one session, its own collectors;
+    the top-level ``collectors:`` settings apply to the collectors of the same name."""
+    from exporter.registry import collector_names
+
+    reader.allow(*MYSQL_KEYS)
+    known = collector_names("mysql")
+    collectors = {k: v for k, v in defaults.items() if k in known}
+    collectors.update(_collectors(source, reader.sub("collectors"), known))
+    dsn, where, missing = _dsn(source, reader, name, env, secrets, target_kind="mysql")
+    return Target(name=name, dsn=dsn, kind="mysql", collectors=collectors, max_connections=2,
+                  table_limit=reader.ranged("table_limit", int, 1000, "table_limit"),
+                  statements=_statements(reader.sub("statements")),
+                  connect_timeout=reader.ranged("connect_timeout", float, 3.0, "connect_timeout"),
+                  dsn_from=where, dsn_missing=missing)
 
 
 def _pgbouncer_target(source: str, reader: _Reader, name: str, env=os.environ, secrets: bool = True) -> Target:
@@ -195,11 +219,15 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         reader.fail("name", "is required")
     if not NAME_RE.fullmatch(name):
         reader.fail("name", f"must match {NAME_RE.pattern}, got {show(name)}")
+    from exporter.kind import KINDS
+
     kind = reader.get("kind", str, "postgres")
-    if kind not in ("postgres", "pgbouncer"):
-        reader.fail("kind", f"must be postgres or pgbouncer, got {show(kind)}")
+    if kind not in KINDS:
+        reader.fail("kind", f"must be one of {', '.join(KINDS)}, got {show(kind)}")
     if kind == "pgbouncer":
         return _pgbouncer_target(source, reader, name, env, secrets)
+    if kind == "mysql":
+        return _mysql_target(source, reader, name, defaults, env, secrets)
     dbs = reader.sub("databases")
     dbs.allow("discover", "include", "exclude")
     databases = Databases(discover=dbs.get("discover", bool, True),
@@ -277,7 +305,10 @@ def parse(data, source: str = "<config>", env=os.environ, secrets: bool = True) 
         top.fail("log_format", f"must be text or json, got {show(log_format)}")
     scrape_timeout = top.ranged("scrape_timeout", float, 10.0, "scrape_timeout")
     specs, known = _collector_files(source, top)
-    defaults = _collectors(source, top.sub("collectors"), known)
+    from exporter.registry import collector_names
+
+    # the top-level settings apply to every target's collector of that name, MySQL's too
+    defaults = _collectors(source, top.sub("collectors"), known | collector_names("mysql"))
     state = top.get("state_dir", str, "")
     if state and not Path(state).is_absolute():
         state = str(Path(source).parent / state)

@@ -132,6 +132,16 @@ def reference(versions: dict | None = None) -> str:
 
     out += ["#### `pgbouncer` (targets with `kind: pgbouncer`; see docs/pgbouncer.md)", ""] + header
     out += [_row(f.name, f.type, f.labelnames, f.help) for f in PgBouncerCollector().describe()] + [""]
+    from exporter.mysql.kind import MYSQL
+
+    out += ["#### `mysql` (targets with `kind: mysql`: MySQL 8 and MariaDB 10.6+; see docs/mysql.md)", "",
+            f"Served beside `{MYSQL.up_metric}` ({MYSQL.up_help}) and the self-metrics."]
+    for collector in MYSQL.collectors():
+        ttl = f", cached {collector.default_ttl:g}s" if collector.default_ttl else ""
+        out += ["", f"`{collector.name}` ({'on' if collector.enabled_by_default else 'off'} by default{ttl}): "
+                f"{collector.help}", ""] + header
+        out += [_row(name, mtype, labels, help_) for name, mtype, labels, help_ in documented(collector)]
+    out.append("")
     out += ["#### `host` (on `/metrics` only; `host_metrics: false` turns it off)", ""] + header
     out += [_row(f.name, f.type, f.labelnames, f.help) for f in collect_host()]
     out += [_row("dbperf_host_collector_success", "gauge", (), "1 when the host collector succeeded."),

@@ -2,7 +2,7 @@
 
 The scrape engine (:class:`exporter.scrape.TargetScraper`) is the same for every kind: deadlines,
 single-flight, backoff, rate-limited logs, caching and self-metrics are written once there. What
-differs between PostgreSQL and PgBouncer is behind :class:`Kind`; a new kind (MySQL, say) is a
+differs between PostgreSQL, PgBouncer and MySQL is behind :class:`Kind`; a new kind is a
 new module with one object that has these attributes, named in :data:`KINDS`.
 """
 
@@ -45,9 +45,14 @@ class Kind(Protocol):
     def hint(self, exc: BaseException, dsn: str) -> str:
         """What to append to a failure's log line to say how to fix it ("" when nothing)."""
 
+    def connection(self, dsn: str, dbname: str | None, connect_timeout: float, watchdog, statement_timeout: float):
+        """A new lazily connected session (:class:`exporter.postgres.connection.Connection`'s
+        interface: ``query``, ``within``, ``scrub``, ``connected``, ``close``)."""
+
 
 # kind name -> "module:attribute" of its Kind object (imported on first use)
-KINDS = {"postgres": "exporter.postgres.kind:POSTGRES", "pgbouncer": "exporter.pgbouncer:PGBOUNCER"}
+KINDS = {"postgres": "exporter.postgres.kind:POSTGRES", "pgbouncer": "exporter.pgbouncer:PGBOUNCER",
+         "mysql": "exporter.mysql.kind:MYSQL"}
 
 
 def kind_of(name: str) -> Kind:

@@ -275,6 +275,12 @@ class PgBouncerKind:
     def hint(exc: BaseException, dsn: str) -> str:
         return ""
 
+    @staticmethod
+    def connection(dsn, dbname, connect_timeout, watchdog, statement_timeout):
+        from exporter.postgres.connection import Connection
+
+        return Connection(dsn, dbname, connect_timeout, watchdog, flavour=FLAVOUR, statement_timeout=statement_timeout)
+
 
 PGBOUNCER = PgBouncerKind()
 

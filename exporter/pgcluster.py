@@ -45,7 +45,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Cluster:
+class Throwaway:
+    """A throwaway server as a context manager: ``init()`` and ``start()`` on entry (``cleanup()``
+    when either fails), ``cleanup()`` on exit (:class:`Cluster`, exporter.mysqlcluster's MariaDB)."""
+
+    def __enter__(self):
+        try:
+            self.init().start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+
+class Cluster(Throwaway):
     """``with Cluster() as c: c.dsn("postgres")``; ``stop()``/``start()`` simulate an outage."""
 
     def __init__(self, settings: dict[str, str] | None = None, port: int | None = None,
@@ -169,16 +185,6 @@ class Cluster:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "Cluster":
-        try:
-            self.init().start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
 
     def require_password(self, user: str) -> None:
         """Make ``user`` authenticate with scram-sha-256 over TCP (others keep trust)."""

@@ -164,8 +164,8 @@ class TargetScraper:
         self._unsupported_logged: set[tuple[str, str]] = set()  # (collector, reason) logged once
 
     def _connection(self, dbname: str | None, statement_timeout: float) -> Connection:
-        return Connection(self.target.dsn, dbname, self.target.connect_timeout, self._watchdog,
-                          flavour=self.kind.flavour, statement_timeout=statement_timeout)
+        return self.kind.connection(self.target.dsn, dbname, self.target.connect_timeout, self._watchdog,
+                                    statement_timeout)
 
     def _session_timeouts(self) -> dict[str, float]:
         """The statement timeout of each session (see :meth:`_plan`): the longest of the enabled

@@ -31,8 +31,13 @@ def password_of(dsn: str) -> str | None:
         return None
 
 
-def describe_dsn(dsn: str) -> str:
-    """``host=... port=... dbname=... user=...`` without the password."""
+def describe_dsn(dsn: str, kind: str = "postgres") -> str:
+    """``host=... port=... dbname=... user=...`` without the password; ``kind``: the target's
+    (a MySQL target's DSN is a ``mysql://`` URL or MySQL key=value words: exporter.mysql.dsn)."""
+    if kind == "mysql":
+        from exporter.mysql.dsn import describe
+
+        return describe(dsn)
     try:
         params = conninfo_to_dict(dsn)
     except Exception:

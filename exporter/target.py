@@ -101,7 +101,7 @@ class Target:
     plans: PlansOptions = PlansOptions()  # EXPLAIN of the top statements (exporter.postgres.plans)
     pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
     server_log: object = None  # exporter.serverlog.options.ServerLogOptions when `server_log:` is set
-    kind: str = "postgres"  # "postgres" or "pgbouncer" (its admin console; exporter.pgbouncer)
+    kind: str = "postgres"  # a name of exporter.kind.KINDS: postgres, pgbouncer (exporter.pgbouncer), mysql (exporter.mysql)
     dsn_from: str = ""      # where the DSN comes from when not inline: "environment variable PG_DSN", "file ..."
     # set (one line: file, key, target, reason) when the DSN's secret was absent and the config was
     # parsed with secrets=False (check-config): dsn is then "" and the target cannot be connected to

@@ -67,6 +67,33 @@ def pg():
         yield handle
 
 
+MYSQL_USER, MYSQL_PASSWORD = "dbperf", "s3cr%t-pw@x"  # a password with URL-special characters
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    """A throwaway MariaDB (exporter.mysqlcluster, Debian's mariadb-server) for the whole session,
+    with a monitoring user ``dbperf`` (MYSQL_PASSWORD) granted what dbperf reads: ``dsn()`` is its
+    DSN. Started on first use only."""
+    from exporter.mysqlcluster import MariaDB
+
+    with MariaDB() as server:
+        for sql in (f"CREATE USER '{MYSQL_USER}'@'127.0.0.1' IDENTIFIED BY '{MYSQL_PASSWORD}'",
+                    f"GRANT PROCESS, REPLICATION CLIENT, SLAVE MONITOR ON *.* TO '{MYSQL_USER}'@'127.0.0.1'",
+                    # information_schema.tables lists only the tables the user may read
+                    f"GRANT SELECT ON *.* TO '{MYSQL_USER}'@'127.0.0.1'",
+                    "CREATE DATABASE dbperf_test"):
+            server.execute(sql)
+        yield server
+
+
+def mysql_dsn(server, password: str = MYSQL_PASSWORD) -> str:
+    """The monitoring user's DSN for ``server`` (the password percent-encoded in the URL)."""
+    from urllib.parse import quote
+
+    return f"mysql://{MYSQL_USER}:{quote(password, safe='')}@127.0.0.1:{server.port}/"
+
+
 def _prepare(handle: PG) -> None:
     handle.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     if not handle.execute("SELECT 1 FROM pg_database WHERE datname = %s", params=(SECOND_DB,)):

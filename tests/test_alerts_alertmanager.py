@@ -112,8 +112,12 @@ def test_inhibitions_on_a_real_alertmanager(am):
         {"alertname": "PipelineStale", "severity": "critical", "job": "dbperf", "target": "down", "pipeline": "etl"},
         {"alertname": "HostMemoryLow", "severity": "warning", "job": "dbperf", "instance": "db1:9847"},
         {"alertname": "Watchdog", "severity": "info"},
+        {"alertname": "MySQLDown", "severity": "critical", "job": "dbperf", "target": "mydown"},
+        {"alertname": "MySQLReplicationStopped", "severity": "critical", "job": "dbperf", "target": "mydown",
+         "channel": "eu"},
+        {"alertname": "MySQLDeadlocks", "severity": "warning", "job": "dbperf", "target": "myup"},
     )
-    wait_until(lambda: len(am.alerts()) == 10, timeout=10, message="10 alerts in Alertmanager")
+    wait_until(lambda: len(am.alerts()) == 13, timeout=10, message="13 alerts in Alertmanager")
 
     def inhibited(name, **labels):
         return wait_until(lambda: _state(am, name, **labels), timeout=10, message=name)["inhibitedBy"] != []
@@ -129,6 +133,10 @@ def test_inhibitions_on_a_real_alertmanager(am):
     assert inhibited("DbperfCollectorFailing", target="down")
     assert inhibited("PipelineStale", target="down")
     assert not inhibited("PostgreSQLDown", target="down")
+    # and MySQLDown everything else about its MySQL target
+    assert inhibited("MySQLReplicationStopped", target="mydown")
+    assert not inhibited("MySQLDown", target="mydown")
+    assert not inhibited("MySQLDeadlocks", target="myup")
     # alerts without a target are never muted by it
     assert not inhibited("HostMemoryLow")
     assert not inhibited("Watchdog")
@@ -166,7 +174,7 @@ def test_ack_list_unack(am):
     acked = {r["labels"].get("datname"): r for r in rows if r["labels"].get("target") == "acked"}
     assert acked["app"]["acknowledged"] and acked["app"]["silence_ids"] == [silence_id]
     assert not acked["other"]["acknowledged"] and acked["other"]["state"] == "firing"
-    assert f"ACKED by tester until" in dbperf_alerts(am.url, "list").stdout
+    assert "ACKED by tester until" in dbperf_alerts(am.url, "list").stdout
 
     unack = dbperf_alerts(am.url, "unack", silence_id)
     assert unack.returncode == 0, unack.stderr

@@ -1,7 +1,7 @@
 """Every metric a rule reads exists in a real exposition, with the type its functions need:
-dbperf against the test PostgreSQL (pg_stat_statements, a pipelines source, a replication slot) and
-a real PgBouncer, the application library's registry with an instrumented pool, and the real
-Prometheus and Alertmanager. A rule on a name nobody emits can never fire."""
+dbperf against the test PostgreSQL (pg_stat_statements, a pipelines source, a replication slot), a
+real PgBouncer and a real MariaDB replica (tests/mysqlpair.py), the application library's registry
+with an instrumented pool, and the real Prometheus and Alertmanager. A rule on a name nobody emits can never fire."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from exporter.instrument import Instrumentation, LogHandler
 from exporter.pipelines.schema import SQL as PIPELINES_SQL
 from exporter.server import Exporter
 from conftest import Prometheus
+from mysqlpair import replicated_pair
 from test_alerts_support import RULES, Alertmanager, metric_names, range_function_args, rules
 from test_pgbouncer import Bouncer
 
@@ -102,9 +103,29 @@ def exposition(pg, tmp_path_factory):
     return texts
 
 
-def test_every_metric_in_the_rules_is_emitted(exposition):
+@pytest.fixture(scope="module")
+def mysql_exposition():
+    """dbperf's exposition of a kind: mysql target: a MariaDB replica (replication running, so it
+    reports its lag) with a statement digest of its own."""
+    with replicated_pair() as (_, replica):
+        replica.execute("SELECT COUNT(*) FROM shop.orders")
+        config = parse({"listen": "127.0.0.1:0", "targets": [{"name": "my", "kind": "mysql", "dsn": replica.dsn()}]},
+                       source="test-config")
+        served = Served(Exporter(config))
+        needed = ("mysql_statements_calls_total{", "mysql_replication_lag_seconds{")
+
+        def complete():
+            text = served.get()[1]
+            return text if all(n in text for n in needed) else None
+        try:
+            return wait_until(complete, timeout=30, message="statements and replication series")
+        finally:
+            served.close()
+
+
+def test_every_metric_in_the_rules_is_emitted(exposition, mysql_exposition):
     emitted = {}
-    for text in exposition.values():
+    for text in [*exposition.values(), mysql_exposition]:
         emitted.update(types_of(text))
     recorded = {r["record"] for r in rules() if "record" in r}
     missing = []
@@ -115,9 +136,9 @@ def test_every_metric_in_the_rules_is_emitted(exposition):
     assert not missing, "rules read metrics nobody emits:\n" + "\n".join(sorted(set(missing)))
 
 
-def test_range_functions_match_metric_types(exposition):
+def test_range_functions_match_metric_types(exposition, mysql_exposition):
     emitted = {}
-    for text in exposition.values():
+    for text in [*exposition.values(), mysql_exposition]:
         emitted.update(types_of(text))
     wrong = []
     for rule in rules():

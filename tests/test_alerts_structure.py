@@ -15,7 +15,7 @@ import re
 import pytest
 import yaml
 
-from test_alerts_support import ALERTS, generate, metric_names
+from test_alerts_support import generate, metric_names
 
 pytestmark = pytest.mark.fast
 

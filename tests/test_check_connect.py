@@ -61,7 +61,7 @@ def _needs_newer(state: str, version_num: int) -> bool:
 def test_connect_says_in_plain_words_what_is_not_available(pg, tmp_path):
     """pg_stat_statements is created in postgres only: a target on the second database lacks it."""
     config = tmp_path / "dbperf.yaml"
-    config.write_text(f"targets:\n  - name: second\n    dsn_env: SECOND_DSN\n    databases: {{discover: false}}\n"
+    config.write_text("targets:\n  - name: second\n    dsn_env: SECOND_DSN\n    databases: {discover: false}\n"
                       "    pipelines:\n      sources: [{type: table}]\n")
     proc = dbperf("check-config", "--connect", str(config), env={"SECOND_DSN": pg.dsn(SECOND_DB)})
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -276,7 +276,7 @@ def test_pgbouncer_and_postgres_targets_side_by_side(pg, bouncer, serve):
 
 
 @pytest.mark.parametrize("target, key, reason", [
-    ({"kind": "pgbouncr"}, "targets[0].kind", "must be postgres or pgbouncer"),
+    ({"kind": "pgbouncr"}, "targets[0].kind", "must be one of postgres, pgbouncer, mysql"),
     ({"kind": "pgbouncer", "databases": {"discover": False}}, "targets[0].databases", "unknown key"),
     ({"kind": "pgbouncer", "collectors": {}}, "targets[0].collectors", "unknown key"),
     ({"kind": "pgbouncer", "dsn": "host=127.0.0.1 dbname=app"}, "targets[0].dsn", "dbname must be pgbouncer"),

@@ -50,7 +50,7 @@ def test_twenty_targets_scraped_by_prometheus_with_file_sd(twenty):
     prom = Prometheus([probe_job("postgres", workdir / "targets.json", dbperf.address)], interval=f"{INTERVAL}s")
     try:
         wait_until(lambda: up_count(prom.url, "postgres") == TARGETS, timeout=40, interval=0.5, message="all 20 targets up")
-        wait_until(lambda: len(prom_query(prom.url, f'count_over_time(up{{job="postgres"}}[1m]) >= 3')) == TARGETS,
+        wait_until(lambda: len(prom_query(prom.url, 'count_over_time(up{job="postgres"}[1m]) >= 3')) == TARGETS,
                    timeout=30, interval=0.5, message="three scrapes of every target")
         figures = measure(prom.url, "postgres", dbperf, TARGETS, WINDOW, INTERVAL, rss_base,
                           ours=lambda: [psutil.Process(prom.proc.pid), *cluster_processes(cluster)])

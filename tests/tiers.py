@@ -2,7 +2,7 @@
 
 - ``fast``: pure logic, no external server and no subprocess (config, planning, rendering, ranking,
   histogram and anomaly maths, advisor rules on parsed SQL, the exposition format). The inner loop.
-- ``pg``: a real PostgreSQL (and PgBouncer) started by the suite.
+- ``pg``: a real PostgreSQL (and PgBouncer, MariaDB) started by the suite.
 - ``prom``: real Prometheus, Alertmanager, promtool or amtool.
 - ``e2e``: the whole stack (the demo, several real servers, the browser, multi-process apps).
 
@@ -23,12 +23,12 @@ import pytest
 TIERS = ("fast", "pg", "prom", "e2e")
 DESCRIPTIONS = {
     "fast": "pure logic: no external server, no program but dbperf's own command",
-    "pg": "needs a real PostgreSQL (or PgBouncer) that the suite starts",
+    "pg": "needs a real PostgreSQL (or PgBouncer, MariaDB) that the suite starts",
     "prom": "needs real Prometheus, Alertmanager, promtool or amtool",
     "e2e": "the whole stack: demo, several real servers, browser, multi-process apps",
 }
 # fixtures that start or reach a real server: a fast test may not use them
-SERVER_FIXTURES = frozenset({"pg", "served", "cluster", "prometheus", "alertmanager", "shop", "pgbouncer"})
+SERVER_FIXTURES = frozenset({"pg", "served", "cluster", "prometheus", "alertmanager", "shop", "pgbouncer", "mariadb"})
 
 
 def tier_of(item: pytest.Item) -> str | None:

@@ -76,7 +76,14 @@ def run(args) -> int:
         if args.sample_seconds and args.explain:
             raise AdviseError("--sample-seconds does not go with --explain")
         args.timeout = _timeout(args.timeout)
-        meta, findings = _explain(args, target) if args.explain else _advise(args, target)
+        if target.kind == "mysql":
+            if args.explain:
+                raise AdviseError(f"--explain is for PostgreSQL targets; {target.name!r} is kind: mysql")
+            from exporter.advisor.mysql import advise as advise_mysql
+
+            meta, findings = advise_mysql(target, args.top, args.timeout)
+        else:
+            meta, findings = _explain(args, target) if args.explain else _advise(args, target)
     except DbperfError as exc:  # a server's message may quote the DSN's password
         raise exc.hide(password_of(target.dsn))
     from exporter.advisor.report import render_json, render_table

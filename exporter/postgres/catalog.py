@@ -49,8 +49,8 @@ class CatalogCollector(Collector):
         self.spec = spec
         self.queries = queries
 
-    def plan(self, version: int) -> list[QuerySpec]:
-        return [q for q in self.queries if q.applies(version)]
+    def plan(self, version: int, flavour: str = "") -> list[QuerySpec]:
+        return [q for q in self.queries if q.applies(version, flavour)]
 
     def families_for(self, version: int) -> tuple[str, ...]:
         """The families this collector's SQL for ``version`` reads (each served when PostgreSQL
@@ -59,13 +59,14 @@ class CatalogCollector(Collector):
 
     def applies(self, server) -> str | None:
         reason = super().applies(server)
-        if reason is None and not self.plan(server.version):
+        if reason is None and not self.plan(server.version, server.flavour):
             return "no query for this PostgreSQL version"
         return reason
 
     def sql(self, ctx: Context) -> str:
         limit = ctx.options.table_limit
-        return ";\n".join(q.sql.replace("{table_limit}", str(limit)) for q in self.plan(ctx.server.version))
+        return ";\n".join(q.sql.replace("{table_limit}", str(limit))
+                          for q in self.plan(ctx.server.version, ctx.server.flavour))
 
     def documented(self) -> list[tuple[str, str, tuple, str]]:
         seen, out = set(), []
@@ -77,7 +78,7 @@ class CatalogCollector(Collector):
         return out
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
-        queries = self.plan(ctx.server.version)
+        queries = self.plan(ctx.server.version, ctx.server.flavour)
         results = conn.query(self.sql(ctx), timeout)
         return self.to_families(queries, results)
 
@@ -155,7 +156,7 @@ class UserCollector(CatalogCollector):
         self._log_limit = RateLimiter(60.0)
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
-        queries = self.plan(ctx.server.version)
+        queries = self.plan(ctx.server.version, ctx.server.flavour)
         results = conn.query(self.sql(ctx), timeout)
         cut = False
         checked = []

@@ -21,7 +21,8 @@ from exporter.configfile import ConfigError, _Reader, read_yaml_file, show
 COLLECTOR_KEYS = ("help", "scope", "enabled", "ttl", "timeout", "role", "requires_extension", "optional",
                   "queries")
 USER_COLLECTOR_KEYS = COLLECTOR_KEYS + ("max_rows",)  # a user's SQL is cut at max_rows; dbperf's has its limits
-QUERY_KEYS = ("sql", "min_version", "max_version", "labels", "metrics")
+QUERY_KEYS = ("sql", "min_version", "max_version", "flavour", "labels", "metrics")
+FLAVOURS = ("mysql", "mariadb")  # a query's flavour: kind mysql's two servers (exporter.mysql.kind)
 METRIC_KEYS = ("name", "type", "help", "column", "value", "scale", "labels")
 METRIC_TYPES = ("gauge", "counter")  # one value per row: a histogram needs code
 
@@ -78,9 +79,11 @@ class QuerySpec:
     metrics: tuple
     min_version: int = 0
     max_version: int | None = None  # exclusive
+    flavour: str | None = None      # only for this server flavour (ServerInfo.flavour: mysql, mariadb)
 
-    def applies(self, version: int) -> bool:
-        return version >= self.min_version and (self.max_version is None or version < self.max_version)
+    def applies(self, version: int, flavour: str = "") -> bool:
+        return (version >= self.min_version and (self.max_version is None or version < self.max_version)
+                and (self.flavour is None or self.flavour == flavour))
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,9 @@ def _query(reader: _Reader, user: bool, max_rows: int, adds_datname: bool, fragm
     sql = _splice(sql, fragments)
     labels = _labels(reader, "labels", ())
     minimum, maximum = _version(reader, "min_version"), _version(reader, "max_version")
+    flavour = reader.get("flavour", str)
+    if flavour not in (None, *FLAVOURS):
+        reader.fail("flavour", f"must be {' or '.join(FLAVOURS)} (omit it for every server), got {show(flavour)}")
     if minimum is not None and maximum is not None and minimum >= maximum:
         reader.fail("max_version", f"must be above min_version ({minimum}): the range is [min_version, max_version)")
     raw_metrics = _flat(_list(reader, "metrics"))
@@ -347,10 +353,13 @@ def _query(reader: _Reader, user: bool, max_rows: int, adds_datname: bool, fragm
             sub.fail("name", f"duplicate metric name {metric.name} in this query")
         seen.add(metric.name)
         metrics.append(metric)
-    return QuerySpec(sql=sql, labels=labels, metrics=tuple(metrics), min_version=minimum or 0, max_version=maximum)
+    return QuerySpec(sql=sql, labels=labels, metrics=tuple(metrics), min_version=minimum or 0, max_version=maximum,
+                     flavour=flavour)
 
 
 def _overlap(a: QuerySpec, b: QuerySpec) -> bool:
+    if a.flavour is not None and b.flavour is not None and a.flavour != b.flavour:
+        return False
     return a.min_version < (b.max_version or math.inf) and b.min_version < (a.max_version or math.inf)
 
 

@@ -48,7 +48,7 @@ from exporter.postgres.session import ConnectError, open_session, session_connin
 from exporter.postgres.sqlmark import mark
 from exporter.secrets import describe_dsn, password_of, scrub
 
-__all__ = ["Backoff", "Busy", "ConnectError", "Connection", "DeadlineExceeded", "Flavour", "POSTGRES", "Watchdog",
+__all__ = ["Backoff", "BoundedConnection", "Busy", "ConnectError", "Connection", "DeadlineExceeded", "Flavour", "POSTGRES", "Watchdog",
            "open_session", "session_conninfo", "shutdown_socket"]
 
 MAX_BACKOFF = 8.0
@@ -223,7 +223,158 @@ class _Run:
         self.consumed = False   # the query failed because of that cancel
 
 
-class Connection:
+class BoundedConnection:
+    """What every kind's lazily (re)connected session shares (PostgreSQL's :class:`Connection`,
+    MySQL's :class:`exporter.mysql.connection.MySQLConnection`): the deadline of the calling
+    thread (:meth:`within`), a connect in a thread of its own waited for until the deadline, with
+    :class:`Backoff`, one query at a time (:class:`Busy`), one retry on a session found broken, and
+    the socket shut down under a query that outlived its cancel (:meth:`_sever`).
+
+    A subclass sets ``description``, ``dbname`` and ``connect_timeout`` and implements
+    ``_connect_in_thread`` (resolves a Future with a session that has ``sock`` and ``close()``),
+    ``_bounded`` (one call under the watchdog), ``_lost`` and ``connected``."""
+
+    cancel_grace = CANCEL_GRACE  # seconds from the cancel to the shutdown of the socket
+
+    def __init__(self, watchdog: "Watchdog | None"):
+        self._session = None
+        self._pending: Future | None = None   # a connect running in its thread
+        self._lock = threading.Lock()
+        self._watchdog = watchdog or Watchdog()
+        self._local = threading.local()  # the deadline of the calling thread's scrape
+        self._backoff = Backoff()
+        self.connects = 0  # successful connects, for tests and self-metrics
+        self.queries = 0   # statements sent, for the benchmark
+        self.overruns = 0  # calls that hit their deadline
+
+    @contextlib.contextmanager
+    def within(self, when: float):
+        """Within the block, this thread's queries end by ``when`` (a ``time.monotonic()``
+        time): how a scrape bounds a collector, which calls ``query(sql, timeout)`` and knows
+        no deadline (the collector keeps seeing the same connection object)."""
+        previous = getattr(self._local, "deadline", None)
+        self._local.deadline = when
+        try:
+            yield self
+        finally:
+            self._local.deadline = previous
+
+    def _lost(self, exc: Exception, session) -> bool | None:
+        """None when ``exc`` is no connection error (it is raised as is), else whether ``session``
+        is broken (it is then closed, and a batch on a session that was open is retried once)."""
+        raise NotImplementedError
+
+    def _connect(self, deadline: float):
+        """Under the lock: a new session, waited for until ``deadline`` at most."""
+        pending = self._pending
+        if pending is None:
+            self._backoff.check(self.description)
+            pending = self._pending = Future()
+            threading.Thread(target=self._connect_in_thread, args=(pending,), daemon=True,
+                             name=f"dbperf-connect-{self.dbname or 'main'}").start()
+        try:
+            session = pending.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:  # still running: the next call waits for the same connect
+            self.overruns += 1
+            raise DeadlineExceeded(f"connect to {self.description} did not finish before the deadline "
+                                   "(the server does not answer)") from None
+        except BaseException:
+            self._pending = None
+            raise
+        self._pending = None
+        self.connects += 1
+        return session
+
+    def query(self, sql: str, timeout: float, wait: float = 0.0, deadline: float | None = None):
+        """Run ``sql`` (one or several ``;``-separated statements, no parameters) in one round
+        trip and return a list of ``(column_names, rows)``, one per statement that returns rows.
+
+        The query is cancelled at ``deadline`` (a ``time.monotonic()`` time; by default the one
+        this thread set with :meth:`within`), or ``timeout`` after it was sent when that is earlier
+        (``timeout + HUNG_AFTER`` when the session's statement timeout is that same one, so the
+        server's own cancel comes first); a server that does not answer the cancel has the socket shut down
+        :data:`CANCEL_GRACE` later, so the call never blocks longer, whatever the server does.
+        A connect is waited for until ``deadline`` only.
+
+        Raises :class:`Busy` when an earlier query still holds the connection after ``wait``
+        seconds, :class:`ConnectError` when the server cannot be reached,
+        :class:`DeadlineExceeded` when it did not answer in time, or the driver's error.
+        A connection found broken (the server restarted) is reopened and the batch retried once.
+        """
+        now = time.monotonic()
+        if deadline is None:
+            deadline = getattr(self._local, "deadline", None) or now + self.connect_timeout + timeout + HUNG_AFTER
+        if deadline - now <= 0:
+            raise DeadlineExceeded(f"no time left to query {self.description}")
+        if wait > 0:
+            acquired = self._lock.acquire(timeout=min(wait, deadline - now))
+        else:
+            acquired = self._lock.acquire(blocking=False)
+        if not acquired:
+            raise Busy(f"connection to {self.description} is still busy with an earlier scrape")
+        try:
+            for attempt in (1, 2):
+                was_connected = self.connected
+                if not was_connected:
+                    self.close_locked()
+                    self._session = self._connect(deadline)
+                session = self._session
+                try:
+                    return self._bounded(session, sql, timeout, deadline)
+                except DeadlineExceeded:
+                    raise
+                except Exception as exc:
+                    broken = self._lost(exc, session)
+                    if broken is None:
+                        raise
+                    if broken:
+                        self.close_locked()
+                    if not (broken and was_connected and attempt == 1 and time.monotonic() < deadline):
+                        raise
+            raise AssertionError("unreachable")
+        finally:
+            self._lock.release()
+
+    def _on_deadline(self, run) -> None:
+        """In the watchdog's thread: the call outlived its deadline: cancel it (the subclass's
+        ``_cancel_run``), and shut its socket down if it still runs ``cancel_grace`` later."""
+        with run.lock:
+            if run.done:
+                return
+            run.cancelled = True
+        self._cancel_run(run)
+        self._watchdog.arm(time.monotonic() + self.cancel_grace, lambda: self._sever(run))
+
+    def _sever(self, run) -> None:
+        with run.lock:  # the socket is closed only after run.done: never a reused descriptor
+            if run.done:
+                return
+            run.severed = True
+            shutdown_socket(run.session.sock)
+
+    def close_locked(self) -> None:
+        if self._session is not None:
+            self._session.close()
+        self._session = None
+
+    def close(self) -> None:
+        """Close the session (the next query opens a new one); a query still running on it is
+        broken off, never waited for."""
+        if self._lock.acquire(timeout=0.2):
+            try:
+                pending, self._pending = self._pending, None
+                if pending is not None:  # a connect still running: its session is closed when it ends
+                    pending.add_done_callback(_close_session)
+                self.close_locked()
+            finally:
+                self._lock.release()
+        else:
+            session = self._session
+            if session is not None:
+                shutdown_socket(session.sock)  # the query fails now; its thread closes the session
+
+
+class Connection(BoundedConnection):
     """A lazily (re)connected session. ``query`` runs a batch of statements in one round trip.
 
     ``flavour``: how the server's sessions are set up (:data:`POSTGRES` by default);
@@ -246,30 +397,10 @@ class Connection:
         self.connect_timeout = max(2.0, math.ceil(connect_timeout))  # what psycopg applies
         self._session_timeout_ms = (None if statement_timeout is None or not flavour.statement_timeout
                                     else _ms(statement_timeout))
-        self._session: _Session | None = None
-        self._pending: Future | None = None   # a connect running in its thread
-        self._lock = threading.Lock()
+        super().__init__(watchdog)
         self._cancel_lock = threading.Lock()
         self._canceller: threading.Thread | None = None
-        self._watchdog = watchdog or Watchdog()
-        self._local = threading.local()  # the deadline of the calling thread's scrape
-        self._backoff = Backoff()
-        self.connects = 0  # successful connects, for tests and self-metrics
-        self.queries = 0   # statements sent, for the benchmark
-        self.overruns = 0  # calls that hit their deadline
         self.sets = 0      # SET statement_timeout sent after the connect (none in steady state)
-
-    @contextlib.contextmanager
-    def within(self, when: float):
-        """Within the block, this thread's queries end by ``when`` (a ``time.monotonic()``
-        time): how a scrape bounds a collector, which calls ``query(sql, timeout)`` and knows
-        no deadline (the collector keeps seeing the same connection object)."""
-        previous = getattr(self._local, "deadline", None)
-        self._local.deadline = when
-        try:
-            yield self
-        finally:
-            self._local.deadline = previous
 
     def scrub(self, text: str) -> str:
         return scrub(text, self._password)
@@ -313,76 +444,7 @@ class Connection:
         self._backoff.succeeded()
         pending.set_result(session)
 
-    def _connect(self, deadline: float) -> _Session:
-        """Under the lock: a new session, waited for until ``deadline`` at most."""
-        pending = self._pending
-        if pending is None:
-            self._backoff.check(self.description)
-            pending = self._pending = Future()
-            threading.Thread(target=self._connect_in_thread, args=(pending,), daemon=True,
-                             name=f"dbperf-connect-{self.dbname or 'main'}").start()
-        try:
-            session = pending.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:  # still running: the next call waits for the same connect
-            self.overruns += 1
-            raise DeadlineExceeded(f"connect to {self.description} did not finish before the deadline "
-                                   "(the server does not answer)") from None
-        except BaseException:
-            self._pending = None
-            raise
-        self._pending = None
-        self.connects += 1
-        return session
-
     # -- querying --------------------------------------------------------------------------
-    def query(self, sql: str, timeout: float, wait: float = 0.0, deadline: float | None = None):
-        """Run ``sql`` (one or several ``;``-separated statements, no parameters) in one round
-        trip and return a list of ``(column_names, rows)``, one per statement that returns rows.
-
-        The query is cancelled at ``deadline`` (a ``time.monotonic()`` time; by default the one
-        this thread set with :meth:`within`), or ``timeout`` after it was sent when that is earlier
-        (``timeout + HUNG_AFTER`` when the session's statement timeout is that same one, so the
-        server's own cancel comes first); a server that does not answer the cancel has the socket shut down
-        :data:`CANCEL_GRACE` later, so the call never blocks longer, whatever the server does.
-        A connect is waited for until ``deadline`` only.
-
-        Raises :class:`Busy` when an earlier query still holds the connection after ``wait``
-        seconds, :class:`ConnectError` when the server cannot be reached,
-        :class:`DeadlineExceeded` when it did not answer in time, or psycopg's error.
-        A connection found broken (the server restarted) is reopened and the batch retried once.
-        """
-        now = time.monotonic()
-        if deadline is None:
-            deadline = getattr(self._local, "deadline", None) or now + self.connect_timeout + timeout + HUNG_AFTER
-        if deadline - now <= 0:
-            raise DeadlineExceeded(f"no time left to query {self.description}")
-        if wait > 0:
-            acquired = self._lock.acquire(timeout=min(wait, deadline - now))
-        else:
-            acquired = self._lock.acquire(blocking=False)
-        if not acquired:
-            raise Busy(f"connection to {self.description} is still busy with an earlier scrape")
-        try:
-            for attempt in (1, 2):
-                was_connected = self.connected
-                if not was_connected:
-                    self.close_locked()
-                    self._session = self._connect(deadline)
-                session = self._session
-                try:
-                    return self._bounded(session, sql, timeout, deadline)
-                except DeadlineExceeded:
-                    raise
-                except psycopg.OperationalError:
-                    broken = session.conn.broken or session.conn.closed
-                    if broken:
-                        self.close_locked()
-                    if not (broken and was_connected and attempt == 1 and time.monotonic() < deadline):
-                        raise
-            raise AssertionError("unreachable")
-        finally:
-            self._lock.release()
-
     def _bounded(self, session: _Session, sql: str, timeout: float, deadline: float, set_timeout: bool = True):
         """Run ``sql`` on ``session`` under an alarm at ``deadline``, or at its ``timeout`` when
         that is earlier: cancel, then shut down. When the server bounds the query at that same
@@ -417,21 +479,8 @@ class Connection:
                 self.close_locked()
         return results
 
-    def _on_deadline(self, run: _Run) -> None:
-        """In the watchdog's thread: the call outlived its deadline."""
-        with run.lock:
-            if run.done:
-                return
-            run.cancelled = True
+    def _cancel_run(self, run: _Run) -> None:
         self._send_cancel(run.session.conn)
-        self._watchdog.arm(time.monotonic() + CANCEL_GRACE, lambda: self._sever(run))
-
-    def _sever(self, run: _Run) -> None:
-        with run.lock:  # the socket is closed only after run.done: never a reused descriptor
-            if run.done:
-                return
-            run.severed = True
-            shutdown_socket(run.session.sock)
 
     def _send_cancel(self, conn: psycopg.Connection) -> None:
         """A cancel request from a short-lived thread with its own timeout (one at a time: a
@@ -479,23 +528,7 @@ class Connection:
                     break
         return results
 
-    def close_locked(self) -> None:
-        if self._session is not None:
-            self._session.close()
-        self._session = None
-
-    def close(self) -> None:
-        """Close the session (the next query opens a new one); a query still running on it is
-        broken off, never waited for."""
-        if self._lock.acquire(timeout=0.2):
-            try:
-                pending, self._pending = self._pending, None
-                if pending is not None:  # a connect still running: its session is closed when it ends
-                    pending.add_done_callback(_close_session)
-                self.close_locked()
-            finally:
-                self._lock.release()
-        else:
-            session = self._session
-            if session is not None:
-                shutdown_socket(session.sock)  # the query fails now; its thread closes the session
+    def _lost(self, exc: Exception, session: _Session) -> bool | None:
+        if not isinstance(exc, psycopg.OperationalError):
+            return None
+        return session.conn.broken or session.conn.closed

@@ -92,5 +92,11 @@ class PostgresKind:
     def hint(exc: BaseException, dsn: str) -> str:
         return grant_hint(exc, dsn)
 
+    @staticmethod
+    def connection(dsn, dbname, connect_timeout, watchdog, statement_timeout):
+        from exporter.postgres.connection import Connection
+
+        return Connection(dsn, dbname, connect_timeout, watchdog, flavour=FLAVOUR, statement_timeout=statement_timeout)
+
 
 POSTGRES = PostgresKind()

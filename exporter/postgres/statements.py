@@ -292,6 +292,35 @@ def _rank_value(rank_by: str, row, before) -> float:
     return row[EXEC] - before[EXEC] + row[PLAN] - before[PLAN]  # total_time
 
 
+def top_and_sticky(ranked_by_group: dict, members: dict, now: float, limit: int, sticky: float, present,
+                   eligible) -> set:
+    """The keys to expose, per group (a database, a MySQL schema): its ``limit`` best ranked
+    eligible keys, and up to ``limit`` more that were in a top N less than ``sticky`` seconds ago
+    (the most recent first). ``ranked_by_group``: group -> ``[(rank, key)]``; ``members``: key ->
+    when it was last in a top N (updated here; keys gone from ``present`` or stale are dropped);
+    ``eligible(key)``: False for keys that never rank (they go to the group's pseudo rows)."""
+    chosen = set()
+    for ranked in ranked_by_group.values():
+        ranked.sort(key=lambda item: item[0], reverse=True)
+        top, i = [], 0
+        while len(top) < limit and i < len(ranked):  # the ineligible are few: skip them here only
+            key = ranked[i][1]
+            i += 1
+            if eligible(key):
+                top.append(key)
+        for key in top:
+            members[key] = now
+        held = [(members[key], key) for _, key in ranked[i:]
+                if key in members and now - members[key] < sticky and eligible(key)]
+        held.sort(reverse=True)  # most recently in the top N first
+        chosen.update(top)
+        chosen.update(key for _, key in held[:limit])
+    for key in [k for k, at in members.items() if k not in present or now - at >= sticky]:
+        if key not in chosen:
+            del members[key]
+    return chosen
+
+
 @dataclass
 class Histogram:
     counts: list = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))  # per bucket, not cumulative
@@ -439,35 +468,16 @@ class StatementsCollector(Collector):
     def select(self, rows: list, keys: list, befores: list, present, opts: StatementsOptions, state: TargetState) -> set:
         """Keys of the statements to expose: per database, the top N and the sticky ones, among the
         ordinary statements (those in ``state.excluded`` go to the pseudo rows)."""
-        now = self.clock()
-        limit, sticky, rank_by = opts.limit, opts.sticky, opts.rank_by
-        excluded, members = state.excluded, state.members
+        rank_by, excluded = opts.rank_by, state.excluded
         by_db: dict = {}
         zero = [0] * len(rows[0]) if rows else []
         for row, key, before in zip(rows, keys, befores):
             if before is None or before[CALLS] > row[CALLS]:
                 before = zero  # new, or reset since the last read: rank on what it has
             by_db.setdefault(row[0], []).append((_rank_value(rank_by, row, before), key))
-        chosen = set()
-        for dbid, ranked in by_db.items():
-            ranked.sort(key=lambda item: item[0], reverse=True)
-            top, i = [], 0
-            while len(top) < limit and i < len(ranked):  # the excluded are few: skip them here only
-                key = ranked[i][1]
-                i += 1
-                if key not in excluded and key[2] is not None:  # hidden statements (no queryid) stay in other
-                    top.append(key)
-            for key in top:
-                members[key] = now
-            held = [(members[key], key) for _, key in ranked[i:]
-                    if key in members and now - members[key] < sticky and key not in excluded]
-            held.sort(reverse=True)  # most recently in the top N first
-            chosen.update(top)
-            chosen.update(key for _, key in held[:limit])
-        for key in [k for k, at in members.items() if k not in present or now - at >= sticky]:
-            if key not in chosen:
-                del members[key]
-        return chosen
+        # hidden statements (no queryid) stay in other
+        return top_and_sticky(by_db, state.members, self.clock(), opts.limit, opts.sticky, present,
+                              lambda key: key not in excluded and key[2] is not None)
 
     def _families(self, rows, keys, befores, present, opts, state, track_planning, block_size,
                   api: tuple = BUNDLED[max(BUNDLED)]) -> list[Family]:
