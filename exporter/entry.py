@@ -14,8 +14,10 @@ SERVER_MODULES = (
     ("psycopg", "psycopg"),
     ("psutil", "psutil"),
     ("pglast", "pglast"),
+    ("pymysql", "PyMySQL"),
     ("yaml", "PyYAML"),
     ("requests", "requests"),
+    ("sqlglot", "sqlglot"),
 )
 INSTALL_HINT = "pip install 'dbperf[server]'"
 
