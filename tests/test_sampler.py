@@ -1,9 +1,10 @@
-"""The session sampler on a real server: lock waits, CPU and per-statement load integrated at about
-one second per second per session, a frozen sampler backend, compute_query_id off, a clean stop."""
+"""The session sampler on a real server: lock waits, CPU, I/O and per-statement load integrated at
+about one second per second per session, a frozen sampler backend, compute_query_id off, a clean stop."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 
@@ -39,16 +40,19 @@ def waitsdb(pg):
 
 
 @pytest.fixture(scope="module")
-def freezable():
-    """A cluster of this module's own, whose backends and postmaster a test may freeze (never the
-    shared one, which may be $DBPERF_TEST_DSN's server)."""
+def own():
+    """A cluster of this module's own, whose backends and postmaster a test may freeze and whose
+    files a test may evict from the page cache (never the shared one, which may be
+    $DBPERF_TEST_DSN's server)."""
     with Cluster() as cluster:
-        yield _with_waits_table(PG(cluster, None))
+        pg = PG(cluster, None)
+        pg.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")  # the statements collector reads it there
+        yield _with_waits_table(pg)
 
 
 @contextlib.contextmanager
-def exporter_for(pg, **target):
-    config = make_config(pg, {"wait_events": {"interval": f"{INTERVAL}s"}, **target})
+def exporter_for(pg, interval: float = INTERVAL, **target):
+    config = make_config(pg, {"wait_events": {"interval": f"{interval}s"}, **target})
     exporter = Exporter(config)
     try:
         yield exporter
@@ -69,16 +73,32 @@ def total(samples: Samples, name: str, **labels) -> float:
     return sum(s.value for s in samples.series(name, **labels))
 
 
-def rate_over(exporter, name: str, samples_taken: int = 8, **labels) -> tuple[float, Samples]:
-    """Per second increase of ``name{labels}`` (summed) between two scrapes ``samples_taken``
-    samples apart, and the last scrape; no sample may fail in between."""
+def window(exporter, samples_taken: int = 8) -> tuple[Samples, Samples, float]:
+    """Two scrapes ``samples_taken`` samples apart and the seconds between them; no sample may fail
+    in between."""
     sampler = sampler_of(exporter)
     first, t1, failed = scrape(exporter), time.monotonic(), sampler.failures
     start = sampler.samples
     wait_until(lambda: sampler.samples >= start + samples_taken, timeout=30, message="samples")
     last, t2 = scrape(exporter), time.monotonic()
     assert sampler.failures == failed, sampler.last_error
-    return (total(last, name, **labels) - total(first, name, **labels)) / (t2 - t1), last
+    return first, last, t2 - t1
+
+
+def rate_over(exporter, name: str, samples_taken: int = 8, **labels) -> tuple[float, Samples]:
+    """Per second increase of ``name{labels}`` (summed) between two scrapes ``samples_taken``
+    samples apart, and the last scrape."""
+    first, last, seconds = window(exporter, samples_taken)
+    return (total(last, name, **labels) - total(first, name, **labels)) / seconds, last
+
+
+def increases(first: Samples, last: Samples, name: str, by: str, **labels) -> dict[str, float]:
+    """The increase of each ``name{labels}`` series between two scrapes, summed by label ``by``."""
+    grown: dict[str, float] = {}
+    for samples, sign in ((last, 1), (first, -1)):
+        for sample in samples.series(name, **labels):
+            grown[sample.labels[by]] = grown.get(sample.labels[by], 0.0) + sign * sample.value
+    return grown
 
 
 @contextlib.contextmanager
@@ -153,8 +173,112 @@ def _spin(conn) -> None:
         pass  # cancelled at the end of the test
 
 
-def test_a_frozen_sampler_backend_fails_one_sample_then_a_new_session_samples(freezable):
-    with exporter_for(freezable) as exporter:
+# An I/O-bound statement: index scans of io_t over and over, each row on a heap page of its own in
+# random order (inserted shuffled; fillfactor 10 and 900-byte rows: one row a page, 390 MB, three
+# times shared_buffers), while evicted() keeps dropping the table's file from the OS page cache: the
+# backend mostly waits on IO:DataFileRead (93-96 % of its samples at 50 Hz on a 2 vCPU VM, against
+# 84-92 % once the eviction stops and 74-87 % for a sequential scan; docs/wait-events.md).
+IO_ROWS = 50_000
+IO_SQL = ("SELECT sum(s.t) FROM generate_series(1, %s) g, "
+          "LATERAL (SELECT sum(v) AS t FROM io_t WHERE k > g - %s) s")
+IO_SETTINGS = ("SET enable_seqscan = off", "SET enable_bitmapscan = off", "SET max_parallel_workers_per_gather = 0",
+               "SET statement_timeout = '60s'")
+IO_INTERVAL = 0.2  # 20 samples in 4 s: a share measured on enough samples to be far from its bound
+IO_SAMPLES = 20
+
+
+def _with_io_table(pg) -> None:
+    pg.execute("DROP TABLE IF EXISTS io_t; CREATE TABLE io_t (k int, v int, pad text) WITH (fillfactor = 10)",
+               dbname=DB)
+    pg.execute(f"INSERT INTO io_t SELECT i, i, repeat('x', 900) FROM generate_series(1, {IO_ROWS}) i ORDER BY random()",
+               dbname=DB)
+    pg.execute("CREATE INDEX ON io_t (k)", dbname=DB)
+    pg.execute("VACUUM (FREEZE, ANALYZE) io_t", dbname=DB)  # no hint bit to set (and write) while it is read
+    pg.execute("CHECKPOINT")
+
+
+@contextlib.contextmanager
+def evicted(pg, relation: str, every: float = 0.05):
+    """The main fork of ``relation`` (all its segment files) written back, then dropped from the OS
+    page cache every ``every`` seconds (posix_fadvise DONTNEED) until the block ends: the server
+    reads it from the disk. The test runs beside the server, as root or as its user."""
+    path = pg.cluster.datadir / pg.execute("SELECT pg_relation_filepath(%s)", dbname=DB, params=(relation,))[0][0]
+    fds = [os.open(f, os.O_RDONLY) for f in (path, *sorted(path.parent.glob(path.name + ".[0-9]*")))]
+    for fd in fds:
+        os.fsync(fd)  # DONTNEED drops clean pages only (the server's fsync is off)
+    stop = threading.Event()
+
+    def drop():
+        while not stop.is_set():
+            for fd in fds:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            stop.wait(every)
+
+    thread = threading.Thread(target=drop, name="evict", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        for fd in fds:
+            os.close(fd)
+
+
+def _timed(conn, sql: str, params, ran: dict) -> None:
+    """Run ``sql`` (cancelled at the end of the test) and note how long it ran, in ``ran["seconds"]``."""
+    started = time.monotonic()
+    try:
+        conn.execute(sql, params)
+    except psycopg.errors.QueryCanceled:
+        pass
+    finally:
+        ran["seconds"] = time.monotonic() - started
+
+
+def test_an_io_bound_statement_shows_as_io_data_file_reads_for_the_time_it_ran(own):
+    _with_io_table(own)
+    own.execute(IO_SQL, dbname=DB, params=(1, -1_000_000_000))  # completed once (no row): a shown statement
+    with exporter_for(own, interval=IO_INTERVAL) as exporter, evicted(own, "io_t"):
+        scrape(exporter)
+        sampler = sampler_of(exporter)
+        wait_until(lambda: sampler.samples >= 2, message="a first sample")  # past the baseline
+        before = scrape(exporter)
+        busy = psycopg.connect(own.dsn(DB), autocommit=True)
+        for setting in IO_SETTINGS:
+            busy.execute(setting)
+        pid, ran = busy.info.backend_pid, {}
+        worker = threading.Thread(target=_timed, args=(busy, IO_SQL, (1000, 1_000_000_000), ran), daemon=True)
+        worker.start()
+        try:
+            queryid = wait_until(lambda: (r := own.execute("SELECT query_id FROM pg_stat_activity WHERE pid = %s AND "
+                                                           "state = 'active'", params=(pid,))) and str(r[0][0]),
+                                 message="the statement runs")
+            first, last, seconds = window(exporter, IO_SAMPLES)
+        finally:
+            own.execute("SELECT pg_cancel_backend(%s)", params=(pid,))
+            worker.join(10)
+            busy.close()
+        count = sampler.samples
+        wait_until(lambda: sampler.samples >= count + 2, message="samples after the statement")
+        after = scrape(exporter)
+    sessions = increases(first, last, LOCK, "wait_event_type", datname=DB, state="active")
+    events = increases(first, last, LOCK, "wait_event", datname=DB, state="active", wait_event_type="IO")
+    statement = increases(first, last, STMT, "wait_event_type", datname=DB, queryid=queryid)
+    # one session, the statement's, seen all along: one second per second, most of it on IO
+    assert 0.8 <= sum(sessions.values()) / seconds <= 1.2, (sessions, seconds)
+    assert 0.8 <= sum(statement.values()) / seconds <= 1.2, (statement, seconds)
+    assert sessions.get("IO", 0) >= 0.6 * sum(sessions.values()), sessions
+    assert statement.get("IO", 0) >= 0.6 * sum(statement.values()), statement
+    assert events.get("DataFileRead", 0) >= 0.5 * sum(sessions.values()), events
+    # over the whole run the statement's seconds are the time it ran, within the sampling grid's
+    # step (an interval at each end) and a margin for a late sample on a busy machine
+    added = total(after, STMT, datname=DB, queryid=queryid) - total(before, STMT, datname=DB, queryid=queryid)
+    assert abs(added - ran["seconds"]) <= 2.5 * IO_INTERVAL, (added, ran["seconds"])
+
+
+def test_a_frozen_sampler_backend_fails_one_sample_then_a_new_session_samples(own):
+    with exporter_for(own) as exporter:
         scrape(exporter)
         sampler = sampler_of(exporter)
         wait_until(lambda: sampler.samples >= 2 and sampler.conn.backend_pid, message="a first sample")
@@ -168,15 +292,15 @@ def test_a_frozen_sampler_backend_fails_one_sample_then_a_new_session_samples(fr
             assert scrape(exporter).value("dbperf_sampler_failed_samples_total") >= failed + 1
 
 
-def test_a_frozen_server_fails_samples_without_blocking_scrapes_or_piling_threads(freezable):
+def test_a_frozen_server_fails_samples_without_blocking_scrapes_or_piling_threads(own):
     """The sampler's backend and the postmaster frozen: every sample fails (the sample, then each
     connect, by its deadline) while the scrape's open session still answers."""
-    with exporter_for(freezable, databases={"discover": False}) as exporter:
+    with exporter_for(own, databases={"discover": False}) as exporter:
         scrape(exporter)
         sampler = sampler_of(exporter)
         wait_until(lambda: sampler.samples >= 2 and sampler.conn.backend_pid, message="a first sample")
         failed = sampler.failures
-        with frozen(sampler.conn.backend_pid, postmaster_pid(freezable.cluster)):
+        with frozen(sampler.conn.backend_pid, postmaster_pid(own.cluster)):
             wait_until(lambda: sampler.failures >= failed + 3, timeout=30, message="failed samples")
             threads = threading.active_count()
             wait_until(lambda: sampler.failures >= failed + 6, timeout=30, message="more failed samples")
