@@ -23,7 +23,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = HERE / "thresholds.yaml"
-CONCERNS = ("postgres", "queries", "application", "pipelines", "pgbouncer", "host", "monitoring")
+CONCERNS = ("postgres", "queries", "application", "pipelines", "pgbouncer", "mysql", "host", "monitoring")
 CHECKED_IN = ("production", "development")
 README_BEGIN, README_END = "<!-- alerts:begin -->", "<!-- alerts:end -->"
 BY = "job, instance, target"          # the labels that identify one monitored server
@@ -758,8 +758,105 @@ def monitoring():
     return [], alerts
 
 
+def mysql():
+    """kind: mysql targets (MySQL 8, MariaDB 10.6+): the same questions as for PostgreSQL."""
+    rec = [
+        Record("dbperf:mysql_connections:use_ratio",
+               "mysql_global_status_threads_connected / mysql_global_variables_max_connections"),
+        Record("dbperf:mysql_innodb_row_lock_wait_seconds:rate${rate_window}",
+               "rate(mysql_innodb_row_lock_wait_seconds_total[${rate_window}])"),
+        Record("dbperf:mysql_global_status_slow_queries:rate${rate_window}",
+               "rate(mysql_global_status_slow_queries_total[${rate_window}])"),
+    ]
+    conn_desc = ("{{ $labels.target }} uses {{ $value | humanizePercentage }} of max_connections "
+                 "(instance {{ $labels.instance }}).")
+    lag_desc = ("Replica {{ $labels.target }} (channel '{{ $labels.channel }}' from {{ $labels.source_host }}) is "
+                "{{ $value | humanizeDuration }} behind its source.")
+    alerts = [
+        Alert("MySQLDown", "critical", "mysql_up == 0", "${mysql_down_for}",
+              "MySQL cannot be reached by dbperf.",
+              "dbperf could not connect to and query MySQL/MariaDB target {{ $labels.target }} "
+              "(instance {{ $labels.instance }}).",
+              "mysql_up == 0 for ${mysql_down_for}",
+              "As PostgreSQLDown: one minute rides out a single failed scrape and a restart."),
+        Alert("MySQLTooManyConnections", "warning",
+              "dbperf:mysql_connections:use_ratio > ${mysql_connections_warning}", "${mysql_connections_warning_for}",
+              "MySQL is running out of connections.", conn_desc,
+              "> ${mysql_connections_warning} of max_connections for ${mysql_connections_warning_for}",
+              "As PostgreSQLTooManyConnections: at the limit new clients get ER_CON_COUNT_ERROR (only one "
+              "SUPER/CONNECTION_ADMIN session is kept in reserve)."),
+        Alert("MySQLTooManyConnections", "critical",
+              "dbperf:mysql_connections:use_ratio > ${mysql_connections_critical}", "${mysql_connections_critical_for}",
+              "MySQL is running out of connections.", conn_desc,
+              "> ${mysql_connections_critical} for ${mysql_connections_critical_for}"),
+        Alert("MySQLThreadsRunningHigh", "warning",
+              "mysql_global_status_threads_running > ${mysql_threads_running_warning}", "${mysql_threads_running_for}",
+              "Many MySQL threads are running at once.",
+              "{{ $value }} threads are running on {{ $labels.target }} (instance {{ $labels.instance }}).",
+              "> ${mysql_threads_running_warning} running for ${mysql_threads_running_for}",
+              "Threads_running is the server's load: well above the CPU count for minutes means statements "
+              "queue for CPU or wait on each other (locks, a saturated disk), and latency climbs for everyone."),
+        Alert("MySQLReplicationStopped", "critical",
+              "mysql_replication_io_thread_running == 0 or mysql_replication_sql_thread_running == 0",
+              "${mysql_replication_stopped_for}",
+              "A MySQL replication thread is not running.",
+              "Replica {{ $labels.target }} (channel '{{ $labels.channel }}' from {{ $labels.source_host }}): a "
+              "replication thread is stopped.",
+              "I/O or SQL thread not running for ${mysql_replication_stopped_for}",
+              "A stopped thread never catches up by itself: the replica serves ever older data and is no "
+              "failover candidate."),
+        Alert("MySQLReplicationLag", "warning",
+              "mysql_replication_lag_seconds > ${mysql_replication_lag_warning_seconds}", "${mysql_replication_lag_for}",
+              "A MySQL replica is behind its source.", lag_desc,
+              "> ${mysql_replication_lag_warning} behind for ${mysql_replication_lag_for}",
+              "Reads from the replica see data this old; a failover loses or waits for it."),
+        Alert("MySQLReplicationLag", "critical",
+              "mysql_replication_lag_seconds > ${mysql_replication_lag_critical_seconds}", "${mysql_replication_lag_for}",
+              "A MySQL replica is behind its source.", lag_desc,
+              "> ${mysql_replication_lag_critical}"),
+        Alert("MySQLDeadlocks", "warning",
+              "increase(mysql_innodb_deadlocks_total[${mysql_deadlocks_window}]) > ${mysql_deadlocks_warning}",
+              "${mysql_deadlocks_for}",
+              "InnoDB is detecting deadlocks.",
+              "{{ $value | humanize }} deadlocks on {{ $labels.target }} in the last ${mysql_deadlocks_window}.",
+              "> ${mysql_deadlocks_warning} in ${mysql_deadlocks_window}, for ${mysql_deadlocks_for}",
+              "As PostgreSQLDeadlocks: each one is a transaction rolled back by the server, a lock-order bug."),
+        Alert("MySQLRowLockWaitsHigh", "warning",
+              "dbperf:mysql_innodb_row_lock_wait_seconds:rate${rate_window} > ${mysql_row_lock_wait_ratio}",
+              "${mysql_row_lock_wait_for}",
+              "MySQL sessions spend much time waiting for InnoDB row locks.",
+              "Sessions on {{ $labels.target }} wait {{ $value | humanize }} s per second for row locks.",
+              "> ${mysql_row_lock_wait_ratio} s of waiting per second for ${mysql_row_lock_wait_for}",
+              "Half a session always waiting for a row lock is contention on hot rows (a counter, a queue "
+              "table) or a long transaction holding locks."),
+        Alert("MySQLHistoryListLong", "warning",
+              "mysql_innodb_history_list_length > ${mysql_history_list_warning}", "${mysql_history_list_for}",
+              "InnoDB's undo history is not purged.",
+              "{{ $value }} undo log records wait for purge on {{ $labels.target }}.",
+              "> ${mysql_history_list_warning} for ${mysql_history_list_for}",
+              "A long-open transaction (or a stuck purge) keeps every row version since it began: reads "
+              "slow down and the undo tablespace grows; the MySQL counterpart of PostgreSQL's long transaction."),
+        Alert("MySQLSlowQueriesRising", "warning",
+              "dbperf:mysql_global_status_slow_queries:rate${rate_window} > ${mysql_slow_queries_rate}",
+              "${mysql_slow_queries_for}",
+              "MySQL runs many slow queries.",
+              "{{ $value | humanize }} queries per second on {{ $labels.target }} take longer than long_query_time.",
+              "> ${mysql_slow_queries_rate}/s slower than long_query_time for ${mysql_slow_queries_for}",
+              "Slow_queries counts statements past long_query_time (10 s by default): one every ten seconds "
+              "for a quarter of an hour is a plan or an index gone wrong, not a one-off report."),
+        Alert("MySQLMetadataLockWaiters", "warning",
+              "mysql_processlist_metadata_lock_waiters > 0", "${mysql_metadata_lock_for}",
+              "MySQL sessions wait for a metadata lock.",
+              "{{ $value }} sessions on {{ $labels.target }} wait for a table metadata lock.",
+              "> 0 for ${mysql_metadata_lock_for}",
+              "DDL waiting behind an open transaction blocks every later statement on the table: an outage "
+              "of that table within minutes."),
+    ]
+    return rec, alerts
+
+
 DEFINITIONS = {"postgres": postgres, "queries": queries, "application": application, "pipelines": pipelines,
-               "pgbouncer": pgbouncer, "host": host, "monitoring": monitoring}
+               "pgbouncer": pgbouncer, "mysql": mysql, "host": host, "monitoring": monitoring}
 
 
 # -- thresholds ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Every metric a rule reads exists in a real exposition, with the type its functions need:
-dbperf against the test PostgreSQL (pg_stat_statements, a pipelines source, a replication slot) and
-a real PgBouncer, the application library's registry with an instrumented pool, and the real
+dbperf against the test PostgreSQL (pg_stat_statements, a pipelines source, a replication slot), a
+real PgBouncer and a MariaDB replica, the application library's registry with an instrumented pool, and the real
 Prometheus and Alertmanager. A rule on a name nobody emits can never fire."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def types_of(text: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def exposition(pg):
+def exposition(pg, mariadb_pair):
     texts = {}
     # dbperf: a PostgreSQL target with a pipelines source and a replication slot, and a PgBouncer
     pg.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -59,7 +59,7 @@ def exposition(pg):
                "('etl', '1', 'success', now() - interval '1 hour', now() - interval '50 minutes'), "
                "('etl', '2', 'failed', now() - interval '20 minutes', now() - interval '10 minutes'), "
                "('etl', '3', 'running', now() - interval '5 minutes', NULL)", dbname=DB)
-    pg.execute(f"CREATE TABLE IF NOT EXISTS alerts_t (id int); INSERT INTO alerts_t VALUES (1); DELETE FROM alerts_t",
+    pg.execute("CREATE TABLE IF NOT EXISTS alerts_t (id int); INSERT INTO alerts_t VALUES (1); DELETE FROM alerts_t",
                dbname=DB)
     if not pg.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", params=(SLOT,)):
         pg.execute("SELECT pg_create_physical_replication_slot(%s, true)", params=(SLOT,))
@@ -67,7 +67,9 @@ def exposition(pg):
     config = parse({"listen": "127.0.0.1:0", "targets": [
         {"name": "main", "dsn": pg.dsn("postgres"), "collectors": {"pipelines": {"ttl": 0}},
          "pipelines": {"sources": [{"type": "table", "database": DB, "expected_intervals": {"etl": "1h"}}]}},
-        {"name": "bouncer", "kind": "pgbouncer", "dsn": bouncer.admin_dsn()}]}, source="test-config")
+        {"name": "bouncer", "kind": "pgbouncer", "dsn": bouncer.admin_dsn()},
+        # a MariaDB replica: the replication families are served by replicas only
+        {"name": "mysql", "kind": "mysql", "dsn": mariadb_pair[1].dsn()}]}, source="test-config")
     served = Served(Exporter(config))
     try:
         # statements need two scrapes for the workload histogram; pipelines need its database found

@@ -125,7 +125,7 @@ def test_alert_style():
         assert len(group) <= 2, name
     # the names of a file share a prefix per concern
     prefixes = {"postgres.yml": ("PostgreSQL", "Dbperf"), "queries.yml": ("PostgreSQL",),
-                "application.yml": ("App",), "pipelines.yml": ("Pipeline",), "pgbouncer.yml": ("PgBouncer",),
+                "application.yml": ("App",), "pipelines.yml": ("Pipeline",), "pgbouncer.yml": ("PgBouncer",), "mysql.yml": ("MySQL",),
                 "host.yml": ("Host",), "monitoring.yml": ("Watchdog", "Prometheus", "Alertmanager")}
     for a in alerts():
         assert a["alert"].startswith(prefixes[a["_file"]]), f"{a['alert']} in {a['_file']}"
