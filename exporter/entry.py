@@ -14,6 +14,7 @@ SERVER_MODULES = (
     ("psycopg", "psycopg"),
     ("psutil", "psutil"),
     ("pglast", "pglast"),
+    ("pymysql", "PyMySQL"),
     ("yaml", "PyYAML"),
     ("requests", "requests"),
 )

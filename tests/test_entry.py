@@ -38,4 +38,4 @@ def test_without_the_daemons_dependencies_one_line_and_exit_2():
                           capture_output=True, text=True, timeout=60, env=env)
     assert (proc.returncode, proc.stdout) == (2, ""), proc
     assert proc.stderr == ("dbperf: the daemon's dependencies are not installed (missing: bcrypt, psycopg, psutil, "
-                           "pglast, PyYAML, requests); install them with: pip install 'dbperf[server]'\n")
+                           "pglast, PyMySQL, PyYAML, requests); install them with: pip install 'dbperf[server]'\n")
