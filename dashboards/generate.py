@@ -808,6 +808,131 @@ def pgbouncer_host() -> dict:
                      "machine dbperf runs on.", variables, items, tags=("pgbouncer", "host"))
 
 
+# -- MySQL and MariaDB ------------------------------------------------------------------------
+MY = 'job=~"$job", instance=~"$instance", target=~"$mysql"'
+MYS = MY + ', schema=~"$schema"'
+
+
+def mysql() -> dict:
+    items = [
+        row("Server"),
+        stat("MySQL up", "1 when dbperf could connect to the server and query it in its last scrape.",
+             [target(f"mysql_up{{{MY}}}", "{{target}}")], "none", mappings=UP_MAP, thresholds=[1], low_is_bad=True),
+        stat("Version", "Server version and flavour (mysql or mariadb).",
+             [target(f"mysql_server_info{{{MY}}}", "{{version}} ({{role}})", instant=True)], "none",
+             text_mode="name"),
+        stat("Uptime", "Time since the server started.", [target(f"mysql_server_uptime_seconds{{{MY}}}", "{{target}}")],
+             "dtdurations"),
+        gauge("Connections used", "Client connections over max_connections (recording rule); the alert "
+              "thresholds in orange and red.", [target(f"dbperf:mysql_connections:use_ratio{{{MY}}}", "{{target}}")],
+              "percentunit", thresholds=[T["mysql_connections_warning"], T["mysql_connections_critical"]]),
+        stat("Threads running", "Threads executing a statement now: the server's load.",
+             [target(f"mysql_global_status_threads_running{{{MY}}}", "{{target}}")], "none", graph=True,
+             thresholds=[T["mysql_threads_running_warning"]]),
+        stat("Questions per second", "Statements clients sent per second.",
+             [target(f"sum(rate(mysql_global_status_questions_total{{{MY}}}[{RI}]))", "qps")], "ops", graph=True),
+        timeseries("Statements by command", "Statements executed per second by command (Com_*), the eight busiest.",
+                   [target(f"topk(8, sum by (command) (rate(mysql_global_status_commands_total{{{MY}}}[{RI}])))",
+                           "{{command}}")], "ops"),
+        timeseries("Threads", "Client threads connected, running and cached, and max_connections.",
+                   [target(f"mysql_global_status_threads_connected{{{MY}}}", "connected {{target}}"),
+                    target(f"mysql_global_status_threads_running{{{MY}}}", "running {{target}}"),
+                    target(f"mysql_global_status_threads_cached{{{MY}}}", "cached {{target}}"),
+                    target(f"mysql_global_variables_max_connections{{{MY}}}", "max {{target}}")], "short"),
+        timeseries("Slow queries and aborted connections", "Statements slower than long_query_time, aborted "
+                   "clients and failed connection attempts, per second.",
+                   [target(f"sum by (target) (rate(mysql_global_status_slow_queries_total{{{MY}}}[{RI}]))",
+                           "slow {{target}}"),
+                    target(f"sum by (target) (rate(mysql_global_status_aborted_clients_total{{{MY}}}[{RI}]))",
+                           "aborted clients {{target}}"),
+                    target(f"sum by (target) (rate(mysql_global_status_aborted_connects_total{{{MY}}}[{RI}]))",
+                           "aborted connects {{target}}")], "ops"),
+        timeseries("Temporary tables, sorts and table locks", "Temporary tables created on disk, sort merge "
+                   "passes and table lock waits per second.",
+                   [target(f"sum by (target) (rate(mysql_global_status_created_tmp_disk_tables_total{{{MY}}}[{RI}]))",
+                           "tmp disk tables {{target}}"),
+                    target(f"sum by (target) (rate(mysql_global_status_sort_merge_passes_total{{{MY}}}[{RI}]))",
+                           "sort merge passes {{target}}"),
+                    target(f"sum by (target) (rate(mysql_global_status_table_locks_waited_total{{{MY}}}[{RI}]))",
+                           "table locks waited {{target}}")], "ops"),
+        row("Statements"),
+        timeseries("Statement time by digest", "Execution time per second of the ten busiest digests "
+                   "(performance_schema; `other` is the rest of a schema).",
+                   [target(f"topk(10, sum by (schema, digest) (rate(mysql_statements_seconds_total{{{MYS}}}[{RI}])))",
+                           "{{schema}} {{digest}}")], "s", legend_table=True),
+        timeseries("Calls by digest", "Executions per second of the ten most called digests.",
+                   [target(f"topk(10, sum by (schema, digest) (rate(mysql_statements_calls_total{{{MYS}}}[{RI}])))",
+                           "{{schema}} {{digest}}")], "ops", legend_table=True),
+        timeseries("Workload latency", "p50, p95 and p99 of statement execution time per schema, from "
+                   "mysql_statement_duration_seconds (each digest's calls at their mean over the interval).",
+                   [target(f"histogram_quantile({q}, sum by (schema, le) "
+                           f"(rate(mysql_statement_duration_seconds_bucket{{{MYS}}}[{RI}])))", f"p{int(q * 100)} {{{{schema}}}}")
+                    for q in (0.5, 0.95, 0.99)], "s"),
+        timeseries("Rows examined and sent", "Rows storage engines read and rows returned, per second, per schema: "
+                   "far more examined than sent is a missing index.",
+                   [target(f"sum by (schema) (rate(mysql_statements_rows_examined_total{{{MYS}}}[{RI}]))",
+                           "examined {{schema}}"),
+                    target(f"sum by (schema) (rate(mysql_statements_rows_sent_total{{{MYS}}}[{RI}]))",
+                           "sent {{schema}}")], "ops"),
+        stat("Digest table full", "1 when performance_schema's digest table is full and new statements are "
+             "lumped together (see docs/mysql.md).", [target(f"mysql_statements_digest_table_full{{{MY}}}", "{{target}}")],
+             "none", thresholds=[1]),
+        row("InnoDB"),
+        timeseries("Buffer pool hit ratio", "Page reads served from the buffer pool over all page reads.",
+                   [target(f"1 - sum by (target) (rate(mysql_innodb_buffer_pool_disk_reads_total{{{MY}}}[{RI}])) / "
+                           f"sum by (target) (rate(mysql_innodb_buffer_pool_read_requests_total{{{MY}}}[{RI}]))",
+                           "{{target}}")], "percentunit", max_=1),
+        timeseries("Buffer pool pages", "Buffer pool pages by state (dirty pages are data pages too).",
+                   [target(f"sum by (state) (mysql_innodb_buffer_pool_pages{{{MY}}})", "{{state}}")], "short"),
+        timeseries("Row lock waits", "Seconds spent waiting for row locks per second (recording rule), and "
+                   "operations waiting now.",
+                   [target(f"dbperf:mysql_innodb_row_lock_wait_seconds:rate5m{{{MY}}}", "waiting s/s {{target}}"),
+                    target(f"mysql_innodb_row_lock_current_waits{{{MY}}}", "waiting now {{target}}")], "short",
+                   thresholds=[T["mysql_row_lock_wait_ratio"]]),
+        timeseries("Deadlocks", "Deadlocks InnoDB detected per second.",
+                   [target(f"sum by (target) (rate(mysql_innodb_deadlocks_total{{{MY}}}[{RI}]))", "{{target}}")], "ops"),
+        timeseries("History list length", "Undo records not purged yet: a long-open transaction makes it grow.",
+                   [target(f"mysql_innodb_history_list_length{{{MY}}}", "{{target}}")], "short",
+                   thresholds=[T["mysql_history_list_warning"]]),
+        timeseries("Checkpoint age", "Redo log written since the last checkpoint, and the most it may reach.",
+                   [target(f"mysql_innodb_checkpoint_age_bytes{{{MY}}}", "age {{target}}"),
+                    target(f"mysql_innodb_checkpoint_max_age_bytes{{{MY}}}", "max {{target}}")], "bytes"),
+        row("Sessions and replication"),
+        timeseries("Active and sleeping threads", "Client threads running a command and idle.",
+                   [target(f"mysql_processlist_active_threads{{{MY}}}", "active {{target}}"),
+                    target(f"mysql_processlist_sleeping_threads{{{MY}}}", "sleeping {{target}}"),
+                    target(f"mysql_processlist_long_running_threads{{{MY}}}", "60 s+ {{target}}")], "short"),
+        timeseries("Oldest active command and metadata-lock waiters", "How long the longest-running command has "
+                   "run, and threads waiting for a table metadata lock.",
+                   [target(f"mysql_processlist_oldest_active_seconds{{{MY}}}", "oldest {{target}}"),
+                    target(f"mysql_processlist_metadata_lock_waiters{{{MY}}}", "MDL waiters {{target}}")], "short"),
+        timeseries("Replication lag", "Seconds behind the source, per replica and channel.",
+                   [target(f"mysql_replication_lag_seconds{{{MY}}}", "{{target}} {{channel}}")], "s",
+                   thresholds=[secs("mysql_replication_lag_warning"), secs("mysql_replication_lag_critical")]),
+        timeseries("Replication threads", "1 while the replica's I/O and SQL threads run.",
+                   [target(f"mysql_replication_io_thread_running{{{MY}}}", "I/O {{target}} {{channel}}"),
+                    target(f"mysql_replication_sql_thread_running{{{MY}}}", "SQL {{target}} {{channel}}")], "none",
+                   max_=1),
+        row("Tables"),
+        bargauge("Largest tables", "Data and index size of the ten largest tables.",
+                 [target(f"topk(10, sum by (schema, table) (mysql_table_data_bytes{{{MYS}}} + "
+                         f"mysql_table_index_bytes{{{MYS}}}))", "{{schema}}.{{table}}")], "bytes"),
+        timeseries("Busiest tables", "Rows fetched, inserted, updated and deleted per second, the ten busiest tables.",
+                   [target(f"topk(10, sum by (schema, table) (rate(mysql_table_io_fetched_rows_total{{{MYS}}}[{RI}]) + "
+                           f"rate(mysql_table_io_inserted_rows_total{{{MYS}}}[{RI}]) + "
+                           f"rate(mysql_table_io_updated_rows_total{{{MYS}}}[{RI}]) + "
+                           f"rate(mysql_table_io_deleted_rows_total{{{MYS}}}[{RI}])))", "{{schema}}.{{table}}")], "ops"),
+    ]
+    variables = [query_var("job", "Job", "label_values(dbperf_build_info, job)"),
+                 query_var("instance", "Instance", 'label_values(dbperf_build_info{job=~"$job"}, instance)'),
+                 query_var("mysql", "MySQL target", 'label_values(mysql_up{job=~"$job", instance=~"$instance"}, target)'),
+                 query_var("schema", "Schema", 'label_values(mysql_statements_calls_total{job=~"$job", '
+                           'instance=~"$instance", target=~"$mysql"}, schema)')]
+    return dashboard("dbperf-mysql", "dbperf / MySQL",
+                     "MySQL and MariaDB servers (kind: mysql targets): server, statements, InnoDB, sessions, "
+                     "replication and tables.", variables, items, tags=("mysql",))
+
+
 # -- Monitoring health ------------------------------------------------------------------------
 SELF = 'job=~"$job", instance=~"$instance"'
 PROM = 'job=~"$prometheus_job"'
@@ -889,7 +1014,7 @@ def monitoring() -> dict:
 
 DASHBOARDS = {"overview": overview, "postgresql-server": postgres, "queries": queries,
               "tables-indexes": tables, "application": application, "pipelines": pipelines,
-              "pgbouncer-host": pgbouncer_host, "monitoring-health": monitoring}
+              "pgbouncer-host": pgbouncer_host, "mysql": mysql, "monitoring-health": monitoring}
 
 
 def render() -> dict[str, str]:

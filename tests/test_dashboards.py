@@ -25,7 +25,7 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 UNITS = {"none", "short", "percentunit", "s", "ms", "dtdurations", "dateTimeFromNow", "bytes", "decbytes", "Bps",
          "ops", "reqps", "cps", "bool_on_off"}
 EXPECTED = {"overview.json", "postgresql-server.json", "queries.json", "tables-indexes.json", "application.json",
-            "pipelines.json", "pgbouncer-host.json", "monitoring-health.json"}
+            "pipelines.json", "pgbouncer-host.json", "mysql.json", "monitoring-health.json"}
 FUNCTIONS = {"rate", "irate", "increase", "sum", "max", "min", "avg", "count", "topk", "bottomk", "by", "on",
              "without", "group_left", "group_right", "histogram_quantile", "time", "vector", "delta", "and", "or",
              "unless", "bool", "label_values", "le"}
