@@ -90,6 +90,7 @@ UP_MAP = value_map({0: ("down", "red"), 1: ("up", "green")})
 
 
 # -- Overview ---------------------------------------------------------------------------------
+MYALL = 'job=~"$job", instance=~"$instance"'  # every kind: mysql target of the selected dbperf instances
 def overview() -> dict:
     zero = f"0 * pg_up{{{PG}}}"
     items = [
@@ -138,13 +139,30 @@ def overview() -> dict:
                    "server (slowest database), from the pg_statement_duration_seconds histogram.",
                    [target(f"max by ({BY}) (dbperf:pg_statement_duration_seconds:p95_rate5m{{{PG}}})",
                            "{{target}}")], "s", thresholds=[T["workload_p95_warning"]])),
+        table("MySQL and MariaDB servers", "One row per monitored MySQL or MariaDB server (kind: mysql targets of "
+              "the selected dbperf instances): up, version and role, uptime, connections used and replication lag "
+              "(0 on a primary); the dbperf / MySQL dashboard has the details.",
+              [target(f"mysql_up{{{MYALL}}}"),
+               target(f"max by ({BY}, version, flavour, role) (mysql_server_info{{{MYALL}}})"),
+               target(f"mysql_server_uptime_seconds{{{MYALL}}}"),
+               target(f"dbperf:mysql_connections:use_ratio{{{MYALL}}}"),
+               target(f"max by ({BY}) (mysql_replication_lag_seconds{{{MYALL}}}) or 0 * mysql_up{{{MYALL}}}")],
+              "none", h=7,
+              columns={"version": "Version", "flavour": "Flavour", "role": "Role", "Value #A": "Up",
+                       "Value #C": "Uptime", "Value #D": "Connections used", "Value #E": "Replication lag",
+                       "target": "Target", "job": "Job", "instance": "Instance"},
+              hide=("Time", "Value #B"),
+              units={"Uptime": "dtdurations", "Connections used": "percentunit", "Replication lag": "s", "Up": "none"},
+              cell_colors={"Up": "color-background", "Connections used": "color-background"},
+              mappings={"Up": UP_MAP}),
         table("Firing alerts", "Every alert firing now for the selected servers, with its labels "
               "(empty when all is well).",
               [target(f'ALERTS{{alertstate="firing", {PG}}}')], "none", h=7,
               hide=("Time", "Value", "__name__", "alertstate")),
     ]
     return dashboard("dbperf-overview", "dbperf / Overview",
-                     "Every monitored PostgreSQL server on one screen; click a target for its details.",
+                     "Every monitored PostgreSQL server on one screen (click a target for its details), and the "
+                     "MySQL and MariaDB servers beside them.",
                      pg_variables(datname=False), items, tags=("overview",))
 
 
