@@ -767,7 +767,14 @@ def mysql():
                "rate(mysql_innodb_row_lock_wait_seconds_total[${rate_window}])"),
         Record("dbperf:mysql_global_status_slow_queries:rate${rate_window}",
                "rate(mysql_global_status_slow_queries_total[${rate_window}])"),
+        Record("dbperf:mysql_statement_duration_seconds_count:rate${rate_window}",
+               f"sum by ({BY}, schema) (rate(mysql_statement_duration_seconds_count[${{rate_window}}]))"),
+        Record("dbperf:mysql_statement_duration_seconds:p95_rate${rate_window}",
+               f"histogram_quantile(0.95, sum by ({BY}, schema, le) "
+               f"(rate(mysql_statement_duration_seconds_bucket[${{rate_window}}])))"),
     ]
+    w = "${rate_window}"
+    busy = f"and dbperf:mysql_statement_duration_seconds_count:rate{w} > ${{workload_min_calls_per_second}}"
     conn_desc = ("{{ $labels.target }} uses {{ $value | humanizePercentage }} of max_connections "
                  "(instance {{ $labels.instance }}).")
     lag_desc = ("Replica {{ $labels.target }} (channel '{{ $labels.channel }}' from {{ $labels.source_host }}) is "
@@ -844,6 +851,24 @@ def mysql():
               "> ${mysql_slow_queries_rate}/s slower than long_query_time for ${mysql_slow_queries_for}",
               "Slow_queries counts statements past long_query_time (10 s by default): one every ten seconds "
               "for a quarter of an hour is a plan or an index gone wrong, not a one-off report."),
+        Alert("MySQLWorkloadLatencyHigh", "warning",
+              f"dbperf:mysql_statement_duration_seconds:p95_rate{w} > ${{workload_p95_warning}}\n{busy}",
+              "${workload_p95_for}",
+              "MySQL statements are slow.",
+              "95% of the statements in schema '{{ $labels.schema }}' on {{ $labels.target }} take up to "
+              "{{ $value | humanizeDuration }}.",
+              "p95 > ${workload_p95_warning}s for ${workload_p95_for}",
+              "As PostgreSQLWorkloadLatencyHigh, from mysql_statement_duration_seconds (digest deltas)."),
+        Alert("MySQLWorkloadLatencyRegression", "warning",
+              f"dbperf:mysql_statement_duration_seconds:p95_rate{w}\n"
+              f"> ${{regression_factor}} * (dbperf:mysql_statement_duration_seconds:p95_rate{w} offset 1w)\n"
+              f"and dbperf:mysql_statement_duration_seconds:p95_rate{w} > ${{regression_floor}}\n{busy}",
+              "${regression_for}",
+              "MySQL statements are slower than at the same time last week.",
+              "The p95 statement time of schema '{{ $labels.schema }}' on {{ $labels.target }} is "
+              "{{ $value | humanizeDuration }}, more than ${regression_factor}x the same hour last week.",
+              "p95 > ${regression_factor}x last week's, and > ${regression_floor}s, for ${regression_for}",
+              "As PostgreSQLWorkloadLatencyRegression: the same hour last week takes the weekly cycle out."),
         Alert("MySQLMetadataLockWaiters", "warning",
               "mysql_processlist_metadata_lock_waiters > 0", "${mysql_metadata_lock_for}",
               "MySQL sessions wait for a metadata lock.",
