@@ -2,7 +2,8 @@
 
 A throwaway PostgreSQL with a shop workload and pipeline runs, a streaming standby of it (through a
 physical replication slot), the example application
-(examples/shop_app, FastAPI) with a load generator, PgBouncer in front of it, dbperf, and, where the
+(examples/shop_app, FastAPI) with a load generator, PgBouncer in front of it, a MariaDB with a workload
+(exporter.mysql.demo, where Debian's mariadb-server is installed), dbperf, and, where the
 ``prometheus`` and ``prometheus-alertmanager`` binaries are installed, both of them with the shipped
 rules (alerts/rules) and a demo Alertmanager configuration whose receivers send nothing. Every
 part that is missing is skipped with one line saying why; every URL is printed.
@@ -62,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prometheus", action="store_true", help="start neither Prometheus nor Alertmanager")
     parser.add_argument("--no-standby", action="store_true",
                         help="do not start a streaming standby of the demo PostgreSQL (nor scrape it)")
+    parser.add_argument("--no-mariadb", action="store_true",
+                        help="do not start a MariaDB with a workload (started when Debian's mariadb-server is there)")
     parser.add_argument("--any-ports", action="store_true",
                         help="free ports for the other parts instead of 8000, 6432, 9090, 9093 (tests, several demos)")
 
@@ -452,6 +455,7 @@ def run_demo(args) -> int:
     with_bouncer = with_app and not getattr(args, "no_pgbouncer", False)
     with_prometheus = not getattr(args, "no_prometheus", False)
     with_standby = not getattr(args, "no_standby", False)
+    with_mariadb = not getattr(args, "no_mariadb", False)
     global ANY_PORTS
     ANY_PORTS = bool(getattr(args, "any_ports", False))
     reason = _port_free(host, port)
@@ -478,7 +482,7 @@ def run_demo(args) -> int:
         signals.append(signal.SIGHUP)
         _watch_parent(stop, lambda: request_stop(128 + signal.SIGHUP, "its parent process exited"))
     previous = {sig: signal.signal(sig, on_signal) for sig in signals}
-    cluster = standby = workload = exporter = server = workdir = None
+    cluster = standby = workload = exporter = server = workdir = mariadb = None
     processes: list[Process] = []
     threads: list = []
 
@@ -528,6 +532,13 @@ def run_demo(args) -> int:
         pipeline_runs = PipelineRuns(cluster.dsn("shop"), stop).start()
         threads.append(pipeline_runs)
 
+        if with_mariadb:
+            started = optional("mariadb", lambda: _start_mariadb(workdir, stop))
+            if started:
+                mariadb = started[0]
+                threads.append(started[1])
+            check()
+
         bouncer_port = None
         if with_bouncer:
             started = optional("pgbouncer", lambda: start_pgbouncer(workdir, cluster.port, stop))
@@ -546,6 +557,9 @@ def run_demo(args) -> int:
         if standby is not None:
             targets.append({"name": "standby", "dsn": standby.dsn("postgres"),
                             "collectors": {"tables": {"ttl": "10s"}, "indexes": {"ttl": "10s"}}})
+        if mariadb is not None:
+            targets.append({"name": "mariadb", "kind": "mysql", "dsn": mariadb.dsn(),
+                            "statements": {"query_text": True}, "collectors": {"tables": {"ttl": "10s"}}})
         if bouncer_port:
             targets.append({"name": "bouncer", "kind": "pgbouncer", "connect_timeout": "2s",
                             "dsn": f"host=127.0.0.1 port={bouncer_port} dbname=pgbouncer user=dbperf_stats"})
@@ -567,11 +581,15 @@ def run_demo(args) -> int:
             say("probe", f"{base}/probe?target=standby")
         if bouncer_port:
             say("probe", f"{base}/probe?target=bouncer")
+        if mariadb is not None:
+            say("probe", f"{base}/probe?target=mariadb")
         say("psql", f"psql \"{cluster.dsn('shop')}\"")
         if standby is not None:
             say("standby", f"psql \"{standby.dsn('shop')}\"  (read-only, streaming from the one above)")
         if bouncer_port:
             say("pgbouncer", f'psql "host=127.0.0.1 port={bouncer_port} dbname=shopapp user=postgres"')
+        if mariadb is not None:
+            say("mariadb", f"mariadb -h 127.0.0.1 -P {mariadb.port} -u root shop  (workload running)")
 
         app_address = None
         if with_app:
@@ -641,6 +659,8 @@ def run_demo(args) -> int:
             _quietly(workload.stop)
         if standby is not None:              # inside workdir: before it is removed
             _quietly(standby.cleanup)
+        if mariadb is not None:              # inside workdir too (its workload stopped with the threads)
+            _quietly(mariadb.cleanup)
         if cluster is not None:
             _quietly(cluster.cleanup)
             _say(f"dbperf demo: removed {cluster.root}")
@@ -649,6 +669,18 @@ def run_demo(args) -> int:
             _say(f"dbperf demo: removed {workdir}")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _start_mariadb(workdir: Path, stop: threading.Event):
+    """The demo's MariaDB and its workload (exporter.mysql.demo); DemoError when it cannot start."""
+    from exporter.mysql.demo import start_mariadb
+    from exporter.mysqlcluster import MariaDBError
+
+    _say(f"dbperf demo: starting a throwaway MariaDB with a workload under {workdir}")
+    try:
+        return start_mariadb(workdir, stop)
+    except (MariaDBError, OSError) as exc:
+        raise DemoError(str(exc)) from None
 
 
 def _quietly(step) -> None:

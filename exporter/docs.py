@@ -135,7 +135,8 @@ def reference(versions: dict | None = None) -> str:
     from exporter.mysql.kind import MYSQL
 
     out += ["#### `mysql` (targets with `kind: mysql`: MySQL 8 and MariaDB 10.6+; see docs/mysql.md)", "",
-            f"Served beside `{MYSQL.up_metric}` ({MYSQL.up_help}) and the self-metrics."]
+            "Served beside the self-metrics, always:", ""] + header
+    out += [_row(MYSQL.up_metric, "gauge", (), MYSQL.up_help)]
     for collector in MYSQL.collectors():
         ttl = f", cached {collector.default_ttl:g}s" if collector.default_ttl else ""
         out += ["", f"`{collector.name}` ({'on' if collector.enabled_by_default else 'off'} by default{ttl}): "

@@ -72,6 +72,7 @@ class MariaDB(Throwaway):
         }
         self.settings.update(settings or {})
         self._proc: subprocess.Popen | None = None
+        self._started = False  # started once: its port is handed out and kept
         self._user = pwd.getpwnam("nobody") if os.geteuid() == 0 else None
 
     # -- process helpers -------------------------------------------------------------------
@@ -110,6 +111,18 @@ class MariaDB(Throwaway):
         return args + [f"--{key}={value.strip(chr(39))}" for key, value in self.settings.items()]
 
     def start(self, timeout: float = 60.0) -> "MariaDB":
+        """Start the server and wait until root can log in. On the first start, a port another
+        process took since :func:`free_port` chose it is replaced (no DSN was handed out yet)."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except MariaDBError as exc:
+                if self._started or "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.port = free_port()
+        return self
+
+    def _start(self, timeout: float) -> "MariaDB":
         if self._proc is not None and self._proc.poll() is None:
             return self
         seen = self.logfile.stat().st_size if self.logfile.exists() else 0
@@ -120,18 +133,20 @@ class MariaDB(Throwaway):
             if self._proc.poll() is not None:
                 break
             if self._answers():
+                self._started = True
                 return self
             time.sleep(0.1)
         log = self.logfile.read_bytes()[seen:].decode(errors="replace") if self.logfile.exists() else ""
         self.stop()
-        tail = " | ".join(log.strip().splitlines()[-5:]) or "empty"
+        tail = " | ".join(log.strip().splitlines()[-8:]) or "empty"
         raise MariaDBError(f"mariadbd did not start on port {self.port}; {self.logfile}: {tail}")
 
     def _answers(self) -> bool:
         import pymysql
 
         try:
-            pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="", connect_timeout=1).close()
+            pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="", connect_timeout=1,
+                            read_timeout=1).close()
         except pymysql.err.MySQLError:
             return False
         return True

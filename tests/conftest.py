@@ -87,6 +87,26 @@ def mariadb():
         yield server
 
 
+@pytest.fixture(scope="session")
+def mariadb_pair():
+    """``(primary, replica)``: two throwaway MariaDB servers, the replica replicating from the
+    primary through the connection ``upstream`` (GTID, MASTER_USE_GTID = slave_pos), read-only,
+    caught up with the primary's ``CREATE DATABASE replicated``. Started on first use only."""
+    from exporter.mysqlcluster import MariaDB
+
+    with MariaDB(settings={"server-id": "1", "log-bin": "mariadb-bin"}) as primary, \
+            MariaDB(settings={"server-id": "2", "read-only": "ON"}) as replica:
+        primary.execute("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl-pw'")
+        primary.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
+        replica.execute(f"CHANGE MASTER 'upstream' TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {primary.port}, "
+                        "MASTER_USER = 'repl', MASTER_PASSWORD = 'repl-pw', MASTER_USE_GTID = slave_pos")
+        replica.execute("START SLAVE 'upstream'")
+        primary.execute("CREATE DATABASE replicated")
+        wait_until(lambda: replica.execute("SHOW DATABASES LIKE 'replicated'"), timeout=30,
+                   message="the replica applying the primary's CREATE DATABASE")
+        yield primary, replica
+
+
 def mysql_dsn(server, password: str = MYSQL_PASSWORD) -> str:
     """The monitoring user's DSN for ``server`` (the password percent-encoded in the URL)."""
     from urllib.parse import quote

@@ -8,25 +8,14 @@ import pytest
 
 from conftest import Samples, wait_until
 from exporter.config import parse
-from exporter.mysqlcluster import MariaDB
 from exporter.scrape import TargetScraper
 
 pytestmark = pytest.mark.pg
 
 
-@pytest.fixture(scope="module")
-def pair():
-    with MariaDB(settings={"server-id": "1", "log-bin": "mariadb-bin"}) as primary, \
-            MariaDB(settings={"server-id": "2", "read-only": "ON"}) as replica:
-        primary.execute("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl-pw'")
-        primary.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
-        replica.execute(f"CHANGE MASTER 'upstream' TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {primary.port}, "
-                        "MASTER_USER = 'repl', MASTER_PASSWORD = 'repl-pw', MASTER_USE_GTID = slave_pos")
-        replica.execute("START SLAVE 'upstream'")
-        primary.execute("CREATE DATABASE replicated")
-        wait_until(lambda: replica.execute("SHOW DATABASES LIKE 'replicated'"), timeout=30,
-                   message="the replica applying the primary's CREATE DATABASE")
-        yield primary, replica
+@pytest.fixture
+def pair(mariadb_pair):
+    return mariadb_pair
 
 
 def scrape(server) -> Samples:

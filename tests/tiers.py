@@ -28,7 +28,7 @@ DESCRIPTIONS = {
     "e2e": "the whole stack: demo, several real servers, browser, multi-process apps",
 }
 # fixtures that start or reach a real server: a fast test may not use them
-SERVER_FIXTURES = frozenset({"pg", "served", "cluster", "prometheus", "alertmanager", "shop", "pgbouncer", "mariadb"})
+SERVER_FIXTURES = frozenset({"pg", "served", "cluster", "prometheus", "alertmanager", "shop", "pgbouncer", "mariadb", "mariadb_pair"})
 
 
 def tier_of(item: pytest.Item) -> str | None:
