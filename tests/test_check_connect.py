@@ -119,7 +119,7 @@ def test_example_config_served_as_is_starts_clean(pg, tmp_path):
         ran = {s.labels["collector"] for s in successes}
         unsupported = {s.labels["collector"] for s in samples.series("dbperf_collector_supported") if s.value == 0}
         enabled = {c.name for c in all_collectors() if c.name not in ("advisor",)}
-        opt_in = {"pipelines", "server_log"}  # on only with their config keys
+        opt_in = {"pipelines", "server_log", "plans"}  # on only with their config keys
         assert ran | unsupported == enabled - opt_in, (ran | unsupported) ^ (enabled - opt_in)
         assert not ran & unsupported
         failed = [s.labels for s in successes if s.value != 1]

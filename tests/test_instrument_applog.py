@@ -46,6 +46,8 @@ def test_shop_app_counts_and_keeps_its_warnings_and_errors(pg, root_handler):
     app = create_app(pg.dsn(SHOP_DB), inst, slowlog_token=TOKEN)
     root_handler(inst)
     shop_logger = logging.getLogger("examples.shop")
+    level = shop_logger.level
+    shop_logger.setLevel(logging.WARNING)  # whatever an earlier test left on the root logger
     server = ASGIServer(app, inst)
     try:
         for product in (901, 902, 903):
@@ -61,6 +63,7 @@ def test_shop_app_counts_and_keeps_its_warnings_and_errors(pg, root_handler):
         assert server.get("/debug/slowlog").status_code == 401
         data = server.get("/debug/slowlog", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     finally:
+        shop_logger.setLevel(level)
         server.close()
         app.state.engine.dispose()
     mine = [r for r in data["log_records"] if r["logger"] == "examples.shop"]
