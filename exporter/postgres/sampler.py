@@ -86,6 +86,7 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._log_limit = RateLimiter(60.0)
+        self.after_sample: list = []  # hook(sampler) after each successful sample (exporter.postgres.dropwatch)
 
     @property
     def skipped(self) -> int:
@@ -141,6 +142,8 @@ class Sampler:
         self.integrator.add(start, rows, self.shown(), self.target.databases.wanted)
         self.samples += 1
         self._log_limit.forget("sample")
+        for hook in self.after_sample:
+            hook(self)
         return True
 
     def _read(self, start: float) -> list:
