@@ -32,7 +32,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exporter.collector import CLUSTER, DATABASE, Collector, Context, ServerInfo
 from exporter.config import Target
@@ -161,7 +161,7 @@ class TargetScraper:
         self.server: ServerInfo | None = None
         self._answered: ServerInfo | None = None  # the probe's answer in the scrape in flight
         self.databases: list[str] = []  # the databases the last scrape covered
-        self.outcomes: list[Outcome] = []  # what each collector did in the last scrape (check-config)
+        self.outcomes: list[Outcome] = []  # what each collector did in the last scrape (check-config), no text
         # samples each collector served in the last scrape ("": the engine's own), for the collectors
         # (Context.served: the series budget of exporter.postgres.budget); replaced, never changed
         self.served: dict[str, int] = {}
@@ -238,12 +238,14 @@ class TargetScraper:
             self._note_unsupported(server, outcomes)
         else:
             outcomes = self._unreachable(enabled, failure)
-        self.outcomes, self.failure = outcomes, failure
         rendered, served = Rendered(), {}
         for outcome in outcomes:
             if outcome.rendered is not None:
                 rendered.merge(outcome.rendered)
                 served[outcome.collector] = served.get(outcome.collector, 0) + outcome.rendered.samples
+        # kept until the next scrape without their text (a collector without a TTL would hold it twice)
+        self.outcomes = [replace(o, rendered=None) if o.rendered is not None else o for o in outcomes]
+        self.failure = failure
         before = rendered.samples
         rendered.add_families(self._self_metrics(server, outcomes, self.clock() - start), self.const)
         served[""] = rendered.samples - before

@@ -28,10 +28,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
 
-from exporter import __version__, webconfig
+from exporter import __version__, memory, webconfig
 from exporter.compress import accepts_gzip, gzip_chunks
 from exporter.config import Config, ConfigError
-from exporter.host import collect_host
 from exporter.httpconn import DeadlineWriter, Limits, SelectorServer
 from exporter.metrics import CONTENT_TYPE, Family, Rendered
 from exporter.private import ENDPOINTS as PRIVATE_ENDPOINTS
@@ -142,6 +141,8 @@ class Exporter:
             start = time.monotonic()
             ok = 1
             try:
+                from exporter.host import collect_host  # psutil: only with host_metrics
+
                 families += collect_host()
             except Exception as exc:
                 ok = 0
@@ -266,8 +267,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(status, error.encode())
             elif endpoint == "/metrics":
                 self._send_rendered(self.exporter.render_metrics(budget))
+                memory.trim()  # the scrape's rows and text are freed: hand their pages back
             elif endpoint == "/probe":
                 self._send_rendered(self.exporter.render_probe(target, budget))
+                memory.trim()
             elif endpoint in PRIVATE_ENDPOINTS:
                 status, body, headers = private_answer(self.exporter, endpoint, url.query,
                                                        self.headers.get("Authorization"))
