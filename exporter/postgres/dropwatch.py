@@ -11,8 +11,9 @@ sessions every 100 ms, for 5 s, then fails "being accessed by other users"), and
 database's object lock (``pg_locks``: ``locktype 'object'``, ``classid 'pg_database'``, ``objid``
 the database's oid; ``AccessExclusiveLock`` to drop, rename or move it, ``ShareLock`` on the
 template of a ``CREATE DATABASE``), taken before the wait. The check reads ``pg_locks`` only when
-an active session's query mentions ``database`` (usually none: the check is then one read of
-``pg_stat_activity``, with no lock table scan).
+an active client session (not dbperf's) runs a query that says ``DROP``, ``ALTER`` or ``CREATE``
+then ``DATABASE`` (usually none: the check is then one read of ``pg_stat_activity``, without a
+scan of the lock table, which a busy server fills with thousands of relation locks).
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from __future__ import annotations
 import threading
 import time
 
+from exporter.postgres.session import APPLICATION_NAME
 from exporter.postgres.sqlmark import mark
 
-CHECK_SQL = mark("""SELECT d.datname::text FROM pg_database d
+CHECK_SQL = mark(f"""SELECT d.datname::text FROM pg_database d
 WHERE EXISTS (SELECT 1 FROM pg_stat_activity a
-              WHERE a.state = 'active' AND a.query ILIKE '%database%' AND a.pid <> pg_backend_pid())
+              WHERE a.state = 'active' AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+                AND a.application_name IS DISTINCT FROM '{APPLICATION_NAME}'
+                AND a.query ~* '(drop|alter|create)\s+database')
   AND d.oid IN (SELECT l.objid FROM pg_locks l
                 WHERE l.locktype = 'object' AND l.classid = 'pg_database'::regclass AND l.granted
                   AND l.mode IN ('AccessExclusiveLock', 'ShareLock') AND l.pid <> pg_backend_pid())""")
