@@ -41,3 +41,23 @@ def test_trim_hands_back_freed_memory_held_between_live_blocks():
     assert rss_mb() < before - 30, (before, rss_mb())
     for block in blocks[1::2]:
         libc.free(block)
+
+
+def test_serve_does_not_load_what_it_does_not_use():
+    """``dbperf serve``'s modules and its collectors load no client library, no psutil (host_metrics
+    off by default) and no SQL parser: memory the scrapes keep instead."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import json, sys\n"
+            "import exporter.cli, exporter.server\n"
+            "from exporter.postgres.kind import builtin_collectors\n"
+            "builtin_collectors()\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded = {m.split(".")[0] for m in json.loads(proc.stdout)}
+    assert loaded & {"prometheus_client", "psutil", "pglast"} == set()

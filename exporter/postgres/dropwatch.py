@@ -28,7 +28,7 @@ CHECK_SQL = mark(f"""SELECT d.datname::text FROM pg_database d
 WHERE EXISTS (SELECT 1 FROM pg_stat_activity a
               WHERE a.state = 'active' AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
                 AND a.application_name IS DISTINCT FROM '{APPLICATION_NAME}'
-                AND a.query ~* '(drop|alter|create)\s+database')
+                AND a.query ~* '(drop|alter|create)\\s+database')
   AND d.oid IN (SELECT l.objid FROM pg_locks l
                 WHERE l.locktype = 'object' AND l.classid = 'pg_database'::regclass AND l.granted
                   AND l.mode IN ('AccessExclusiveLock', 'ShareLock') AND l.pid <> pg_backend_pid())""")
