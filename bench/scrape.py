@@ -306,6 +306,12 @@ def sql_queries(exporter):
     return sum(c.queries for s in exporter.scrapers.values() for c in [s.main, *s.conns.values()])
 
 
+def trim():
+    from exporter import memory
+
+    memory.trim()
+
+
 def child_probe(spec):
     """In-process: ``Exporter.probe`` N times after one warm-up scrape (which connects)."""
     from exporter.server import Exporter
@@ -340,6 +346,7 @@ def child_probe(spec):
         stats.append(body_stats(body))
         top = families(body) if i == 0 else top
         del body
+        trim()  # as dbperf serve's handler does once the answer is sent
     after, q1 = side.sample(), sql_queries(exporter)
     exec_ms, backend_cpu = ServerSide.delta(before, after, spec["scrapes"])
     result = summarise(walls, cpus, stats, {
@@ -396,6 +403,7 @@ def child_window(spec):
         last = now
         refreshed.append(refreshes(body, cached))
         del body
+        trim()
     exec_ms, backend_cpu = ServerSide.delta(before, last, n)
     result = summarise(walls, cpus, stats, {
         "first_ms": first * 1000, "sql": (sql_queries(exporter) - q0) / n, "server_exec_ms": exec_ms,
@@ -936,6 +944,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.child:
         spec = json.loads(args.child)
+        if spec["mode"] != "floor":  # the heap as dbperf serve sets it up (exporter.memory)
+            from exporter import memory
+
+            memory.limit_arenas()
         {"cold": child_probe, "default": child_probe, "default-nodb": child_probe, "cold-http": child_http, "default-http": child_http,
          "floor": child_floor, "window": child_window}[spec["mode"]](spec)
         return 0

@@ -26,7 +26,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from exporter import __version__, webconfig
+from exporter import __version__, memory, webconfig
 from exporter.compress import accepts_gzip, gzip_chunks
 from exporter.config import Config, ConfigError
 from exporter.httpconn import DeadlineWriter, Limits, SelectorServer
@@ -262,8 +262,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(status, error.encode())
             elif endpoint == "/metrics":
                 self._send_rendered(self.exporter.render_metrics(budget))
+                memory.trim()  # the scrape's rows and text are freed: hand their pages back
             elif endpoint == "/probe":
                 self._send_rendered(self.exporter.render_probe(target, budget))
+                memory.trim()
             elif endpoint in PRIVATE_ENDPOINTS:
                 status, body, headers = private_answer(self.exporter, endpoint, url.query,
                                                        self.headers.get("Authorization"))

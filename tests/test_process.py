@@ -42,23 +42,3 @@ def test_the_same_families_as_prometheus_client_with_the_same_values():
     assert value["process_resident_memory_bytes"] == pytest.approx(expected["process_resident_memory_bytes"], rel=0.2)
     assert 0 < value["process_cpu_seconds_total"] <= sum(os.times()[:2]) + 0.02
     assert value["process_virtual_memory_bytes"] >= value["process_resident_memory_bytes"]
-
-
-def test_serve_does_not_load_what_it_does_not_use():
-    """``dbperf serve``'s modules and its collectors load no client library, no psutil (host_metrics
-    off by default) and no SQL parser: memory the scrapes keep instead."""
-    import json
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    code = ("import json, sys\n"
-            "import exporter.cli, exporter.server\n"
-            "from exporter.postgres.kind import builtin_collectors\n"
-            "builtin_collectors()\n"
-            "print(json.dumps(sorted(sys.modules)))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    loaded = {m.split(".")[0] for m in json.loads(proc.stdout)}
-    assert loaded & {"prometheus_client", "psutil", "pglast"} == set()
