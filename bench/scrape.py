@@ -289,6 +289,8 @@ def dbperf_config(spec):
     target = {"name": "bench", "dsn": spec["dsn"]}
     if spec.get("max_series"):
         target["max_series"] = spec["max_series"]
+    if spec.get("max_connections"):
+        target["max_connections"] = spec["max_connections"]
     if spec["mode"].startswith("cold"):
         # `enabled` spelled out: a collectors entry without it enables a collector that is off by default
         target["collectors"] = {c.name: {"ttl": 0, "enabled": c.enabled_by_default} for c in all_collectors()}
@@ -302,6 +304,12 @@ def dbperf_config(spec):
 
 def sql_queries(exporter):
     return sum(c.queries for s in exporter.scrapers.values() for c in [s.main, *s.conns.values()])
+
+
+def trim():
+    from exporter import memory
+
+    memory.trim()
 
 
 def child_probe(spec):
@@ -338,6 +346,7 @@ def child_probe(spec):
         stats.append(body_stats(body))
         top = families(body) if i == 0 else top
         del body
+        trim()  # as dbperf serve's handler does once the answer is sent
     after, q1 = side.sample(), sql_queries(exporter)
     exec_ms, backend_cpu = ServerSide.delta(before, after, spec["scrapes"])
     result = summarise(walls, cpus, stats, {
@@ -394,6 +403,7 @@ def child_window(spec):
         last = now
         refreshed.append(refreshes(body, cached))
         del body
+        trim()
     exec_ms, backend_cpu = ServerSide.delta(before, last, n)
     result = summarise(walls, cpus, stats, {
         "first_ms": first * 1000, "sql": (sql_queries(exporter) - q0) / n, "server_exec_ms": exec_ms,
@@ -764,7 +774,8 @@ def run_scale(scale, args, log):
         rows = {}
         try:
             base = {"dsn": cluster.dsn("postgres", DBPERF_ROLE), "admin_dsn": cluster.dsn("postgres"),
-                    "scrapes": args.scrapes, "budget": 120.0, "max_series": args.max_series}
+                    "scrapes": args.scrapes, "budget": 120.0, "max_series": args.max_series,
+                    "max_connections": args.max_connections}
             if args.budget:  # the series budget: the shipped max_series against none
                 for mode in ("cold", "default", "window"):
                     for label, limit in (("", args.max_series), (", max_series off", MAX_SERIES_OFF)):
@@ -922,6 +933,8 @@ def main(argv=None):
     ap.add_argument("--interval", type=float, default=15.0, help="its scrape interval in seconds (default 15)")
     ap.add_argument("--max-series", type=int, default=None,
                     help="max_series of dbperf's target (default: the shipped one)")
+    ap.add_argument("--max-connections", type=int, default=None,
+                    help="the target's max_connections (databases queried at once; default the shipped 4)")
     ap.add_argument("--budget", action="store_true",
                     help="only dbperf cold and default, with max_series as shipped (or --max-series) and off")
     ap.add_argument("--label", default="", help="title suffix for RESULTS.md, e.g. 'preliminary'")
@@ -931,6 +944,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.child:
         spec = json.loads(args.child)
+        if spec["mode"] != "floor":  # the heap as dbperf serve sets it up (exporter.memory)
+            from exporter import memory
+
+            memory.limit_arenas()
         {"cold": child_probe, "default": child_probe, "default-nodb": child_probe, "cold-http": child_http, "default-http": child_http,
          "floor": child_floor, "window": child_window}[spec["mode"]](spec)
         return 0

@@ -16,8 +16,10 @@ LOG = logging.getLogger("dbperf")
 
 
 def cmd_serve(args) -> int:
-    from exporter import log
+    from exporter import log, memory
     from exporter.server import Exporter, make_server
+
+    memory.limit_arenas()  # before any thread starts (see exporter.memory)
 
     config = resolve(args.config)
     log.setup(args.log_level or config.log_level, args.log_format or config.log_format)

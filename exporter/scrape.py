@@ -6,7 +6,10 @@ the same for all.
 
 - One long-lived connection per database of the target; cluster collectors run on the target's
   own database, database collectors on every discovered database, databases concurrently up to
-  the target's ``max_connections``.
+  the target's ``max_connections``. The sessions to the other databases stay open between
+  refreshes only while the target's session sampler watches for a ``DROP DATABASE``
+  (:mod:`exporter.postgres.dropwatch`), which closes them as soon as one waits for them; else
+  each lives for one refresh (see :meth:`TargetScraper._release`).
 - Each collector has a statement timeout and a TTL; a cached result is served as rendered text.
 - The scrape ends at its deadline whatever the server does: the probe and the collectors run in
   the target's worker threads and are abandoned at the deadline (their queries are cancelled, then
@@ -29,7 +32,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exporter.collector import CLUSTER, DATABASE, Collector, Context, ServerInfo
 from exporter.config import Target
@@ -44,6 +47,8 @@ LOG = logging.getLogger("dbperf.scrape")
 
 MIN_TIME_LEFT = 0.05  # seconds: below this a collector is not started
 PROBE_TIMEOUT = 2.0   # seconds the probe may take at most (less when the deadline is nearer)
+WARM_SESSIONS = 30    # sessions to other databases kept open between refreshes, at most (see _release)
+HOLD = 10.0           # seconds a database a DROP DATABASE waited for gets no warm session (see _dropping)
 
 # what a scrape does with one collector (plan_run)
 CACHED, RUN, SKIP, STALE = "cached", "run", "skip", "stale"
@@ -142,6 +147,12 @@ class TargetScraper:
         self.conns: dict[str, Connection] = {}
         self._users: dict[str, int] = {}  # per-database session -> jobs using it now (closed at 0)
         self._sessions_lock = threading.Lock()
+        self._held: dict[str, float] = {}  # database -> until when (time.monotonic) it gets no warm session
+        # the session sampler's DROP DATABASE watch (exporter.postgres.dropwatch), when a collector has it
+        self.drop_watch = next((w for w in (getattr(c, "drop_watch", None) for c in self.collectors)
+                                if w is not None), None)
+        if self.drop_watch is not None:
+            self.drop_watch.subscribe(self._dropping)
         self.cache: dict[tuple[str, str], CacheEntry] = {}  # collectors with a ttl only
         self.durations: dict[tuple[str, str], float] = {}   # last run of every collector, for the budget
         self.last_success: dict[tuple[str, str], float] = {}
@@ -150,7 +161,7 @@ class TargetScraper:
         self.server: ServerInfo | None = None
         self._answered: ServerInfo | None = None  # the probe's answer in the scrape in flight
         self.databases: list[str] = []  # the databases the last scrape covered
-        self.outcomes: list[Outcome] = []  # what each collector did in the last scrape (check-config)
+        self.outcomes: list[Outcome] = []  # what each collector did in the last scrape (check-config), no text
         # samples each collector served in the last scrape ("": the engine's own), for the collectors
         # (Context.served: the series budget of exporter.postgres.budget); replaced, never changed
         self.served: dict[str, int] = {}
@@ -227,12 +238,14 @@ class TargetScraper:
             self._note_unsupported(server, outcomes)
         else:
             outcomes = self._unreachable(enabled, failure)
-        self.outcomes, self.failure = outcomes, failure
         rendered, served = Rendered(), {}
         for outcome in outcomes:
             if outcome.rendered is not None:
                 rendered.merge(outcome.rendered)
                 served[outcome.collector] = served.get(outcome.collector, 0) + outcome.rendered.samples
+        # kept until the next scrape without their text (a collector without a TTL would hold it twice)
+        self.outcomes = [replace(o, rendered=None) if o.rendered is not None else o for o in outcomes]
+        self.failure = failure
         before = rendered.samples
         rendered.add_families(self._self_metrics(server, outcomes, self.clock() - start), self.const)
         served[""] = rendered.samples - before
@@ -332,14 +345,20 @@ class TargetScraper:
         shared = sorted((c for c in cluster if not c.own_session), key=lambda c: c.optional)
         jobs.append(Job(server.dbname, self.main, shared + per_db))
         if per_db:
-            # the other databases' sessions live for one refresh only (see _release)
+            # the other databases' sessions: kept warm while the sampler watches, else for one refresh (_release)
             for datname in databases[1:]:
                 jobs.append(Job(datname, self._session(datname, datname, self._timeouts["database"], release=True),
                                 list(per_db), release=datname))
         with self._sessions_lock:
+            now = time.monotonic()
+            self._held = {datname: until for datname, until in self._held.items() if until > now}
             for key in set(self.conns) - keep:  # dropped databases: let their sessions go
                 self._users.pop(key, None)
                 self.conns.pop(key).close()
+            if not self._warm():  # the sampler stopped watching: close the idle warm sessions now
+                for key in databases[1:]:
+                    if key in self.conns and not self._users.get(key):
+                        self.conns[key].close()
         if gone:
             self._forget(keep, gone)
         return jobs
@@ -358,11 +377,15 @@ class TargetScraper:
 
     def _release(self, key: str, conn: Connection) -> None:
         """A job on the session of another database than the target's own ended: close the session
-        when no other job uses it. A session in a database makes ``DROP DATABASE`` (also ``ALTER
-        DATABASE ... RENAME``, ``CREATE DATABASE ... TEMPLATE``) wait for it, 5 s, then fail with
-        "being accessed by other users": dbperf holds one there only while it refreshes that
-        database's collectors. The cost is one connect per refresh (a collector without a TTL
-        refreshes every scrape); the target's own database keeps its long-lived sessions."""
+        when no other job uses it, unless it is kept warm. A session in a database makes ``DROP
+        DATABASE`` (also ``ALTER DATABASE ... RENAME``, ``CREATE DATABASE ... TEMPLATE``) wait for
+        it, 5 s, then fail with "being accessed by other users". While the target's session sampler
+        checks every second or two for such a command (:mod:`exporter.postgres.dropwatch`), which
+        closes the sessions it waits for (:meth:`_dropping`), up to :data:`WARM_SESSIONS` stay
+        open: a session that already opened the database's relations sizes them for about a third
+        of a new one's cost, and no connect per refresh. Without the sampler (the wait_events
+        collectors off, or its checks late) dbperf holds a session there only while it refreshes
+        that database's collectors; the target's own database keeps its long-lived sessions."""
         with self._sessions_lock:
             if self.conns.get(key) is not conn:  # the database went away meanwhile: closed then
                 return
@@ -371,7 +394,33 @@ class TargetScraper:
                 self._users[key] = users
                 return
             self._users.pop(key, None)
+            if self._warm() and self._held.get(key, 0.0) <= time.monotonic() and self._warm_count(key) < WARM_SESSIONS:
+                return
             conn.close()  # no query runs on it (its jobs ended): closes at once
+
+    def _warm(self) -> bool:
+        return self.drop_watch is not None and self.drop_watch.watching()
+
+    def _warm_count(self, but: str) -> int:
+        """Idle open sessions to other databases than ``but``'s (called with the sessions lock)."""
+        own = self.server.dbname if self.server is not None else None
+        return sum(1 for key, c in self.conns.items()
+                   if key != but and "\x00" not in key and key != own and c.connected and not self._users.get(key))
+
+    def _dropping(self, databases: frozenset) -> None:
+        """In the sampler's thread: a ``DROP DATABASE`` (or the like) waits for ``databases`` to
+        have no other session. Close dbperf's sessions there now, a refresh running on one broken
+        off (it fails: the database is going away), and keep none warm there for :data:`HOLD`
+        seconds (a refresh that starts meanwhile closes its session when it ends)."""
+        until = time.monotonic() + HOLD
+        with self._sessions_lock:
+            for datname in databases:
+                if self.server is not None and datname == self.server.dbname:
+                    continue  # the target's own database: its sessions are the target's, as always
+                self._held[datname] = until
+                conn = self.conns.get(datname)
+                if conn is not None:
+                    conn.close()
 
     def _forget(self, keep: set, gone: set) -> None:
         """Forget what the scraper kept of the databases ``gone`` since the last scrape (dropped,

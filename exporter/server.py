@@ -26,14 +26,12 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
-
-from exporter import __version__, webconfig
+from exporter import __version__, memory, webconfig
 from exporter.compress import accepts_gzip, gzip_chunks
 from exporter.config import Config, ConfigError
-from exporter.host import collect_host
 from exporter.httpconn import DeadlineWriter, Limits, SelectorServer
 from exporter.metrics import CONTENT_TYPE, Family, Rendered
+from exporter.process import own_families
 from exporter.private import ENDPOINTS as PRIVATE_ENDPOINTS
 from exporter.private import answer as private_answer
 from exporter.private import credentials as private_credentials
@@ -100,10 +98,6 @@ class Exporter:
             factory = lambda target: fixed if target.kind == "postgres" else collectors_for(target, config)  # noqa: E731
         self.scrapers = {t.name: TargetScraper(t, factory(t)) for t in config.targets}
         self.private_credentials = private_credentials(getattr(config, "private_token", ""))
-        self._process = CollectorRegistry()
-        ProcessCollector(registry=self._process)
-        PlatformCollector(registry=self._process)
-        GCCollector(registry=self._process)
 
     def budget(self, header: str | None) -> float:
         """Seconds a scrape may take: Prometheus's timeout minus the offset, else the config's."""
@@ -130,7 +124,7 @@ class Exporter:
             except Exception as exc:  # a scraper bug must not take /metrics down
                 LOG.error("target=%s scrape failed: %s", name, exc)
         rendered.add_families(self._own_metrics())
-        rendered.tail.append(generate_latest(self._process))
+        rendered.add_families(own_families())  # process_* and python_*, as the client libraries name them
         return rendered
 
     def _own_metrics(self) -> list[Family]:
@@ -142,6 +136,8 @@ class Exporter:
             start = time.monotonic()
             ok = 1
             try:
+                from exporter.host import collect_host  # psutil: only with host_metrics
+
                 families += collect_host()
             except Exception as exc:
                 ok = 0
@@ -266,8 +262,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(status, error.encode())
             elif endpoint == "/metrics":
                 self._send_rendered(self.exporter.render_metrics(budget))
+                memory.trim()  # the scrape's rows and text are freed: hand their pages back
             elif endpoint == "/probe":
                 self._send_rendered(self.exporter.render_probe(target, budget))
+                memory.trim()
             elif endpoint in PRIVATE_ENDPOINTS:
                 status, body, headers = private_answer(self.exporter, endpoint, url.query,
                                                        self.headers.get("Authorization"))

@@ -1,8 +1,10 @@
 """dbperf never stands in the way of a user's DROP DATABASE, and forgets a dropped database.
 
 A session in a database makes a plain ``DROP DATABASE`` wait 5 s for it and then fail ("being
-accessed by other users"): dbperf holds a session in a database other than the target's own only
-while it refreshes that database's collectors. Once the database is gone, no series of it stays:
+accessed by other users"): while the target's session sampler runs, dbperf keeps its sessions to
+the other databases open and closes them as soon as such a command waits for them
+(exporter.postgres.dropwatch); without the sampler it holds a session in a database other than the
+target's own only while it refreshes that database's collectors. Once the database is gone, no series of it stays:
 not the per-database collectors', not a cluster collector's cached rows (database_size), not the
 statements collector's latency histogram, per-statement series or sticky members (whose rows
 pg_stat_statements keeps after the drop, under a dbid that no longer exists)."""
@@ -34,10 +36,24 @@ def victim(pg):
     pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def config(pg, name: str, target: str, **statements):
+SAMPLER_OFF = {"wait_events": False, "statement_wait_events": False}
+
+
+def config(pg, name: str, target: str, collectors: dict | None = None, **statements):
     # the target covers its own database (postgres) and the victim only
     return make_config(pg, {"name": target, "databases": {"include": name},
-                            "statements": {"limit": 50, "sticky": 600, **statements}})
+                            "statements": {"limit": 50, "sticky": 600, **statements},
+                            **({"collectors": collectors} if collectors else {})})
+
+
+def drop_in_time(pg, name: str) -> float:
+    """A plain DROP DATABASE (no FORCE); how long it took (it fails after 5 s of other sessions)."""
+    start = time.monotonic()
+    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name}")
+    took = time.monotonic() - start
+    assert took < 4.0, f"DROP DATABASE waited {took:.1f}s for other sessions"
+    return took
 
 
 def mentions(samples: Samples, name: str) -> list:
@@ -56,8 +72,9 @@ def statements_state(served, target: str):
 
 
 def test_plain_drop_database_right_after_a_scrape_succeeds(pg, victim, serve):
+    """Without the sampler: no session is kept in the victim between scrapes."""
     target = "drop_" + victim
-    served = serve(config(pg, victim, target))
+    served = serve(config(pg, victim, target, SAMPLER_OFF))
     samples = served.metrics()
     # the victim was covered: its per-database collectors ran there, its statements are ranked
     assert samples.value("dbperf_collector_success", collector="tables", datname=victim) == 1
@@ -66,16 +83,38 @@ def test_plain_drop_database_right_after_a_scrape_succeeds(pg, victim, serve):
     assert samples.value("pg_database_size_bytes", datname=victim) > 0
     # between scrapes dbperf holds no session there (its backend exits just after the close)
     wait_until(lambda: not dbperf_sessions_in(pg, victim), timeout=3, message="dbperf's session in the victim closed")
-    start = time.monotonic()
-    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {victim}")  # plain: no FORCE
-    took = time.monotonic() - start
-    assert took < 4.0, f"DROP DATABASE waited {took:.1f}s for other sessions"
+    assert served.exporter.scrapers[target].drop_watch.checks == 0  # no sampler, no watch
+    drop_in_time(pg, victim)
     after = served.metrics()
     assert after.value("pg_up", target=target) == 1
     assert mentions(after, victim) == [], mentions(after, victim)[:5]
     # the scrape after that still serves the target's own database
     assert after.value("dbperf_collector_success", collector="tables", datname="postgres") == 1
+
+
+def test_plain_drop_database_closes_the_warm_session(pg, victim, serve):
+    """With the sampler: the session in the victim stays open between scrapes (a warm relation
+    cache for the next refresh), and a plain DROP DATABASE still succeeds, well within its 5 s:
+    the sampler sees it wait and the scraper closes that session."""
+    target = "warm_" + victim
+    served = serve(config(pg, victim, target, {"tables": {"ttl": 0}}))  # a refresh in every scrape
+    scraper = served.exporter.scrapers[target]
+    served.metrics()
+    wait_until(scraper.drop_watch.watching, timeout=10, message="the sampler's drop watch")
+    served.metrics()  # the first scrape with the watch on: the refresh keeps its session
+    session = scraper.conns[victim]
+    assert session.connected
+    pid = session.backend_pid
+    assert [pid] == [row[0] for row in dbperf_sessions_in(pg, victim)]
+    served.metrics()  # still the same backend: no connect per refresh
+    assert scraper.conns[victim].backend_pid == pid
+    checks = scraper.drop_watch.checks
+    drop_in_time(pg, victim)
+    assert victim in scraper.drop_watch.waiting or scraper.drop_watch.checks > checks
+    assert not session.connected
+    after = served.metrics()
+    assert mentions(after, victim) == [], mentions(after, victim)[:5]
+    assert victim not in scraper.conns
 
 
 def test_drop_database_also_succeeds_during_many_scrapes(pg, victim, serve):
@@ -163,7 +202,7 @@ def test_a_session_per_refresh_not_per_scrape(pg, victim):
     collectors = all_collectors()
     per_db = [c.name for c in collectors if c.scope == DATABASE and c.enabled_by_default]
     config = make_config(pg, {"name": "refresh_" + victim, "databases": {"include": victim},
-                              "collectors": {name: {"ttl": "30s"} for name in per_db}})
+                              "collectors": {**{name: {"ttl": "30s"} for name in per_db}, **SAMPLER_OFF}})
     offset = [0.0]
     scraper = TargetScraper(config.targets[0], collectors, clock=lambda: time.monotonic() + offset[0])
     try:

@@ -10,14 +10,34 @@ Depends on prometheus_client only; frameworks are imported lazily. Never imports
     inst.install_log_handler()                       # app_log_messages_total + last errors in the slow log
 """
 
-from .applog import LogHandler
-from .asgi import PrometheusMiddleware, route_template
-from .core import UNMATCHED, Instrumentation, RequestState, SlowLog, current_request
-from .fingerprint import Fingerprints, normalise
-from .wsgi import WSGIMiddleware, instrument_flask
+import importlib
+
+# imported on first use (PEP 562): ``exporter.instrument.auth`` (which dbperf serve's private
+# endpoints use) loads without prometheus_client and the frameworks' glue
+_EXPORTS = {
+    "PrometheusMiddleware": ".asgi", "route_template": ".asgi",
+    "UNMATCHED": ".core", "Instrumentation": ".core", "RequestState": ".core", "SlowLog": ".core",
+    "current_request": ".core",
+    "Fingerprints": ".fingerprint", "normalise": ".fingerprint",
+    "WSGIMiddleware": ".wsgi", "instrument_flask": ".wsgi",
+    "LogHandler": ".applog",
+}
 
 __all__ = [
     "Instrumentation", "PrometheusMiddleware", "WSGIMiddleware", "instrument_flask", "current_request",
     "RequestState", "SlowLog", "Fingerprints", "normalise", "route_template", "UNMATCHED",
     "LogHandler",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -133,6 +133,7 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._log_limit = RateLimiter(60.0)
+        self.after_sample: list = []  # hook(sampler) after each successful sample (exporter.postgres.dropwatch)
 
     @property
     def skipped(self) -> int:
@@ -196,6 +197,8 @@ class Sampler:
                           extra={"target": self.target.name, "collector": "wait_events"})
         self.samples += 1
         self._log_limit.forget("sample")
+        for hook in self.after_sample:
+            hook(self)
         return True
 
     def _read(self, start: float) -> tuple[list, list]:

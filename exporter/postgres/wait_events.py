@@ -36,6 +36,7 @@ from __future__ import annotations
 import threading
 
 from exporter.collector import CLUSTER, Collector, Context
+from exporter.postgres.dropwatch import DropWatch
 from exporter.metrics import Family
 
 SESSION_LABELS = ("datname", "state", "wait_event_type", "wait_event")
@@ -67,6 +68,8 @@ class SharedSampler:
     def __init__(self, statements=None):
         self.statements = statements  # the target's StatementsCollector: which statements are shown
         self.sampler = None
+        # checked after each sample: lets the scrape engine keep other databases' sessions warm
+        self.drop_watch = DropWatch()
         self._lock = threading.Lock()
         self._chosen = None
         self._shown = frozenset()
@@ -88,6 +91,7 @@ class SharedSampler:
         with self._lock:
             if self.sampler is None and not self._closed:
                 self.sampler = Sampler(target, shown=self.shown)
+                self.sampler.after_sample.append(self.drop_watch.after_sample)
             if self.sampler is None:
                 raise RuntimeError("the wait_events sampler was stopped (the exporter is closing)")
             self.sampler.start()
@@ -143,6 +147,10 @@ class WaitEventsCollector(Collector):
             family.add((), value)
         return families
 
+    @property
+    def drop_watch(self) -> DropWatch:
+        return self.shared.drop_watch
+
     def close(self) -> None:
         self.shared.close()
 
@@ -170,6 +178,10 @@ class StatementWaitEventsCollector(Collector):
         sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
         _, statements = sampler.integrator.snapshot()
         return [_counter("pg_statement_active_seconds_total", STATEMENTS_HELP, STATEMENT_LABELS, statements)]
+
+    @property
+    def drop_watch(self) -> DropWatch:
+        return self.shared.drop_watch
 
     def close(self) -> None:
         self.shared.close()
