@@ -19,6 +19,7 @@ import logging
 import os
 import pwd
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -34,10 +35,11 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from exporter import log
+from exporter import incidents, log
 from exporter.config import ConfigError, parse, parse_listen, show
 from exporter.durations import DAY, DurationError, parse_duration
 from exporter.errors import RuntimeFailure
+from exporter.serverlog.settings import throwaway_settings
 
 LOG = logging.getLogger("dbperf.demo")
 ROOT = Path(__file__).resolve().parent.parent          # a checkout: examples/, alerts/, dashboards/
@@ -62,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prometheus", action="store_true", help="start neither Prometheus nor Alertmanager")
     parser.add_argument("--no-standby", action="store_true",
                         help="do not start a streaming standby of the demo PostgreSQL (nor scrape it)")
+    parser.add_argument("--no-mysql", action="store_true",
+                        help="do not start the MariaDB source and replica (started when MariaDB is installed)")
     parser.add_argument("--any-ports", action="store_true",
                         help="free ports for the other parts instead of 8000, 6432, 9090, 9093 (tests, several demos)")
 
@@ -278,6 +282,28 @@ def start_standby(primary, workdir: Path):
     return standby
 
 
+def start_mariadb(workdir: Path, stop: threading.Event):
+    """A MariaDB source and a replica applying its binary log (exporter.mysqlcluster), under
+    ``workdir``, with the shop workload of exporter.mysqlworkload running on both."""
+    import pymysql
+
+    from exporter.mysqlcluster import REPLICA_SETTINGS, SOURCE_SETTINGS, MariaDB, MariaDBError, replicate
+    from exporter.mysqlworkload import MySQLWorkload
+
+    servers = []
+    try:
+        for settings in (SOURCE_SETTINGS, REPLICA_SETTINGS):
+            servers.append(MariaDB(settings=settings, base_dir=str(workdir)))
+            servers[-1].init().start()
+        replicate(*servers)
+        load = MySQLWorkload(*servers, stop).start()
+    except (MariaDBError, pymysql.err.MySQLError, OSError) as exc:
+        for server in servers:
+            server.cleanup()
+        raise DemoError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    return servers, load
+
+
 def start_app(workdir: Path, dsn: str, stop: threading.Event) -> tuple[Process, int]:
     if not (ROOT / "examples" / "shop_app" / "app.py").exists():
         raise DemoError(f"examples/shop_app not found under {ROOT} (run the demo from a checkout)")
@@ -452,6 +478,7 @@ def run_demo(args) -> int:
     with_bouncer = with_app and not getattr(args, "no_pgbouncer", False)
     with_prometheus = not getattr(args, "no_prometheus", False)
     with_standby = not getattr(args, "no_standby", False)
+    with_mysql = not getattr(args, "no_mysql", False)
     global ANY_PORTS
     ANY_PORTS = bool(getattr(args, "any_ports", False))
     reason = _port_free(host, port)
@@ -479,6 +506,7 @@ def run_demo(args) -> int:
         _watch_parent(stop, lambda: request_stop(128 + signal.SIGHUP, "its parent process exited"))
     previous = {sig: signal.signal(sig, on_signal) for sig in signals}
     cluster = standby = workload = exporter = server = workdir = None
+    mariadb: list = []
     processes: list[Process] = []
     threads: list = []
 
@@ -503,6 +531,8 @@ def run_demo(args) -> int:
         try:
             cluster = Cluster(settings={"autovacuum_naptime": "5s", "autovacuum_vacuum_scale_factor": "0.02",
                                         "autovacuum_analyze_scale_factor": "0.02"})
+            log_format, log_settings = throwaway_settings(cluster.major())  # docs/server-log.md's settings
+            cluster.settings.update(log_settings)
             _say(f"dbperf demo: starting a throwaway PostgreSQL in {cluster.root} (removed on exit)")
             check()
             cluster.init()
@@ -519,6 +549,9 @@ def run_demo(args) -> int:
         with psycopg.connect(cluster.dsn("shop"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         setup_schema(cluster.dsn("shop"))
+        login_password = secrets.token_urlsafe(12)
+        incidents.setup(cluster.dsn("shop"), login_password)
+        cluster.require_password(incidents.LOGIN_ROLE)
         check()
         if with_standby:
             _say(f"dbperf demo: starting a streaming standby of it (replication slot {STANDBY_SLOT}) under {workdir}")
@@ -527,6 +560,14 @@ def run_demo(args) -> int:
         workload = Workload(cluster.dsn("shop")).start()
         pipeline_runs = PipelineRuns(cluster.dsn("shop"), stop).start()
         threads.append(pipeline_runs)
+        threads.append(incidents.Incidents(cluster.dsn("shop"), cluster.dsn("shop", user=incidents.LOGIN_ROLE),
+                                           login_password, stop).start())
+        if with_mysql:
+            started = optional("mariadb", lambda: start_mariadb(workdir, stop))
+            if started:
+                mariadb = started[0]
+                threads.append(started[1])
+            check()
 
         bouncer_port = None
         if with_bouncer:
@@ -541,6 +582,8 @@ def run_demo(args) -> int:
                     "collectors": {"advisor": {"enabled": True, "ttl": "5m"}, "tables": {"ttl": "10s"},
                                    "indexes": {"ttl": "10s"}, "table_sizes": {"ttl": "1m"},
                                    "pipelines": {"ttl": "5s"}},
+                    "server_log": {"path": str(cluster.datadir / "log"), "format": log_format, "interval": "1s",
+                                   "client_network_prefix": 24},
                     "pipelines": {"sources": [{"type": "table", "database": "shop",
                                                "expected_intervals": {k: v[0] for k, v in PIPELINES.items()}}]}}]
         if standby is not None:
@@ -549,7 +592,10 @@ def run_demo(args) -> int:
         if bouncer_port:
             targets.append({"name": "bouncer", "kind": "pgbouncer", "connect_timeout": "2s",
                             "dsn": f"host=127.0.0.1 port={bouncer_port} dbname=pgbouncer user=dbperf_stats"})
-        config = parse({"listen": args.listen, "targets": targets}, source="dbperf demo")
+        for name, mysql in zip(("mysql-source", "mysql-replica"), mariadb):
+            targets.append({"name": name, "kind": "mysql", "dsn": mysql.dsn(), "connect_timeout": "2s"})
+        config = parse({"listen": args.listen, "state_dir": str(workdir / "state"), "targets": targets},
+                       source="dbperf demo")
         exporter = Exporter(config)
         try:
             server = make_server(exporter, host, port)
@@ -567,11 +613,16 @@ def run_demo(args) -> int:
             say("probe", f"{base}/probe?target=standby")
         if bouncer_port:
             say("probe", f"{base}/probe?target=bouncer")
+        for name, _ in zip(("mysql-source", "mysql-replica"), mariadb):
+            say("probe", f"{base}/probe?target={name}")
         say("psql", f"psql \"{cluster.dsn('shop')}\"")
         if standby is not None:
             say("standby", f"psql \"{standby.dsn('shop')}\"  (read-only, streaming from the one above)")
         if bouncer_port:
             say("pgbouncer", f'psql "host=127.0.0.1 port={bouncer_port} dbname=shopapp user=postgres"')
+        if mariadb:
+            say("mariadb", f"mysql -h 127.0.0.1 -P {mariadb[0].port} -u root shop  (the source; its replica: "
+                           f"-P {mariadb[1].port})")
 
         app_address = None
         if with_app:
@@ -641,6 +692,8 @@ def run_demo(args) -> int:
             _quietly(workload.stop)
         if standby is not None:              # inside workdir: before it is removed
             _quietly(standby.cleanup)
+        for mysql in reversed(mariadb):
+            _quietly(mysql.cleanup)
         if cluster is not None:
             _quietly(cluster.cleanup)
             _say(f"dbperf demo: removed {cluster.root}")
