@@ -560,8 +560,6 @@ def run_demo(args) -> int:
         workload = Workload(cluster.dsn("shop")).start()
         pipeline_runs = PipelineRuns(cluster.dsn("shop"), stop).start()
         threads.append(pipeline_runs)
-        threads.append(incidents.Incidents(cluster.dsn("shop"), cluster.dsn("shop", user=incidents.LOGIN_ROLE),
-                                           login_password, stop).start())
         if with_mysql:
             started = optional("mariadb", lambda: start_mariadb(workdir, stop))
             if started:
@@ -603,6 +601,9 @@ def run_demo(args) -> int:
             _say(f"dbperf demo: --listen {host}:{port}: cannot listen: {exc.strerror or exc}", sys.stderr)
             return 1
         threading.Thread(target=server.serve_forever, name="dbperf-http", daemon=True).start()
+        exporter.probe("demo", 10.0)  # the first scrape starts the log reader: the incidents are all read
+        threads.append(incidents.Incidents(cluster.dsn("shop"), cluster.dsn("shop", user=incidents.LOGIN_ROLE),
+                                           login_password, stop).start())
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
         dbperf_address = f"{shown}:{server.server_address[1]}"
         base = f"http://{dbperf_address}"

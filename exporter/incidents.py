@@ -83,8 +83,8 @@ class Incidents:
                     except Exception as exc:  # the server restarting, a timeout: counted, logged rarely
                         self.failures += 1
                         if self._limit.allow(name):
-                            LOG.info("demo incident %s did not happen: %s: %s", name, type(exc).__name__,
-                                     (str(exc).strip().splitlines() or [""])[0])
+                            LOG.info("demo incident %s did not happen: %s (%s)", name,
+                                     (str(exc).strip().splitlines() or [""])[0], type(exc).__name__)
             self.stop.wait(max(0.05, min(due.values()) - time.monotonic()))
 
     def _connect(self, dsn: str | None = None, **extra) -> psycopg.Connection:

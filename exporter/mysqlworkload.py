@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 
 from exporter.log import RateLimiter
 
@@ -37,6 +38,13 @@ class MySQLWorkload:
         self._limit = RateLimiter(60.0)
         for statement in SCHEMA:
             source.execute(statement)
+        deadline = time.monotonic() + 30
+        applied = ("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'shop'"
+                   " AND table_name IN ('products', 'orders')")
+        while replica.execute(applied)[0][0] < 2:  # the replica has applied the schema
+            if time.monotonic() > deadline:
+                raise TimeoutError("the replica did not apply the shop schema within 30 s")
+            time.sleep(0.1)
         self.threads = [threading.Thread(target=self._run, args=(source, self._source_step, 1 / rate, 1),
                                          name="demo-mysql-source", daemon=True),
                         threading.Thread(target=self._run, args=(replica, self._replica_step, 0.5, 2),
@@ -58,14 +66,14 @@ class MySQLWorkload:
         while not self.stop.is_set():
             try:
                 if conn is None:
-                    conn = server.connect(read_timeout=10, write_timeout=10)
+                    conn = server.connect(database="shop", read_timeout=10, write_timeout=10)
                 with conn.cursor() as cur:
                     step(cur, rng)
                 self.stats["transactions"] += 1
             except pymysql.err.MySQLError as exc:  # the replica not caught up yet, a restart: go on
                 self.stats["errors"] += 1
                 if self._limit.allow((server.port, type(exc).__name__)):
-                    LOG.info("mysql workload: %s: %s", type(exc).__name__, exc)
+                    LOG.info("mysql workload on port %s: %s (%s)", server.port, exc, type(exc).__name__)
                 if conn is not None:
                     conn.close()
                 conn = None
