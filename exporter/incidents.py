@@ -11,7 +11,9 @@
   deadlock_timeout, logged when it waits and when it gets the lock);
 - sorts the order lines with a tiny work_mem (a temporary file);
 - rebuilds a summary table (DROP TABLE, CREATE TABLE AS: DDL);
-- now and then runs two transactions that lock two rows in opposite orders (a deadlock).
+- now and then runs two transactions that lock two rows in opposite orders (a deadlock);
+- runs a CHECKPOINT at the start and then once an hour, as before maintenance (the timed ones
+  follow every checkpoint_timeout).
 
 Slow statements, checkpoints and autovacuum runs come from the workload and the server settings.
 Every expected failure is counted in ``stats``, never logged; anything else is logged at most once
@@ -43,7 +45,7 @@ END $$;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO {LOGIN_ROLE};
 """
 # (name, every so many seconds, first after so many seconds)
-SCHEDULE = (("login", 1, 0), ("wrong_password", 20, 1), ("unique_violation", 5, 2), ("lock_wait", 10, 3),
+SCHEDULE = (("checkpoint", 3600, 0), ("login", 1, 0), ("wrong_password", 20, 1), ("unique_violation", 5, 2), ("lock_wait", 10, 3),
             ("temp_file", 10, 4), ("ddl", 15, 5), ("deadlock", 30, 6))
 
 
@@ -68,6 +70,12 @@ class Incidents:
 
     def join(self) -> None:
         self.thread.join(10)
+
+    def run_each_once(self) -> None:
+        """Every incident once, in the order of SCHEDULE (a test: every kind of log entry appears)."""
+        for name, *_ in SCHEDULE:
+            getattr(self, "_" + name)()
+            self.stats[name] += 1
 
     def _run(self) -> None:
         started = time.monotonic()
@@ -127,6 +135,10 @@ class Incidents:
         with self._connect() as conn:
             conn.execute("SET work_mem = '64kB'")
             conn.execute("SELECT order_id, line_no, price FROM order_items ORDER BY price DESC, order_id").fetchall()
+
+    def _checkpoint(self) -> None:
+        with self._connect() as conn:
+            conn.execute("CHECKPOINT")
 
     def _ddl(self) -> None:
         with self._connect() as conn:
