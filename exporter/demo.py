@@ -15,6 +15,7 @@ on errors. Started with SIGHUP ignored (``nohup``), it outlives both the hangup 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
 import os
 import pwd
@@ -282,13 +283,12 @@ def start_standby(primary, workdir: Path):
     return standby
 
 
-def start_mariadb(workdir: Path, stop: threading.Event):
+def start_mariadb(workdir: Path) -> list:
     """A MariaDB source and a replica applying its binary log (exporter.mysqlcluster), under
-    ``workdir``, with the shop workload of exporter.mysqlworkload running on both."""
+    ``workdir`` (started in the background while PostgreSQL starts)."""
     import pymysql
 
     from exporter.mysqlcluster import REPLICA_SETTINGS, SOURCE_SETTINGS, MariaDB, MariaDBError, replicate
-    from exporter.mysqlworkload import MySQLWorkload
 
     servers = []
     try:
@@ -296,12 +296,27 @@ def start_mariadb(workdir: Path, stop: threading.Event):
             servers.append(MariaDB(settings=settings, base_dir=str(workdir)))
             servers[-1].init().start()
         replicate(*servers)
-        load = MySQLWorkload(*servers, stop).start()
     except (MariaDBError, pymysql.err.MySQLError, OSError) as exc:
         for server in servers:
             server.cleanup()
-        raise DemoError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
-    return servers, load
+        raise DemoError(_first_line(exc)) from None
+    return servers
+
+
+def start_mysql_workload(servers: list, stop: threading.Event):
+    """exporter.mysqlworkload's shop workload on the source and the replica of start_mariadb."""
+    import pymysql
+
+    from exporter.mysqlworkload import MySQLWorkload
+
+    try:
+        return MySQLWorkload(*servers, stop).start()
+    except (pymysql.err.MySQLError, OSError) as exc:
+        raise DemoError(_first_line(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def start_app(workdir: Path, dsn: str, stop: threading.Event) -> tuple[Process, int]:
@@ -507,6 +522,7 @@ def run_demo(args) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in signals}
     cluster = standby = workload = exporter = server = workdir = None
     mariadb: list = []
+    mysql_start: concurrent.futures.Future | None = None
     processes: list[Process] = []
     threads: list = []
 
@@ -528,6 +544,8 @@ def run_demo(args) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="dbperf-demo-"))
         os.chmod(workdir, 0o755)
         _say(f"dbperf demo: logs and data of the other parts in {workdir} (removed on exit)")
+        if with_mysql:  # in the background, while PostgreSQL starts
+            mysql_start = concurrent.futures.ThreadPoolExecutor(1, "demo-mariadb").submit(start_mariadb, workdir)
         try:
             cluster = Cluster(settings={"autovacuum_naptime": "5s", "autovacuum_vacuum_scale_factor": "0.02",
                                         "autovacuum_analyze_scale_factor": "0.02"})
@@ -560,11 +578,15 @@ def run_demo(args) -> int:
         workload = Workload(cluster.dsn("shop")).start()
         pipeline_runs = PipelineRuns(cluster.dsn("shop"), stop).start()
         threads.append(pipeline_runs)
-        if with_mysql:
-            started = optional("mariadb", lambda: start_mariadb(workdir, stop))
-            if started:
-                mariadb = started[0]
-                threads.append(started[1])
+        if mysql_start is not None:
+            mariadb = optional("mariadb", mysql_start.result) or []
+            load = mariadb and optional("mariadb", lambda: start_mysql_workload(mariadb, stop))
+            if load:
+                threads.append(load)
+            elif mariadb:
+                for mysql in mariadb:
+                    mysql.cleanup()
+                mariadb = []
             check()
 
         bouncer_port = None
@@ -693,6 +715,11 @@ def run_demo(args) -> int:
             _quietly(workload.stop)
         if standby is not None:              # inside workdir: before it is removed
             _quietly(standby.cleanup)
+        if mysql_start is not None and not mariadb:  # stopped while it started: wait for it, then clean up
+            try:
+                mariadb = mysql_start.result(timeout=120)
+            except Exception:  # it failed: it removed what it had started
+                pass
         for mysql in reversed(mariadb):
             _quietly(mysql.cleanup)
         if cluster is not None:

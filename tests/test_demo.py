@@ -29,11 +29,11 @@ def scrape(url: str) -> Samples | None:
 
 
 def test_demo_runs_workload_serves_metrics_and_cleans_up():
-    """The minimal demo (--no-app --no-prometheus: PostgreSQL, workload, pipelines and dbperf only)
+    """The minimal demo (--no-app --no-prometheus --no-mysql: PostgreSQL, workload, pipelines and dbperf only)
     for a --duration: it serves, its workload works, it ends by itself and removes everything."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}",
-                             "--duration", "18", "--any-ports", "--no-app", "--no-prometheus"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--duration", "18", "--any-ports", "--no-app", "--no-prometheus", "--no-mysql"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)

@@ -180,7 +180,7 @@ def test_every_panel_returns_data_and_the_demo_cleans_up(stack):
 
 def test_no_standby_starts_and_scrapes_none():
     """``--no-standby``: the demo PostgreSQL has no replication slot, dbperf no standby target."""
-    with DemoRun("--no-standby", "--no-app", "--no-prometheus", "--duration", "60") as demo:
+    with DemoRun("--no-standby", "--no-app", "--no-prometheus", "--no-mysql", "--duration", "60") as demo:
         demo.wait_running()
         out = demo.output()
         assert "standby" not in out, out
