@@ -1,7 +1,11 @@
 """``dbperf demo``: the whole stack on one machine, without Docker, until Ctrl-C.
 
-A throwaway PostgreSQL with a shop workload and pipeline runs, a streaming standby of it (through a
-physical replication slot), the example application
+A throwaway PostgreSQL with a shop workload and pipeline runs, logging what docs/server-log.md asks
+for (jsonlog on 15+, csvlog on 13 and 14) and read by dbperf (``server_log:``), with the incidents
+of exporter/incidents.py (logins, wrong passwords, lock waits, deadlocks, temporary files, DDL,
+unique violations, a checkpoint); a streaming standby of it (through a physical replication slot);
+where Debian's MariaDB binaries are installed, a MariaDB source and a replica of it with a shop
+workload (exporter/mysqlworkload.py), scraped as ``kind: mysql`` targets; the example application
 (examples/shop_app, FastAPI) with a load generator, PgBouncer in front of it, dbperf, and, where the
 ``prometheus`` and ``prometheus-alertmanager`` binaries are installed, both of them with the shipped
 rules (alerts/rules) and a demo Alertmanager configuration whose receivers send nothing. Every
