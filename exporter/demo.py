@@ -1,9 +1,12 @@
 """``dbperf demo``: the whole stack on one machine, without Docker, until Ctrl-C.
 
-A throwaway PostgreSQL with a shop workload and pipeline runs, a streaming standby of it (through a
-physical replication slot), the example application
-(examples/shop_app, FastAPI) with a load generator, PgBouncer in front of it, a MariaDB with a workload
-(exporter.mysql.demo, where Debian's mariadb-server is installed), dbperf, and, where the
+A throwaway PostgreSQL with a shop workload and pipeline runs, logging what docs/server-log.md asks
+for (jsonlog on 15+, csvlog on 13 and 14) and read by dbperf (``server_log:``), with the incidents
+of exporter/incidents.py (logins, wrong passwords, lock waits, deadlocks, temporary files, DDL,
+unique violations, a checkpoint); a streaming standby of it (through a physical replication slot);
+where Debian's MariaDB binaries are installed, a MariaDB source and a replica of it with a shop
+workload (exporter/mysqlworkload.py), scraped as ``kind: mysql`` targets; the example application
+(examples/shop_app, FastAPI) with a load generator, PgBouncer in front of it, dbperf, and, where the
 ``prometheus`` and ``prometheus-alertmanager`` binaries are installed, both of them with the shipped
 rules (alerts/rules) and a demo Alertmanager configuration whose receivers send nothing. Every
 part that is missing is skipped with one line saying why; every URL is printed.
@@ -16,10 +19,12 @@ on errors. Started with SIGHUP ignored (``nohup``), it outlives both the hangup 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
 import os
 import pwd
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -35,10 +40,11 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from exporter import log
+from exporter import incidents, log
 from exporter.config import ConfigError, parse, parse_listen, show
 from exporter.durations import DAY, DurationError, parse_duration
 from exporter.errors import RuntimeFailure
+from exporter.serverlog.settings import throwaway_settings
 
 LOG = logging.getLogger("dbperf.demo")
 ROOT = Path(__file__).resolve().parent.parent          # a checkout: examples/, alerts/, dashboards/
@@ -63,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prometheus", action="store_true", help="start neither Prometheus nor Alertmanager")
     parser.add_argument("--no-standby", action="store_true",
                         help="do not start a streaming standby of the demo PostgreSQL (nor scrape it)")
-    parser.add_argument("--no-mariadb", action="store_true",
-                        help="do not start a MariaDB with a workload (started when Debian's mariadb-server is there)")
+    parser.add_argument("--no-mysql", action="store_true",
+                        help="do not start the MariaDB source and replica (started when MariaDB is installed)")
     parser.add_argument("--any-ports", action="store_true",
                         help="free ports for the other parts instead of 8000, 6432, 9090, 9093 (tests, several demos)")
 
@@ -281,6 +287,40 @@ def start_standby(primary, workdir: Path):
     return standby
 
 
+def start_mariadb(workdir: Path) -> list:
+    """A MariaDB source and a replica applying its binary log (exporter.mysqlcluster), under
+    ``workdir`` (started in the background while PostgreSQL starts)."""
+    from exporter.mysqlcluster import REPLICA_SETTINGS, SOURCE_SETTINGS, MariaDB, replicate
+
+    servers = []
+    try:
+        for settings in (SOURCE_SETTINGS, REPLICA_SETTINGS):
+            servers.append(MariaDB(settings=settings, base_dir=str(workdir)))
+            servers[-1].init().start()
+        replicate(*servers)
+    except Exception as exc:  # noqa: BLE001 - MariaDBError, a MySQL error, a timeout: one line, nothing left
+        for server in servers:
+            server.cleanup()
+        raise DemoError(_first_line(exc)) from None
+    return servers
+
+
+def start_mysql_workload(servers: list, stop: threading.Event):
+    """exporter.mysqlworkload's shop workload on the source and the replica of start_mariadb."""
+    import pymysql
+
+    from exporter.mysqlworkload import MySQLWorkload
+
+    try:
+        return MySQLWorkload(*servers, stop).start()
+    except (pymysql.err.MySQLError, OSError) as exc:
+        raise DemoError(_first_line(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def start_app(workdir: Path, dsn: str, stop: threading.Event) -> tuple[Process, int]:
     if not (ROOT / "examples" / "shop_app" / "app.py").exists():
         raise DemoError(f"examples/shop_app not found under {ROOT} (run the demo from a checkout)")
@@ -455,7 +495,7 @@ def run_demo(args) -> int:
     with_bouncer = with_app and not getattr(args, "no_pgbouncer", False)
     with_prometheus = not getattr(args, "no_prometheus", False)
     with_standby = not getattr(args, "no_standby", False)
-    with_mariadb = not getattr(args, "no_mariadb", False)
+    with_mysql = not getattr(args, "no_mysql", False)
     global ANY_PORTS
     ANY_PORTS = bool(getattr(args, "any_ports", False))
     reason = _port_free(host, port)
@@ -482,7 +522,9 @@ def run_demo(args) -> int:
         signals.append(signal.SIGHUP)
         _watch_parent(stop, lambda: request_stop(128 + signal.SIGHUP, "its parent process exited"))
     previous = {sig: signal.signal(sig, on_signal) for sig in signals}
-    cluster = standby = workload = exporter = server = workdir = mariadb = None
+    cluster = standby = workload = exporter = server = workdir = None
+    mariadb: list = []
+    mysql_start: concurrent.futures.Future | None = None
     processes: list[Process] = []
     threads: list = []
 
@@ -504,9 +546,15 @@ def run_demo(args) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="dbperf-demo-"))
         os.chmod(workdir, 0o755)
         _say(f"dbperf demo: logs and data of the other parts in {workdir} (removed on exit)")
+        if with_mysql:  # in the background, while PostgreSQL starts
+            mysql_starter = concurrent.futures.ThreadPoolExecutor(1, "demo-mariadb")
+            mysql_start = mysql_starter.submit(start_mariadb, workdir)
+            mysql_starter.shutdown(wait=False)  # its one job still runs; the thread ends after it
         try:
             cluster = Cluster(settings={"autovacuum_naptime": "5s", "autovacuum_vacuum_scale_factor": "0.02",
                                         "autovacuum_analyze_scale_factor": "0.02"})
+            log_format, log_settings = throwaway_settings(cluster.major())  # docs/server-log.md's settings
+            cluster.settings.update(log_settings)
             _say(f"dbperf demo: starting a throwaway PostgreSQL in {cluster.root} (removed on exit)")
             check()
             cluster.init()
@@ -523,6 +571,9 @@ def run_demo(args) -> int:
         with psycopg.connect(cluster.dsn("shop"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         setup_schema(cluster.dsn("shop"))
+        login_password = secrets.token_urlsafe(12)
+        incidents.setup(cluster.dsn("shop"), login_password)
+        cluster.require_password(incidents.LOGIN_ROLE)
         check()
         if with_standby:
             _say(f"dbperf demo: starting a streaming standby of it (replication slot {STANDBY_SLOT}) under {workdir}")
@@ -531,12 +582,15 @@ def run_demo(args) -> int:
         workload = Workload(cluster.dsn("shop")).start()
         pipeline_runs = PipelineRuns(cluster.dsn("shop"), stop).start()
         threads.append(pipeline_runs)
-
-        if with_mariadb:
-            started = optional("mariadb", lambda: _start_mariadb(workdir, stop))
-            if started:
-                mariadb = started[0]
-                threads.append(started[1])
+        if mysql_start is not None:
+            mariadb = optional("mariadb", mysql_start.result) or []
+            load = mariadb and optional("mariadb", lambda: start_mysql_workload(mariadb, stop))
+            if load:
+                threads.append(load)
+            elif mariadb:
+                for mysql in mariadb:
+                    mysql.cleanup()
+                mariadb = []
             check()
 
         bouncer_port = None
@@ -552,18 +606,20 @@ def run_demo(args) -> int:
                     "collectors": {"advisor": {"enabled": True, "ttl": "5m"}, "tables": {"ttl": "10s"},
                                    "indexes": {"ttl": "10s"}, "table_sizes": {"ttl": "1m"},
                                    "pipelines": {"ttl": "5s"}},
+                    "server_log": {"path": str(cluster.datadir / "log"), "format": log_format, "interval": "1s",
+                                   "client_network_prefix": 24},
                     "pipelines": {"sources": [{"type": "table", "database": "shop",
                                                "expected_intervals": {k: v[0] for k, v in PIPELINES.items()}}]}}]
         if standby is not None:
             targets.append({"name": "standby", "dsn": standby.dsn("postgres"),
                             "collectors": {"tables": {"ttl": "10s"}, "indexes": {"ttl": "10s"}}})
-        if mariadb is not None:
-            targets.append({"name": "mariadb", "kind": "mysql", "dsn": mariadb.dsn(),
-                            "statements": {"query_text": True}, "collectors": {"tables": {"ttl": "10s"}}})
         if bouncer_port:
             targets.append({"name": "bouncer", "kind": "pgbouncer", "connect_timeout": "2s",
                             "dsn": f"host=127.0.0.1 port={bouncer_port} dbname=pgbouncer user=dbperf_stats"})
-        config = parse({"listen": args.listen, "targets": targets}, source="dbperf demo")
+        for name, mysql in zip(("mysql-source", "mysql-replica"), mariadb):
+            targets.append({"name": name, "kind": "mysql", "dsn": mysql.dsn(), "connect_timeout": "2s"})
+        config = parse({"listen": args.listen, "state_dir": str(workdir / "state"), "targets": targets},
+                       source="dbperf demo")
         exporter = Exporter(config)
         try:
             server = make_server(exporter, host, port)
@@ -571,6 +627,9 @@ def run_demo(args) -> int:
             _say(f"dbperf demo: --listen {host}:{port}: cannot listen: {exc.strerror or exc}", sys.stderr)
             return 1
         threading.Thread(target=server.serve_forever, name="dbperf-http", daemon=True).start()
+        exporter.probe("demo", 10.0)  # the first scrape starts the log reader: the incidents are all read
+        threads.append(incidents.Incidents(cluster.dsn("shop"), cluster.dsn("shop", user=incidents.LOGIN_ROLE),
+                                           login_password, stop).start())
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
         dbperf_address = f"{shown}:{server.server_address[1]}"
         base = f"http://{dbperf_address}"
@@ -581,15 +640,16 @@ def run_demo(args) -> int:
             say("probe", f"{base}/probe?target=standby")
         if bouncer_port:
             say("probe", f"{base}/probe?target=bouncer")
-        if mariadb is not None:
-            say("probe", f"{base}/probe?target=mariadb")
+        for name, _ in zip(("mysql-source", "mysql-replica"), mariadb):
+            say("probe", f"{base}/probe?target={name}")
         say("psql", f"psql \"{cluster.dsn('shop')}\"")
         if standby is not None:
             say("standby", f"psql \"{standby.dsn('shop')}\"  (read-only, streaming from the one above)")
         if bouncer_port:
             say("pgbouncer", f'psql "host=127.0.0.1 port={bouncer_port} dbname=shopapp user=postgres"')
-        if mariadb is not None:
-            say("mariadb", f"mariadb -h 127.0.0.1 -P {mariadb.port} -u root shop  (workload running)")
+        if mariadb:
+            say("mariadb", f"mysql -h 127.0.0.1 -P {mariadb[0].port} -u root shop  (the source; its replica: "
+                           f"-P {mariadb[1].port})")
 
         app_address = None
         if with_app:
@@ -659,8 +719,13 @@ def run_demo(args) -> int:
             _quietly(workload.stop)
         if standby is not None:              # inside workdir: before it is removed
             _quietly(standby.cleanup)
-        if mariadb is not None:              # inside workdir too (its workload stopped with the threads)
-            _quietly(mariadb.cleanup)
+        if mysql_start is not None and not mariadb:  # stopped while it started: wait for it, then clean up
+            try:
+                mariadb = mysql_start.result(timeout=120)
+            except Exception:  # it failed: it removed what it had started
+                pass
+        for mysql in reversed(mariadb):
+            _quietly(mysql.cleanup)
         if cluster is not None:
             _quietly(cluster.cleanup)
             _say(f"dbperf demo: removed {cluster.root}")
@@ -669,18 +734,6 @@ def run_demo(args) -> int:
             _say(f"dbperf demo: removed {workdir}")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _start_mariadb(workdir: Path, stop: threading.Event):
-    """The demo's MariaDB and its workload (exporter.mysql.demo); DemoError when it cannot start."""
-    from exporter.mysql.demo import start_mariadb
-    from exporter.mysqlcluster import MariaDBError
-
-    _say(f"dbperf demo: starting a throwaway MariaDB with a workload under {workdir}")
-    try:
-        return start_mariadb(workdir, stop)
-    except (MariaDBError, OSError) as exc:
-        raise DemoError(str(exc)) from None
 
 
 def _quietly(step) -> None:

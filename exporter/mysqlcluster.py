@@ -20,7 +20,10 @@ from pathlib import Path
 
 from exporter.pgcluster import Throwaway, free_port
 
-__all__ = ["MariaDB", "MariaDBError", "find_server"]
+__all__ = ["MariaDB", "MariaDBError", "find_server", "replicate", "SOURCE_SETTINGS", "REPLICA_SETTINGS"]
+
+SOURCE_SETTINGS = {"server-id": "1", "log-bin": "mariadb-bin"}  # a source writes a binary log
+REPLICA_SETTINGS = {"server-id": "2"}
 
 
 class MariaDBError(RuntimeError):
@@ -188,3 +191,13 @@ class MariaDB(Throwaway):
                 return list(cur.fetchall()) if cur.description else []
         finally:
             conn.close()
+
+
+def replicate(source: MariaDB, replica: MariaDB, password: str = "repl-pw") -> None:
+    """Make the running ``replica`` apply the binary log of the running ``source`` (started with
+    SOURCE_SETTINGS, the replica with REPLICA_SETTINGS) through GTIDs, as the user ``repl``."""
+    source.execute("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY %s", (password,))
+    source.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
+    replica.execute(f"CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {int(source.port)}, "
+                    "MASTER_USER = 'repl', MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos", (password,))
+    replica.execute("START SLAVE")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -192,6 +193,14 @@ class Cluster(Throwaway):
         rules = f"host all {user} 127.0.0.1/32 scram-sha-256\n"
         hba.write_text(rules + hba.read_text())
         self.psql("SELECT pg_reload_conf()")
+
+    def major(self) -> int:
+        """The major version of the server binaries (15 for ``postgres (PostgreSQL) 15.20``)."""
+        out = self._run([str(self.bindir / "postgres"), "--version"]).stdout
+        found = re.search(r"\(PostgreSQL\) (\d+)", out)
+        if not found:
+            raise ClusterError(f"postgres --version: unexpected answer {out.strip()[:100]!r}")
+        return int(found.group(1))
 
     # -- connection strings ----------------------------------------------------------------
     def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from conftest import wait_until
-from exporter.mysqlcluster import MariaDB
+from exporter.mysqlcluster import REPLICA_SETTINGS, SOURCE_SETTINGS, MariaDB, replicate
 
 
 @contextmanager
@@ -14,13 +14,8 @@ def replicated_pair(database: str = "shop"):
     """``with replicated_pair() as (source, replica):`` replication running, ``database`` created on
     the source with a table ``orders (id INT PRIMARY KEY AUTO_INCREMENT, note VARCHAR(40))`` and
     seen on the replica."""
-    with MariaDB(settings={"server-id": "1", "log-bin": "mariadb-bin"}) as source, \
-            MariaDB(settings={"server-id": "2"}) as replica:
-        source.execute("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl-pw'")
-        source.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
-        replica.execute(f"CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {source.port}, "
-                        "MASTER_USER = 'repl', MASTER_PASSWORD = 'repl-pw', MASTER_USE_GTID = slave_pos")
-        replica.execute("START SLAVE")
+    with MariaDB(settings=SOURCE_SETTINGS) as source, MariaDB(settings=REPLICA_SETTINGS) as replica:
+        replicate(source, replica)
         source.execute(f"CREATE DATABASE {database}")
         source.execute(f"CREATE TABLE {database}.orders (id INT PRIMARY KEY AUTO_INCREMENT, note VARCHAR(40)) "
                        "ENGINE=InnoDB")

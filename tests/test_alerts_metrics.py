@@ -1,11 +1,14 @@
 """Every metric a rule reads exists in a real exposition, with the type its functions need:
-dbperf against the test PostgreSQL (pg_stat_statements, a pipelines source, a replication slot), a
+dbperf against the test PostgreSQL (pg_stat_statements, a pipelines source, a replication slot),
+against a PostgreSQL that logs what docs/server-log.md asks for (its target with server_log:, after
+one of each incident of exporter/incidents.py: the pg_log_* series appear with their first event), a
 real PgBouncer and a real MariaDB replica (tests/mysqlpair.py), the application library's registry
 with an instrumented pool, and the real Prometheus and Alertmanager. A rule on a name nobody emits can never fire."""
 
 from __future__ import annotations
 
 import re
+import threading
 
 import psycopg_pool
 import pytest
@@ -13,10 +16,14 @@ import requests
 from prometheus_client import generate_latest
 
 from conftest import Served, wait_until
+from exporter import incidents
 from exporter.config import parse
 from exporter.instrument import Instrumentation, LogHandler
+from exporter.pgcluster import Cluster
 from exporter.pipelines.schema import SQL as PIPELINES_SQL
 from exporter.server import Exporter
+from exporter.serverlog.settings import throwaway_settings
+from exporter.workload import setup_schema
 from conftest import Prometheus
 from mysqlpair import replicated_pair
 from test_alerts_support import RULES, Alertmanager, metric_names, range_function_args, rules
@@ -103,6 +110,45 @@ def exposition(pg, tmp_path_factory):
     return texts
 
 
+def log_series_in_rules() -> set[str]:
+    return {name for rule in rules() for name in metric_names(rule["expr"]) if name.startswith("pg_log_")}
+
+
+def samples_of(text: str) -> set[str]:
+    return set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, re.M))
+
+
+@pytest.fixture(scope="module")
+def log_exposition(tmp_path_factory):
+    """dbperf's exposition of a target with server_log: on a cluster with the logging settings, once
+    each incident (logins, a wrong password, a unique violation, a lock wait, a temporary file, DDL,
+    a deadlock, a checkpoint) has been read: every pg_log_* series a rule reads has samples."""
+    cluster = Cluster()
+    fmt, settings = throwaway_settings(cluster.major())
+    cluster.settings.update(settings)
+    with cluster:
+        setup_schema(cluster.dsn())
+        incidents.setup(cluster.dsn(), "alerts-pw")
+        cluster.require_password(incidents.LOGIN_ROLE)
+        config = parse({"listen": "127.0.0.1:0", "state_dir": str(tmp_path_factory.mktemp("log-state")), "targets": [
+            {"name": "logged", "dsn": cluster.dsn(),
+             "server_log": {"path": str(cluster.datadir / "log"), "format": fmt, "interval": 0.1}}]},
+            source="test-config")
+        served = Served(Exporter(config))
+        try:
+            served.get()  # the first scrape starts the reader; its first read puts it at the end of the log
+            log, = [c for c in served.exporter.scrapers["logged"].collectors if c.name == "server_log"]
+            wait_until(lambda: log.shared.reader.reads > 0, timeout=15, message="the log reader's first read")
+            incidents.Incidents(cluster.dsn(), cluster.dsn(user=incidents.LOGIN_ROLE), "alerts-pw",
+                                threading.Event()).run_each_once()
+            needed = log_series_in_rules()
+            assert {"pg_log_auth_failures_total", "pg_log_ddl_total"} <= needed, needed
+            return wait_until(lambda: (text := served.get()[1]) and needed <= samples_of(text) and text, timeout=30,
+                              message=f"samples of {sorted(needed)}")
+        finally:
+            served.close()
+
+
 @pytest.fixture(scope="module")
 def mysql_exposition():
     """dbperf's exposition of a kind: mysql target: a MariaDB replica (replication running, so it
@@ -123,9 +169,9 @@ def mysql_exposition():
             served.close()
 
 
-def test_every_metric_in_the_rules_is_emitted(exposition, mysql_exposition):
+def test_every_metric_in_the_rules_is_emitted(exposition, log_exposition, mysql_exposition):
     emitted = {}
-    for text in [*exposition.values(), mysql_exposition]:
+    for text in [*exposition.values(), log_exposition, mysql_exposition]:
         emitted.update(types_of(text))
     recorded = {r["record"] for r in rules() if "record" in r}
     missing = []
@@ -136,9 +182,9 @@ def test_every_metric_in_the_rules_is_emitted(exposition, mysql_exposition):
     assert not missing, "rules read metrics nobody emits:\n" + "\n".join(sorted(set(missing)))
 
 
-def test_range_functions_match_metric_types(exposition, mysql_exposition):
+def test_range_functions_match_metric_types(exposition, log_exposition, mysql_exposition):
     emitted = {}
-    for text in [*exposition.values(), mysql_exposition]:
+    for text in [*exposition.values(), log_exposition, mysql_exposition]:
         emitted.update(types_of(text))
     wrong = []
     for rule in rules():

@@ -29,11 +29,11 @@ def scrape(url: str) -> Samples | None:
 
 
 def test_demo_runs_workload_serves_metrics_and_cleans_up():
-    """The minimal demo (--no-app --no-prometheus: PostgreSQL, workload, pipelines and dbperf only)
+    """The minimal demo (--no-app --no-prometheus --no-mysql: PostgreSQL, workload, pipelines and dbperf only)
     for a --duration: it serves, its workload works, it ends by itself and removes everything."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}",
-                             "--duration", "18", "--any-ports", "--no-app", "--no-prometheus"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--duration", "18", "--any-ports", "--no-app", "--no-prometheus", "--no-mysql"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -118,3 +118,29 @@ def test_demo_bad_scrape_interval_is_one_clear_line():
     assert proc.returncode == 2  # a refused argument (docs/exit-codes.md)
     assert proc.stderr.strip().count("\n") == 0 and "--scrape-interval" in proc.stderr, proc.stderr
     assert time.monotonic() - started < 10  # fails before starting PostgreSQL
+
+
+# the demo as `python -m exporter demo` runs it, on a machine without MariaDB's binaries (find_server
+# fails as it does there): only the MariaDB part is missing
+WITHOUT_MARIADB = """import sys
+import exporter.mysqlcluster as mysqlcluster
+
+def missing():
+    raise mysqlcluster.MariaDBError("MariaDB server binaries not found (mariadbd, mariadb-install-db): "
+                                    "install them with: apt-get install mariadb-server")
+
+mysqlcluster.find_server = missing
+from exporter.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_demo_without_mariadb_says_so_in_one_line_and_runs():
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_MARIADB, "demo", "--listen", f"127.0.0.1:{free_port()}",
+                           "--any-ports", "--duration", "1", "--no-app", "--no-prometheus", "--no-standby"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    notes = [line for line in proc.stdout.splitlines() if "mariadb" in line.lower()]
+    assert notes == ["dbperf demo: mariadb: not started: MariaDB server binaries not found (mariadbd, "
+                     "mariadb-install-db): install them with: apt-get install mariadb-server"], proc.stdout
+    assert "dbperf demo: running for 1 s" in proc.stdout and "probe?target=mysql" not in proc.stdout

@@ -27,7 +27,7 @@ NAMES = {"postgres", "prometheus", "prometheus-alertmanager"}
 
 
 def test_ctrl_c_stops_the_demo_and_removes_everything():
-    with DemoRun("--no-app") as demo:
+    with DemoRun("--no-app", "--no-mysql") as demo:
         processes = demo.wait_running()
         assert names(processes) >= NAMES, names(processes)
         demo.proc.send_signal(signal.SIGINT)
@@ -37,7 +37,7 @@ def test_ctrl_c_stops_the_demo_and_removes_everything():
 
 def test_sigterm_stops_the_demo_and_nohup_keeps_it_through_a_hangup():
     """Started under nohup (SIGHUP ignored), the demo outlives a hangup; SIGTERM still stops it."""
-    with DemoRun("--no-app", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) as demo:
+    with DemoRun("--no-app", "--no-mysql", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) as demo:
         processes = demo.wait_running()
         demo.proc.send_signal(signal.SIGHUP)
         with pytest.raises(subprocess.TimeoutExpired):
@@ -57,7 +57,7 @@ def test_terminal_hangup_stops_the_demo_and_removes_everything():
     def controlling_terminal():  # in the child, a session leader: the pty becomes its terminal, as sshd's does
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    demo = DemoRun("--no-app", stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+    demo = DemoRun("--no-app", "--no-mysql", stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
                    preexec_fn=controlling_terminal)
     os.close(slave)
     reading = threading.Event()
@@ -89,7 +89,7 @@ def test_terminal_hangup_stops_the_demo_and_removes_everything():
 
 
 def test_parent_death_stops_the_demo_and_removes_everything():
-    with DemoRun("--no-app", via_parent=True) as demo:
+    with DemoRun("--no-app", "--no-mysql", via_parent=True) as demo:
         processes = demo.wait_running()
         the_demo = demo.demo
         demo.proc.kill()
@@ -102,7 +102,7 @@ def test_parent_death_stops_the_demo_and_removes_everything():
 
 
 def test_signal_while_starting_stops_the_demo_and_removes_everything():
-    with DemoRun("--no-app") as demo:
+    with DemoRun("--no-app", "--no-mysql") as demo:
         wait_until(lambda: "PostgreSQL in" in demo.output() or demo.proc.poll() is not None, timeout=30,
                    message="the demo to start PostgreSQL")
         demo.proc.send_signal(signal.SIGTERM)

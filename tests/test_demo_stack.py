@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from conftest import ROOT, require_tool, wait_until
+from exporter.mysqlcluster import find_server
 from demorun import DemoRun, names
 
 pytestmark = pytest.mark.e2e
@@ -48,6 +49,7 @@ def stack():
     for tool in ("prometheus", "prometheus-alertmanager"):
         require_tool(tool)
     assert Path("/usr/sbin/pgbouncer").exists() or require_tool("pgbouncer")
+    find_server()  # MariaDB's binaries: the demo starts a source and a replica with them
     with DemoRun("--scrape-interval", f"{SCRAPE}s", "--duration", "240") as demo:
         demo.wait_running()
         output = demo.output
@@ -116,6 +118,9 @@ def test_every_panel_returns_data_and_the_demo_cleans_up(stack):
     assert result(prom, 'pg_stat_replication_lag_bytes{target="demo", application_name="standby", state="streaming", '
                         'slot_name="demo_standby"}')
     assert result(prom, 'pg_replication_slots_active{target="demo", slot_name="demo_standby"} == 1')
+    # the MariaDB source and its replica, applying the source's binary log
+    assert {r["metric"]["target"] for r in result(prom, "mysql_up == 1")} == {"mysql-source", "mysql-replica"}
+    assert result(prom, 'mysql_replication_sql_thread_running{target="mysql-replica"} == 1')
     # enough history for rates, the recording rules and the cached collectors to have moved
     wait_until(lambda: result(prom, f'count_over_time(pg_up{{target="demo"}}[2m]) >= {int(30 / SCRAPE)}'),
                timeout=60, interval=1, message="30 s of scrapes")
@@ -177,7 +182,7 @@ def test_every_panel_returns_data_and_the_demo_cleans_up(stack):
 
 def test_no_standby_starts_and_scrapes_none():
     """``--no-standby``: the demo PostgreSQL has no replication slot, dbperf no standby target."""
-    with DemoRun("--no-standby", "--no-app", "--no-prometheus", "--duration", "60") as demo:
+    with DemoRun("--no-standby", "--no-app", "--no-prometheus", "--no-mysql", "--duration", "60") as demo:
         demo.wait_running()
         out = demo.output()
         assert "standby" not in out, out

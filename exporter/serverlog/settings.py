@@ -77,3 +77,19 @@ def read(conn, timeout: float = 5.0) -> dict:
     settings = {name: None for name, *_ in LOG_SETTINGS}
     settings.update(dict(rows))
     return settings
+
+
+def throwaway_settings(major: int, slow: str = "200ms", lock_wait: str = "200ms") -> tuple[str, dict]:
+    """``(format, postgresql.conf settings)`` for a throwaway cluster (the demo, the tests) that logs
+    everything of LOG_SETTINGS: jsonlog on PostgreSQL 15+, csvlog on 13 and 14, through the logging
+    collector into ``log`` under the data directory (a standby copied from it logs into its own);
+    statements slower than ``slow`` with their plans, lock waits longer than ``lock_wait`` (the
+    deadlock_timeout), a checkpoint every 30 s that completes within seconds."""
+    fmt = "jsonlog" if major >= 15 else "csvlog"
+    values = {name: value for name, value, *_ in LOG_SETTINGS}
+    values.update(log_min_duration_statement=slow, **{"auto_explain.log_min_duration": slow})
+    settings = {name: f"'{value}'" for name, value in values.items()}
+    settings.update(logging_collector="on", log_destination=f"'{fmt}'", log_directory="'log'",
+                    shared_preload_libraries="'pg_stat_statements,auto_explain'", deadlock_timeout=f"'{lock_wait}'",
+                    checkpoint_timeout="'30s'", checkpoint_completion_target="0.1", password_encryption="'scram-sha-256'")
+    return fmt, settings
