@@ -59,6 +59,8 @@ class WaitEventsOptions:
 
     interval: float = 1.0  # seconds between two reads of pg_stat_activity
     max_routes: int = 100  # distinct routes of pg_route_active_seconds_total; the rest in route="other"
+    # distinct (datname, route, queryid) of pg_route_statement_active_seconds_total; the rest in queryid="other"
+    max_route_statements: int = 500
 
 
 @dataclass(frozen=True)

@@ -329,7 +329,8 @@ def test_compute_query_id_off_makes_the_statement_collector_unsupported(waitsdb)
 
 
 def test_switched_off_no_sampler_runs(waitsdb):
-    off = {"wait_events": False, "statement_wait_events": False, "route_wait_events": False}
+    off = {"wait_events": False, "statement_wait_events": False, "route_wait_events": False,
+           "route_statement_wait_events": False}
     with exporter_for(waitsdb, collectors=off) as exporter:
         samples = scrape(exporter)
         assert sampler_of(exporter) is None and not samples.has(LOCK)

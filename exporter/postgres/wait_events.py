@@ -25,6 +25,15 @@ time; a scrape sends no SQL for them and never waits for a sample.
   routes of a database sum to its active sessions), routes past ``wait_events.max_routes`` as
   ``route="other"``.
 
+- ``pg_route_statement_active_seconds_total{datname, route, queryid}``: the tagged part of it
+  (``route != ""``) by statement, the link from a route to its statements: ``queryid`` as in
+  ``pg_statement_active_seconds_total`` (a statement not shown, or a session without a query_id, in
+  ``queryid="other"``), at most ``wait_events.max_route_statements`` (default 500) distinct
+  ``(datname, route, queryid)`` per target, a new pair past it counted in ``(datname, route,
+  "other")``; so ``sum by (datname, route)`` of it equals ``sum by (datname, route)
+  (pg_route_active_seconds_total{route!=""})``. PostgreSQL 14+ with query_id computed (the
+  ``route_statement_wait_events`` collector is unsupported otherwise, as ``statement_wait_events``).
+
 Label sets are bounded: ``state`` by :data:`~exporter.postgres.waits.COUNTED_STATES`, wait events
 by PostgreSQL's fixed list (plus those extensions register), ``datname`` by the target's
 ``databases`` rules (a database that is gone loses its series at the next scrape), ``queryid`` by
@@ -42,6 +51,7 @@ from exporter.metrics import Family
 SESSION_LABELS = ("datname", "state", "wait_event_type", "wait_event")
 STATEMENT_LABELS = ("datname", "queryid", "wait_event_type")
 ROUTE_LABELS = ("datname", "route", "wait_event_type")
+ROUTE_STATEMENT_LABELS = ("datname", "route", "queryid")
 SESSIONS_HELP = ("Seconds client sessions spent in each state and wait event, from pg_stat_activity sampled every "
                  "wait_events.interval (rate: average sessions, the DB load; wait_event_type and wait_event "
                  "\"CPU\" when waiting on nothing).")
@@ -52,6 +62,10 @@ STATEMENTS_HELP = ("Seconds active sessions spent running each shown statement (
 ROUTES_HELP = ("Seconds active sessions spent running statements tagged with each sqlcommenter route "
                "(/*route='...'*/; route=\"\" untagged, route=\"other\" past wait_events.max_routes) by wait event "
                "type (\"CPU\" when waiting on nothing).")
+ROUTE_STATEMENTS_HELP = ("Seconds active sessions spent running each shown statement (queryid; the rest in "
+                         "queryid=\"other\") tagged with each sqlcommenter route (untagged statements left out), at "
+                         "most wait_events.max_route_statements pairs, the rest in queryid=\"other\"; "
+                         "PostgreSQL 14+ with compute_query_id.")
 
 
 class QueryIdsOff(RuntimeError):
@@ -207,6 +221,35 @@ class RouteWaitEventsCollector(Collector):
         sampler.integrator.forget(databases=ctx.server.databases)
         return [_counter("pg_route_active_seconds_total", ROUTES_HELP, ROUTE_LABELS,
                          sampler.integrator.routes_snapshot())]
+
+    def close(self) -> None:
+        self.shared.close()
+
+
+class RouteStatementWaitEventsCollector(Collector):
+    def __init__(self, shared: SharedSampler | None = None):
+        super().__init__(
+            name="route_statement_wait_events", scope=CLUSTER, optional=False, min_version=140000,
+            help="database load per application route and statement, from the wait_events sampler: the tagged active "
+                 "sessions (sqlcommenter route) by pg_stat_activity.query_id, for the statements the statements "
+                 "collector shows (the rest in queryid=\"other\"), at most wait_events.max_route_statements pairs "
+                 "(the rest in queryid=\"other\"); PostgreSQL 14+ with compute_query_id, otherwise unsupported",
+            families=("pg_route_statement_active_seconds_total",))
+        self.shared = shared or SharedSampler()
+
+    @staticmethod
+    def describe() -> list[Family]:
+        return [Family("pg_route_statement_active_seconds_total", "counter", ROUTE_STATEMENTS_HELP,
+                       ROUTE_STATEMENT_LABELS)]
+
+    def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
+        sampler = self.shared.get(ctx.options)
+        if sampler.query_ids_off:
+            raise QueryIdsOff(sampler.query_ids_off)
+        shown = {queryid for _, queryid in self.shared.shown()}
+        sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
+        return [_counter("pg_route_statement_active_seconds_total", ROUTE_STATEMENTS_HELP, ROUTE_STATEMENT_LABELS,
+                         sampler.integrator.route_statements_snapshot())]
 
     def close(self) -> None:
         self.shared.close()
