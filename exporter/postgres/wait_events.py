@@ -111,6 +111,17 @@ class SharedSampler:
             self.sampler.start()
             return self.sampler
 
+    def current(self, ctx: Context, query_ids: bool = False):
+        """The target's sampler (started), its series of gone databases and no longer shown statements
+        dropped first (bounded whichever collectors are on); ``query_ids``: a collector by queryid,
+        unsupported where the server does not compute them."""
+        sampler = self.get(ctx.options)
+        if query_ids and sampler.query_ids_off:
+            raise QueryIdsOff(sampler.query_ids_off)
+        shown = {queryid for _, queryid in self.shown()}
+        sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
+        return sampler
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -150,9 +161,7 @@ class WaitEventsCollector(Collector):
                 Family("dbperf_sampler_interval_seconds", "gauge", "The sampler's interval (wait_events.interval).")]
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
-        sampler = self.shared.get(ctx.options)
-        shown = {queryid for _, queryid in self.shared.shown()}  # bounded even with statement_wait_events off
-        sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
+        sampler = self.shared.current(ctx)
         sessions, _ = sampler.integrator.snapshot()
         families = self.describe()
         families[0] = _counter(families[0].name, SESSIONS_HELP, SESSION_LABELS, sessions)
@@ -185,12 +194,7 @@ class StatementWaitEventsCollector(Collector):
         return [Family("pg_statement_active_seconds_total", "counter", STATEMENTS_HELP, STATEMENT_LABELS)]
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
-        sampler = self.shared.get(ctx.options)
-        if sampler.query_ids_off:
-            raise QueryIdsOff(sampler.query_ids_off)
-        shown = {queryid for _, queryid in self.shared.shown()}
-        sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
-        _, statements = sampler.integrator.snapshot()
+        _, statements = self.shared.current(ctx, query_ids=True).integrator.snapshot()
         return [_counter("pg_statement_active_seconds_total", STATEMENTS_HELP, STATEMENT_LABELS, statements)]
 
     @property
@@ -217,10 +221,8 @@ class RouteWaitEventsCollector(Collector):
         return [Family("pg_route_active_seconds_total", "counter", ROUTES_HELP, ROUTE_LABELS)]
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
-        sampler = self.shared.get(ctx.options)
-        sampler.integrator.forget(databases=ctx.server.databases)
         return [_counter("pg_route_active_seconds_total", ROUTES_HELP, ROUTE_LABELS,
-                         sampler.integrator.routes_snapshot())]
+                         self.shared.current(ctx).integrator.routes_snapshot())]
 
     def close(self) -> None:
         self.shared.close()
@@ -243,13 +245,8 @@ class RouteStatementWaitEventsCollector(Collector):
                        ROUTE_STATEMENT_LABELS)]
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
-        sampler = self.shared.get(ctx.options)
-        if sampler.query_ids_off:
-            raise QueryIdsOff(sampler.query_ids_off)
-        shown = {queryid for _, queryid in self.shared.shown()}
-        sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
         return [_counter("pg_route_statement_active_seconds_total", ROUTE_STATEMENTS_HELP, ROUTE_STATEMENT_LABELS,
-                         sampler.integrator.route_statements_snapshot())]
+                         self.shared.current(ctx, query_ids=True).integrator.route_statements_snapshot())]
 
     def close(self) -> None:
         self.shared.close()
