@@ -37,7 +37,7 @@ Routes and statements
     ``(datname, route, "other")``. So the statements of a route sum to its tagged time:
     ``sum by (datname, route)`` of it equals ``sum by (datname, route)`` of the route counter
     (``route != ""``), whatever is folded. A statement no longer shown loses its series (as in the
-    statement counter), which frees its room under the cap.
+    statement counter; its past seconds go with it), which frees its room under the cap.
 """
 
 from __future__ import annotations
