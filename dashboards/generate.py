@@ -379,6 +379,8 @@ def with_plan(expr: str) -> str:
 
 
 ROUTE_LOAD = f'pg_route_active_seconds_total{{{PGD}, route=~"$route"}}'
+ROUTE_STATEMENTS = (f"topk($topn, sum by ({QBY}, route) (increase(pg_route_statement_active_seconds_total"
+                    f'{{{PGD}, route=~"$route"}}[$__range])))')
 
 
 def top_statements(metric: str) -> str:
@@ -440,6 +442,15 @@ def queries() -> dict:
                    "wait on: CPU, Lock, LWLock, IO, IPC, Client ...",
                    [target(f"sum by (wait_event_type) (rate({ROUTE_LOAD}[{RI}]))", "{{wait_event_type}}")], "short",
                    stack=True),
+        table("Statements of the selected routes by DB load", "The statements the routes selected above "
+              "(Route variable; the Application dashboard links here with one route) ran, by their active time "
+              "in the range (pg_route_statement_active_seconds_total: seconds of active sessions of the route "
+              "running the statement; queryid \"other\": statements not among the statements collector's top N, "
+              "or past wait_events.max_route_statements), with the statement's text (statements.query_text) and "
+              "its current plan's fingerprint (pg_statement_plan_info, the plans source) where dbperf has them.",
+              [target(with_text(with_plan(ROUTE_STATEMENTS)))], "s", w=24, h=9,
+              columns={**cols, "route": "Route", "plan": "Plan fingerprint", "Value": "Active time"}, hide=hide,
+              units={"Active time": "s"}, sort="Active time"),
         row("Workload latency"),
         timeseries("Statement latency p50 / p95 / p99", "Percentiles of statement execution time by database, "
                    "from the pg_statement_duration_seconds histogram (5 minute rate; recording rules).",
@@ -602,7 +613,7 @@ APPR = 'job=~"$app_job", handler=~"$handler"'   # the http recording rules keep 
 def route_link() -> dict:
     """A data link from a per-route series to the Queries dashboard, its Route variable set (the
     route template of the SQL comments is the handler label's value; Grafana encodes it)."""
-    return {"title": "Open the DB load and statements of this route (Queries dashboard)",
+    return {"title": "Open the DB load and the statements of this route (Queries dashboard)",
             "url": "/d/dbperf-queries/dbperf-queries?${__url_time_range}&var-datasource=${datasource}"
                    "&var-route=${__field.labels.handler}", "targetBlank": False}
 

@@ -150,11 +150,14 @@ def _statements(reader: _Reader) -> StatementsOptions:
 
 
 def _wait_events(reader: _Reader) -> WaitEventsOptions:
-    reader.allow("interval", "max_routes")
+    reader.allow("interval", "max_routes", "max_route_statements")
     return WaitEventsOptions(interval=reader.ranged("interval", float, WaitEventsOptions.interval,
                                                     "wait_events.interval"),
                              max_routes=reader.ranged("max_routes", int, WaitEventsOptions.max_routes,
-                                                      "wait_events.max_routes"))
+                                                      "wait_events.max_routes"),
+                             max_route_statements=reader.ranged("max_route_statements", int,
+                                                                WaitEventsOptions.max_route_statements,
+                                                                "wait_events.max_route_statements"))
 
 
 def _samples(reader: _Reader) -> SamplesOptions:

@@ -65,6 +65,7 @@ RANGES = {
     "plans.interval": (1.0, DAY),
     "plans.timeout": (0.01, 60.0),
     "wait_events.max_routes": (1, 10_000),
+    "wait_events.max_route_statements": (1, 100_000),
     "samples.limit": (0, 10_000),
     "samples.max_age": (1.0, DAY),
 }

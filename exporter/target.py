@@ -53,12 +53,14 @@ class StatementsOptions:
 
 @dataclass(frozen=True)
 class WaitEventsOptions:
-    """``wait_events:`` of a target: the session sampler behind the ``wait_events`` and
-    ``statement_wait_events`` collectors (:mod:`exporter.postgres.sampler`); it runs while either
-    collector is enabled (``collectors: {wait_events: false, statement_wait_events: false}`` stops it)."""
+    """``wait_events:`` of a target: the session sampler behind the ``wait_events``,
+    ``statement_wait_events``, ``route_wait_events`` and ``route_statement_wait_events`` collectors
+    (:mod:`exporter.postgres.sampler`); it runs while any of them is enabled."""
 
     interval: float = 1.0  # seconds between two reads of pg_stat_activity
     max_routes: int = 100  # distinct routes of pg_route_active_seconds_total; the rest in route="other"
+    # distinct (datname, route, queryid) of pg_route_statement_active_seconds_total; the rest in queryid="other"
+    max_route_statements: int = 500
 
 
 @dataclass(frozen=True)

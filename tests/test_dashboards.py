@@ -267,3 +267,17 @@ def test_overview_links_to_the_server_dashboard(uid, table_title, kind):
     mine = [(p, url) for p, url in series if f"/d/{uid}/" in url]
     assert len(mine) == 2 and all("var-target=${__field.labels.target}" in url for _, url in mine)
     assert all(re.search(rf"(^|[^a-z_]){kind}_", t["expr"]) for p, _ in mine for t in p["targets"])
+
+
+@pytest.mark.fast
+def test_a_route_links_to_its_statements_with_their_text_and_plan():
+    queries = DASHBOARDS["queries.json"]
+    (table_,) = [p for p in panels(queries) if p["title"] == "Statements of the selected routes by DB load"]
+    (expr,) = [t["expr"] for t in table_["targets"]]
+    assert 'pg_route_statement_active_seconds_total{' in expr and 'route=~"$route"' in expr
+    assert "pg_stat_statements_query_info" in expr and "pg_statement_plan_info" in expr
+    assert "route" in {v["name"] for v in queries["templating"]["list"]}
+    # the Application dashboard's per-route series land on the Queries dashboard, the route selected
+    urls = [link["url"] for p in panels(DASHBOARDS["application.json"]) if p["type"] == "timeseries"
+            for link in p["fieldConfig"]["defaults"].get("links", [])]
+    assert urls and all("/d/dbperf-queries/" in u and "var-route=${__field.labels.handler}" in u for u in urls)

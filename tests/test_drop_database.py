@@ -36,7 +36,8 @@ def victim(pg):
     pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-SAMPLER_OFF = {"wait_events": False, "statement_wait_events": False}
+SAMPLER_OFF = {"wait_events": False, "statement_wait_events": False, "route_wait_events": False,
+               "route_statement_wait_events": False}
 
 
 def config(pg, name: str, target: str, collectors: dict | None = None, **statements):

@@ -322,14 +322,16 @@ def test_compute_query_id_off_makes_the_statement_collector_unsupported(waitsdb)
         sampler = sampler_of(exporter)
         wait_until(lambda: sampler.version is not None, message="the settings read")
         samples = scrape(exporter)
-        assert samples.value("dbperf_collector_supported", collector="statement_wait_events", datname="") == 0
+        for collector in ("statement_wait_events", "route_statement_wait_events"):
+            assert samples.value("dbperf_collector_supported", collector=collector, datname="") == 0
         assert samples.value("dbperf_collector_success", collector="wait_events", datname="") == 1
         assert not samples.has(STMT)
         assert "compute_query_id is off" in sampler.query_ids_off
 
 
 def test_switched_off_no_sampler_runs(waitsdb):
-    off = {"wait_events": False, "statement_wait_events": False, "route_wait_events": False}
+    off = {"wait_events": False, "statement_wait_events": False, "route_wait_events": False,
+           "route_statement_wait_events": False}
     with exporter_for(waitsdb, collectors=off) as exporter:
         samples = scrape(exporter)
         assert sampler_of(exporter) is None and not samples.has(LOCK)
@@ -401,8 +403,9 @@ def test_postgresql_13_samples_sessions_and_says_why_there_is_no_per_statement_l
             idle = dict(datname="postgres", state="idle in transaction", wait_event_type="Client", wait_event="ClientRead")
             samples = wait_until(lambda: (s := scrape(exporter)).has(LOCK, **idle) and s, message="the idle transaction")
             assert samples.value(LOCK, **idle) > 0
-            assert samples.value("dbperf_collector_supported", collector="statement_wait_events", datname="") == 0
-            assert not samples.has(STMT)
+            for collector in ("statement_wait_events", "route_statement_wait_events"):
+                assert samples.value("dbperf_collector_supported", collector=collector, datname="") == 0
+            assert not samples.has(STMT) and not samples.has("pg_route_statement_active_seconds_total")
         finally:
             exporter.close()
             holder.close()

@@ -56,6 +56,7 @@ NOT_IN_MATRIX_PREFIX = {
     "pg_active_sessions_": "needs client sessions seen by two samples of the wait_events sampler",
     "pg_statement_active_": "needs client sessions seen by two samples of the wait_events sampler",
     "pg_route_active_": "needs client sessions seen by two samples of the wait_events sampler",
+    "pg_route_statement_active_": "needs client sessions seen by two samples of the wait_events sampler",
 }
 REPLICA_ONLY = "replica only"
 

@@ -135,3 +135,41 @@ def test_the_samples_and_wait_events_config_keys():
         with pytest.raises(ConfigError) as err:
             parse({"targets": [{"name": "m", "dsn": "host=x", **section}]}, source="c")
         assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_route_statements_fold_past_the_cap_and_sum_to_the_tagged_route_time():
+    i = Integrator(1.0, max_routes=2, max_route_statements=2)
+    shown = frozenset({(1, "q1"), (1, "q2"), (1, "q3")})
+    i.add_routes(1.0, [("app", "/a", "CPU", 1, "q1"), ("app", "/a", "Lock", 1, "q1"), ("app", None, None, 1, "q1"),
+                       ("app", "/b", "IO", 1, "q9"), ("app", "/b", "IO", 1, None)], shown)
+    i.add_routes(0.5, [("app", "/b", "CPU", 1, "q2"), ("app", "/a", "CPU", 1, "q3"), ("app", "/c", "CPU", 1, "q1")],
+                 shown)
+    # q9 not shown, None without a query_id: "other"; (/a, q3) is a third pair past the cap: (/a, other);
+    # /c is a third route (past max_routes): its pair is ("other", q1), also past the cap
+    assert i.route_statements_snapshot() == {("app", "/a", "q1"): 2.0, ("app", "/b", "other"): 2.0,
+                                             ("app", "/b", "q2"): 0.5, ("app", "/a", "other"): 0.5,
+                                             ("app", "other", "other"): 0.5}
+    per_route = {}
+    for (datname, route, _), seconds in i.routes_snapshot().items():
+        if route:
+            per_route[datname, route] = per_route.get((datname, route), 0.0) + seconds
+    summed = {}
+    for (datname, route, _), seconds in i.route_statements_snapshot().items():
+        summed[datname, route] = summed.get((datname, route), 0.0) + seconds
+    assert summed == per_route  # untagged sessions left out, nothing lost to the folds
+    i.forget(shown_queryids={"q2"})  # q1 no longer shown: its series goes, and its room under the cap
+    assert ("app", "/a", "q1") not in i.route_statements_snapshot() and i.route_pairs == {("app", "/b", "q2")}
+    i.add_routes(1.0, [("app", "/a", "CPU", 1, "q3")], shown)
+    assert i.route_statements_snapshot()[("app", "/a", "q3")] == 1.0
+    i.forget(databases=["other_db"])
+    assert i.route_statements_snapshot() == {} and i.route_pairs == set()
+
+
+def test_the_max_route_statements_key():
+    target = parse({"targets": [{"name": "m", "dsn": "host=x", "wait_events": {"max_route_statements": 7}}]},
+                   source="c").targets[0]
+    assert target.wait_events.max_route_statements == 7
+    assert parse({"targets": [{"name": "m", "dsn": "host=x"}]}).targets[0].wait_events.max_route_statements == 500
+    with pytest.raises(ConfigError) as err:
+        parse({"targets": [{"name": "m", "dsn": "host=x", "wait_events": {"max_route_statements": 0}}]}, source="c")
+    assert "targets[0].wait_events.max_route_statements" in str(err.value) and "\n" not in str(err.value)

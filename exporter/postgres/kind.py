@@ -36,8 +36,8 @@ def builtin_collectors() -> list[Collector]:
     from exporter.postgres.relations import RelationCollector
     from exporter.postgres.settings import SettingsCollector
     from exporter.postgres.statements import StatementsCollector
-    from exporter.postgres.wait_events import (RouteWaitEventsCollector, SharedSampler, StatementWaitEventsCollector,
-                                              WaitEventsCollector)
+    from exporter.postgres.wait_events import (RouteStatementWaitEventsCollector, RouteWaitEventsCollector,
+                                              SharedSampler, StatementWaitEventsCollector, WaitEventsCollector)
     from exporter.serverlog.collector import ServerLogCollector
 
     budget = SeriesBudget()  # the target's max_series, shared by its per-relation collectors only
@@ -47,6 +47,7 @@ def builtin_collectors() -> list[Collector]:
     sampler = SharedSampler(statements)  # one session sampler per target, for both wait-event collectors
     return [*builtin, SettingsCollector(), statements, LiveQueriesCollector(),
             WaitEventsCollector(sampler), StatementWaitEventsCollector(sampler), RouteWaitEventsCollector(sampler),
+            RouteStatementWaitEventsCollector(sampler),
             # opt-in (plans: {enabled: true}): EXPLAIN of the top statements, with the sampler's samples
             PlansCollector(statements, samples=lambda: getattr(sampler.sampler, "store", None)),
             PrivilegesCollector(),  # fails naming the grant when the role lacks what pg_monitor grants

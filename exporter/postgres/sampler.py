@@ -116,7 +116,8 @@ class Sampler:
         self.shown = shown
         self.clock = clock
         self.wall = wall
-        self.integrator = Integrator(self.interval, target.wait_events.max_routes)
+        self.integrator = Integrator(self.interval, target.wait_events.max_routes,
+                                     target.wait_events.max_route_statements)
         self.store = SampleStore(target.samples.limit, target.samples.max_age)
         self.track_size: int | None = None  # track_activity_query_size, bytes
         self.conn = Connection(target.dsn, None, target.connect_timeout,
@@ -227,7 +228,7 @@ class Sampler:
             tag = (route(tail) if tail is not None else None) or route(text)
             if wait_type is None:
                 wait_type, wait_event = CPU, CPU
-            routes.append((datname, tag, wait_type))
+            routes.append((datname, tag, wait_type, datid, queryid))
             if is_own(text):
                 continue  # dbperf's own statement (advise, the recorder): counted, never kept as a sample
             kept = store.slowest(datname, queryid) if queryid is not None else None
@@ -238,7 +239,7 @@ class Sampler:
                                wait_event=wait_event or "", application=app or "", client=client or "",
                                user=user or "", datname=datname, queryid=queryid, seen_at=now, route=tag, pid=pid),
                         shown=(datid, queryid) in shown)
-        self.integrator.add_routes(dt, routes)
+        self.integrator.add_routes(dt, routes, shown)
         store.expire(now)
 
     def _settings(self, rows, at: float) -> None:

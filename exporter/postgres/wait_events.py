@@ -25,6 +25,15 @@ time; a scrape sends no SQL for them and never waits for a sample.
   routes of a database sum to its active sessions), routes past ``wait_events.max_routes`` as
   ``route="other"``.
 
+- ``pg_route_statement_active_seconds_total{datname, route, queryid}``: the tagged part of it
+  (``route != ""``) by statement, the link from a route to its statements: ``queryid`` as in
+  ``pg_statement_active_seconds_total`` (a statement not shown, or a session without a query_id, in
+  ``queryid="other"``), at most ``wait_events.max_route_statements`` (default 500) distinct
+  ``(datname, route, queryid)`` per target, a new pair past it counted in ``(datname, route,
+  "other")``; so ``sum by (datname, route)`` of it equals ``sum by (datname, route)
+  (pg_route_active_seconds_total{route!=""})``. PostgreSQL 14+ with query_id computed (the
+  ``route_statement_wait_events`` collector is unsupported otherwise, as ``statement_wait_events``).
+
 Label sets are bounded: ``state`` by :data:`~exporter.postgres.waits.COUNTED_STATES`, wait events
 by PostgreSQL's fixed list (plus those extensions register), ``datname`` by the target's
 ``databases`` rules (a database that is gone loses its series at the next scrape), ``queryid`` by
@@ -42,6 +51,7 @@ from exporter.metrics import Family
 SESSION_LABELS = ("datname", "state", "wait_event_type", "wait_event")
 STATEMENT_LABELS = ("datname", "queryid", "wait_event_type")
 ROUTE_LABELS = ("datname", "route", "wait_event_type")
+ROUTE_STATEMENT_LABELS = ("datname", "route", "queryid")
 SESSIONS_HELP = ("Seconds client sessions spent in each state and wait event, from pg_stat_activity sampled every "
                  "wait_events.interval (rate: average sessions, the DB load; wait_event_type and wait_event "
                  "\"CPU\" when waiting on nothing).")
@@ -52,6 +62,10 @@ STATEMENTS_HELP = ("Seconds active sessions spent running each shown statement (
 ROUTES_HELP = ("Seconds active sessions spent running statements tagged with each sqlcommenter route "
                "(/*route='...'*/; route=\"\" untagged, route=\"other\" past wait_events.max_routes) by wait event "
                "type (\"CPU\" when waiting on nothing).")
+ROUTE_STATEMENTS_HELP = ("Seconds active sessions spent running each shown statement (queryid; the rest in "
+                         "queryid=\"other\") tagged with each sqlcommenter route (untagged statements left out), at "
+                         "most wait_events.max_route_statements pairs, the rest in queryid=\"other\"; "
+                         "PostgreSQL 14+ with compute_query_id.")
 
 
 class QueryIdsOff(RuntimeError):
@@ -97,6 +111,17 @@ class SharedSampler:
             self.sampler.start()
             return self.sampler
 
+    def current(self, ctx: Context, query_ids: bool = False):
+        """The target's sampler (started), its series of gone databases and no longer shown statements
+        dropped first (bounded whichever collectors are on); ``query_ids``: a collector by queryid,
+        unsupported where the server does not compute them."""
+        sampler = self.get(ctx.options)
+        if query_ids and sampler.query_ids_off:
+            raise QueryIdsOff(sampler.query_ids_off)
+        shown = {queryid for _, queryid in self.shown()}
+        sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
+        return sampler
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -136,9 +161,7 @@ class WaitEventsCollector(Collector):
                 Family("dbperf_sampler_interval_seconds", "gauge", "The sampler's interval (wait_events.interval).")]
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
-        sampler = self.shared.get(ctx.options)
-        shown = {queryid for _, queryid in self.shared.shown()}  # bounded even with statement_wait_events off
-        sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
+        sampler = self.shared.current(ctx)
         sessions, _ = sampler.integrator.snapshot()
         families = self.describe()
         families[0] = _counter(families[0].name, SESSIONS_HELP, SESSION_LABELS, sessions)
@@ -171,12 +194,7 @@ class StatementWaitEventsCollector(Collector):
         return [Family("pg_statement_active_seconds_total", "counter", STATEMENTS_HELP, STATEMENT_LABELS)]
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
-        sampler = self.shared.get(ctx.options)
-        if sampler.query_ids_off:
-            raise QueryIdsOff(sampler.query_ids_off)
-        shown = {queryid for _, queryid in self.shared.shown()}
-        sampler.integrator.forget(databases=ctx.server.databases, shown_queryids=shown)
-        _, statements = sampler.integrator.snapshot()
+        _, statements = self.shared.current(ctx, query_ids=True).integrator.snapshot()
         return [_counter("pg_statement_active_seconds_total", STATEMENTS_HELP, STATEMENT_LABELS, statements)]
 
     @property
@@ -203,10 +221,32 @@ class RouteWaitEventsCollector(Collector):
         return [Family("pg_route_active_seconds_total", "counter", ROUTES_HELP, ROUTE_LABELS)]
 
     def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
-        sampler = self.shared.get(ctx.options)
-        sampler.integrator.forget(databases=ctx.server.databases)
         return [_counter("pg_route_active_seconds_total", ROUTES_HELP, ROUTE_LABELS,
-                         sampler.integrator.routes_snapshot())]
+                         self.shared.current(ctx).integrator.routes_snapshot())]
+
+    def close(self) -> None:
+        self.shared.close()
+
+
+class RouteStatementWaitEventsCollector(Collector):
+    def __init__(self, shared: SharedSampler | None = None):
+        super().__init__(
+            name="route_statement_wait_events", scope=CLUSTER, optional=False, min_version=140000,
+            help="database load per application route and statement, from the wait_events sampler: the tagged active "
+                 "sessions (sqlcommenter route) by pg_stat_activity.query_id, for the statements the statements "
+                 "collector shows (the rest in queryid=\"other\"), at most wait_events.max_route_statements pairs "
+                 "(the rest in queryid=\"other\"); PostgreSQL 14+ with compute_query_id, otherwise unsupported",
+            families=("pg_route_statement_active_seconds_total",))
+        self.shared = shared or SharedSampler()
+
+    @staticmethod
+    def describe() -> list[Family]:
+        return [Family("pg_route_statement_active_seconds_total", "counter", ROUTE_STATEMENTS_HELP,
+                       ROUTE_STATEMENT_LABELS)]
+
+    def collect(self, conn, ctx: Context, timeout: float = 2.0) -> list[Family]:
+        return [_counter("pg_route_statement_active_seconds_total", ROUTE_STATEMENTS_HELP, ROUTE_STATEMENT_LABELS,
+                         self.shared.current(ctx, query_ids=True).integrator.route_statements_snapshot())]
 
     def close(self) -> None:
         self.shared.close()

@@ -27,6 +27,17 @@ Routes
     whose text has no route tag counts as ``route=""``, so the routes of a database sum to its
     active sessions; past ``max_routes`` distinct routes per target, a new one counts as
     ``route="other"``.
+
+Routes and statements
+    The same active, tagged sessions (``route != ""``) by route and statement:
+    ``route_statements[(datname, route, queryid)]``, ``route`` as in the route counter (``other``
+    past ``max_routes``), ``queryid`` that of a statement the statements collector shows, else
+    ``other`` (a statement not shown, or no query_id). At most ``max_route_statements`` distinct
+    ``(datname, route, queryid)`` with a shown queryid per target; a new one past the cap counts in
+    ``(datname, route, "other")``. So the statements of a route sum to its tagged time:
+    ``sum by (datname, route)`` of it equals ``sum by (datname, route)`` of the route counter
+    (``route != ""``), whatever is folded. A statement no longer shown loses its series (as in the
+    statement counter; its past seconds go with it), which frees its room under the cap.
 """
 
 from __future__ import annotations
@@ -45,13 +56,16 @@ class Integrator:
     """The counters of one target: ``sessions[(datname, state, wait_event_type, wait_event)]`` and
     ``statements[(datname, queryid, wait_event_type)]``, in seconds."""
 
-    def __init__(self, interval: float, max_routes: int = 100):
+    def __init__(self, interval: float, max_routes: int = 100, max_route_statements: int = 500):
         self.interval = interval
         self.max_routes = max_routes
+        self.max_route_statements = max_route_statements
         self.sessions: dict[tuple, float] = {}
         self.statements: dict[tuple, float] = {}
         self.routes: dict[tuple, float] = {}
         self.route_names: set = set()  # the distinct routes admitted (at most max_routes)
+        self.route_statements: dict[tuple, float] = {}
+        self.route_pairs: set = set()  # the (datname, route, queryid) admitted with a shown queryid
         self.last: float | None = None  # time of the previous successful sample; None: the next is a baseline
         self.lock = threading.Lock()
 
@@ -90,15 +104,15 @@ class Integrator:
                     statements[key] = statements.get(key, 0.0) + seconds
         return dt
 
-    def add_routes(self, dt: float, sessions) -> None:
+    def add_routes(self, dt: float, sessions, shown=frozenset()) -> None:
         """Add ``dt`` seconds (what :meth:`add` returned for the same sample) for each active session
-        of ``sessions``: ``(datname, route or None, wait_event_type)``, already filtered by the
-        target's database rules."""
+        of ``sessions``: ``(datname, route or None, wait_event_type[, datid, queryid])``, already
+        filtered by the target's database rules; ``shown`` as in :meth:`add`."""
         if dt <= 0:
             return
         routes, names = self.routes, self.route_names
         with self.lock:
-            for datname, route, wait_type in sessions:
+            for datname, route, wait_type, *statement in sessions:
                 route = route or ""
                 if route and route not in names:
                     if len(names) >= self.max_routes:
@@ -107,6 +121,18 @@ class Integrator:
                         names.add(route)
                 key = (datname, route, wait_type or CPU)
                 routes[key] = routes.get(key, 0.0) + dt
+                if route:
+                    self._add_route_statement(dt, datname, route, *(statement or (None, None)), shown)
+
+    def _add_route_statement(self, dt: float, datname: str, route: str, datid, queryid, shown) -> None:
+        label = queryid if queryid is not None and (datid, queryid) in shown else OTHER
+        key = (datname, route, label)
+        if label != OTHER and key not in self.route_pairs:
+            if len(self.route_pairs) >= self.max_route_statements:
+                key = (datname, route, OTHER)
+            else:
+                self.route_pairs.add(key)
+        self.route_statements[key] = self.route_statements.get(key, 0.0) + dt
 
     def forget(self, databases=None, shown_queryids=None) -> None:
         """Drop the series of databases not in ``databases`` (dropped, renamed) and the statements
@@ -114,12 +140,15 @@ class Integrator:
         with self.lock:
             if databases is not None:
                 keep = set(databases)
-                for table in (self.sessions, self.statements, self.routes):
+                for table in (self.sessions, self.statements, self.routes, self.route_statements):
                     for key in [k for k in table if k[0] not in keep]:
                         del table[key]
             if shown_queryids is not None:
                 for key in [k for k in self.statements if k[1] != OTHER and k[1] not in shown_queryids]:
                     del self.statements[key]
+                for key in [k for k in self.route_statements if k[2] != OTHER and k[2] not in shown_queryids]:
+                    del self.route_statements[key]
+            self.route_pairs.intersection_update(self.route_statements)
 
     def snapshot(self) -> tuple[dict, dict]:
         with self.lock:
@@ -128,6 +157,10 @@ class Integrator:
     def routes_snapshot(self) -> dict:
         with self.lock:
             return dict(self.routes)
+
+    def route_statements_snapshot(self) -> dict:
+        with self.lock:
+            return dict(self.route_statements)
 
 
 class Schedule:
