@@ -13,6 +13,7 @@ import pytest
 from conftest import Samples, wait_until
 from exporter.config import parse
 from exporter.scrape import TargetScraper
+from mysqlpair import beat as beat_on, heartbeat_table
 
 pytestmark = pytest.mark.pg
 
@@ -23,11 +24,7 @@ def pair(mariadb_pair):
 
 
 HEARTBEAT = {"heartbeat_table": "replicated.heartbeat", "heartbeat_utc": True}
-# pt-heartbeat's table (pt-heartbeat --create-table)
-HEARTBEAT_TABLE = ("CREATE TABLE IF NOT EXISTS replicated.heartbeat (ts varchar(26) NOT NULL, "
-                   "server_id int unsigned NOT NULL PRIMARY KEY, file varchar(255) DEFAULT NULL, "
-                   "position bigint unsigned DEFAULT NULL, relay_master_log_file varchar(255) DEFAULT NULL, "
-                   "exec_master_log_pos bigint unsigned DEFAULT NULL)")
+HEARTBEAT_TABLE = heartbeat_table("replicated")
 
 
 def scrape(server, replication: dict | None = None, outcomes: list | None = None) -> Samples:
@@ -45,11 +42,7 @@ def scrape(server, replication: dict | None = None, outcomes: list | None = None
 
 
 def beat(primary) -> float:
-    """One heartbeat on the primary, as pt-heartbeat --update --utc writes it; its time."""
-    now = time.time()
-    ts = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    primary.execute("REPLACE INTO replicated.heartbeat (ts, server_id) VALUES (%s, @@server_id)", (ts,))
-    return now
+    return beat_on(primary, "replicated")
 
 
 def heartbeat_lag(replica) -> float | None:
