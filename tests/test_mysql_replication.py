@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import Samples, wait_until
+from conftest import Samples, promtool_check_metrics, wait_until
 from exporter.config import parse
 from exporter.scrape import TargetScraper
 from mysqlpair import beat as beat_on, heartbeat_table
@@ -27,18 +27,22 @@ HEARTBEAT = {"heartbeat_table": "replicated.heartbeat", "heartbeat_utc": True}
 HEARTBEAT_TABLE = heartbeat_table("replicated")
 
 
-def scrape(server, replication: dict | None = None, outcomes: list | None = None) -> Samples:
+def scrape_text(server, replication: dict | None = None, outcomes: list | None = None) -> str:
     target = {"name": "r", "kind": "mysql", "dsn": server.dsn()}
     if replication:
         target["replication"] = replication
     scraper = TargetScraper(parse({"targets": [target]}, source="test").targets[0])
     try:
-        samples = Samples(scraper.scrape(5.0).encode().decode())
+        text = scraper.scrape(5.0).encode().decode()
         if outcomes is not None:
             outcomes.extend(o for o in scraper.outcomes if o.collector == "replication")
-        return samples
+        return text
     finally:
         scraper.close()
+
+
+def scrape(server, replication: dict | None = None, outcomes: list | None = None) -> Samples:
+    return Samples(scrape_text(server, replication, outcomes))
 
 
 def beat(primary) -> float:
@@ -130,6 +134,9 @@ def test_heartbeat_lag_and_a_stopped_sql_thread_making_it_grow(pair):
     wait_until(lambda: (lambda v: v is not None and v < 1.0)(heartbeat_lag(replica)), timeout=20,
                message="the heartbeat lag back down once the SQL thread runs")
     assert not scrape(primary, HEARTBEAT).series("mysql_replication_heartbeat_lag_seconds")  # a primary: none
+    text = scrape_text(replica, HEARTBEAT)
+    assert "mysql_replication_heartbeat_lag_seconds{" in text and "mysql_replication_gtid_transactions_behind{" in text
+    assert promtool_check_metrics(text) == ""
 
 
 @pytest.mark.parametrize("replication, key", [
