@@ -23,9 +23,9 @@ def test_defaults_follow_pt_heartbeat():
     options = target({"heartbeat_table": "percona.heartbeat", "heartbeat_utc": True}).replication
     assert (options.table, options.column, options.server_id_column, options.utc) == (
         "percona.heartbeat", "ts", "server_id", True)
-    assert "UTC_TIMESTAMP(6)" in heartbeat.sql(options)
-    assert "FROM `percona`.`heartbeat` GROUP BY `server_id`" in heartbeat.sql(options)
-    assert "NOW(6)" in heartbeat.sql(target({"heartbeat_table": "a.b"}).replication)
+    assert "UTC_TIMESTAMP(6)" in heartbeat.sql(options, {1})
+    assert "FROM `percona`.`heartbeat` WHERE `server_id` IN (1, 7) GROUP BY `server_id`" in heartbeat.sql(options, {7, 1})
+    assert "NOW(6)" in heartbeat.sql(target({"heartbeat_table": "a.b"}).replication, {1})
 
 
 @pytest.mark.parametrize("replication, key", [

@@ -154,3 +154,21 @@ def test_a_missing_heartbeat_table_or_column_fails_the_collector_naming_the_key(
     assert samples.value("dbperf_collector_success", collector="replication") == 0
     (outcome,) = outcomes
     assert outcome.supported and outcome.error.startswith(key + ": "), outcome.error
+
+
+def test_a_heartbeat_that_is_not_a_time_fails_the_collector_naming_the_column(pair):
+    primary, replica = pair
+    primary.execute(HEARTBEAT_TABLE)
+    primary.execute("REPLACE INTO replicated.heartbeat (ts, server_id) VALUES ('yesterday', 77)")  # not a source
+    primary.execute("REPLACE INTO replicated.heartbeat (ts, server_id) VALUES ('soon', @@server_id)")
+    try:
+        wait_until(lambda: replica.execute("SELECT 1 FROM replicated.heartbeat WHERE ts = 'soon'"), timeout=20,
+                   message="the bad heartbeat replicated")
+        outcomes = []
+        assert scrape(replica, HEARTBEAT, outcomes).value("dbperf_collector_success", collector="replication") == 0
+        assert outcomes[0].error.startswith("replication.heartbeat_column: replicated.heartbeat.ts holds 'soon', "
+                                            "not a time"), outcomes[0].error
+    finally:
+        beat(primary)
+    # the row of a server no channel replicates from is not read: 'yesterday' fails nothing
+    wait_until(lambda: heartbeat_lag(replica) is not None, timeout=20, message="a good heartbeat again")

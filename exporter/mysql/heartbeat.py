@@ -52,11 +52,14 @@ def parse(reader) -> HeartbeatOptions:
                             utc=reader.get("heartbeat_utc", bool, d.utc))
 
 
-def sql(options: HeartbeatOptions) -> str:
+def sql(options: HeartbeatOptions, server_ids) -> str:
+    """The newest heartbeat of each of ``server_ids`` (integers: the channels' sources) and the
+    replica's now, in one statement."""
     table = ".".join(f"`{p}`" for p in options.table.split("."))
     now = "UTC_TIMESTAMP(6)" if options.utc else "NOW(6)"
-    return mark(f"SELECT `{options.server_id_column}`, MAX(`{options.column}`), {now} FROM {table} "
-                f"GROUP BY `{options.server_id_column}`")
+    ids = ", ".join(str(int(i)) for i in sorted(server_ids))
+    sid = f"`{options.server_id_column}`"
+    return mark(f"SELECT {sid}, MAX(`{options.column}`), {now} FROM {table} WHERE {sid} IN ({ids}) GROUP BY {sid}")
 
 
 def _when(value) -> datetime:
@@ -65,12 +68,12 @@ def _when(value) -> datetime:
     return datetime.fromisoformat(str(value).strip().replace("T", " "))
 
 
-def lags(conn, options: HeartbeatOptions, timeout: float) -> dict[str, float]:
-    """``{server_id: seconds}``: the replica's now minus each writer's newest heartbeat."""
+def lags(conn, options: HeartbeatOptions, server_ids, timeout: float) -> dict[int, float]:
+    """``{server_id: seconds}``: the replica's now minus the newest heartbeat of each of ``server_ids``."""
     import pymysql
 
     try:
-        results = conn.query(sql(options), timeout)
+        results = conn.query(sql(options, server_ids), timeout)
     except pymysql.err.MySQLError as exc:
         code = exc.args[0] if exc.args else None
         if code == NO_TABLE:
@@ -86,7 +89,7 @@ def lags(conn, options: HeartbeatOptions, timeout: float) -> dict[str, float]:
         if ts is None:
             continue
         try:
-            found[str(server_id)] = (_when(now) - _when(ts)).total_seconds()
+            found[int(server_id)] = (_when(now) - _when(ts)).total_seconds()
         except ValueError:
             raise HeartbeatError(f"replication.heartbeat_column: {options.table}.{options.column} holds "
                                  f"{str(ts)[:40]!r}, not a time (YYYY-MM-DDTHH:MM:SS.ffffff)") from None

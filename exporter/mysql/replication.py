@@ -77,13 +77,24 @@ class ReplicationCollector(Collector):
         results = conn.query(self.sql(ctx.server.flavour, ctx.server.version), timeout)
         columns, rows = results[0] if results else ([], [])
         applied = str(results[1][1][0][0] or "") if len(results) > 1 and results[1][1] else ""
+        channels = [dict(zip(columns, values)) for values in rows]
+        sources = {int(_first(row, SOURCE_ID, 0) or 0) for row in channels} - {0}
         options = getattr(ctx.options, "replication", None) or heartbeat.HeartbeatOptions()
-        lags = heartbeat.lags(conn, options, max(0.05, timeout - (time.monotonic() - started))) if rows and options.table else {}
-        for values in rows:
-            row = dict(zip(columns, values))
+        lags = {}
+        if options.table and sources:  # the heartbeat query gets what the status query left of the timeout
+            lags = heartbeat.lags(conn, options, sources, max(0.05, timeout - (time.monotonic() - started)))
+        for row in channels:
             channel = str(row.get("Channel_Name", row.get("Connection_name", "")) or "")
             labels = (channel, str(_first(row, SOURCE_HOST, "") or ""))
-            lag = lags.get(str(_first(row, SOURCE_ID, "")))
+            io, sql = _first(row, IO_RUNNING), _first(row, SQL_RUNNING)
+            families["io"].add(labels, 1 if io == "Yes" else 0)
+            families["sql"].add(labels, 1 if sql == "Yes" else 0)
+            seconds = _first(row, BEHIND)
+            if seconds is not None:
+                families["behind"].add(labels, float(seconds))
+            families["io_errno"].add(labels, int(row.get("Last_IO_Errno") or 0))
+            families["sql_errno"].add(labels, int(row.get("Last_SQL_Errno") or 0))
+            lag = lags.get(int(_first(row, SOURCE_ID, 0) or 0))
             if lag is not None:
                 families["heartbeat"].add(labels, lag)
             if "Using_Gtid" in row:  # MariaDB
@@ -94,12 +105,4 @@ class ReplicationCollector(Collector):
                 behind = gtid.mysql_behind(row.get("Retrieved_Gtid_Set"), row.get("Executed_Gtid_Set"))
             for domain, count in sorted(behind.items()):
                 behind_family.add((*labels, domain), count)
-            io, sql = _first(row, IO_RUNNING), _first(row, SQL_RUNNING)
-            families["io"].add(labels, 1 if io == "Yes" else 0)
-            families["sql"].add(labels, 1 if sql == "Yes" else 0)
-            behind = _first(row, BEHIND)
-            if behind is not None:
-                families["behind"].add(labels, float(behind))
-            families["io_errno"].add(labels, int(row.get("Last_IO_Errno") or 0))
-            families["sql_errno"].add(labels, int(row.get("Last_SQL_Errno") or 0))
         return [f for f in (*families.values(), behind_family) if f.samples]
