@@ -789,6 +789,10 @@ def mysql():
     up = f"and on ({BY}) mysql_up == 1"
     rec = [Record("dbperf:mysql_connections:use_ratio",
                   "mysql_global_status_threads_connected / mysql_global_variables_max_connections")]
+    # the heartbeat table's lag where one is configured (it grows while the SQL thread is stopped),
+    # Seconds_Behind_Source elsewhere
+    rec.append(Record("dbperf:mysql_replication_lag:seconds",
+                      "mysql_replication_heartbeat_lag_seconds\nor mysql_replication_lag_seconds"))
     rec += [Record(f"dbperf:mysql_global_status_slow_queries:rate{x}",
                    f"sum by ({BY}) (rate(mysql_global_status_slow_queries_total[{x}]))") for x in (w, slow_w)]
     rec.append(Record(f"dbperf:mysql_innodb_buffer_pool:hit_ratio_rate{w}",
@@ -840,12 +844,14 @@ def mysql():
               "A stopped replica falls behind without end and Seconds_Behind_Source is NULL then (no lag alert "
               "can fire); five minutes allow a planned STOP REPLICA and a reconnect after a source restart."),
         Alert("MySQLReplicationLagging", "warning",
-              "mysql_replication_lag_seconds > ${replication_lag_warning_seconds}", "${replication_lag_for}",
+              "dbperf:mysql_replication_lag:seconds > ${replication_lag_warning_seconds}", "${replication_lag_for}",
               "A MySQL replica lags behind its source.", lag_desc,
               "> ${replication_lag_warning} for ${replication_lag_for}",
-              "The PostgreSQL thresholds: reads from the replica are that stale and a failover loses as much."),
+              "The PostgreSQL thresholds: reads from the replica are that stale and a failover loses as much. "
+              "The heartbeat table's lag where one is configured (replication.heartbeat_table), "
+              "Seconds_Behind_Source elsewhere."),
         Alert("MySQLReplicationLagging", "critical",
-              "mysql_replication_lag_seconds > ${replication_lag_critical_seconds}", "${replication_lag_for}",
+              "dbperf:mysql_replication_lag:seconds > ${replication_lag_critical_seconds}", "${replication_lag_for}",
               "A MySQL replica lags behind its source.", lag_desc,
               "> ${replication_lag_critical}"),
         Alert("MySQLInnoDBRowLockWaits", "warning",

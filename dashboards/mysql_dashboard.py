@@ -57,14 +57,16 @@ def overview_items(T: dict, pg_selector: str) -> list:
     zero = f"0 * mysql_up{{{sel}}}"
     return [
         table("MySQL servers", "One row per monitored MySQL or MariaDB server: up, flavour, version, role, "
-              "uptime, connections used of max_connections, threads running, replication lag (0 on a server "
-              "that replicates from nobody) and firing alerts. Click a target to open its MySQL server dashboard.",
+              "uptime, connections used of max_connections, threads running, replication lag (the heartbeat "
+              "table's where the target reads one, else Seconds_Behind_Source; 0 on a server that replicates "
+              "from nobody) and firing alerts. Click a target to open its MySQL server dashboard.",
               [target(f"mysql_up{{{sel}}}"),
                target(f"max by ({BY}, flavour, version, role) (mysql_server_info{{{sel}}})"),
                target(f"mysql_server_uptime_seconds{{{sel}}}"),
                target(f"dbperf:mysql_connections:use_ratio{{{sel}}}"),
                target(f"mysql_global_status_threads_running{{{sel}}}"),
-               target(f"max by ({BY}) (mysql_replication_lag_seconds{{{sel}}}) or {zero}"),
+               target(f"max by ({BY}) (mysql_replication_heartbeat_lag_seconds{{{sel}}} "
+                      f"or mysql_replication_lag_seconds{{{sel}}}) or {zero}"),
                target(f'count by ({BY}) (ALERTS{{alertstate="firing", {sel}}}) or {zero}')],
               "none", h=7,
               columns={"flavour": "Flavour", "version": "Version", "role": "Role", "Value #A": "Up",
@@ -214,16 +216,23 @@ def mysql(T: dict, secs) -> dict:
                    "(applying) run, per channel; no series on a server that replicates from nobody.",
                    [target(f"mysql_replication_io_thread_running{{{MY}}}", "I/O {{target}} {{channel}}"),
                     target(f"mysql_replication_sql_thread_running{{{MY}}}", "SQL {{target}} {{channel}}")],
-                   "short", max_=1, w=8),
+                   "short", max_=1, w=6),
         timeseries("Replication lag", "Seconds_Behind_Source per channel (no sample while the SQL thread does "
-                   "not run); dashed lines at the alert thresholds.",
-                   [target(f"mysql_replication_lag_seconds{{{MY}}}", "{{target}} {{channel}}")], "s",
-                   thresholds=[secs("replication_lag_warning"), secs("replication_lag_critical")],
-                   w=8),
+                   "not run) and, where the target reads a heartbeat table (replication.heartbeat_table), the "
+                   "replica's clock minus the source's newest heartbeat (it grows while nothing is applied; a "
+                   "clock skew is in it); dashed lines at the alert thresholds.",
+                   [target(f"mysql_replication_lag_seconds{{{MY}}}", "behind {{target}} {{channel}}"),
+                    target(f"mysql_replication_heartbeat_lag_seconds{{{MY}}}", "heartbeat {{target}} {{channel}}")],
+                   "s", thresholds=[secs("replication_lag_warning"), secs("replication_lag_critical")], w=6),
+        timeseries("GTID transactions behind", "Transactions the replica received and has not applied yet, per "
+                   "channel and GTID domain (MariaDB: Gtid_IO_Pos minus gtid_slave_pos; MySQL: Retrieved_Gtid_Set "
+                   "minus Executed_Gtid_Set per source UUID).",
+                   [target(f"mysql_replication_gtid_transactions_behind{{{MY}}}",
+                           "{{target}} {{channel}} domain {{domain}}")], "short", w=6),
         timeseries("Replication errors", "The I/O and SQL threads' last error numbers per channel (0: none).",
                    [target(f"mysql_replication_last_io_error_number{{{MY}}}", "I/O {{target}} {{channel}}"),
                     target(f"mysql_replication_last_sql_error_number{{{MY}}}", "SQL {{target}} {{channel}}")],
-                   "none", w=8),
+                   "none", w=6),
         row("Tables"),
         table("Largest tables", "Data and index size and estimated rows of the largest tables "
               "(information_schema.tables).",

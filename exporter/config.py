@@ -178,15 +178,17 @@ def _plans(reader: _Reader, state_dir: str) -> PlansOptions:
 
 TARGET_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "databases", "collectors", "max_connections",
                "table_limit", "max_series", "connect_timeout", "statements", "wait_events", "samples",
-               "pipelines", "plans", "server_log")
+               "pipelines", "plans", "server_log", "replication")
 PGBOUNCER_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout")
-MYSQL_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout", "collectors", "table_limit", "statements")
+MYSQL_KEYS = ("name", "kind", "dsn", "dsn_file", "dsn_env", "connect_timeout", "collectors", "table_limit", "statements",
+              "replication")
 
 
 def _mysql_target(source: str, reader: _Reader, name: str, defaults: dict, env=os.environ,
                   secrets: bool = True) -> Target:
     """``kind: mysql``: a MySQL or MariaDB server (exporter.mysql), one session, its own collectors;
     the top-level ``collectors:`` settings apply to the collectors of the same name."""
+    from exporter.mysql.heartbeat import parse as parse_replication
     from exporter.registry import collector_names
 
     reader.allow(*MYSQL_KEYS)
@@ -198,6 +200,7 @@ def _mysql_target(source: str, reader: _Reader, name: str, defaults: dict, env=o
                   table_limit=reader.ranged("table_limit", int, 1000, "table_limit"),
                   statements=_statements(reader.sub("statements")),
                   connect_timeout=reader.ranged("connect_timeout", float, 3.0, "connect_timeout"),
+                  replication=parse_replication(reader.sub("replication")),
                   dsn_from=where, dsn_missing=missing)
 
 
@@ -231,6 +234,8 @@ def _target(source: str, reader: _Reader, defaults: dict, env=os.environ, secret
         return _pgbouncer_target(source, reader, name, env, secrets)
     if kind == "mysql":
         return _mysql_target(source, reader, name, defaults, env, secrets)
+    if "replication" in reader.data:
+        reader.fail("replication", "is a key of kind: mysql targets only (a heartbeat table)")
     dbs = reader.sub("databases")
     dbs.allow("discover", "include", "exclude")
     databases = Databases(discover=dbs.get("discover", bool, True),

@@ -103,6 +103,7 @@ class Target:
     plans: PlansOptions = PlansOptions()  # EXPLAIN of the top statements (exporter.postgres.plans)
     pipelines: object = None  # exporter.pipelines.sources.Pipelines when `pipelines:` is set
     server_log: object = None  # exporter.serverlog.options.ServerLogOptions when `server_log:` is set
+    replication: object = None  # exporter.mysql.heartbeat.HeartbeatOptions of a kind: mysql target
     kind: str = "postgres"  # a name of exporter.kind.KINDS: postgres, pgbouncer (exporter.pgbouncer), mysql (exporter.mysql)
     dsn_from: str = ""      # where the DSN comes from when not inline: "environment variable PG_DSN", "file ..."
     # set (one line: file, key, target, reason) when the DSN's secret was absent and the config was

@@ -25,7 +25,7 @@ from exporter.server import Exporter
 from exporter.serverlog.settings import throwaway_settings
 from exporter.workload import setup_schema
 from conftest import Prometheus
-from mysqlpair import replicated_pair
+from mysqlpair import beat, heartbeat_table, replicated_pair
 from test_alerts_support import RULES, Alertmanager, metric_names, range_function_args, rules
 from test_pgbouncer import Bouncer
 
@@ -152,13 +152,18 @@ def log_exposition(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mysql_exposition():
     """dbperf's exposition of a kind: mysql target: a MariaDB replica (replication running, so it
-    reports its lag) with a statement digest of its own."""
-    with replicated_pair() as (_, replica):
+    reports its lag, and a pt-heartbeat table with a row from the source, so its heartbeat lag)
+    with a statement digest of its own."""
+    with replicated_pair() as (source, replica):
+        source.execute(heartbeat_table("shop"))
+        beat(source, "shop")
         replica.execute("SELECT COUNT(*) FROM shop.orders")
-        config = parse({"listen": "127.0.0.1:0", "targets": [{"name": "my", "kind": "mysql", "dsn": replica.dsn()}]},
-                       source="test-config")
+        config = parse({"listen": "127.0.0.1:0", "targets": [
+            {"name": "my", "kind": "mysql", "dsn": replica.dsn(), "replication": {"heartbeat_table": "shop.heartbeat"}}]},
+            source="test-config")
         served = Served(Exporter(config))
-        needed = ("mysql_statements_calls_total{", "mysql_replication_lag_seconds{")
+        needed = ("mysql_statements_calls_total{", "mysql_replication_lag_seconds{",
+                  "mysql_replication_heartbeat_lag_seconds{")
 
         def complete():
             text = served.get()[1]

@@ -15,7 +15,7 @@ import requests
 from conftest import ROOT, Prometheus, Served, wait_until
 from exporter.config import parse
 from exporter.server import Exporter
-from mysqlpair import replicated_pair
+from mysqlpair import beat, heartbeat_table, replicated_pair
 from test_alerts_support import RULES
 
 sys.path.insert(0, str(ROOT / "dashboards"))
@@ -44,6 +44,7 @@ def test_the_overview_and_the_mysql_dashboard_have_mysql_panels():
 def stack():
     with replicated_pair() as (source, replica):
         stop = threading.Event()
+        source.execute(heartbeat_table("shop"))
 
         def workload():
             writer, reader = source.connect(database="shop"), replica.connect(database="shop")
@@ -54,6 +55,7 @@ def stack():
                     with reader.cursor() as cur:
                         cur.execute("SELECT COUNT(*) FROM orders WHERE note = 'x'")
                         cur.execute("SELECT id FROM orders ORDER BY id DESC LIMIT 3")
+                    beat(source, "shop")  # pt-heartbeat on the source, more often than its 1 s
                     stop.wait(0.05)
             finally:
                 writer.close()
@@ -62,7 +64,8 @@ def stack():
         worker = threading.Thread(target=workload, daemon=True)
         worker.start()
         config = parse({"listen": "127.0.0.1:0", "targets": [
-            {"name": "replica", "kind": "mysql", "dsn": replica.dsn()},
+            {"name": "replica", "kind": "mysql", "dsn": replica.dsn(),
+             "replication": {"heartbeat_table": "shop.heartbeat", "heartbeat_utc": True}},
             {"name": "source", "kind": "mysql", "dsn": source.dsn()}]}, source="test-config")
         served = Served(Exporter(config))
         prom = Prometheus([{"job_name": "dbperf", "static_configs": [{"targets": [served.url.removeprefix("http://")]}]}],
