@@ -52,6 +52,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from exporter.background import Worker
 from exporter.collector import CLUSTER, Collector, Context
 from exporter.metrics import Family
 from exporter.postgres.plan_history import PlanHistory
@@ -196,9 +197,8 @@ class PlanSource:
         self._picked: dict = {}      # (datname, queryid) -> monotonic time last picked
         self._checked: dict = {}     # (datname, queryid) -> monotonic time last EXPLAINed (or tried)
         self._unexplainable: set = set()  # (datname, queryid) whose text dbperf refuses to EXPLAIN
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._worker = Worker(f"dbperf-plans-{target.name}", self._loop)
+        self._stop = self._worker.stop
         from exporter.log import RateLimiter
 
         self._log_limit = RateLimiter(600.0)
@@ -206,20 +206,13 @@ class PlanSource:
     # -- life ----------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker.running
 
     def start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._loop, name=f"dbperf-plans-{self.target.name}", daemon=True)
-                self._thread.start()
+        self._worker.start()
 
     def close(self, wait: float = 3.0) -> None:
-        with self._lock:
-            self._stop.set()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(wait)
+        self._worker.close(wait)
 
     def _loop(self) -> None:
         wake = min(self.options.interval, WAKE_MAX)

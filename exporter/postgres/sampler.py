@@ -24,9 +24,9 @@ scrape time without any SQL (:mod:`exporter.postgres.wait_events`).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
+from exporter.background import Worker
 from exporter.log import RateLimiter
 from exporter.postgres.connection import Connection, Watchdog
 from exporter.postgres.session import APPLICATION_NAME
@@ -130,9 +130,8 @@ class Sampler:
         self.query_ids_off = ""  # why query_id is not computed ("" when it is, or not known yet)
         self._settings_at = -SETTINGS_EVERY
         self._schedule = Schedule(self.interval, clock())
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._worker = Worker(f"dbperf-sampler-{target.name}", self._loop)
+        self._stop = self._worker.stop
         self._log_limit = RateLimiter(60.0)
         self.after_sample: list = []  # hook(sampler) after each successful sample (exporter.postgres.dropwatch)
 
@@ -142,24 +141,14 @@ class Sampler:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker.running
 
     def start(self) -> None:
-        with self._start_lock:
-            if self._thread is None and not self._stop.is_set():
-                self._schedule = Schedule(self.interval, self.clock())
-                self._thread = threading.Thread(target=self._loop, name=f"dbperf-sampler-{self.target.name}",
-                                                daemon=True)
-                self._thread.start()
+        self._worker.start(before=lambda: setattr(self, "_schedule", Schedule(self.interval, self.clock())))
 
     def close(self, wait: float = 3.0) -> None:
         """Stop the thread (a sample in flight is broken off) and close the session."""
-        with self._start_lock:
-            self._stop.set()
-            thread = self._thread
-        self.conn.close()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(wait)
+        self._worker.close(wait, before_join=self.conn.close)
         self.conn.close()  # a sample that reconnected meanwhile
 
     def _loop(self) -> None:

@@ -17,6 +17,7 @@ import threading
 import time
 
 from exporter import state
+from exporter.background import Worker
 from exporter.log import RateLimiter
 from exporter.serverlog.follow import Follower, LocalSource, Unavailable
 from exporter.serverlog.options import MAX_READ_BYTES
@@ -58,29 +59,20 @@ class LogReader:
         self._tail = None  # (file, offset, bytes) of an unfinished last entry seen at the end of the file
         self._allowance = float(opts.max_lines_per_second)
         self._last = clock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._worker = Worker(f"dbperf-serverlog-{target.name}", self._loop)
+        self._stop = self._worker.stop
         self._log_limit = RateLimiter(60.0)
         self._tick_lock = threading.Lock()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker.running
 
     def start(self) -> None:
-        with self._start_lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._loop, name=f"dbperf-serverlog-{self.target.name}",
-                                                daemon=True)
-                self._thread.start()
+        self._worker.start()
 
     def close(self, wait: float = 3.0) -> None:
-        with self._start_lock:
-            self._stop.set()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(wait)
+        self._worker.close(wait)
         with self._tick_lock:
             try:
                 self.follower.save()
@@ -96,7 +88,7 @@ class LogReader:
     def tick(self) -> bool:
         """Read what the log gained (the thread calls it; tests may too); True when it succeeded."""
         with self._tick_lock:
-            if self._stop.is_set() and self._thread is not None:
+            if self._stop.is_set() and self._worker.started:
                 return False
             if self.unavailable and self.clock() - self._unavailable_at < UNAVAILABLE_RETRY:
                 return False  # asked again once a minute, not every interval

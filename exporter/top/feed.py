@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from exporter.background import Worker
 from exporter.postgres.privileges import grant_hint
 from exporter.postgres.sampler import Sampler
 from exporter.postgres.sqlmark import mark
@@ -88,8 +89,8 @@ class Feed:
         self._snapshot = Snapshot(target.name)
         self._sessions: list[Session] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("dbperf-top-feed", self._loop)
+        self._stop = self._worker.stop
         self.changed = threading.Event()  # set after each refresh
 
     @property
@@ -207,8 +208,7 @@ class Feed:
 
     # -- the thread ------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="dbperf-top-feed", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def _loop(self) -> None:
         schedule = Schedule(self.interval, self.clock() + self.interval)  # after the refresh made at start
@@ -226,7 +226,4 @@ class Feed:
                 self.changed.set()
 
     def close(self) -> None:
-        self._stop.set()
-        self.sampler.close()
-        if self._thread is not None:
-            self._thread.join(3.0)
+        self._worker.close(3.0, before_join=self.sampler.close)
