@@ -64,6 +64,8 @@ CREATE TABLE order_items (
 CREATE INDEX orders_customer_id_idx ON orders (customer_id);
 CREATE INDEX orders_created_at_idx ON orders (created_at);
 CREATE INDEX order_items_product_id_idx ON order_items (product_id);
+-- a deliberate advisor finding for the demo: the same index twice (dbperf advise: duplicate_index)
+CREATE INDEX orders_customer_lookup_idx ON orders (customer_id);
 
 INSERT INTO customers (email, name, country, created_at)
 SELECT 'customer' || i || '@example.com', 'Customer ' || i,
