@@ -5,8 +5,9 @@ Off unless the config's top-level ``private_endpoints`` gives a token (``{token_
 ``{token_env: VARIABLE}``; at least 16 printable characters): without it those paths answer 404
 with the key to set. With it, a request needs ``Authorization: Bearer <token>`` (compared in
 constant time, :class:`exporter.instrument.auth.Credentials`, the application library's one
-mechanism); a credential in the URL's query is refused (URLs end up in access logs). The web
-configuration's TLS and basic auth apply before, as for every path.
+mechanism), or, where the web configuration's basic auth takes the Authorization header,
+``X-Dbperf-Token: <token>``; a credential in the URL's query is refused (URLs end up in access
+logs). The web configuration's TLS and basic auth apply before, as for every path.
 
 Each endpoint is one function ``(exporter, target_name, params) -> JSON-able``, named in
 :data:`ENDPOINTS` and imported on first use; ``target`` is required and checked here."""
@@ -68,17 +69,26 @@ def read_token(reader, source_dir, env, secrets: bool = True) -> str:
     return token
 
 
-def answer(exporter, path: str, query: str, authorization: str | None) -> tuple[int, bytes, tuple]:
-    """``(status, body, headers)`` of a request to a private endpoint ``path``."""
+def answer(exporter, path: str, query: str, authorization: str | None,
+           token_header: str | None = None) -> tuple[int, bytes, tuple]:
+    """``(status, body, headers)`` of a request to a private endpoint ``path``. The token comes in
+    ``Authorization: Bearer``, or in ``X-Dbperf-Token`` (``token_header``) where the web config's
+    basic auth already takes the Authorization header."""
     creds = getattr(exporter, "private_credentials", None)
     if creds is None:
         return 404, _error(f"{path} is off: set private_endpoints.token_file (or token_env) in the config to "
                            "serve it"), ()
     if token_in_query(query):
         return 400, _error("credentials go in the Authorization header, never in the URL"), ()
-    if not creds.allows(authorization):
+    granted = creds.allows(authorization) if authorization and authorization.lower().startswith("bearer") else False
+    if not granted and token_header:
+        granted = creds.allows("Bearer " + token_header)
+    if not granted:
         return 401, _error("unauthorized: send Authorization: Bearer <token>"), (("WWW-Authenticate", creds.challenge),)
-    params = parse_qs(query, max_num_fields=20)
+    try:
+        params = parse_qs(query, max_num_fields=20)
+    except ValueError:
+        return 400, _error("too many query parameters"), ()
     names = params.get("target", [])
     if len(names) != 1:
         return 400, _error(f"{path} needs exactly one target parameter, e.g. {path}?target=main"), ()

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import platform
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -40,6 +41,7 @@ from exporter.scrape import TargetScraper
 
 LOG = logging.getLogger("dbperf.server")
 
+_QUERY = re.compile(r"\?\S*")
 MIN_BUDGET = 0.1    # seconds: the least a scrape is given
 MAX_BUDGET = 120.0  # seconds: the default of the config's max_scrape_timeout
 
@@ -188,7 +190,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def log_message(self, fmt, *args):  # access logs only at debug level
-        LOG.debug("%s %s", self.address_string(), fmt % args)
+        LOG.debug("%s %s", self.address_string(), _QUERY.sub("?...", fmt % args))  # a query may hold a credential
 
     def end_headers(self):
         for name, value in self.web.headers:
@@ -268,7 +270,8 @@ class Handler(BaseHTTPRequestHandler):
                 memory.trim()
             elif endpoint in PRIVATE_ENDPOINTS:
                 status, body, headers = private_answer(self.exporter, endpoint, url.query,
-                                                       self.headers.get("Authorization"))
+                                                       self.headers.get("Authorization"),
+                                                       self.headers.get("X-Dbperf-Token"))
                 self._send(status, body, "application/json", headers)
             elif endpoint == "/healthz":
                 self._send(200, b"ok\n")

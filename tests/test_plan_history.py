@@ -121,3 +121,29 @@ def test_mask_plan_masks_literals_keeps_names():
     assert plan["Relation Name"] == "sales_2024" and plan["Index Name"] == "sales_2024_pkey"
     assert "42" not in plan["Index Cond"] and "bob" not in plan["Filter"] and "<redacted>" in plan["Filter"]
     assert plan["Plans"][0]["Filter"] == "(x.y = $1)"
+
+
+def test_damaged_stored_plans_are_skipped(tmp_path):
+    from exporter.postgres.plan_history import FORMAT, PlanHistory
+    from exporter.state import write_json
+
+    path = tmp_path / "plans.json"
+    good = {"fingerprint": "abc", "first_seen": 1.0, "last_seen": 2.0, "source": "generic", "plan": None}
+    write_json(path, {"format": FORMAT, "statements": [
+        {"datname": "d", "queryid": "1", "plans": ["junk", {"fingerprint": 3}, {**good, "last_seen": "x"}]},
+        {"datname": "d", "queryid": "2", "plans": [good, {"no": "fingerprint"}]}]})
+    history = PlanHistory(path)
+    assert list(history.statements) == [("d", "2")]
+    assert history.current("d", "2")[0] == "abc"
+    history.record("d", "2", {"Node Type": "Seq Scan"}, "generic", 3.0)
+    history.save()  # no TypeError from a damaged entry
+    assert PlanHistory(path).statements[("d", "2")]["changes"] == 1
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1 INTO x UNION SELECT 2", "(SELECT 1 INTO x) UNION SELECT 2",
+                                 "SELECT 1 INTO x"])
+def test_select_into_anywhere_is_refused(sql):
+
+
+    with pytest.raises(Refused, match="INTO"):
+        explain_sql(sql, "generic")

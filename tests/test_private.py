@@ -101,3 +101,14 @@ def test_over_http(endpoint):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_token_header_beside_basic_auth_and_too_many_fields(monkeypatch):
+    monkeypatch.setitem(private.ENDPOINTS, "/t", f"{__name__}:echo")
+    exp = exporter_with("TOK", {"TOK": TOKEN})
+    basic = "Basic dXNlcjpwYXNz"
+    assert private.answer(exp, "/t", "target=main", basic)[0] == 401
+    assert private.answer(exp, "/t", "target=main", basic, TOKEN)[0] == 200
+    assert private.answer(exp, "/t", "target=main", basic, "wrong-token-of-length-24")[0] == 401
+    status, body, _ = private.answer(exp, "/t", "&".join(f"x{i}=1" for i in range(30)), f"Bearer {TOKEN}")
+    assert status == 400 and "too many" in json.loads(body)["error"]

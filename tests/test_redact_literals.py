@@ -65,3 +65,11 @@ def test_no_literal_content_survives(secret, form):
 @given(digits=st.integers(min_value=100_000, max_value=10**12))
 def test_no_number_survives(digits):
     assert str(digits) not in redact_literals(f"SELECT * FROM t WHERE id = {digits} OFFSET {digits}")
+
+
+def test_only_tag_comments_of_known_keys_survive_redaction():
+    assert redact_literals("SELECT 1 /*password='hunter2'*/") == "SELECT ? /*\u2026*/"
+    assert "123-45" not in redact_literals("SELECT * FROM t WHERE ssn = '1' /*ssn='123-45-6789'*/ AND x = 1")
+    tagged = "SELECT 1 /*framework='fastapi',route='%2Forders%2F%7Bid%7D'*/"
+    assert redact_literals(tagged) == "SELECT ? /*framework='fastapi',route='%2Forders%2F%7Bid%7D'*/"
+    assert redact_literals("SELECT 1 /*route='%2Fa',email='bob%40x.io'*/") == "SELECT ? /*\u2026*/"

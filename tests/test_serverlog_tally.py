@@ -191,3 +191,18 @@ def test_a_malformed_sqlstate_is_unknown():
     t = tally()
     t.add([entry("x", "ERROR", sqlstate="a\nb;c")])
     assert counters(t)["messages"] == {("ERROR", "unknown"): 1}
+
+
+def test_events_mask_what_the_server_quoted():
+    from exporter.serverlog.tally import Tally
+
+    shown = Tally.__dict__["_shown"]
+
+    class Redacting:
+        redact = True
+        _text = staticmethod(lambda text: text)
+
+    event = {"message": 'syntax error at or near "hunter2"', "statement": None}
+    assert shown(Redacting(), event)["message"] == 'syntax error at or near "\u2026"'
+    Redacting.redact = False
+    assert shown(Redacting(), event)["message"] == 'syntax error at or near "hunter2"'

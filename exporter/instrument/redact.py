@@ -250,6 +250,11 @@ def literal_shape(value: str, number: bool = False) -> str:
     return f"'{lead}{ELLIPSIS}{trail}'"
 
 
+# the sqlcommenter keys a redacted text may keep (their values come from bounded sets: route
+# templates, framework and application names); a comment with any other key is masked whole
+TAG_KEYS = frozenset({"route", "framework", "application", "controller", "action", "db_driver"})
+
+
 def _placeholders(sql: str) -> tuple[str, bool]:
     from .sqltags import tags
 
@@ -261,7 +266,9 @@ def _placeholders(sql: str) -> tuple[str, bool]:
             out.append(literal_shape(sqllex.string_value(sql, kind, start, end), kind == sqllex.NUMBER))
         elif kind == sqllex.COMMENT:
             comment = sql[start:end]
-            out.append(comment if comment.startswith("/*") and tags(comment) else "/*" + ELLIPSIS + "*/")
+            found = tags(comment) if comment.startswith("/*") else {}
+            kept = found and set(found) <= TAG_KEYS  # a tag comment of known keys only: anything else may hold data
+            out.append(comment if kept else "/*" + ELLIPSIS + "*/")
         else:
             out.append(sql[start:end])
     return "".join(out), ambiguous

@@ -43,6 +43,7 @@ __all__ = ["MySQLConnection", "flavour_of", "version_number"]
 
 LOCK_WAIT_TIMEOUT = 1  # seconds (the server's minimum): metadata locks
 # errors that say the server interrupted the statement (KILL QUERY, or its own statement timeout)
+KILLED = 1317  # ER_QUERY_INTERRUPTED: what KILL QUERY makes the query fail with
 INTERRUPTED = frozenset({1317, 1969, 3024})  # ER_QUERY_INTERRUPTED, MariaDB's ER_STATEMENT_TIMEOUT, MySQL's ER_QUERY_TIMEOUT
 LOST = frozenset({2006, 2013, 2055})         # server gone away, lost connection
 
@@ -199,7 +200,7 @@ class MySQLConnection(BoundedConnection):
                                            f"timeout; it was interrupted ({self.scrub(exc.args[-1])})") from None
                 raise
             self.overruns += 1
-            consumed = code in INTERRUPTED and not run.severed
+            consumed = code == KILLED and not run.severed  # the server's own timeout: the KILL may still land
             how = "its socket was shut down" if run.severed else "it was killed (KILL QUERY)"
             what = f"ran past its timeout of {timeout:g}s" if over < deadline else "did not finish before the deadline"
             raise DeadlineExceeded(f"query on {self.description} {what}; {how}") from None

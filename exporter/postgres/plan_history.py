@@ -74,6 +74,13 @@ def strip_outputs(node):
     return node
 
 
+def _valid_plan(plan) -> bool:
+    """Whether a stored plan has what dbperf reads (a damaged or hand-edited one is skipped)."""
+    return (isinstance(plan, dict) and isinstance(plan.get("fingerprint"), str)
+            and all(isinstance(plan.get(k), (int, float)) and not isinstance(plan.get(k), bool)
+                    for k in ("first_seen", "last_seen")))
+
+
 class PlanHistory:
     """One target's plans, in memory and in its state file. Thread-safe; :meth:`save` writes the
     file when something changed."""
@@ -88,7 +95,9 @@ class PlanHistory:
             for entry in data.get("statements") or ():
                 try:
                     key = (str(entry["datname"]), str(entry["queryid"]))
-                    self.statements[key] = {"changes": int(entry.get("changes", 0)), "plans": list(entry["plans"])}
+                    plans = [p for p in entry["plans"] if _valid_plan(p)]
+                    if plans:
+                        self.statements[key] = {"changes": int(entry.get("changes", 0)), "plans": plans}
                 except (KeyError, TypeError, ValueError):
                     continue  # a damaged entry: the others still count
 

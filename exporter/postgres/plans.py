@@ -104,7 +104,9 @@ def explain_sql(text: str, source: str) -> str:
     if not isinstance(inner, (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)):
         raise Refused(f"not a SELECT, INSERT, UPDATE or DELETE ({type(inner).__name__.removesuffix('Stmt')})",
                       kind=True)
-    if isinstance(inner, ast.SelectStmt) and inner.intoClause is not None:
+    from exporter.advisor.sqltree import walk
+
+    if any(isinstance(node, ast.SelectStmt) and node.intoClause is not None for node in (inner, *walk(inner))):
         raise Refused("SELECT ... INTO creates a table", kind=True)
     if source == "sample":
         from exporter.advisor.sqltree import walk

@@ -3,6 +3,8 @@ the target's server log, newest last (a private endpoint: :mod:`exporter.private
 
 from __future__ import annotations
 
+import re
+
 from exporter.serverlog.tally import EVENT_KINDS
 
 
@@ -14,7 +16,7 @@ def events(exporter, target: str, params: dict) -> dict:
     from exporter.private import MAX_BODY_ITEMS
 
     limit_text = params.get("limit", [str(MAX_BODY_ITEMS)])[0]
-    if not limit_text.isdigit():
+    if len(params.get("limit", [])) > 1 or not re.fullmatch(r"[0-9]{1,6}", limit_text):
         raise ValueError("limit must be a positive integer")
     limit = max(1, min(int(limit_text), MAX_BODY_ITEMS))
     scraper = exporter.scrapers[target]

@@ -153,6 +153,9 @@ def ddl_command(statement: str) -> str:
     return f"{verb} {OTHER}"
 
 
+_QUOTED = re.compile(r'"[^"]*"')
+
+
 def redact_plan(plan: str, literals: bool = True) -> str:
     """An auto_explain plan with the literals of its conditions replaced by ``?`` and its query
     text normalised; ``literals=False``: only a query text that carries a secret is redacted."""
@@ -369,6 +372,10 @@ class Tally:
         """The event as served: statements and plans redacted (done here, for the few events read,
         not for every entry the reader counts)."""
         out = dict(event)
+        if self.redact and out.get("message") and out.get("message") not in ("connection authorized", "disconnection"):
+            # the server quotes the input it refused ('syntax error at or near "hunter2"', 'invalid
+            # input syntax for type integer: "4111..."'): the quoted parts go
+            out["message"] = _QUOTED.sub('"\u2026"', out["message"])
         if out.get("statement"):
             out["statement"] = self._text(out["statement"])
         if out.get("plan"):
