@@ -45,6 +45,9 @@ def setup(level: str = "info", fmt: str = "text", stream=None) -> None:
     root.setLevel(level.upper())
 
 
+MAX_KEYS = 10_000  # a RateLimiter forgets the keys past their interval when it holds this many
+
+
 class RateLimiter:
     """``allow(key)`` is true at most once per ``interval`` seconds for each key."""
 
@@ -59,6 +62,8 @@ class RateLimiter:
             last = self._last.get(key)
             if last is not None and now - last < self.interval:
                 return False
+            if len(self._last) >= MAX_KEYS:  # keys that come and go (a queryid per session): forget the quiet ones
+                self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
             self._last[key] = now
             return True
 
