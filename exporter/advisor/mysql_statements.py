@@ -16,12 +16,8 @@ import re
 import sqlglot
 from sqlglot import exp
 
-from exporter.advisor.statements import LARGE_OFFSET, Issue, TooLong, Unparsable, _one_per_check
-
-KEYSET_FIX = ("Use keyset pagination: WHERE (sort_key, id) > (last_seen_key, last_seen_id) "
-              "ORDER BY sort_key, id LIMIT n, backed by an index on (sort_key, id).")
-DEEP_PAGES_FIX = ("If deep pages are requested, switch to keyset pagination: WHERE (sort_key, id) > "
-                  "(last_seen_key, last_seen_id) ORDER BY sort_key, id LIMIT n.")
+from exporter.advisor.statements import (DEEP_PAGES_FIX, KEYSET_FIX, LARGE_OFFSET, Issue, TooLong, Unparsable,
+                                         _one_per_check)
 
 LIST = re.compile(r"\(\s*\.\.\.\s*\)")
 COMPARISONS = (exp.EQ, exp.GT, exp.GTE, exp.LT, exp.LTE)

@@ -183,19 +183,24 @@ def _order_random(select: ast.SelectStmt) -> list[Issue]:
     return []
 
 
+# the fixes of the pagination findings, for PostgreSQL and MySQL alike (exporter.advisor.mysql_statements)
+KEYSET_FIX = ("Use keyset pagination: WHERE (sort_key, id) > (last_seen_key, last_seen_id) "
+              "ORDER BY sort_key, id LIMIT n, backed by an index on (sort_key, id).")
+DEEP_PAGES_FIX = ("If deep pages are requested, switch to keyset pagination: WHERE (sort_key, id) > "
+                  "(last_seen_key, last_seen_id) ORDER BY sort_key, id LIMIT n.")
+
+
 def _offset(select: ast.SelectStmt, redact: bool = False) -> list[Issue]:
     offset = select.limitOffset
     if isinstance(offset, ast.A_Const) and isinstance(offset.val, ast.Integer) and offset.val.ival > LARGE_OFFSET:
         rows = f"over {LARGE_OFFSET}" if redact else str(offset.val.ival)
         return [Issue("large_offset", "medium", f"OFFSET {'?' if redact else rows} reads and discards {rows} rows",
-                      "Use keyset pagination: WHERE (sort_key, id) > (last_seen_key, last_seen_id) "
-                      "ORDER BY sort_key, id LIMIT n, backed by an index on (sort_key, id).")]
+                      KEYSET_FIX)]
     if isinstance(offset, ast.ParamRef):
         return [Issue("offset_pagination", "low",
                       "OFFSET pagination (the offset is a parameter, or a constant normalised to $n by "
                       "pg_stat_statements, so its size is unknown); every page reads and discards all earlier rows",
-                      "If deep pages are requested, switch to keyset pagination: WHERE (sort_key, id) > "
-                      "(last_seen_key, last_seen_id) ORDER BY sort_key, id LIMIT n.")]
+                      DEEP_PAGES_FIX)]
     return []
 
 
