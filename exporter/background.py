@@ -7,8 +7,11 @@ waits a bounded time for the thread to end, never for itself (a close from insid
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable
+
+LOG = logging.getLogger("dbperf.background")
 
 
 class Worker:
@@ -36,9 +39,15 @@ class Worker:
                 return False
             if before is not None:
                 before()
-            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
             return True
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:  # a loop's own bug: said once, with its traceback, never a silent stop
+            LOG.exception("%s stopped by an unexpected error; it is not restarted", self.name)
 
     def close(self, wait: float = 3.0, before_join: Callable[[], None] | None = None) -> None:
         """Stop for good: set :attr:`stop`, run ``before_join`` (e.g. close a session, which breaks

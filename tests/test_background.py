@@ -53,3 +53,15 @@ def test_before_runs_under_start_only_once():
     worker.start(before=lambda: calls.append(2))
     worker.close()
     assert calls == [1]
+
+
+def test_a_loop_that_raises_is_said_with_its_traceback(caplog):
+    def loop():
+        raise KeyError("boom")
+
+    worker = Worker("dbperf-test-raises", loop)
+    worker.start()
+    worker.close(5)
+    assert not worker.running
+    (record,) = [r for r in caplog.records if r.name == "dbperf.background"]
+    assert "dbperf-test-raises stopped by an unexpected error" in record.getMessage() and record.exc_info

@@ -176,8 +176,17 @@ class Sampler:
             return False
         finally:
             self.last_duration = self.clock() - start
-        shown = self.shown()
-        dt = self.integrator.add(start, rows, shown, self.target.databases.wanted)
+        try:
+            shown = self.shown()
+            dt = self.integrator.add(start, rows, shown, self.target.databases.wanted)
+        except Exception as exc:  # dbperf's own bug: a failed sample, counted and said, never a stopped thread
+            self.failures += 1
+            self.integrator.failed()
+            self.last_error = f"integrating the sample failed: {type(exc).__name__}"
+            if self._log_limit.allow("integrate"):
+                LOG.exception("target=%s wait_events sampler: %s (logged at most once a minute)", self.target.name,
+                              self.last_error, extra={"target": self.target.name, "collector": "wait_events"})
+            return False
         try:
             self._backends(dt, backends, shown)
         except Exception as exc:  # never let a sample's text stop the thread (nor show it: the type only)
